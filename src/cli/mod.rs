@@ -1,0 +1,71 @@
+//! The command line: one module per subcommand. Errors are reported here with `anyhow` and mapped
+//! to documented exit codes.
+
+pub mod demo;
+pub mod sim;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for a failure at run time (a job failed, a server could not start).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for invalid input: bad arguments, configuration or job files.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs scheduled, headless jobs against the Asana REST API.
+#[derive(Debug, Parser)]
+#[command(name = "asana-worker", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `asana_worker=debug`.
+    #[arg(long, global = true, env = "ASANA_WORKER_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Asana simulator on loopback (for tests, demos and trying job files offline).
+    Sim(sim::SimArgs),
+    /// Start the built-in simulator and show the worker's main path against it.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sim(args) => sim::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,7 @@
+//! asana-worker: a headless daemon that runs scheduled jobs against the Asana REST API, and the
+//! Asana simulator it is tested against.
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls into [`cli`].
+
+pub mod cli;
+pub mod sim;
