@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand. Errors are reported here with `anyhow` and mapped
 //! to documented exit codes.
 
+pub mod bench_sim;
 pub mod demo;
 pub mod sim;
 
@@ -34,11 +35,26 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Start the built-in simulator and show the worker's main path against it.
     Demo(demo::DemoArgs),
+    /// Benchmarks that print figures and ratios.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Simple GETs per second the simulator serves on one core.
+    Sim(bench_sim::BenchSimArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     init_logging(&cli.log);
+    let command = match cli.command {
+        // Runs its own runtimes: the simulator on one thread, the load on another.
+        Command::Bench(BenchCommand::Sim(args)) => return exit_code(bench_sim::run(args)),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,12 +65,18 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Sim(args) => sim::run(args).await,
-            Command::Demo(args) => demo::run(args).await,
-        }
-    });
+    exit_code(runtime.block_on(run_async(command)))
+}
+
+async fn run_async(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Sim(args) => sim::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(BenchCommand::Sim(args)) => bench_sim::run(args),
+    }
+}
+
+fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

@@ -7,6 +7,7 @@
 //! one module per endpoint group; [`admin`] is the control surface for tests.
 
 pub mod admin;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod limits;
