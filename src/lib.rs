@@ -4,4 +4,7 @@
 //! The binary (`src/main.rs`) only parses the command line and calls into [`cli`].
 
 pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod sim;
+pub mod store;

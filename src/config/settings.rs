@@ -1,0 +1,348 @@
+//! Daemon settings: `config.toml` plus `ASANA_WORKER__SECTION__KEY` environment overrides (the
+//! config crate), every field with a safe default so the daemon runs with no file at all.
+//!
+//! Durations name their unit (`lease_secs`), addresses default to loopback, and secrets never
+//! appear here: credentials name a file or an environment variable that holds the token.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors loading settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or an override could not be parsed.
+    #[error("invalid configuration: {0}; check config.toml and ASANA_WORKER__* variables")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// All daemon settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where state lives.
+    pub database: DatabaseSettings,
+    /// Where job files live.
+    pub jobs: JobsSettings,
+    /// The admin HTTP server (`/healthz`, `/readyz`, `/metrics`).
+    pub admin: AdminSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// OpenTelemetry export.
+    pub telemetry: TelemetrySettings,
+    /// Workers and leases.
+    pub worker: WorkerSettings,
+    /// The scheduler.
+    pub scheduler: SchedulerSettings,
+    /// How to reach Asana.
+    pub asana: AsanaSettings,
+    /// Credentials declared in configuration (token read from a file or the environment).
+    pub credentials: BTreeMap<String, CredentialSettings>,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (default, created if missing) or `postgres://USER@HOST/DB` for several
+    /// replicas.
+    pub url: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://asana-worker.sqlite".into(),
+        }
+    }
+}
+
+/// Job file settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsSettings {
+    /// Directory of `*.toml` job files.
+    pub dir: PathBuf,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("jobs"),
+        }
+    }
+}
+
+/// Admin HTTP settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Listen address; loopback unless you mean to expose it.
+    pub listen: SocketAddr,
+    /// Set false to run without the admin server.
+    pub enabled: bool,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            enabled: true,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// Filter in tracing's `EnvFilter` syntax.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// OpenTelemetry settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP endpoint (e.g. `http://127.0.0.1:4318`); traces are exported only when set.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Runs executed at once by this process.
+    pub concurrency: usize,
+    /// Per-kind caps (e.g. `org_export = 2`), within `concurrency`.
+    pub per_kind: BTreeMap<String, usize>,
+    /// Lease length; another worker rescues a run whose lease ran out.
+    pub lease_secs: u64,
+    /// How often a running job renews its lease.
+    pub heartbeat_secs: u64,
+    /// How often an idle worker looks for due runs.
+    pub poll_interval_ms: u64,
+    /// On SIGTERM, how long running jobs get to checkpoint and stop.
+    pub shutdown_grace_secs: u64,
+    /// Finished runs older than this are deleted.
+    pub history_retention_days: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            per_kind: BTreeMap::new(),
+            lease_secs: 60,
+            heartbeat_secs: 15,
+            poll_interval_ms: 500,
+            shutdown_grace_secs: 25,
+            history_retention_days: 30,
+        }
+    }
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// How often the scheduler checks for due fires.
+    pub tick_ms: u64,
+    /// Leadership lease; only the leader enqueues fires.
+    pub leader_lease_secs: u64,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            tick_ms: 1000,
+            leader_lease_secs: 30,
+        }
+    }
+}
+
+/// How to reach Asana.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsanaSettings {
+    /// API base URL; https is required except for loopback (the simulator).
+    pub base_url: String,
+    /// For the simulator only: its `--time-scale`, so budgets and `Retry-After` match.
+    pub time_scale: f64,
+    /// TCP connect timeout.
+    pub connect_timeout_secs: u64,
+    /// Whole-request timeout.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for AsanaSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://app.asana.com/api/1.0".into(),
+            time_scale: 1.0,
+            connect_timeout_secs: 10,
+            request_timeout_secs: 60,
+        }
+    }
+}
+
+/// Kind of a configured credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// Service account token.
+    ServiceAccount,
+    /// Personal access token.
+    Pat,
+}
+
+/// Rate-limit tier of a credential's workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialTier {
+    /// 150 requests per minute.
+    Free,
+    /// 1,500 requests per minute.
+    #[default]
+    Paid,
+}
+
+/// A credential declared in configuration. The token itself is read from `token_file` (e.g. a
+/// mounted Kubernetes Secret, re-read when it changes) or from the environment variable
+/// `token_env`; never from the configuration file or the command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSettings {
+    /// Service account or PAT.
+    pub kind: CredentialKind,
+    /// Free or paid.
+    #[serde(default)]
+    pub tier: CredentialTier,
+    /// File holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Override of the requests per minute (defaults from the tier).
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+}
+
+impl Settings {
+    /// Loads `path` (if given; a missing explicit file is an error) and `ASANA_WORKER__*`
+    /// environment overrides, e.g. `ASANA_WORKER__DATABASE__URL`.
+    pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("ASANA_WORKER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values the types cannot.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.worker.concurrency == 0 {
+            return Err(SettingsError::Invalid(
+                "worker.concurrency must be at least 1".into(),
+            ));
+        }
+        if self.worker.heartbeat_secs == 0
+            || self.worker.heartbeat_secs * 2 > self.worker.lease_secs
+        {
+            return Err(SettingsError::Invalid(format!(
+                "worker.heartbeat_secs ({}) must be at least 1 and at most half of worker.lease_secs ({})",
+                self.worker.heartbeat_secs, self.worker.lease_secs
+            )));
+        }
+        if !(self.asana.time_scale.is_finite() && self.asana.time_scale > 0.0) {
+            return Err(SettingsError::Invalid(
+                "asana.time_scale must be a positive number".into(),
+            ));
+        }
+        for (name, credential) in &self.credentials {
+            match (&credential.token_file, &credential.token_env) {
+                (Some(_), Some(_)) => {
+                    return Err(SettingsError::Invalid(format!(
+                        "credentials.{name}: set token_file or token_env, not both"
+                    )));
+                }
+                (None, None) => {
+                    return Err(SettingsError::Invalid(format!(
+                        "credentials.{name}: set token_file (a file holding the token) or token_env (an environment variable holding it)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe() {
+        let settings = Settings::default();
+        assert!(settings.admin.listen.ip().is_loopback());
+        assert!(settings.database.url.starts_with("sqlite://"));
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn a_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[worker]\nconcurrency = 3\n[credentials.sa]\nkind = \"service_account\"\ntoken_env = \"SA_TOKEN\"\n").unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(settings.worker.concurrency, 3);
+        assert_eq!(
+            settings.credentials["sa"].token_env.as_deref(),
+            Some("SA_TOKEN")
+        );
+        std::fs::write(&path, "[worker]\nconcurency = 3\n").unwrap();
+        let error = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("concurency"), "{error}");
+    }
+}

@@ -1,0 +1,504 @@
+//! The durable queue and state of the daemon: schedules, runs, checkpoints and the scheduler's
+//! leader lease, behind one [`Store`] trait with a SQLite implementation (the default) and a
+//! PostgreSQL one (for several replicas). Both pass the same conformance suite
+//! (`tests/store_conformance.rs`).
+//!
+//! The database is the queue: uniqueness of a fire is a constraint, claims are atomic
+//! (`BEGIN IMMEDIATE` + `UPDATE … RETURNING` on SQLite, `FOR UPDATE SKIP LOCKED` on PostgreSQL),
+//! leases let another worker rescue the runs of a crashed one, and retry parameters live on the
+//! row.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL is not one we support.
+    #[error("unsupported database URL {0:?}; use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    /// Connecting or a query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}; the database may be newer than this binary")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds a value this binary does not understand.
+    #[error("corrupt row in {table}: {message}; inspect the database or restore a backup")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file-system problem around the database file.
+    #[error("cannot prepare database file {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// State of a run. Stored as text with a CHECK constraint listing exactly these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for `run_after`, then for a worker.
+    Queued,
+    /// Claimed by a worker holding a lease.
+    Running,
+    /// An attempt failed; waiting for `run_after` to try again.
+    Retrying,
+    /// Finished successfully.
+    Completed,
+    /// Failed permanently (the outcome said retrying cannot help).
+    Failed,
+    /// Every attempt failed.
+    Dead,
+    /// The credential was revoked or expired; a person must re-authorize it.
+    NeedsReauth,
+    /// Cancelled before it finished.
+    Cancelled,
+    /// Not run: the overlap or misfire policy skipped this fire (kept for the record).
+    Skipped,
+}
+
+impl RunState {
+    /// Every state, in a stable order (for metrics and CHECK constraints).
+    pub const ALL: [RunState; 9] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Retrying,
+        RunState::Completed,
+        RunState::Failed,
+        RunState::Dead,
+        RunState::NeedsReauth,
+        RunState::Cancelled,
+        RunState::Skipped,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Retrying => "retrying",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Dead => "dead",
+            RunState::NeedsReauth => "needs_reauth",
+            RunState::Cancelled => "cancelled",
+            RunState::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the run will not change any more.
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            RunState::Queued | RunState::Running | RunState::Retrying
+        )
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunState {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        RunState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "runs",
+                message: format!("unknown run state {text:?}"),
+            })
+    }
+}
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A scheduled fire.
+    Schedule,
+    /// A fire missed while the daemon was down, run by the misfire policy.
+    Misfire,
+    /// `jobs run NAME`.
+    Manual,
+}
+
+impl Trigger {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Misfire => "misfire",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+impl FromStr for Trigger {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "schedule" => Ok(Trigger::Schedule),
+            "misfire" => Ok(Trigger::Misfire),
+            "manual" => Ok(Trigger::Manual),
+            other => Err(StoreError::Corrupt {
+                table: "runs",
+                message: format!("unknown trigger {other:?}"),
+            }),
+        }
+    }
+}
+
+/// Priority of a run: manual work first, then scheduled work, then backfills.
+pub mod priority {
+    /// `jobs run NAME`.
+    pub const MANUAL: i32 = 100;
+    /// Scheduled fires.
+    pub const SCHEDULED: i32 = 50;
+    /// Catch-up of missed fires.
+    pub const MISFIRE: i32 = 40;
+}
+
+/// A run to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Job name.
+    pub job_name: String,
+    /// Job kind (for per-kind concurrency).
+    pub kind: String,
+    /// Why.
+    pub trigger: Trigger,
+    /// The scheduled fire time this run is for (None for manual runs).
+    pub fire_time: Option<DateTime<Utc>>,
+    /// Uniqueness key within the job: the fire time for scheduled runs, a fresh id for manual
+    /// ones. The database rejects a second run with the same (job, key).
+    pub unique_key: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not before this time.
+    pub run_after: DateTime<Utc>,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Initial state: `Queued`, or `Skipped` to record a fire the policy skipped.
+    pub state: RunState,
+    /// Why it was skipped, when it was.
+    pub note: Option<String>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// Id.
+    pub id: Uuid,
+    /// Job name.
+    pub job_name: String,
+    /// Job kind.
+    pub kind: String,
+    /// Why it exists.
+    pub trigger: Trigger,
+    /// Scheduled fire time.
+    pub fire_time: Option<DateTime<Utc>>,
+    /// Uniqueness key within the job.
+    pub unique_key: String,
+    /// Priority.
+    pub priority: i32,
+    /// State.
+    pub state: RunState,
+    /// Attempts started so far.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Not before this time.
+    pub run_after: DateTime<Utc>,
+    /// First retry delay (seconds).
+    pub retry_initial_secs: i64,
+    /// Longest retry delay (seconds).
+    pub retry_max_secs: i64,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When the lease runs out unless renewed.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// How many times a lease of this run expired and it was rescued.
+    pub rescues: i32,
+    /// Enqueued at.
+    pub created_at: DateTime<Utc>,
+    /// Last attempt started at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last error or note.
+    pub last_error: Option<String>,
+    /// Progress and result figures reported by the job (counts, bytes, …).
+    pub progress: Value,
+}
+
+/// How a claimed run ends (or pauses): the worker maps each job outcome to one of these.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// Done. `progress` is the final figures.
+    Complete {
+        /// Final figures.
+        progress: Value,
+    },
+    /// Try again at `run_after` (the attempt counts).
+    Retry {
+        /// When.
+        run_after: DateTime<Utc>,
+        /// Why the attempt failed.
+        error: String,
+    },
+    /// Not now: run again at `run_after` without using up an attempt.
+    Snooze {
+        /// When.
+        run_after: DateTime<Utc>,
+        /// Why.
+        note: String,
+    },
+    /// Failed permanently.
+    Fail {
+        /// Why.
+        error: String,
+    },
+    /// Failed and no attempts are left.
+    Dead {
+        /// Why.
+        error: String,
+    },
+    /// The credential needs re-authorization.
+    NeedsReauth {
+        /// Why.
+        error: String,
+    },
+    /// Shutdown: give the run back to the queue, the attempt not counted.
+    Release,
+    /// Cancelled by an operator.
+    Cancel {
+        /// Why.
+        note: String,
+    },
+}
+
+/// Filters for listing runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this job.
+    pub job_name: Option<String>,
+    /// Only these states.
+    pub states: Vec<RunState>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// Where a schedule stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleRow {
+    /// Job name.
+    pub job_name: String,
+    /// Next fire time the scheduler will enqueue.
+    pub next_fire_at: DateTime<Utc>,
+    /// Last fire time enqueued (or skipped).
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// A fingerprint of the schedule definition; a change resets `next_fire_at`.
+    pub definition: String,
+}
+
+/// Last outcome of a job, for `jobs list` and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// Job name.
+    pub job_name: String,
+    /// State of its newest run.
+    pub last_state: Option<RunState>,
+    /// When its newest run finished.
+    pub last_finished_at: Option<DateTime<Utc>>,
+    /// When a run of it last completed.
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone)]
+pub enum Enqueued {
+    /// A new run.
+    Inserted(Run),
+    /// A run with the same (job, unique key) existed; nothing was added.
+    Duplicate,
+}
+
+/// The daemon's durable state. Every method is atomic.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Checks the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Adds a run unless one with the same (job, unique key) exists.
+    async fn enqueue(&self, run: NewRun, now: DateTime<Utc>) -> StoreResult<Enqueued>;
+
+    /// Atomically advances a job's schedule from `expected_next` to `schedule.next_fire_at` and
+    /// enqueues `runs` in the same transaction. Returns false (and changes nothing) when the
+    /// stored next fire is no longer `expected_next` (another scheduler got there first).
+    /// `expected_next = None` means the schedule row must not exist yet.
+    async fn fire(
+        &self,
+        schedule: &ScheduleRow,
+        expected_next: Option<DateTime<Utc>>,
+        runs: Vec<NewRun>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Claims the best due run: highest priority, then oldest `run_after`; only of `kinds` when
+    /// given; never a second concurrent run of the same job. Sets state `running`, counts the
+    /// attempt and takes a lease for `owner` until `now + lease`.
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        kinds: Option<&[String]>,
+    ) -> StoreResult<Option<Run>>;
+
+    /// Renews a lease. False when `owner` no longer holds it (it was rescued).
+    async fn heartbeat(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<bool>;
+
+    /// Applies a transition to a run `owner` holds. False when the lease was lost.
+    async fn finish(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        transition: Transition,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Returns runs whose lease expired before `now` to the queue (`retrying`, due now), or to
+    /// `dead` when no attempts are left. Returns how many were rescued.
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Records progress figures on a run `owner` holds.
+    async fn set_progress(&self, run_id: Uuid, owner: &str, progress: Value) -> StoreResult<bool>;
+
+    /// One run.
+    async fn get_run(&self, run_id: Uuid) -> StoreResult<Option<Run>>;
+
+    /// Runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
+
+    /// Whether a job has a run queued, retrying or running.
+    async fn has_active_run(&self, job_name: &str) -> StoreResult<bool>;
+
+    /// Run counts by state.
+    async fn count_by_state(&self) -> StoreResult<Vec<(RunState, i64)>>;
+
+    /// Last outcome of every job that has runs.
+    async fn job_summaries(&self) -> StoreResult<Vec<JobSummary>>;
+
+    /// A job's schedule.
+    async fn get_schedule(&self, job_name: &str) -> StoreResult<Option<ScheduleRow>>;
+
+    /// Every schedule.
+    async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRow>>;
+
+    /// Removes the schedules of jobs that no longer exist.
+    async fn delete_schedule(&self, job_name: &str) -> StoreResult<()>;
+
+    /// Takes or renews the named lease (the scheduler's leadership) for `owner` until
+    /// `now + ttl`. True when `owner` holds it afterwards.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
+
+    /// Gives a named lease up (on shutdown) so another replica takes over at once.
+    async fn release_lease(&self, name: &str, owner: &str) -> StoreResult<()>;
+
+    /// A job's checkpoint value under `key`.
+    async fn get_checkpoint(&self, job_name: &str, key: &str) -> StoreResult<Option<Value>>;
+
+    /// Stores a checkpoint, but only while `owner` still holds the lease of `run_id` (a rescued
+    /// zombie must not move a checkpoint). False when the lease was lost.
+    async fn put_checkpoint(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        job_name: &str,
+        key: &str,
+        value: Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Deletes terminal runs that finished before `before`. Returns how many.
+    async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Delay before retry number `attempt` (1-based): exponential from `initial`, capped at `max`,
+/// with full jitter from `jitter` in 0..=1 (the caller supplies randomness so this stays pure).
+pub fn retry_delay(attempt: i32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let exponent = attempt.saturating_sub(1).clamp(0, 30) as u32;
+    let base = initial
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(max);
+    base.mul_f64(jitter.clamp(0.0, 1.0))
+        .max(initial.min(max) / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for state in RunState::ALL {
+            assert_eq!(state.as_str().parse::<RunState>().unwrap(), state);
+        }
+        assert!("exploded".parse::<RunState>().is_err());
+    }
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        let initial = Duration::from_secs(10);
+        let max = Duration::from_secs(300);
+        assert_eq!(retry_delay(1, initial, max, 1.0), Duration::from_secs(10));
+        assert_eq!(retry_delay(3, initial, max, 1.0), Duration::from_secs(40));
+        assert_eq!(retry_delay(20, initial, max, 1.0), max);
+        // Full jitter, but never less than half the initial delay.
+        assert_eq!(retry_delay(3, initial, max, 0.0), Duration::from_secs(5));
+    }
+}
