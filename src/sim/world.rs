@@ -688,7 +688,7 @@ impl World {
         let created_at = now - Duration::hours(rng.random_range(1..age_hours));
         let modified_at = created_at + (now - created_at) / rng.random_range(2..10);
         let completed = rng.random_bool(0.35);
-        let completed_at = completed.then(|| modified_at);
+        let completed_at = completed.then_some(modified_at);
         let assignee = rng.random_bool(0.8).then(|| pick_user(rng));
         let creator = pick_user(rng);
         let tags = if !self.tags.is_empty() && rng.random_bool(0.4) {

@@ -347,7 +347,7 @@ pub struct JobSummary {
 #[derive(Debug, Clone)]
 pub enum Enqueued {
     /// A new run.
-    Inserted(Run),
+    Inserted(Box<Run>),
     /// A run with the same (job, unique key) existed; nothing was added.
     Duplicate,
 }
