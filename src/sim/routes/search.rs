@@ -62,7 +62,13 @@ impl TimeRange {
         if self.after.is_none() && self.before.is_none() {
             return true;
         }
-        value.is_some_and(|v| self.after.is_none_or(|a| v > a) && self.before.is_none_or(|b| v < b))
+        // Compared at millisecond precision, the precision of the timestamps clients see, so a
+        // client paging by `created_at.after=<last seen>` never gets the last task again.
+        value.is_some_and(|v| {
+            let v = v.timestamp_millis();
+            self.after.is_none_or(|a| v > a.timestamp_millis())
+                && self.before.is_none_or(|b| v < b.timestamp_millis())
+        })
     }
 }
 

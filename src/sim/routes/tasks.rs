@@ -75,12 +75,16 @@ impl TaskFilter {
             None => true,
             Some(CompletedSince::Now) => !task.completed,
             Some(CompletedSince::At(since)) => {
-                !task.completed || task.completed_at.is_some_and(|at| at >= since)
+                !task.completed
+                    || task
+                        .completed_at
+                        .is_some_and(|at| at.timestamp_millis() >= since.timestamp_millis())
             }
         };
+        // Millisecond precision, like the timestamps clients see and send back.
         let modified_ok = self
             .modified_since
-            .is_none_or(|since| task.modified_at >= since);
+            .is_none_or(|since| task.modified_at.timestamp_millis() >= since.timestamp_millis());
         completed_ok && modified_ok
     }
 }
