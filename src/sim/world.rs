@@ -822,18 +822,22 @@ impl World {
 
     /// Shallow rendering of a project.
     pub fn render_project(&self, project: &Project) -> Value {
-        let custom_fields: Vec<Value> = project
-            .custom_fields
-            .iter()
-            .filter_map(|gid| self.custom_fields.get(gid))
-            .map(|field| self.render_custom_field(field, None))
-            .collect();
+        // `custom_fields` are values set on the project itself (none in the simulated world);
+        // the fields enabled for its tasks are `custom_field_settings`. Settings refer to their
+        // field by reference so rendering a project (which every task reference does) stays cheap.
         let settings: Vec<Value> = project
             .custom_fields
             .iter()
-            .filter_map(|gid| self.custom_fields.get(gid))
-            .map(|field| self.render_custom_field_setting(&project.gid, field))
+            .map(|field| {
+                json!({
+                    "gid": custom_field_setting_gid(&project.gid, field),
+                    "resource_type": "custom_field_setting",
+                    "is_important": true,
+                    "custom_field": reference(field),
+                })
+            })
             .collect();
+        let custom_fields: Vec<Value> = Vec::new();
         let current_status_update = self
             .status_updates
             .iter()
