@@ -948,3 +948,156 @@ async fn a_batch_that_would_exceed_the_quota_answers_429_as_a_whole() {
     assert!(reply.get("data").is_none());
     sim.server.shutdown().await;
 }
+
+/// Rewrites OpenAPI 3.0 `nullable: true` into JSON Schema's `type: [T, "null"]` so a JSON
+/// Schema validator reads the spec as Asana means it.
+fn openapi_to_json_schema(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let mut nullable = map.remove("nullable") == Some(json!(true));
+            // `allOf: [$ref, {nullable: true}]` is how the spec marks nullable references.
+            if let Some(Value::Array(parts)) = map.get_mut("allOf") {
+                for part in parts.iter_mut() {
+                    if let Value::Object(part) = part
+                        && part.remove("nullable") == Some(json!(true))
+                    {
+                        nullable = true;
+                    }
+                }
+            }
+            for inner in map.values_mut() {
+                openapi_to_json_schema(inner);
+            }
+            if nullable {
+                let inner = Value::Object(std::mem::take(map));
+                map.insert("anyOf".into(), json!([inner, {"type": "null"}]));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(openapi_to_json_schema),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn responses_match_the_spec_schemas() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/asana_oas.yaml"))
+        .expect("vendored spec");
+    let spec: Value = serde_yaml_ng::from_str(&text).expect("spec parses");
+    let mut components =
+        json!({ "components": { "schemas": spec["components"]["schemas"].clone() } });
+    openapi_to_json_schema(&mut components);
+    let check = |schema: &str, value: &Value, what: &str| {
+        let mut root = components.clone();
+        root["$ref"] = json!(format!("#/components/schemas/{schema}"));
+        let validator = jsonschema::validator_for(&root).expect("schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{what} does not match {schema}: {errors:?}\n{value}"
+        );
+    };
+
+    let sim = Sim::start(quiet_config()).await;
+    let ws = sim.workspace().await;
+    let project = sim.first_project().await;
+    let tasks = sim.ok(&format!("/projects/{project}/tasks")).await;
+    for task in tasks["data"].as_array().unwrap().iter().take(3) {
+        check("TaskCompact", task, "a task in a list");
+    }
+    let task = tasks["data"][0]["gid"].as_str().unwrap().to_string();
+    check(
+        "TaskResponse",
+        &sim.ok(&format!("/tasks/{task}")).await["data"],
+        "a task",
+    );
+    check(
+        "ProjectResponse",
+        &sim.ok(&format!("/projects/{project}")).await["data"],
+        "a project",
+    );
+    let team = sim.ok(&format!("/workspaces/{ws}/teams")).await["data"][0]["gid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "TeamResponse",
+        &sim.ok(&format!("/teams/{team}")).await["data"],
+        "a team",
+    );
+    let section = sim.ok(&format!("/projects/{project}/sections")).await["data"][0]["gid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "SectionResponse",
+        &sim.ok(&format!("/sections/{section}")).await["data"],
+        "a section",
+    );
+    let (_, story) = sim
+        .call(
+            Method::POST,
+            &format!("/tasks/{task}/stories"),
+            Some(json!({"data": {"text": "hello"}})),
+        )
+        .await;
+    check("StoryResponse", &story["data"], "a new story");
+    for story in sim.ok(&format!("/tasks/{task}/stories")).await["data"]
+        .as_array()
+        .unwrap()
+    {
+        check("StoryCompact", story, "a story in a list");
+    }
+    let (_, update) = sim
+        .call(
+            Method::POST,
+            "/status_updates",
+            Some(json!({"data": {"parent": project, "text": "t", "status_type": "at_risk"}})),
+        )
+        .await;
+    check("StatusUpdateResponse", &update["data"], "a status update");
+    let tag = sim.ok(&format!("/workspaces/{ws}/tags")).await["data"][0]["gid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "TagResponse",
+        &sim.ok(&format!("/tags/{tag}")).await["data"],
+        "a tag",
+    );
+    for field in sim.ok(&format!("/workspaces/{ws}/custom_fields")).await["data"]
+        .as_array()
+        .unwrap()
+    {
+        check("CustomFieldCompact", field, "a custom field in a list");
+        let gid = field["gid"].as_str().unwrap();
+        check(
+            "CustomFieldResponse",
+            &sim.ok(&format!("/custom_fields/{gid}")).await["data"],
+            "a custom field",
+        );
+    }
+    for setting in sim
+        .ok(&format!("/projects/{project}/custom_field_settings"))
+        .await["data"]
+        .as_array()
+        .unwrap()
+    {
+        check(
+            "CustomFieldSettingResponse",
+            setting,
+            "a custom field setting",
+        );
+    }
+    let user = sim.ok("/users/me").await["data"]["gid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = sim
+        .get(&format!("/users/{user}/teams?organization={ws}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    sim.server.shutdown().await;
+}

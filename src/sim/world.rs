@@ -987,7 +987,6 @@ impl World {
             "name": task.name,
             "resource_subtype": task.resource_subtype,
             "created_by": {"gid": task.created_by, "resource_type": "user"},
-            "approval_status": null,
             "assignee_status": "upcoming",
             "completed": task.completed,
             "completed_at": task.completed_at.map(timestamp),
@@ -997,7 +996,6 @@ impl World {
             "dependents": [],
             "due_at": null,
             "due_on": task.due_on,
-            "external": null,
             "html_notes": format!("<body>{}</body>", escape_xml(&task.notes)),
             "hearted": false,
             "hearts": [],
@@ -1024,9 +1022,14 @@ impl World {
             "permalink_url": format!("https://app.asana.com/0/0/{}", task.gid),
         });
         // Added separately: one `json!` this large exceeds the macro recursion limit.
+        // `approval_status` (not nullable in the spec) exists only on approval tasks; `external`
+        // only on tasks an integration has set it on, which simulated tasks never are.
         if let Value::Object(map) = &mut rendered {
             for key in ["assigned_by", "custom_type", "custom_type_status_option"] {
                 map.insert(key.into(), Value::Null);
+            }
+            if task.resource_subtype == "approval" {
+                map.insert("approval_status".into(), json!("pending"));
             }
         }
         rendered
@@ -1044,7 +1047,6 @@ impl World {
             "text": story.text,
             "html_text": format!("<body>{}</body>", escape_xml(&story.text)),
             "is_pinned": story.is_pinned,
-            "sticker_name": null,
             "is_editable": is_comment,
             "is_edited": false,
             "reaction_summary": [],
@@ -1276,7 +1278,7 @@ impl World {
         Some(gid)
     }
 
-    /// Adds a status update at `now` and returns its gid. Callers validate the parent and type.
+    /// Stores a status update and returns its gid. Callers validate the parent and type.
     pub fn add_status_update(&mut self, update: StatusUpdate) -> String {
         let gid = update.gid.clone();
         self.status_updates.insert(update);
