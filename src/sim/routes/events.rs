@@ -40,6 +40,9 @@ pub const RESOURCE_EVENTS_CAP: usize = 100;
 /// Events per answer on the workspace stream.
 pub const WORKSPACE_EVENTS_CAP: usize = 1000;
 
+/// Longest sync-token lifetime honoured (a century); larger configured values are capped.
+const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
+
 /// Most events kept in memory; older ones are dropped (tokens that still need them get a 412).
 const MAX_RETAINED_EVENTS: usize = 200_000;
 
@@ -176,7 +179,8 @@ impl EventLog {
         now: DateTime<Utc>,
         ttl_secs: u64,
     ) -> Result<Answer, String> {
-        let ttl = chrono::Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2_000));
+        // Capped at a century so the arithmetic below cannot overflow whatever the config says.
+        let ttl = chrono::Duration::seconds(ttl_secs.min(MAX_TTL_SECS) as i64);
         self.prune(now, ttl);
         let valid = sync.and_then(|token| {
             self.tokens
@@ -602,7 +606,7 @@ pub fn spawn_activity(state: &SharedState, tasks: &TaskTracker, shutdown: &Cance
         let start = state.clock.sim_secs();
         let interval = state
             .clock
-            .to_real(Duration::from_secs_f64(60.0 / rate))
+            .to_real(Duration::from_secs_f64((60.0 / rate).min(3600.0)))
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut done: u64 = 0;
         loop {
