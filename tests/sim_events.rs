@@ -411,3 +411,41 @@ async fn the_activity_generator_produces_events_until_shutdown() {
         .await
         .expect("the generator stops on shutdown");
 }
+
+#[tokio::test]
+async fn deleting_a_task_emits_a_deleted_event_and_hides_the_task() {
+    let sim = Sim::start(quiet_config()).await;
+    let (_, project, tasks) = sim.project_with_tasks().await;
+    let stream = format!("/events?resource={project}");
+    let sync = sim.handshake(&stream).await;
+    let (status, body) = sim
+        .call(Method::DELETE, &format!("/tasks/{}", tasks[0]), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"data": {}}));
+    let (status, _) = sim.get(&format!("/tasks/{}", tasks[0])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = sim
+        .call(Method::DELETE, &format!("/tasks/{}", tasks[0]), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let listed = sim.ok(&format!("/projects/{project}/tasks")).await;
+    assert!(
+        !listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["gid"] == json!(tasks[0]))
+    );
+    sim.admin_change(&tasks[1], json!({"deleted": true})).await;
+
+    let answer = sim.ok(&with_sync(&stream, &sync)).await;
+    let events = answer["data"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{answer}");
+    for (event, task) in events.iter().zip(&tasks) {
+        assert_eq!(event["action"], json!("deleted"));
+        assert_eq!(event["resource"]["gid"], json!(task));
+        assert!(event.get("change").is_none());
+    }
+    sim.server.shutdown().await;
+}

@@ -1260,6 +1260,19 @@ impl World {
         gid
     }
 
+    /// Moves a live task to the trash at `now` (it stays in the table, flagged, so events and
+    /// streams can still name it). Returns whether it was live.
+    pub fn delete_task(&mut self, gid: &str, now: DateTime<Utc>) -> bool {
+        match self.tasks.get_mut(gid).filter(|t| !t.deleted) {
+            Some(task) => {
+                task.deleted = true;
+                task.modified_at = task.modified_at.max(now);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Adds a comment story by `author` to a live task at `now` and bumps the task's
     /// `modified_at` ("adding stories" counts as modifying a task). Returns the story's gid.
     pub fn add_comment(&mut self, task: &str, author: &str, text: &str, is_pinned: bool, now: DateTime<Utc>) -> Option<String> {

@@ -385,6 +385,26 @@ pub fn change_task(
     Some(changes)
 }
 
+/// Deletes a task and records its `deleted` event. `false` when there was no live task.
+pub fn delete_task(state: &SimState, gid: &str, user: Option<&str>) -> bool {
+    let now = state.clock.now();
+    let event = {
+        let mut world = state.world_mut();
+        let streams = world.task_streams(gid);
+        let body = event_body(&world, user, gid, "deleted", None, None, now);
+        if !world.delete_task(gid, now) {
+            return false;
+        }
+        NewEvent {
+            streams,
+            created_at: now,
+            body,
+        }
+    };
+    emit(state, vec![event]);
+    true
+}
+
 /// Creates a task and records its `added` events.
 pub fn create_task(state: &SimState, new: NewTask, user: Option<&str>) -> String {
     let now = state.clock.now();
@@ -536,8 +556,8 @@ fn render_event(world: &World, body: &Value, params: &Params) -> Value {
 }
 
 /// `POST /_sim/tasks/{gid}`: changes a task as another user would (a JSON object of fields:
-/// `name`, `notes`, `completed`, `assignee`, `due_on`; optional `user` gid as the actor and
-/// `comment` text to add a comment too) and records the events. Answers the task's writable
+/// `name`, `notes`, `completed`, `assignee`, `due_on`; optional `user` gid as the actor,
+/// `comment` text to add a comment too, or `"deleted": true` to delete it) and records the events. Answers the task's writable
 /// fields and `modified_at`, and the names of the fields that changed.
 pub async fn admin_change_task(
     State(state): State<SharedState>,
@@ -571,6 +591,11 @@ pub async fn admin_change_task(
             Err(error) => return admin_error(StatusCode::BAD_REQUEST, error.message),
         }
     };
+    if fields.get("deleted") == Some(&Value::Bool(true)) {
+        delete_task(&state, &task_gid, user.as_deref());
+        return axum::Json(json!({ "data": { "gid": task_gid }, "changed": ["deleted"] }))
+            .into_response();
+    }
     let Some(changes) = change_task(&state, &task_gid, &patch, user.as_deref()) else {
         return admin_error(StatusCode::NOT_FOUND, format!("no task {task_gid}"));
     };

@@ -1,7 +1,7 @@
 //! Tasks: `GET /tasks` (by project, section, tag, or assignee + workspace, with `completed_since`
 //! and `modified_since`), `GET /projects/{gid}/tasks`, `GET /sections/{gid}/tasks`,
-//! `GET /tags/{gid}/tasks`, `GET /tasks/{gid}`, `GET /tasks/{gid}/subtasks`, `PUT /tasks/{gid}`
-//! and `POST /tasks`. Writes record events (see [`super::events`]).
+//! `GET /tags/{gid}/tasks`, `GET /tasks/{gid}`, `GET /tasks/{gid}/subtasks`, `PUT /tasks/{gid}`,
+//! `DELETE /tasks/{gid}` and `POST /tasks`. Writes record events (see [`super::events`]).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,7 +27,10 @@ pub const TASKS_SELECTOR_MESSAGE: &str =
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/tasks", get(list_tasks).post(create_task))
-        .route("/tasks/{task_gid}", get(get_task).put(update_task))
+        .route(
+            "/tasks/{task_gid}",
+            get(get_task).put(update_task).delete(delete_task),
+        )
         .route("/tasks/{task_gid}/subtasks", get(subtasks))
         .route("/projects/{project_gid}/tasks", get(project_tasks))
         .route("/sections/{section_gid}/tasks", get(section_tasks))
@@ -401,4 +404,16 @@ fn new_task(
         memberships,
         parent,
     })
+}
+
+/// `DELETE /tasks/{gid}`: trashes the task; answers an empty data record, as Asana does.
+async fn delete_task(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(task_gid): Path<String>,
+) -> ApiResult {
+    if !events::delete_task(&state, &task_gid, Some(&caller.record.user_gid)) {
+        return Err(ApiError::not_found("task"));
+    }
+    crate::sim::wire::ok(serde_json::json!({}))
 }
