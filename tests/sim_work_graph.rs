@@ -495,6 +495,20 @@ async fn put_and_post_tasks_change_the_world_and_validate_input() {
         .call(
             Method::POST,
             "/tasks",
+            Some(json!({"data": {"name": "Options", "projects": [project]},
+                        "options": {"fields": ["name"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        keys(&body["data"]),
+        ["gid", "name"].map(String::from).into(),
+        "body options.fields"
+    );
+    let (status, body) = sim
+        .call(
+            Method::POST,
+            "/tasks",
             Some(json!({"data": {"name": "Nowhere"}})),
         )
         .await;
