@@ -557,8 +557,9 @@ fn render_event(world: &World, body: &Value, params: &Params) -> Value {
 
 /// `POST /_sim/tasks/{gid}`: changes a task as another user would (a JSON object of fields:
 /// `name`, `notes`, `completed`, `assignee`, `due_on`; optional `user` gid as the actor,
-/// `comment` text to add a comment too, or `"deleted": true` to delete it) and records the events. Answers the task's writable
-/// fields and `modified_at`, and the names of the fields that changed.
+/// `comment` text to add a comment too, or `"deleted": true` to delete it) and records the
+/// events. Answers the task's writable fields and `modified_at`, and the names of the fields that
+/// changed.
 pub async fn admin_change_task(
     State(state): State<SharedState>,
     Path(task_gid): Path<String>,
