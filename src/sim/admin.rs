@@ -31,6 +31,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/consume", post(consume))
         .route("/audit_events", post(append_audit_events))
         .route("/clock", get(clock))
+        .route(
+            "/tasks/{task_gid}",
+            post(super::routes::events::admin_change_task),
+        )
 }
 
 fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -295,6 +295,42 @@ impl Limits {
         }
     }
 
+    /// Counts `extra` more requests against a token's quota at simulated time `now`: a batch of N
+    /// actions counts as N requests, and the batch request itself was already counted once by
+    /// [`Limits::admit`]. When they do not all fit, returns `Retry-After` (simulated seconds) and
+    /// the whole batch must answer 429; the refused requests still count, like any refused request.
+    pub fn charge_extra(&self, token: &str, tier: Tier, extra: u32, now: f64) -> Result<(), u64> {
+        let per_minute = self.per_minute(tier);
+        let mut tokens = self.lock();
+        let limiter = tokens.entry(token.to_string()).or_default();
+        prune(&mut limiter.window, now);
+        prune(&mut limiter.admitted, now);
+        limiter.stats.requests += u64::from(extra);
+        let fits = limiter.window.len() + extra as usize <= per_minute as usize;
+        for _ in 0..extra {
+            limiter.window.push_back(now);
+        }
+        if !fits {
+            let wait = retry_after(&limiter.window, per_minute, now);
+            *limiter
+                .stats
+                .rejected
+                .entry(RejectCause::Quota)
+                .or_default() += 1;
+            limiter.stats.accepted = limiter.stats.accepted.saturating_sub(1);
+            return Err(wait);
+        }
+        limiter.stats.accepted += u64::from(extra);
+        for _ in 0..extra {
+            limiter.admitted.push_back(now);
+        }
+        limiter.stats.peak_window_requests = limiter
+            .stats
+            .peak_window_requests
+            .max(limiter.admitted.len() as u32);
+        Ok(())
+    }
+
     /// Spends `count` requests of a token's quota as if another client had made them (for
     /// benchmarks where the worker shares its token with someone else).
     pub fn consume_external(&self, token: &str, count: u32, now: f64) {

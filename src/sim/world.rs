@@ -943,21 +943,46 @@ impl World {
             "resource_type": "team",
             "name": team.name,
             "description": team.description,
-            "html_description": format!("<body>{}</body>", team.description),
+            "html_description": format!("<body>{}</body>", escape_xml(&team.description)),
             "organization": reference(&self.workspace.gid),
             "permalink_url": format!("https://app.asana.com/0/team/{}", team.gid),
             "visibility": "request_to_join",
+            "edit_team_name_or_description_access_level": "all_team_members",
+            "edit_team_visibility_or_trash_team_access_level": "all_team_members",
+            "member_invite_management_access_level": "all_team_members",
+            "guest_invite_management_access_level": "all_team_members",
+            "join_request_management_access_level": "all_team_members",
+            "team_member_removal_access_level": "all_team_members",
+            "team_content_management_access_level": "no_restriction",
+            "endorsed": false,
+            "custom_field_settings": [],
         })
     }
 
     /// Shallow rendering of a project.
     pub fn render_project(&self, project: &Project) -> Value {
-        let custom_fields: Vec<Value> = project
+        // `custom_fields` are values set on the project itself (none in the simulated world);
+        // the fields enabled for its tasks are `custom_field_settings`. Settings refer to their
+        // field by reference so rendering a project (which every task reference does) stays cheap.
+        let settings: Vec<Value> = project
             .custom_fields
             .iter()
-            .filter_map(|gid| self.custom_fields.get(gid))
-            .map(|field| self.render_custom_field(field, None))
+            .map(|field| {
+                json!({
+                    "gid": custom_field_setting_gid(&project.gid, field),
+                    "resource_type": "custom_field_setting",
+                    "is_important": true,
+                    "custom_field": reference(field),
+                })
+            })
             .collect();
+        let custom_fields: Vec<Value> = Vec::new();
+        let current_status_update = self
+            .status_updates
+            .iter()
+            .filter(|u| u.parent == project.gid)
+            .max_by_key(|u| u.created_at)
+            .map(|u| reference(&u.gid));
         json!({
             "gid": project.gid,
             "resource_type": "project",
@@ -970,7 +995,7 @@ impl World {
             "due_date": project.due_on,
             "start_on": null,
             "default_view": "list",
-            "html_notes": format!("<body>{}</body>", project.notes),
+            "html_notes": format!("<body>{}</body>", escape_xml(&project.notes)),
             "notes": project.notes,
             "public": true,
             "privacy_setting": "public_to_workspace",
@@ -984,7 +1009,13 @@ impl World {
             "completed_at": null,
             "completed_by": null,
             "current_status": null,
-            "current_status_update": null,
+            "current_status_update": current_status_update,
+            "custom_field_settings": settings,
+            "default_access_level": "editor",
+            "minimum_access_level_for_customization": "admin",
+            "minimum_access_level_for_sharing": "admin",
+            "project_brief": null,
+            "created_from_template": null,
             "permalink_url": format!("https://app.asana.com/0/{}/list", project.gid),
             "icon": "list",
         })
@@ -1022,6 +1053,16 @@ impl World {
             "created_by": null,
             "is_global_to_workspace": true,
             "has_notifications_enabled": false,
+            "id_prefix": null,
+            "input_restrictions": [],
+            "format": if field.field_type == "number" { "custom" } else { "none" },
+            "currency_code": null,
+            "custom_label": null,
+            "custom_label_position": null,
+            "asana_created_field": null,
+            "is_value_read_only": false,
+            "privacy_setting": "public_with_guests",
+            "default_access_level": "editor",
         });
         if field.field_type == "enum" {
             rendered["enum_options"] = Value::Array(options.clone());
@@ -1079,13 +1120,12 @@ impl World {
             })
             .collect();
         let num_subtasks = self.subtasks_of(&task.gid).count();
-        json!({
+        let mut rendered = json!({
             "gid": task.gid,
             "resource_type": "task",
             "name": task.name,
             "resource_subtype": task.resource_subtype,
             "created_by": {"gid": task.created_by, "resource_type": "user"},
-            "approval_status": null,
             "assignee_status": "upcoming",
             "completed": task.completed,
             "completed_at": task.completed_at.map(timestamp),
@@ -1095,8 +1135,7 @@ impl World {
             "dependents": [],
             "due_at": null,
             "due_on": task.due_on,
-            "external": null,
-            "html_notes": format!("<body>{}</body>", task.notes),
+            "html_notes": format!("<body>{}</body>", escape_xml(&task.notes)),
             "hearted": false,
             "hearts": [],
             "is_rendered_as_separator": false,
@@ -1120,7 +1159,19 @@ impl World {
             "tags": references(&task.tags),
             "workspace": reference(&self.workspace.gid),
             "permalink_url": format!("https://app.asana.com/0/0/{}", task.gid),
-        })
+        });
+        // Added separately: one `json!` this large exceeds the macro recursion limit.
+        // `approval_status` (not nullable in the spec) exists only on approval tasks; `external`
+        // only on tasks an integration has set it on, which simulated tasks never are.
+        if let Value::Object(map) = &mut rendered {
+            for key in ["assigned_by", "custom_type", "custom_type_status_option"] {
+                map.insert(key.into(), Value::Null);
+            }
+            if task.resource_subtype == "approval" {
+                map.insert("approval_status".into(), json!("pending"));
+            }
+        }
+        rendered
     }
 
     /// Shallow rendering of a story.
@@ -1133,9 +1184,12 @@ impl World {
             "created_by": reference(&story.created_by),
             "resource_subtype": story.resource_subtype,
             "text": story.text,
-            "html_text": format!("<body>{}</body>", story.text),
+            "html_text": format!("<body>{}</body>", escape_xml(&story.text)),
             "is_pinned": story.is_pinned,
+            "is_editable": is_comment,
             "is_edited": false,
+            "reaction_summary": [],
+            "previews": [],
             "type": if is_comment { "comment" } else { "system" },
             "target": reference(&story.target),
             "liked": false,
@@ -1166,7 +1220,8 @@ impl World {
     /// Shallow rendering of a status update.
     pub fn render_status_update(&self, update: &StatusUpdate) -> Value {
         let subtype = match self.kind_of(&update.parent) {
-            Some("project") => "project_status_update",
+            Some("portfolio") => "portfolio_status_update",
+            Some("goal") => "goal_status_update",
             _ => "project_status_update",
         };
         json!({
@@ -1188,8 +1243,267 @@ impl World {
             "likes": [],
             "num_hearts": 0,
             "num_likes": 0,
+            "reaction_summary": [],
         })
     }
+
+    /// Shallow rendering of a project's custom field setting (`CustomFieldSettingResponse`).
+    /// Settings are not stored: their gid is derived from the project and the field, so the same
+    /// setting always has the same gid.
+    pub fn render_custom_field_setting(&self, project: &str, field: &CustomField) -> Value {
+        json!({
+            "gid": custom_field_setting_gid(project, &field.gid),
+            "resource_type": "custom_field_setting",
+            "project": reference(project),
+            "parent": reference(project),
+            "is_important": true,
+            "custom_field": self.render_custom_field(field, None),
+        })
+    }
+}
+
+/// The gid of the setting that attaches custom field `field` to `project`.
+pub fn custom_field_setting_gid(project: &str, field: &str) -> String {
+    let tail = field.len().saturating_sub(6);
+    format!("{project}{}", field.get(tail..).unwrap_or(field))
+}
+
+/// A change to a task's fields, as `PUT /tasks/{gid}`, the admin API and the activity generator
+/// make it. `None` leaves a field alone; `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New notes.
+    pub notes: Option<String>,
+    /// New completion state.
+    pub completed: Option<bool>,
+    /// New assignee (user gid) or unassigned.
+    pub assignee: Option<Option<String>>,
+    /// New due date (`YYYY-MM-DD`) or none.
+    pub due_on: Option<Option<String>>,
+}
+
+/// A new task, as `POST /tasks` makes it.
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    /// Name.
+    pub name: String,
+    /// Notes.
+    pub notes: String,
+    /// Assignee user gid.
+    pub assignee: Option<String>,
+    /// Creator user gid.
+    pub created_by: String,
+    /// Whether created completed.
+    pub completed: bool,
+    /// Due date.
+    pub due_on: Option<String>,
+    /// (project, section) memberships.
+    pub memberships: Vec<(String, String)>,
+    /// Parent task.
+    pub parent: Option<String>,
+}
+
+/// One field a patch changed, with its new value (shallow JSON; references as markers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldChange {
+    /// Field name as in `TaskResponse`.
+    pub field: &'static str,
+    /// The value after the change.
+    pub new_value: Value,
+}
+
+impl World {
+    /// Applies `patch` to a live task at `now`: only fields whose value differs change, and
+    /// `modified_at` moves forward when anything did (as Asana's `modified_since` expects).
+    /// Returns the changes, or `None` when the task does not exist.
+    pub fn update_task(
+        &mut self,
+        gid: &str,
+        patch: &TaskPatch,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<FieldChange>> {
+        let task = self.tasks.get_mut(gid).filter(|t| !t.deleted)?;
+        let mut changes = Vec::new();
+        if let Some(name) = &patch.name
+            && name != &task.name
+        {
+            task.name = name.clone();
+            changes.push(FieldChange {
+                field: "name",
+                new_value: json!(name),
+            });
+        }
+        if let Some(notes) = &patch.notes
+            && notes != &task.notes
+        {
+            task.notes = notes.clone();
+            changes.push(FieldChange {
+                field: "notes",
+                new_value: json!(notes),
+            });
+        }
+        if let Some(completed) = patch.completed
+            && completed != task.completed
+        {
+            task.completed = completed;
+            task.completed_at = completed.then_some(now);
+            changes.push(FieldChange {
+                field: "completed",
+                new_value: json!(completed),
+            });
+        }
+        if let Some(assignee) = &patch.assignee
+            && assignee != &task.assignee
+        {
+            task.assignee = assignee.clone();
+            if let Some(user) = assignee
+                && !task.followers.contains(user)
+            {
+                task.followers.push(user.clone());
+            }
+            changes.push(FieldChange {
+                field: "assignee",
+                new_value: assignee.as_deref().map(reference).unwrap_or(Value::Null),
+            });
+        }
+        if let Some(due_on) = &patch.due_on
+            && due_on != &task.due_on
+        {
+            task.due_on = due_on.clone();
+            changes.push(FieldChange {
+                field: "due_on",
+                new_value: json!(due_on),
+            });
+        }
+        if !changes.is_empty() {
+            task.modified_at = task.modified_at.max(now);
+        }
+        Some(changes)
+    }
+
+    /// Creates a task at `now` and returns its gid. Callers check that referenced objects exist.
+    pub fn create_task(&mut self, new: NewTask, now: DateTime<Utc>) -> String {
+        let gid = self.gids.next_gid();
+        let mut followers = vec![new.created_by.clone()];
+        if let Some(assignee) = &new.assignee
+            && assignee != &new.created_by
+        {
+            followers.push(assignee.clone());
+        }
+        self.tasks.insert(Task {
+            gid: gid.clone(),
+            name: new.name,
+            notes: new.notes,
+            resource_subtype: "default_task".into(),
+            assignee: new.assignee,
+            created_by: new.created_by,
+            completed: new.completed,
+            completed_at: new.completed.then_some(now),
+            created_at: now,
+            modified_at: now,
+            due_on: new.due_on,
+            start_on: None,
+            memberships: new.memberships,
+            parent: new.parent,
+            tags: Vec::new(),
+            followers,
+            custom_fields: Vec::new(),
+            num_likes: 0,
+            deleted: false,
+        });
+        gid
+    }
+
+    /// Moves a live task to the trash at `now` (it stays in the table, flagged, so events and
+    /// streams can still name it). Returns whether it was live.
+    pub fn delete_task(&mut self, gid: &str, now: DateTime<Utc>) -> bool {
+        match self.tasks.get_mut(gid).filter(|t| !t.deleted) {
+            Some(task) => {
+                task.deleted = true;
+                task.modified_at = task.modified_at.max(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds a comment story by `author` to a live task at `now` and bumps the task's
+    /// `modified_at` ("adding stories" counts as modifying a task). Returns the story's gid.
+    pub fn add_comment(
+        &mut self,
+        task: &str,
+        author: &str,
+        text: &str,
+        is_pinned: bool,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let target = self.tasks.get_mut(task).filter(|t| !t.deleted)?;
+        target.modified_at = target.modified_at.max(now);
+        let gid = self.gids.next_gid();
+        self.stories.insert(Story {
+            gid: gid.clone(),
+            target: task.to_string(),
+            created_by: author.to_string(),
+            created_at: now,
+            resource_subtype: "comment_added".into(),
+            text: text.to_string(),
+            is_pinned,
+        });
+        Some(gid)
+    }
+
+    /// Stores a status update and returns its gid. Callers validate the parent and type.
+    pub fn add_status_update(&mut self, update: StatusUpdate) -> String {
+        let gid = update.gid.clone();
+        self.status_updates.insert(update);
+        gid
+    }
+
+    /// The task, its ancestors, and every project any of them is in: the event streams an event
+    /// about the task bubbles up to. The workspace stream is not included.
+    pub fn task_streams(&self, gid: &str) -> Vec<String> {
+        let mut streams = Vec::new();
+        let mut current = self.tasks.get(gid);
+        let mut depth = 0;
+        while let Some(task) = current {
+            streams.push(task.gid.clone());
+            for (project, _) in &task.memberships {
+                if !streams.contains(project) {
+                    streams.push(project.clone());
+                }
+            }
+            depth += 1;
+            if depth > 32 {
+                break;
+            }
+            current = task.parent.as_deref().and_then(|p| self.tasks.get(p));
+        }
+        streams
+    }
+
+    /// Live tasks in a project (top-level members), in insertion order.
+    pub fn project_tasks<'a>(&'a self, project: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks
+            .iter()
+            .filter(move |t| !t.deleted && t.memberships.iter().any(|(p, _)| p == project))
+    }
+}
+
+/// Escapes text for inclusion in Asana rich text (`html_notes`, `html_text`).
+pub fn escape_xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 fn gid_key(gid: &str) -> (usize, &str) {
@@ -1230,7 +1544,6 @@ pub fn compact_fields(kind: &str) -> &'static [&'static str] {
             "number_value",
             "text_value",
             "display_value",
-            "resource_subtype",
         ],
         _ => &["gid", "resource_type", "name"],
     }

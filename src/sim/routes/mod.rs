@@ -1,8 +1,18 @@
 //! Simulated endpoints, one module per group. Every handler returns [`ApiResult`] and reads the
 //! caller from the request extensions (set by the limits middleware).
 
+pub mod batch;
+pub mod custom_fields;
 pub mod events;
 pub mod exports;
+pub mod projects;
+pub mod search;
+pub mod status_updates;
+pub mod stories;
+pub mod support;
+pub mod tags;
+pub mod tasks;
+pub mod teams;
 pub mod users;
 
 use axum::Router;
@@ -19,6 +29,15 @@ pub fn api_routes() -> Router<SharedState> {
         .merge(users::routes())
         .merge(events::routes())
         .merge(exports::routes())
+        .merge(teams::routes())
+        .merge(projects::routes())
+        .merge(tasks::routes())
+        .merge(stories::routes())
+        .merge(status_updates::routes())
+        .merge(search::routes())
+        .merge(custom_fields::routes())
+        .merge(tags::routes())
+        .merge(batch::routes())
 }
 
 /// Routes outside `/api/1.0` without token authentication (OAuth endpoints, export downloads).
