@@ -1,8 +1,10 @@
 //! Simulated endpoints, one module per group. Every handler returns [`ApiResult`] and reads the
 //! caller from the request extensions (set by the limits middleware).
 
+pub mod audit_log;
 pub mod events;
 pub mod exports;
+pub mod oauth;
 pub mod users;
 
 use axum::Router;
@@ -19,16 +21,21 @@ pub fn api_routes() -> Router<SharedState> {
         .merge(users::routes())
         .merge(events::routes())
         .merge(exports::routes())
+        .merge(audit_log::routes())
 }
 
 /// Routes outside `/api/1.0` without token authentication (OAuth endpoints, export downloads).
 pub fn public_routes() -> Router<SharedState> {
-    Router::new().merge(exports::public_routes())
+    Router::new()
+        .merge(exports::public_routes())
+        .merge(oauth::routes())
 }
 
 /// Starts background generators (audit events, task activity) tied to the server's lifetime.
 pub fn spawn_background(state: &SharedState, tasks: &TaskTracker, shutdown: &CancellationToken) {
     events::spawn_activity(state, tasks, shutdown);
+    audit_log::spawn_generator(state, tasks, shutdown);
+    exports::spawn_runner(state, tasks, shutdown);
 }
 
 /// Query parameters of a request, in order, with the common ones parsed.
@@ -47,12 +54,7 @@ pub struct Params {
 impl Params {
     /// Parses the common parameters; 400 on a bad `limit` or `opt_fields`.
     pub fn parse(query: Vec<(String, String)>) -> Result<Params, ApiError> {
-        let find = |key: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
+        let find = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let limit = wire::parse_limit(find("limit").as_deref())?;
         let offset = find("offset");
         let fields = match find("opt_fields") {
@@ -86,7 +88,9 @@ impl Params {
         let mut filters: Vec<&(String, String)> = self
             .query
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "offset" | "limit" | "opt_fields" | "opt_pretty"))
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "offset" | "limit" | "opt_fields" | "opt_pretty")
+            })
             .collect();
         filters.sort();
         format!("{path}?{filters:?}")
@@ -139,7 +143,9 @@ pub fn paginate(
         .collect();
     let next = (end < gids.len()).then(|| {
         let ttl = state.config.timing.offset_ttl_secs as i64;
-        let offset = state.offsets.encode(&end.to_string(), &scope, now, now + ttl);
+        let offset = state
+            .offsets
+            .encode(&end.to_string(), &scope, now, now + ttl);
         wire::next_page(&state.base_url, path, &params.query, &offset)
     });
     wire::page(data, next, true)

@@ -62,7 +62,12 @@ async fn users(
     {
         return Err(ApiError::not_found("workspace"));
     }
-    let gids: Vec<String> = world.users.iter().filter(|u| u.active).map(|u| u.gid.clone()).collect();
+    let gids: Vec<String> = world
+        .users
+        .iter()
+        .filter(|u| u.active)
+        .map(|u| u.gid.clone())
+        .collect();
     paginate(&state, &world, "/users", &params, &gids)
 }
 
@@ -99,7 +104,12 @@ async fn workspace_users(
     if workspace_gid != world.workspace.gid {
         return Err(ApiError::not_found("workspace"));
     }
-    let gids: Vec<String> = world.users.iter().filter(|u| u.active).map(|u| u.gid.clone()).collect();
+    let gids: Vec<String> = world
+        .users
+        .iter()
+        .filter(|u| u.active)
+        .map(|u| u.gid.clone())
+        .collect();
     let path = format!("/workspaces/{workspace_gid}/users");
     paginate(&state, &world, &path, &params, &gids)
 }
