@@ -82,12 +82,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<u8> {
     println!("  API base URL: {}", server.base_url());
     println!("  admin API:    {}/_sim/stats", server.origin());
     println!("  workspace:    {}", server.state().world().workspace.gid);
-    let tokens = server
-        .state()
-        .tokens
-        .read()
-        .map(|t| t.clone())
-        .unwrap_or_default();
+    let tokens = server.state().tokens.read().map(|t| t.clone()).unwrap_or_default();
     let mut tokens: Vec<_> = tokens.into_iter().collect();
     tokens.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     for (token, record) in tokens {
@@ -112,14 +107,13 @@ pub async fn wait_for_shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::{Json, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Router;
 use chrono::{DateTime, Utc};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -39,11 +39,7 @@ fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Statistics by token name.
 async fn stats(State(state): State<SharedState>) -> Response {
-    let tokens = state
-        .tokens
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let tokens = state.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
     let mut by_name: BTreeMap<String, TokenStats> = BTreeMap::new();
     for (token, record) in tokens {
         let stats = state.limits.stats(&token);
@@ -91,10 +87,7 @@ async fn put_faults(State(state): State<SharedState>, Json(faults): Json<FaultSp
         faults.hang,
     ] {
         if !(0.0..=1.0).contains(&rate) {
-            return admin_error(
-                StatusCode::BAD_REQUEST,
-                "fault rates must be between 0 and 1",
-            );
+            return admin_error(StatusCode::BAD_REQUEST, "fault rates must be between 0 and 1");
         }
     }
     *state.faults.write().unwrap_or_else(|p| p.into_inner()) = faults.clone();
@@ -103,11 +96,7 @@ async fn put_faults(State(state): State<SharedState>, Json(faults): Json<FaultSp
 
 /// Token names, kinds and strings (this is a simulator: its tokens are not secrets).
 async fn tokens(State(state): State<SharedState>) -> Response {
-    let tokens = state
-        .tokens
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let tokens = state.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
     let list: Vec<Value> = tokens
         .iter()
         .map(|(token, record)| {
@@ -147,8 +136,7 @@ async fn revoke(State(state): State<SharedState>, Json(request): Json<RevokeRequ
     for (token, record) in tokens.iter_mut() {
         let by_name = request.name.as_deref() == Some(record.name.as_str());
         let by_token = request.token.as_deref() == Some(token.as_str());
-        let by_grant =
-            request.token.is_some() && record.grant.as_deref() == request.token.as_deref();
+        let by_grant = request.token.is_some() && record.grant.as_deref() == request.token.as_deref();
         if by_name || by_token || by_grant {
             record.revoked = true;
             revoked += 1;
@@ -169,10 +157,7 @@ struct ConsumeRequest {
     count: u32,
 }
 
-async fn consume(
-    State(state): State<SharedState>,
-    Json(request): Json<ConsumeRequest>,
-) -> Response {
+async fn consume(State(state): State<SharedState>, Json(request): Json<ConsumeRequest>) -> Response {
     let token = {
         let tokens = state.tokens.read().unwrap_or_else(|p| p.into_inner());
         tokens
@@ -187,10 +172,7 @@ async fn consume(
                 .consume_external(&token, request.count, state.clock.sim_secs());
             StatusCode::NO_CONTENT.into_response()
         }
-        None => admin_error(
-            StatusCode::NOT_FOUND,
-            format!("no token named {:?}", request.name),
-        ),
+        None => admin_error(StatusCode::NOT_FOUND, format!("no token named {:?}", request.name)),
     }
 }
 

@@ -139,9 +139,7 @@ impl Limits {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TokenLimiter>> {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The configured limits.
@@ -179,11 +177,7 @@ impl Limits {
         limiter.window.push_back(now);
         if over_quota {
             let wait = retry_after(&limiter.window, per_minute, now);
-            *limiter
-                .stats
-                .rejected
-                .entry(RejectCause::Quota)
-                .or_default() += 1;
+            *limiter.stats.rejected.entry(RejectCause::Quota).or_default() += 1;
             return Err((RejectCause::Quota, wait));
         }
         if is_search {
@@ -191,11 +185,7 @@ impl Limits {
             limiter.searches.push_back(now);
             if over_search {
                 let wait = retry_after(&limiter.searches, self.spec.search_per_minute, now);
-                *limiter
-                    .stats
-                    .rejected
-                    .entry(RejectCause::Search)
-                    .or_default() += 1;
+                *limiter.stats.rejected.entry(RejectCause::Search).or_default() += 1;
                 return Err((RejectCause::Search, wait));
             }
         }
@@ -338,16 +328,8 @@ mod tests {
         // Four requests in the window (one rejected); two must leave for the next to fit: t=1.
         assert_eq!(wait, 51);
         // At t=60.5 the request at 0 has left but the rejected one at 10 still counts.
-        assert!(
-            limits
-                .admit("t", Tier::Free, RequestClass::Read, false, 60.5)
-                .is_err()
-        );
-        assert!(
-            limits
-                .admit("t", Tier::Free, RequestClass::Read, false, 71.0)
-                .is_ok()
-        );
+        assert!(limits.admit("t", Tier::Free, RequestClass::Read, false, 60.5).is_err());
+        assert!(limits.admit("t", Tier::Free, RequestClass::Read, false, 71.0).is_ok());
         let stats = limits.stats("t");
         assert_eq!(stats.rejected[&RejectCause::Quota], 2);
         assert_eq!(stats.peak_window_requests, 3);
@@ -356,23 +338,13 @@ mod tests {
     #[test]
     fn concurrency_slots_are_released_on_drop() {
         let limits = Limits::new(spec());
-        let a = limits
-            .admit("t", Tier::Paid, RequestClass::Read, false, 0.0)
-            .unwrap();
-        let _b = limits
-            .admit("t", Tier::Paid, RequestClass::Read, false, 0.0)
-            .unwrap();
+        let a = limits.admit("t", Tier::Paid, RequestClass::Read, false, 0.0).unwrap();
+        let _b = limits.admit("t", Tier::Paid, RequestClass::Read, false, 0.0).unwrap();
         let third = limits.admit("t", Tier::Paid, RequestClass::Read, false, 0.0);
         assert_eq!(third.unwrap_err().0, RejectCause::ConcurrentReads);
-        let _write = limits
-            .admit("t", Tier::Paid, RequestClass::Write, false, 0.0)
-            .unwrap();
+        let _write = limits.admit("t", Tier::Paid, RequestClass::Write, false, 0.0).unwrap();
         drop(a);
-        assert!(
-            limits
-                .admit("t", Tier::Paid, RequestClass::Read, false, 0.0)
-                .is_ok()
-        );
+        assert!(limits.admit("t", Tier::Paid, RequestClass::Read, false, 0.0).is_ok());
         assert_eq!(limits.stats("t").peak_concurrent_reads, 2);
     }
 
@@ -380,21 +352,11 @@ mod tests {
     fn search_has_its_own_bucket() {
         let limits = Limits::new(spec());
         for i in 0..2 {
-            limits
-                .admit("t", Tier::Paid, RequestClass::Read, true, i as f64)
-                .unwrap();
+            limits.admit("t", Tier::Paid, RequestClass::Read, true, i as f64).unwrap();
         }
         let refused = limits.admit("t", Tier::Paid, RequestClass::Read, true, 2.0);
         assert_eq!(refused.unwrap_err().0, RejectCause::Search);
-        assert!(
-            limits
-                .admit("t", Tier::Paid, RequestClass::Read, false, 2.0)
-                .is_ok()
-        );
-        assert!(
-            limits
-                .admit("other", Tier::Paid, RequestClass::Read, true, 2.0)
-                .is_ok()
-        );
+        assert!(limits.admit("t", Tier::Paid, RequestClass::Read, false, 2.0).is_ok());
+        assert!(limits.admit("other", Tier::Paid, RequestClass::Read, true, 2.0).is_ok());
     }
 }

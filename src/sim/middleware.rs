@@ -56,11 +56,7 @@ pub fn is_search(path: &str) -> bool {
 }
 
 /// The middleware around every `/api/1.0` route.
-pub async fn api_layer(
-    State(state): State<SharedState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn api_layer(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
     let caller = match authenticate(&state, &request) {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
@@ -131,21 +127,14 @@ pub async fn api_layer(
         }
         Injected::Status(status) => ApiError::server_error(status).into_response(),
         Injected::Hang => {
-            tokio::time::sleep(
-                state
-                    .clock
-                    .to_real(Duration::from_millis(faults.hang_ms.max(1))),
-            )
-            .await;
+            tokio::time::sleep(state.clock.to_real(Duration::from_millis(faults.hang_ms.max(1)))).await;
             ApiError::server_error(StatusCode::GATEWAY_TIMEOUT).into_response()
         }
         Injected::Reset => reset_response(),
         Injected::Truncate => truncate(next.run(request).await).await,
         Injected::None => next.run(request).await,
     };
-    state
-        .limits
-        .record_status(&token, response.status().as_u16());
+    state.limits.record_status(&token, response.status().as_u16());
     drop(in_flight);
     response
 }
@@ -179,13 +168,9 @@ fn reset_response() -> Response {
 /// the connection.
 async fn truncate(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let half = bytes.slice(..bytes.len() / 2);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, bytes.len().into());
+    parts.headers.insert(header::CONTENT_LENGTH, bytes.len().into());
     let chunks = vec![
         Ok(half),
         Err(std::io::Error::new(

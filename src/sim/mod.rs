@@ -73,12 +73,10 @@ impl SimServer {
     /// Starts a simulator on `addr`.
     pub async fn start_on(config: SimConfig, addr: &str) -> Result<SimServer, SimError> {
         config.validate()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SimError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| SimError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
         let local = listener.local_addr().map_err(|source| SimError::Bind {
             addr: addr.to_string(),
             source,

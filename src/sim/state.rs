@@ -135,10 +135,7 @@ impl SimState {
 
     /// Current faults.
     pub fn faults(&self) -> FaultSpec {
-        self.faults
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.faults.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Looks a token up.

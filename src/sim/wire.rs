@@ -346,10 +346,7 @@ impl FieldTree {
                     } else {
                         vec![segment.trim().to_string()]
                     };
-                if options
-                    .iter()
-                    .any(|o| o.is_empty() || o.contains(['(', ')']))
-                {
+                if options.iter().any(|o| o.is_empty() || o.contains(['(', ')'])) {
                     return Err(ApiError::bad_request(format!(
                         "opt_fields: Invalid field specification: {path}"
                     )));
@@ -488,12 +485,7 @@ fn project_depth(
     Value::Object(out)
 }
 
-fn expand(
-    value: &Value,
-    fields: Option<&FieldTree>,
-    resolver: &dyn Resolver,
-    depth: usize,
-) -> Value {
+fn expand(value: &Value, fields: Option<&FieldTree>, resolver: &dyn Resolver, depth: usize) -> Value {
     if depth > MAX_DEPTH {
         return Value::Null;
     }
@@ -512,10 +504,7 @@ fn expand(
                 Some(tree) if !tree.is_leaf() => {
                     for (name, subtree) in &tree.children {
                         if let Some(inner) = object.get(name) {
-                            out.insert(
-                                name.clone(),
-                                expand(inner, Some(subtree), resolver, depth + 1),
-                            );
+                            out.insert(name.clone(), expand(inner, Some(subtree), resolver, depth + 1));
                         }
                     }
                 }
@@ -559,11 +548,7 @@ mod tests {
         let assignee = &tree.children["assignee"];
         assert!(assignee.children.contains_key("name"));
         assert!(assignee.children.contains_key("email"));
-        assert!(
-            tree.children["memberships"].children["project"]
-                .children
-                .contains_key("name")
-        );
+        assert!(tree.children["memberships"].children["project"].children.contains_key("name"));
         assert!(tree.children["name"].is_leaf());
         assert!(FieldTree::parse("a.(b").is_err());
     }
@@ -572,48 +557,26 @@ mod tests {
     fn projection_expands_references_only_as_far_as_requested() {
         let task = json!({"gid": "1", "resource_type": "task", "name": "T", "notes": "n",
                           "assignee": reference("7")});
-        let compact = project(
-            &task,
-            &["gid", "resource_type", "name"],
-            None,
-            Detail::Compact,
-            &Users,
-        );
-        assert_eq!(
-            compact,
-            json!({"gid": "1", "resource_type": "task", "name": "T"})
-        );
+        let compact = project(&task, &["gid", "resource_type", "name"], None, Detail::Compact, &Users);
+        assert_eq!(compact, json!({"gid": "1", "resource_type": "task", "name": "T"}));
         let tree = FieldTree::parse("assignee.email").unwrap();
         let picked = project(&task, &[], Some(&tree), Detail::Compact, &Users);
-        assert_eq!(
-            picked,
-            json!({"gid": "1", "assignee": {"gid": "7", "email": "ann@example.com"}})
-        );
+        assert_eq!(picked, json!({"gid": "1", "assignee": {"gid": "7", "email": "ann@example.com"}}));
         let full = project(&task, &[], None, Detail::Full, &Users);
-        assert_eq!(
-            full["assignee"],
-            json!({"gid": "7", "resource_type": "user", "name": "Ann"})
-        );
+        assert_eq!(full["assignee"], json!({"gid": "7", "resource_type": "user", "name": "Ann"}));
     }
 
     #[test]
     fn offsets_expire_and_reject_forgery_and_other_queries() {
         let codec = OffsetCodec::new(1);
         let token = codec.encode("40", "/tasks?project=1", 100, 200);
-        assert_eq!(
-            codec.decode(&token, "/tasks?project=1", 150).unwrap().key,
-            "40"
-        );
+        assert_eq!(codec.decode(&token, "/tasks?project=1", 150).unwrap().key, "40");
         let expired = codec.decode(&token, "/tasks?project=1", 200).unwrap_err();
         assert_eq!(expired.message, OFFSET_EXPIRED_MESSAGE);
         assert!(codec.decode(&token, "/tasks?project=2", 150).is_err());
         let mut forged = token.clone();
         forged.push('x');
         assert!(codec.decode(&forged, "/tasks?project=1", 150).is_err());
-        assert!(
-            OffsetCodec::new(2)
-                .decode(&token, "/tasks?project=1", 150)
-                .is_err()
-        );
+        assert!(OffsetCodec::new(2).decode(&token, "/tasks?project=1", 150).is_err());
     }
 }

@@ -310,19 +310,7 @@ pub struct AuditEvent {
     pub body: Value,
 }
 
-has_gid!(
-    Workspace,
-    User,
-    Team,
-    Project,
-    Section,
-    Task,
-    Story,
-    Tag,
-    CustomField,
-    StatusUpdate,
-    AuditEvent
-);
+has_gid!(Workspace, User, Team, Project, Section, Task, Story, Tag, CustomField, StatusUpdate, AuditEvent);
 
 /// Issues gids: numeric strings in Asana's style, unique across all object types.
 #[derive(Debug, Clone)]
@@ -375,76 +363,21 @@ pub struct World {
 }
 
 const FIRST_NAMES: &[&str] = &[
-    "Ada",
-    "Grace",
-    "Alan",
-    "Edsger",
-    "Barbara",
-    "Donald",
-    "Frances",
-    "Ken",
-    "Margaret",
-    "Dennis",
-    "Radia",
-    "John",
-    "Katherine",
-    "Leslie",
-    "Hedy",
-    "Tim",
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis",
+    "Radia", "John", "Katherine", "Leslie", "Hedy", "Tim",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Lovelace",
-    "Hopper",
-    "Turing",
-    "Dijkstra",
-    "Liskov",
-    "Knuth",
-    "Allen",
-    "Thompson",
-    "Hamilton",
-    "Ritchie",
-    "Perlman",
-    "Backus",
-    "Johnson",
-    "Lamport",
-    "Lamarr",
-    "Berners-Lee",
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton",
+    "Ritchie", "Perlman", "Backus", "Johnson", "Lamport", "Lamarr", "Berners-Lee",
 ];
 const WORDS: &[&str] = &[
-    "launch",
-    "review",
-    "audit",
-    "budget",
-    "roadmap",
-    "migrate",
-    "design",
-    "hiring",
-    "vendor",
-    "security",
-    "quarterly",
-    "onboarding",
-    "invoice",
-    "release",
-    "contract",
-    "training",
-    "report",
-    "customer",
-    "renewal",
-    "policy",
+    "launch", "review", "audit", "budget", "roadmap", "migrate", "design", "hiring", "vendor",
+    "security", "quarterly", "onboarding", "invoice", "release", "contract", "training", "report",
+    "customer", "renewal", "policy",
 ];
 const COLORS: &[&str] = &[
-    "dark-pink",
-    "dark-green",
-    "dark-blue",
-    "dark-red",
-    "dark-teal",
-    "dark-brown",
-    "dark-orange",
-    "dark-purple",
-    "dark-warm-gray",
-    "light-pink",
-    "light-green",
-    "light-blue",
+    "dark-pink", "dark-green", "dark-blue", "dark-red", "dark-teal", "dark-brown", "dark-orange",
+    "dark-purple", "dark-warm-gray", "light-pink", "light-green", "light-blue",
 ];
 /// Audit event types with their categories and resource types, from Asana's docs.
 pub const AUDIT_EVENT_TYPES: &[(&str, &str, &str)] = &[
@@ -516,12 +449,7 @@ impl World {
             let email = if i == 0 {
                 "service-account@example.com".to_string()
             } else {
-                format!(
-                    "{}.{}{}@example.com",
-                    first.to_lowercase(),
-                    last.to_lowercase(),
-                    i
-                )
+                format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), i)
             };
             let gid = world.gids.next_gid();
             world.users.insert(User {
@@ -532,8 +460,7 @@ impl World {
             });
         }
         let user_gids: Vec<String> = world.users.iter().map(|u| u.gid.clone()).collect();
-        let pick_user =
-            |rng: &mut ChaCha8Rng| user_gids[rng.random_range(0..user_gids.len())].clone();
+        let pick_user = |rng: &mut ChaCha8Rng| user_gids[rng.random_range(0..user_gids.len())].clone();
         for _ in 0..size.tags {
             let gid = world.gids.next_gid();
             let name = title(&mut rng, 1);
@@ -560,11 +487,7 @@ impl World {
             } else {
                 Vec::new()
             };
-            let name = format!(
-                "{} {}",
-                title(&mut rng, 1),
-                ["Priority", "Estimate", "Notes"][i % 3]
-            );
+            let name = format!("{} {}", title(&mut rng, 1), ["Priority", "Estimate", "Notes"][i % 3]);
             world.custom_fields.insert(CustomField {
                 gid,
                 name,
@@ -589,15 +512,7 @@ impl World {
                 members: members.clone(),
             });
             for _ in 0..size.projects_per_team {
-                world.generate_project(
-                    &mut rng,
-                    &gid,
-                    &members,
-                    &field_gids,
-                    size,
-                    now,
-                    &pick_user,
-                );
+                world.generate_project(&mut rng, &gid, &members, &field_gids, size, now, &pick_user);
             }
         }
         world.generate_audit_backfill(&mut rng, size, now);
@@ -645,28 +560,10 @@ impl World {
         }
         for _ in 0..size.tasks_per_project {
             let section = section_gids[rng.random_range(0..section_gids.len())].clone();
-            let task_gid = self.generate_task(
-                rng,
-                Some((&project_gid, &section)),
-                None,
-                field_gids,
-                size,
-                created,
-                now,
-                pick_user,
-            );
+            let task_gid = self.generate_task(rng, Some((&project_gid, &section)), None, field_gids, size, created, now, pick_user);
             let subtasks = rng.random_range(0..=size.max_subtasks);
             for _ in 0..subtasks {
-                self.generate_task(
-                    rng,
-                    None,
-                    Some(&task_gid),
-                    field_gids,
-                    size,
-                    created,
-                    now,
-                    pick_user,
-                );
+                self.generate_task(rng, None, Some(&task_gid), field_gids, size, created, now, pick_user);
             }
         }
     }
@@ -692,12 +589,7 @@ impl World {
         let assignee = rng.random_bool(0.8).then(|| pick_user(rng));
         let creator = pick_user(rng);
         let tags = if !self.tags.is_empty() && rng.random_bool(0.4) {
-            vec![
-                self.tags
-                    .at(rng.random_range(0..self.tags.len()))
-                    .map(|t| t.gid.clone())
-                    .unwrap_or_default(),
-            ]
+            vec![self.tags.at(rng.random_range(0..self.tags.len())).map(|t| t.gid.clone()).unwrap_or_default()]
         } else {
             Vec::new()
         };
@@ -708,9 +600,7 @@ impl World {
                     let field = self.custom_fields.get(field_gid)?;
                     let value = match field.field_type.as_str() {
                         "enum" => CustomValue::Enum(
-                            field.enum_options[rng.random_range(0..field.enum_options.len())]
-                                .gid
-                                .clone(),
+                            field.enum_options[rng.random_range(0..field.enum_options.len())].gid.clone(),
                         ),
                         "number" => CustomValue::Number(rng.random_range(1..100) as f64),
                         _ => CustomValue::Text(title(rng, 2)),
@@ -721,11 +611,7 @@ impl World {
         } else {
             Vec::new()
         };
-        let subtype = if rng.random_bool(0.05) {
-            "milestone"
-        } else {
-            "default_task"
-        };
+        let subtype = if rng.random_bool(0.05) { "milestone" } else { "default_task" };
         let mut followers = vec![creator.clone()];
         if let Some(a) = &assignee
             && a != &creator
@@ -743,9 +629,7 @@ impl World {
             completed_at,
             created_at,
             modified_at,
-            due_on: rng
-                .random_bool(0.6)
-                .then(|| date(now + Duration::days(rng.random_range(-30..60)))),
+            due_on: rng.random_bool(0.6).then(|| date(now + Duration::days(rng.random_range(-30..60)))),
             start_on: None,
             memberships: membership
                 .map(|(p, s)| vec![(p.to_string(), s.to_string())])
@@ -760,35 +644,21 @@ impl World {
         let stories = rng.random_range(0..=size.max_stories);
         for i in 0..stories {
             let story_gid = self.gids.next_gid();
-            let story_time =
-                created_at + (modified_at - created_at) * (i as i32 + 1) / (stories as i32 + 1);
+            let story_time = created_at + (modified_at - created_at) * (i as i32 + 1) / (stories as i32 + 1);
             self.stories.insert(Story {
                 gid: story_gid,
                 target: gid.clone(),
                 created_by: pick_user(rng),
                 created_at: story_time,
-                resource_subtype: if i == 0 {
-                    "added_to_project".into()
-                } else {
-                    "comment_added".into()
-                },
-                text: if i == 0 {
-                    "added to project".into()
-                } else {
-                    format!("Comment: {}", title(rng, 5))
-                },
+                resource_subtype: if i == 0 { "added_to_project".into() } else { "comment_added".into() },
+                text: if i == 0 { "added to project".into() } else { format!("Comment: {}", title(rng, 5)) },
                 is_pinned: false,
             });
         }
         gid
     }
 
-    fn generate_audit_backfill(
-        &mut self,
-        rng: &mut ChaCha8Rng,
-        size: &WorldSize,
-        now: DateTime<Utc>,
-    ) {
+    fn generate_audit_backfill(&mut self, rng: &mut ChaCha8Rng, size: &WorldSize, now: DateTime<Utc>) {
         if size.audit_events == 0 {
             return;
         }
@@ -819,14 +689,9 @@ impl World {
             None => AUDIT_EVENT_TYPES[rng.random_range(0..AUDIT_EVENT_TYPES.len())],
         };
         let kind = event_type.unwrap_or(kind);
-        let actor = self
-            .users
-            .at(rng.random_range(0..self.users.len()))
-            .cloned();
+        let actor = self.users.at(rng.random_range(0..self.users.len())).cloned();
         let actor_json = match (&actor, rng.random_bool(0.9)) {
-            (Some(user), true) => {
-                json!({"actor_type": "user", "gid": user.gid, "name": user.name, "email": user.email})
-            }
+            (Some(user), true) => json!({"actor_type": "user", "gid": user.gid, "name": user.name, "email": user.email}),
             _ => json!({"actor_type": "asana"}),
         };
         let resource = match resource_type {
@@ -864,18 +729,14 @@ impl World {
             "details": {},
             "context": context,
         });
-        AuditEvent {
-            gid,
-            created_at,
-            body,
-        }
+        AuditEvent { gid, created_at, body }
     }
 
     /// Inserts an audit event at its place in creation order (late events land in the past).
     pub fn insert_audit_event(&mut self, event: AuditEvent) {
-        let position = self.audit_events.partition_point(|e| {
-            (e.created_at, gid_key(&e.gid)) <= (event.created_at, gid_key(&event.gid))
-        });
+        let position = self
+            .audit_events
+            .partition_point(|e| (e.created_at, gid_key(&e.gid)) <= (event.created_at, gid_key(&event.gid)));
         self.audit_events.insert(position, event);
     }
 
@@ -1199,38 +1060,13 @@ fn gid_key(gid: &str) -> (usize, &str) {
 /// Compact fields per resource type, from the spec's `*Compact` schemas.
 pub fn compact_fields(kind: &str) -> &'static [&'static str] {
     match kind {
-        "task" => &[
-            "gid",
-            "resource_type",
-            "name",
-            "resource_subtype",
-            "created_by",
-        ],
-        "story" => &[
-            "gid",
-            "resource_type",
-            "created_at",
-            "created_by",
-            "resource_subtype",
-            "text",
-        ],
+        "task" => &["gid", "resource_type", "name", "resource_subtype", "created_by"],
+        "story" => &["gid", "resource_type", "created_at", "created_by", "resource_subtype", "text"],
         "status_update" => &["gid", "resource_type", "title", "resource_subtype"],
         "custom_field" => &[
-            "gid",
-            "resource_type",
-            "name",
-            "type",
-            "enum_options",
-            "enabled",
-            "representation_type",
-            "is_formula_field",
-            "date_value",
-            "enum_value",
-            "multi_enum_values",
-            "number_value",
-            "text_value",
-            "display_value",
-            "resource_subtype",
+            "gid", "resource_type", "name", "type", "enum_options", "enabled", "representation_type",
+            "is_formula_field", "date_value", "enum_value", "multi_enum_values", "number_value",
+            "text_value", "display_value", "resource_subtype",
         ],
         _ => &["gid", "resource_type", "name"],
     }
@@ -1257,12 +1093,7 @@ impl Resolver for World {
 }
 
 /// Renders `gid` for a response: compact or full, or per `opt_fields`.
-pub fn render(
-    world: &World,
-    gid: &str,
-    fields: Option<&wire::FieldTree>,
-    detail: wire::Detail,
-) -> Option<Value> {
+pub fn render(world: &World, gid: &str, fields: Option<&wire::FieldTree>, detail: wire::Detail) -> Option<Value> {
     let (shallow, compact) = world.resolve(gid)?;
     Some(wire::project(&shallow, compact, fields, detail, world))
 }
@@ -1273,32 +1104,18 @@ mod tests {
 
     #[test]
     fn same_seed_same_world_different_seed_different_world() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
         let size = WorldSize::default();
         let a = World::generate(7, &size, now);
         let b = World::generate(7, &size, now);
         let c = World::generate(8, &size, now);
-        let names = |w: &World| {
-            w.tasks
-                .iter()
-                .map(|t| (t.gid.clone(), t.name.clone()))
-                .collect::<Vec<_>>()
-        };
+        let names = |w: &World| w.tasks.iter().map(|t| (t.gid.clone(), t.name.clone())).collect::<Vec<_>>();
         assert_eq!(names(&a), names(&b));
         assert_ne!(names(&a), names(&c));
         assert_eq!(a.projects.len(), size.teams * size.projects_per_team);
-        assert!(
-            a.tasks.iter().any(|t| t.parent.is_some()),
-            "subtasks generated"
-        );
+        assert!(a.tasks.iter().any(|t| t.parent.is_some()), "subtasks generated");
         assert_eq!(a.audit_events.len(), size.audit_events);
-        assert!(
-            a.audit_events
-                .windows(2)
-                .all(|w| w[0].created_at <= w[1].created_at)
-        );
+        assert!(a.audit_events.windows(2).all(|w| w[0].created_at <= w[1].created_at));
     }
 
     #[test]
@@ -1309,12 +1126,7 @@ mod tests {
         let late = world.make_audit_event(&mut rng, now - Duration::days(3), None);
         let gid = late.gid.clone();
         world.insert_audit_event(late);
-        assert!(
-            world
-                .audit_events
-                .windows(2)
-                .all(|w| w[0].created_at <= w[1].created_at)
-        );
+        assert!(world.audit_events.windows(2).all(|w| w[0].created_at <= w[1].created_at));
         assert!(world.audit_events.iter().any(|e| e.gid == gid));
     }
 }

@@ -54,7 +54,12 @@ pub struct Params {
 impl Params {
     /// Parses the common parameters; 400 on a bad `limit` or `opt_fields`.
     pub fn parse(query: Vec<(String, String)>) -> Result<Params, ApiError> {
-        let find = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let find = |key: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
         let limit = wire::parse_limit(find("limit").as_deref())?;
         let offset = find("offset");
         let fields = match find("opt_fields") {
@@ -88,9 +93,7 @@ impl Params {
         let mut filters: Vec<&(String, String)> = self
             .query
             .iter()
-            .filter(|(k, _)| {
-                !matches!(k.as_str(), "offset" | "limit" | "opt_fields" | "opt_pretty")
-            })
+            .filter(|(k, _)| !matches!(k.as_str(), "offset" | "limit" | "opt_fields" | "opt_pretty"))
             .collect();
         filters.sort();
         format!("{path}?{filters:?}")
@@ -143,9 +146,7 @@ pub fn paginate(
         .collect();
     let next = (end < gids.len()).then(|| {
         let ttl = state.config.timing.offset_ttl_secs as i64;
-        let offset = state
-            .offsets
-            .encode(&end.to_string(), &scope, now, now + ttl);
+        let offset = state.offsets.encode(&end.to_string(), &scope, now, now + ttl);
         wire::next_page(&state.base_url, path, &params.query, &offset)
     });
     wire::page(data, next, true)

@@ -62,12 +62,7 @@ async fn users(
     {
         return Err(ApiError::not_found("workspace"));
     }
-    let gids: Vec<String> = world
-        .users
-        .iter()
-        .filter(|u| u.active)
-        .map(|u| u.gid.clone())
-        .collect();
+    let gids: Vec<String> = world.users.iter().filter(|u| u.active).map(|u| u.gid.clone()).collect();
     paginate(&state, &world, "/users", &params, &gids)
 }
 
@@ -104,12 +99,7 @@ async fn workspace_users(
     if workspace_gid != world.workspace.gid {
         return Err(ApiError::not_found("workspace"));
     }
-    let gids: Vec<String> = world
-        .users
-        .iter()
-        .filter(|u| u.active)
-        .map(|u| u.gid.clone())
-        .collect();
+    let gids: Vec<String> = world.users.iter().filter(|u| u.active).map(|u| u.gid.clone()).collect();
     let path = format!("/workspaces/{workspace_gid}/users");
     paginate(&state, &world, &path, &params, &gids)
 }
