@@ -72,12 +72,14 @@ impl Position {
     }
 
     fn encode(&self) -> String {
-        format!("{}:{}", self.created_at.timestamp_micros(), self.gid)
+        // Nanoseconds: the simulated clock is finer than microseconds.
+        let nanos = self.created_at.timestamp_nanos_opt().unwrap_or_default();
+        format!("{nanos}:{}", self.gid)
     }
 
     fn decode(key: &str) -> Option<Position> {
-        let (micros, gid) = key.split_once(':')?;
-        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        let (nanos, gid) = key.split_once(':')?;
+        let created_at = DateTime::from_timestamp_nanos(nanos.parse().ok()?);
         Some(Position {
             created_at,
             gid_len: gid.len(),
