@@ -11,14 +11,17 @@ use serde_json::{Value, json};
 const SA: &str = "sim-sa-0001";
 
 fn config(backfill: usize) -> SimConfig {
-    let mut config = SimConfig::default();
-    config.world = WorldSize {
-        audit_events: backfill,
-        ..WorldSize::default()
-    };
-    config.timing.audit_events_per_minute = 0.0;
-    config.timing.activity_per_minute = 0.0;
-    config
+    let mut timing = SimConfig::default().timing;
+    timing.audit_events_per_minute = 0.0;
+    timing.activity_per_minute = 0.0;
+    SimConfig {
+        world: WorldSize {
+            audit_events: backfill,
+            ..WorldSize::default()
+        },
+        timing,
+        ..SimConfig::default()
+    }
 }
 
 struct Sim {
@@ -170,7 +173,8 @@ async fn pages_are_oldest_first_and_filters_select_exactly_the_matching_events()
     assert_eq!(unique.len(), 250, "no duplicates across pages");
 
     let sample = &all[17];
-    let filters: Vec<(&str, String, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Predicate<'a> = Box<dyn Fn(&Value) -> bool + 'a>;
+    let filters: Vec<(&str, String, Predicate)> = vec![
         (
             "event_type",
             sample["event_type"].as_str().unwrap().to_string(),

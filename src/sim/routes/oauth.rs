@@ -201,22 +201,24 @@ fn client_credentials(
     )
 }
 
-/// Checks the client's id and secret: `Err` is the 401 `invalid_client` response.
+/// Checks the client's id and secret; `None` means the 401 `invalid_client` answer is due.
 fn authenticate_client(
     state: &SimState,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
-) -> Result<OAuthClientSpec, Response> {
+) -> Option<OAuthClientSpec> {
     let (id, secret) = client_credentials(headers, form);
-    let client = id.as_deref().and_then(|id| find_client(state, id));
-    match client {
-        Some(client) if secret.as_deref() == Some(client.client_secret.as_str()) => Ok(client),
-        _ => Err(oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client authentication failed: unknown client_id or wrong client_secret",
-        )),
-    }
+    id.as_deref()
+        .and_then(|id| find_client(state, id))
+        .filter(|client| secret.as_deref() == Some(client.client_secret.as_str()))
+}
+
+fn invalid_client() -> Response {
+    oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "Client authentication failed: unknown client_id or wrong client_secret",
+    )
 }
 
 /// Issues an access token from `grant` (identified by `refresh_token`) and returns the token
@@ -273,9 +275,8 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let client = match authenticate_client(&state, &headers, &form) {
-        Ok(client) => client,
-        Err(response) => return response,
+    let Some(client) = authenticate_client(&state, &headers, &form) else {
+        return invalid_client();
     };
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => exchange_code(&state, &client, &form),
@@ -386,9 +387,8 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let client = match authenticate_client(&state, &headers, &form) {
-        Ok(client) => client,
-        Err(response) => return response,
+    let Some(client) = authenticate_client(&state, &headers, &form) else {
+        return invalid_client();
     };
     let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
         return oauth_error(
