@@ -316,7 +316,7 @@ async fn next_page_is_null_until_filters_match_then_always_present() {
 #[tokio::test]
 async fn offsets_expire_after_the_configured_simulated_time() {
     let mut config = config(10);
-    config.time_scale = 50.0;
+    config.time_scale = 20.0;
     config.timing.offset_ttl_secs = 10;
     let sim = Sim::start(config).await;
     let body = sim.ok_events(&[("limit", "5")]).await;
@@ -325,7 +325,7 @@ async fn offsets_expire_after_the_configured_simulated_time() {
         .ok_events(&[("limit", "5"), ("offset", position.as_str())])
         .await;
     assert_eq!(gids(&body).len(), 5, "valid right away");
-    tokio::time::sleep(Duration::from_millis(400)).await; // 20 simulated seconds
+    tokio::time::sleep(Duration::from_millis(700)).await; // 14 simulated seconds
     let (status, body) = sim
         .events(SA, &[("limit", "5"), ("offset", position.as_str())])
         .await;

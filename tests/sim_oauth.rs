@@ -294,6 +294,20 @@ async fn code_exchange_with_pkce_then_refresh() {
         (status, body["error"].as_str()),
         (400, Some("unsupported_grant_type"))
     );
+    let response = sim
+        .http
+        .post(format!("{}/-/oauth_token", sim.server.origin()))
+        .json(&serde_json::json!({"grant_type": "refresh_token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        400,
+        "the endpoint takes forms only"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
     sim.server.shutdown().await;
 }
 
@@ -339,11 +353,11 @@ async fn authorize_rejects_unknown_clients_and_other_response_types() {
 async fn an_expired_access_token_gets_asanas_expired_message_and_refresh_recovers() {
     let mut config = config();
     config.time_scale = 20.0;
-    config.timing.access_token_ttl_secs = 4;
+    config.timing.access_token_ttl_secs = 10;
     let sim = Sim::start(config).await;
     let (access, refresh) = sim.tokens().await;
     assert_eq!(sim.me(&access).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await; // 6 simulated seconds
+    tokio::time::sleep(Duration::from_millis(700)).await; // 14 simulated seconds
     let (status, body) = sim.me(&access).await;
     assert_eq!(status, 401);
     assert_eq!(body["errors"][0]["message"], TOKEN_EXPIRED_MESSAGE);
@@ -351,7 +365,7 @@ async fn an_expired_access_token_gets_asanas_expired_message_and_refresh_recover
     assert_eq!(info["active"], false);
     let (status, body) = sim.refresh(&refresh).await;
     assert_eq!(status, 200);
-    assert_eq!(body["expires_in"], 4);
+    assert_eq!(body["expires_in"], 10);
     assert_eq!(sim.me(body["access_token"].as_str().unwrap()).await.0, 200);
     sim.server.shutdown().await;
 }

@@ -165,6 +165,8 @@ pub struct Export {
     pub outcome: Option<Result<ExportFile, String>>,
     /// When it ended.
     pub completed_at: Option<DateTime<Utc>>,
+    /// Whether its file is being written (so the runner starts one writer only).
+    pub building: bool,
 }
 
 /// Progress of an export at some instant.
@@ -357,6 +359,7 @@ fn admit_export(
         padding_bytes: registry.padding_bytes,
         outcome: None,
         completed_at: None,
+        building: false,
     };
     registry.exports.insert(gid, export.clone());
     state
@@ -840,10 +843,12 @@ async fn admin_size(
 // ---------------------------------------------------------------------------------------------
 // Background: finishing exports and writing their files
 
-/// Starts the task that finishes exports when they are due and writes their files.
+/// Starts the task that finishes exports when they are due; each file is written by its own
+/// tracked task, so a huge padded export does not hold back the others.
 pub fn spawn_runner(state: &SharedState, tasks: &TaskTracker, shutdown: &CancellationToken) {
     let state = state.clone();
     let shutdown = shutdown.clone();
+    let builders = tasks.clone();
     tasks.spawn(async move {
         let tick = state
             .clock
@@ -855,26 +860,32 @@ pub fn spawn_runner(state: &SharedState, tasks: &TaskTracker, shutdown: &Cancell
                 _ = tokio::time::sleep(tick) => {}
             }
             let now = state.clock.now();
-            let due: Vec<Export> = registry(&state)
-                .exports
-                .values()
-                .filter(|e| e.in_progress() && now >= e.due_at)
-                .cloned()
-                .collect();
-            for export in due {
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                let outcome = if export.fail {
-                    Err("The export failed (simulated by /_sim/exports/fail_next).".to_string())
-                } else {
-                    build_file(&state, &export).await
-                };
+            let due: Vec<Export> = {
                 let mut registry = registry(&state);
-                if let Some(entry) = registry.exports.get_mut(&export.gid) {
-                    entry.outcome = Some(outcome);
-                    entry.completed_at = Some(state.clock.now());
-                }
+                registry
+                    .exports
+                    .values_mut()
+                    .filter(|e| e.in_progress() && !e.building && now >= e.due_at)
+                    .map(|e| {
+                        e.building = true;
+                        e.clone()
+                    })
+                    .collect()
+            };
+            for export in due {
+                let state = state.clone();
+                builders.spawn(async move {
+                    let outcome = if export.fail {
+                        Err("The export failed (simulated by /_sim/exports/fail_next).".to_string())
+                    } else {
+                        build_file(&state, &export).await
+                    };
+                    let mut registry = registry(&state);
+                    if let Some(entry) = registry.exports.get_mut(&export.gid) {
+                        entry.outcome = Some(outcome);
+                        entry.completed_at = Some(state.clock.now());
+                    }
+                });
             }
         }
     });

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use axum::Router;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,21 @@ fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) 
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The form body, or the OAuth `invalid_request` answer when it is not a form.
+fn parse_form(
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<HashMap<String, String>, Box<Response>> {
+    form.map(|Form(form)| form).map_err(|rejection| {
+        Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "The body must be form-encoded (application/x-www-form-urlencoded): {rejection}"
+            ),
+        ))
+    })
 }
 
 fn invalid_grant(description: &str) -> Response {
@@ -273,8 +289,12 @@ fn no_store(body: Value) -> Response {
 async fn token(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let form = match parse_form(form) {
+        Ok(form) => form,
+        Err(response) => return *response,
+    };
     let Some(client) = authenticate_client(&state, &headers, &form) else {
         return invalid_client();
     };
@@ -385,8 +405,12 @@ fn refresh(state: &SimState, client: &OAuthClientSpec, form: &HashMap<String, St
 async fn revoke(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let form = match parse_form(form) {
+        Ok(form) => form,
+        Err(response) => return *response,
+    };
     let Some(client) = authenticate_client(&state, &headers, &form) else {
         return invalid_client();
     };
@@ -428,8 +452,12 @@ async fn revoke(
 
 async fn token_info(
     State(state): State<SharedState>,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let form = match parse_form(form) {
+        Ok(form) => form,
+        Err(response) => return *response,
+    };
     let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
