@@ -1,10 +1,12 @@
 //! Simulated endpoints, one module per group. Every handler returns [`ApiResult`] and reads the
 //! caller from the request extensions (set by the limits middleware).
 
+pub mod audit_log;
 pub mod batch;
 pub mod custom_fields;
 pub mod events;
 pub mod exports;
+pub mod oauth;
 pub mod projects;
 pub mod search;
 pub mod status_updates;
@@ -38,16 +40,21 @@ pub fn api_routes() -> Router<SharedState> {
         .merge(custom_fields::routes())
         .merge(tags::routes())
         .merge(batch::routes())
+        .merge(audit_log::routes())
 }
 
 /// Routes outside `/api/1.0` without token authentication (OAuth endpoints, export downloads).
 pub fn public_routes() -> Router<SharedState> {
-    Router::new().merge(exports::public_routes())
+    Router::new()
+        .merge(exports::public_routes())
+        .merge(oauth::routes())
 }
 
 /// Starts background generators (audit events, task activity) tied to the server's lifetime.
 pub fn spawn_background(state: &SharedState, tasks: &TaskTracker, shutdown: &CancellationToken) {
     events::spawn_activity(state, tasks, shutdown);
+    audit_log::spawn_generator(state, tasks, shutdown);
+    exports::spawn_runner(state, tasks, shutdown);
 }
 
 /// Query parameters of a request, in order, with the common ones parsed.
