@@ -762,3 +762,167 @@ fn concrete_paths_map_to_spec_operations() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.undeclared.contains("/data/bogus_field"));
 }
+
+/// Errors the table cannot provoke (quota 429s, injected 5xx, revoked tokens) still have
+/// Asana's `ErrorResponse` shape, JSON content type and, for 429, a `Retry-After`.
+#[tokio::test]
+async fn limit_fault_and_revocation_errors_have_asanas_shape() {
+    let mut config = config();
+    config.limits.free_per_minute = 2;
+    let server = SimServer::start(config).await.expect("simulator starts");
+    let client = reqwest::Client::new();
+    let spec = spec();
+    let error_response = spec
+        .component_validator("ErrorResponse")
+        .expect("ErrorResponse compiles");
+    let me = format!("{}/users/me", server.base_url());
+    let send = |token: String| {
+        client
+            .get(&me)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+    };
+    let check = |status: u16, response: &reqwest::header::HeaderMap, body: &Value| {
+        let content_type = response
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{status}: content-type {content_type:?}"
+        );
+        let errors: Vec<String> = error_response
+            .iter_errors(body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{status} body {body} violates ErrorResponse: {errors:?}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{status}: no errors[0].message in {body}"
+        );
+    };
+
+    // Quota: the third request of a free token within a minute is refused.
+    let free = server.token("pat-free").expect("free token");
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..3 {
+        let response = send(free.clone()).await.expect("request");
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let headers = response.headers().clone();
+            let body: Value = response.json().await.expect("json body");
+            refused = Some((headers, body));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429], "free quota of 2/min");
+    let (headers, body) = refused.expect("a 429");
+    check(429, &headers, &body);
+    let retry_after: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("429 carries an integer Retry-After");
+    assert!(retry_after >= 1);
+
+    // Injected server errors.
+    let sa = server.token("service-account").expect("sa token");
+    for (field, status) in [
+        ("error_500", 500u16),
+        ("error_502", 502),
+        ("error_503", 503),
+        ("error_504", 504),
+    ] {
+        let put = client
+            .put(format!("{}/_sim/faults", server.origin()))
+            .json(&json!({ field: 1.0 }))
+            .send()
+            .await
+            .expect("admin request");
+        assert!(put.status().is_success(), "PUT /_sim/faults {field}");
+        let response = send(sa.clone()).await.expect("request");
+        assert_eq!(response.status().as_u16(), status);
+        let headers = response.headers().clone();
+        let body: Value = response.json().await.expect("json body");
+        check(status, &headers, &body);
+        if status == 500 {
+            let report = spec.check("GET", "/users/me", 500, &body);
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            assert!(
+                body["errors"][0]["phrase"].is_string(),
+                "500s carry a support phrase: {body}"
+            );
+        }
+    }
+    client
+        .put(format!("{}/_sim/faults", server.origin()))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("admin request");
+
+    // A revoked token answers 401 like an unknown one.
+    let paid = server.token("pat-paid").expect("paid token");
+    assert_eq!(send(paid.clone()).await.expect("request").status(), 200);
+    let revoke = client
+        .post(format!("{}/_sim/revoke", server.origin()))
+        .json(&json!({"name": "pat-paid"}))
+        .send()
+        .await
+        .expect("admin request");
+    assert!(revoke.status().is_success());
+    let response = send(paid).await.expect("request");
+    assert_eq!(response.status(), 401);
+    let headers = response.headers().clone();
+    let body: Value = response.json().await.expect("json body");
+    check(401, &headers, &body);
+    let report = spec.check("GET", "/users/me", 401, &body);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    server.shutdown().await;
+}
+
+/// Every schema of the spec survives the conversion and compiles, and so does every response
+/// schema of every operation: a conversion bug anywhere in the spec shows up here, not only in
+/// the endpoints the table happens to call.
+#[test]
+fn every_spec_schema_converts_and_compiles() {
+    let spec = spec();
+    let names: Vec<String> = spec
+        .schemas()
+        .as_object()
+        .expect("schemas")
+        .keys()
+        .cloned()
+        .collect();
+    assert!(names.len() > 100, "only {} schemas", names.len());
+    let mut failures = Vec::new();
+    for name in &names {
+        if let Err(error) = spec.component_validator(name) {
+            failures.push(format!("{name}: {error}"));
+        }
+    }
+    let operations = spec.all_operations();
+    assert!(
+        operations.len() > 150,
+        "only {} operations",
+        operations.len()
+    );
+    for operation in &operations {
+        for status in &operation.statuses {
+            let Ok(code) = status.parse::<u16>() else {
+                continue;
+            };
+            if spec.response_schema(operation, code).is_some()
+                && let Err(error) = spec.validator(operation, code)
+            {
+                failures.push(format!("{} {status}: {error}", operation.label()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -36,6 +36,9 @@ pub const ERRATA: &[(&str, &str, &str)] = &[(
      (the spec's own example is `asana.com`, which is not a URI)",
 )];
 
+/// Where the converted `components` live in the validators' registry.
+pub const COMPONENTS_URI: &str = "https://asana-oas.invalid/components";
+
 /// Keywords whose value is a map from names to schemas (the names are not keywords).
 const SCHEMA_MAPS: &[&str] = &["properties", "patternProperties", "$defs", "definitions"];
 
@@ -55,6 +58,9 @@ pub struct Spec {
     responses: Map<String, Value>,
     /// `components.schemas`, converted to JSON Schema.
     schemas: Value,
+    /// The converted components as one registry resource ([`COMPONENTS_URI`]), indexed once so
+    /// each compiled validator only walks the schemas it reaches.
+    registry: jsonschema::Registry<'static>,
     /// Compiled validators by (template, method, status key).
     validators: Mutex<HashMap<(String, String, String), Arc<jsonschema::Validator>>>,
 }
@@ -299,6 +305,14 @@ impl Spec {
             .cloned()
             .unwrap_or_default();
         let schemas = convert_schema_map(&root["components"]["schemas"]);
+        let registry = jsonschema::Registry::new()
+            .draft(jsonschema::Draft::Draft202012)
+            .add(
+                COMPONENTS_URI,
+                json!({ "components": { "schemas": schemas.clone() } }),
+            )
+            .and_then(|builder| builder.prepare())
+            .map_err(|e| format!("cannot index the converted components: {e}"))?;
         let templates = paths
             .keys()
             .map(|t| {
@@ -313,6 +327,7 @@ impl Spec {
             templates,
             responses,
             schemas,
+            registry,
             validators: Mutex::new(HashMap::new()),
         })
     }
@@ -394,7 +409,7 @@ impl Spec {
             return Ok(found.clone());
         }
         let root = self.rooted(&schema);
-        let validator = compile(&root)?;
+        let validator = self.compile(&root)?;
         let validator = Arc::new(validator);
         self.cache().insert(cache_key, validator.clone());
         Ok(validator)
@@ -403,7 +418,7 @@ impl Spec {
     /// Compiles a validator for one named component schema (e.g. `ErrorResponse`).
     pub fn component_validator(&self, name: &str) -> Result<jsonschema::Validator, String> {
         let root = self.rooted(&json!({ "$ref": format!("#/components/schemas/{name}") }));
-        compile(&root)
+        self.compile(&root)
     }
 
     fn cache(
@@ -413,10 +428,10 @@ impl Spec {
         self.validators.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `schema` with `components.schemas` embedded at its root so references resolve.
+    /// `schema` as a 2020-12 root whose `#/components/...` references point into the registry.
     fn rooted(&self, schema: &Value) -> Value {
-        let mut root = match schema {
-            Value::Object(map) => map.clone(),
+        let mut root = match absolute_refs(schema) {
+            Value::Object(map) => map,
             other => {
                 let mut map = Map::new();
                 map.insert("allOf".into(), json!([other]));
@@ -427,7 +442,6 @@ impl Spec {
             "$schema".into(),
             json!("https://json-schema.org/draft/2020-12/schema"),
         );
-        root.insert("components".into(), json!({ "schemas": self.schemas }));
         Value::Object(root)
     }
 
@@ -471,12 +485,36 @@ impl Spec {
     }
 }
 
-fn compile(root: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .should_ignore_unknown_formats(true)
-        .build(root)
-        .map_err(|error| format!("the converted schema does not compile: {error}"))
+impl Spec {
+    fn compile(&self, root: &Value) -> Result<jsonschema::Validator, String> {
+        jsonschema::draft202012::options()
+            .with_registry(&self.registry)
+            .should_validate_formats(true)
+            .should_ignore_unknown_formats(true)
+            .build(root)
+            .map_err(|error| format!("the converted schema does not compile: {error}"))
+    }
+}
+
+/// Rewrites `#/components/...` references into [`COMPONENTS_URI`] references.
+fn absolute_refs(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| {
+                    let value = match (key.as_str(), value) {
+                        ("$ref", Value::String(r)) if r.starts_with("#/components/") => {
+                            Value::String(format!("{COMPONENTS_URI}{r}"))
+                        }
+                        _ => absolute_refs(value),
+                    };
+                    (key.clone(), value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(absolute_refs).collect()),
+        other => other.clone(),
+    }
 }
 
 fn convert_schema_map(schemas: &Value) -> Value {
@@ -602,5 +640,32 @@ impl Spec {
         names.sort();
         names.dedup();
         names
+    }
+}
+
+impl Spec {
+    /// Every operation of the spec.
+    pub fn all_operations(&self) -> Vec<Operation> {
+        let mut out = Vec::new();
+        for (template, item) in &self.paths {
+            let Some(item) = item.as_object() else {
+                continue;
+            };
+            for (method, op) in item {
+                if !op.is_object() || method == "parameters" {
+                    continue;
+                }
+                out.push(Operation {
+                    template: template.clone(),
+                    method: method.clone(),
+                    id: op["operationId"].as_str().unwrap_or("?").to_string(),
+                    statuses: op["responses"]
+                        .as_object()
+                        .map(|r| r.keys().cloned().collect())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        out
     }
 }
