@@ -29,6 +29,51 @@ use support::spec::{Spec, convert_schema, spec};
 /// Env var that turns "route not implemented" from a failure into a report line.
 const ALLOW_MISSING_ENV: &str = "ASANA_WORKER_CONFORMANCE_ALLOW_MISSING";
 
+/// Known simulator deviations from the spec, field by field: (operationIds, instance path, why).
+/// A problem reported at that path of a response of one of those operations is printed as a
+/// known gap instead of failing; any other problem of the same case still fails it. Remove an
+/// entry once the simulator is fixed (the test prints entries it no longer observes).
+const KNOWN_GAPS: &[(&[&str], &str, &str)] = &[
+    (
+        &["getTask", "createTask", "updateTask"],
+        "/data/approval_status",
+        "the simulator sends `approval_status: null` on non-approval tasks; the spec types it as \
+         a non-null enum marked *Conditional*: omit it unless resource_subtype is `approval`",
+    ),
+    (
+        &["getTask", "createTask", "updateTask"],
+        "/data/external",
+        "the simulator sends `external: null`; the spec says the field \"is returned only if \
+         external values are set or included by using Opt In\": omit it otherwise",
+    ),
+    (
+        &["getJob"],
+        "/data/new_project",
+        "the simulator sends `new_project: null` on export jobs; the spec declares it \
+         non-nullable: omit result fields that do not apply to the job",
+    ),
+    (
+        &["getJob"],
+        "/data/new_portfolio",
+        "the simulator sends `new_portfolio: null` on export jobs (non-nullable in the spec)",
+    ),
+    (
+        &["getJob"],
+        "/data/new_project_template",
+        "the simulator sends `new_project_template: null` on export jobs (non-nullable in the spec)",
+    ),
+];
+
+/// Index of the known gap a problem matches, if any.
+fn known_gap(problem: &str) -> Option<usize> {
+    KNOWN_GAPS.iter().position(|(operations, path, _)| {
+        problem.contains(&format!("at `{path}`"))
+            && operations
+                .iter()
+                .any(|op| problem.contains(&format!("({op})")))
+    })
+}
+
 /// Which token a case sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok {
@@ -492,7 +537,8 @@ impl Runner<'_> {
         }
         let mut problems = report.problems;
         if let Some(operation) = self.spec.operation(case.method, path) {
-            if !report.undeclared.is_empty() {
+            // Fields asked for with opt_fields are outside the compact schemas by design.
+            if !report.undeclared.is_empty() && !query.contains("opt_fields=") {
                 self.undeclared
                     .entry(format!("{} {status}", operation.label()))
                     .or_default()
@@ -584,10 +630,31 @@ async fn simulator_responses_conform_to_the_openapi_spec() {
     let mut missing = Vec::new();
     let mut gaps = Vec::new();
     let mut fixed_gaps = Vec::new();
+    let mut observed_gaps = BTreeSet::new();
     let mut passed = 0;
     let table = cases();
     for case in &table {
-        let outcome = runner.run(case).await;
+        let outcome = match runner.run(case).await {
+            Outcome::Fail(problems) => {
+                let (known, rest): (Vec<String>, Vec<String>) =
+                    problems.into_iter().partition(|p| known_gap(p).is_some());
+                observed_gaps.extend(known.iter().filter_map(|p| known_gap(p)));
+                if !known.is_empty() {
+                    gaps.push(format!(
+                        "{}
+      {}",
+                        case.label(),
+                        known.join("\n      ")
+                    ));
+                }
+                if rest.is_empty() {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail(rest)
+                }
+            }
+            other => other,
+        };
         match (outcome, case.gap) {
             (Outcome::Pass, None) => passed += 1,
             (Outcome::Pass, Some(why)) => {
@@ -621,9 +688,27 @@ async fn simulator_responses_conform_to_the_openapi_spec() {
     }
     if !gaps.is_empty() {
         println!("\nknown simulator gaps (not failing):");
+        for (index, (operations, path, why)) in KNOWN_GAPS.iter().enumerate() {
+            if observed_gaps.contains(&index) {
+                println!("  {} {path}: {why}", operations.join("/"));
+            }
+        }
         for gap in &gaps {
             println!("  {gap}");
         }
+    }
+    let unobserved: Vec<String> = KNOWN_GAPS
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !observed_gaps.contains(index))
+        .map(|(_, (operations, path, _))| format!("{} {path}", operations.join("/")))
+        .collect();
+    if !unobserved.is_empty() {
+        println!(
+            "\nknown gaps not observed in this run (fixed, or their endpoint is missing; remove \
+             fixed ones from KNOWN_GAPS): {}",
+            unobserved.join(", ")
+        );
     }
     if !fixed_gaps.is_empty() {
         println!("\nknown gaps that now pass (remove their .gap(...)):");
@@ -693,6 +778,15 @@ fn nullable_schemas_accept_null_and_nothing_else_extra() {
     assert!(composed.is_valid(&json!({"assignee": {"gid": "1"}})));
     assert!(!composed.is_valid(&json!({"assignee": {"gid": 1}})));
     assert!(!composed.is_valid(&json!({"assignee": "1"})));
+
+    // …and with the marker carrying `type: object`, as most of the spec does.
+    let object = json!({"type": "object", "properties": {"gid": {"type": "string"}}});
+    let typed_marker = compile(json!({
+        "properties": {"section": {"allOf": [object, {"type": "object", "nullable": true}]}}
+    }));
+    assert!(typed_marker.is_valid(&json!({"section": null})));
+    assert!(typed_marker.is_valid(&json!({"section": {"gid": "1"}})));
+    assert!(!typed_marker.is_valid(&json!({"section": "1"})));
 
     // Property names that happen to be OpenAPI keywords are kept.
     let keyworded = compile(json!({
@@ -925,4 +1019,32 @@ fn every_spec_schema_converts_and_compiles() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Each erratum changes what it claims to: the spec's own examples validate after the fix.
+#[test]
+fn spec_errata_apply() {
+    let spec = spec();
+    let check = |schema: &str, instance: Value| {
+        let validator = spec.component_validator(schema).expect("compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{schema} {instance}: {errors:?}");
+    };
+    check("WorkspaceResponse", json!({"email_domains": ["asana.com"]}));
+    check("StoryResponse", json!({"sticker_name": null}));
+    check("GraphExportResponse", json!({"completed_at": null}));
+    check("ResourceExportResponse", json!({"completed_at": null}));
+    // Fixes stay local: a task's name is still not nullable, a sticker still an enum.
+    let story = spec.component_validator("StoryResponse").expect("compiles");
+    assert!(!story.is_valid(&json!({"sticker_name": "no_such_sticker"})));
+    let task = spec.component_validator("TaskResponse").expect("compiles");
+    assert!(!task.is_valid(&json!({"name": null})));
+    assert_eq!(
+        support::spec::ERRATA.len(),
+        4,
+        "update this test with the errata"
+    );
 }

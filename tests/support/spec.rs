@@ -27,14 +27,45 @@ const DROPPED_KEYWORDS: &[&str] = &[
     "deprecated",
 ];
 
-/// Known errors in the spec, corrected while converting: (property name, keyword removed from
-/// that property's schema and everything below it, why).
-pub const ERRATA: &[(&str, &str, &str)] = &[(
-    "email_domains",
-    "format",
-    "Workspace.email_domains items are declared `format: uri`, but Asana returns bare domains \
-     (the spec's own example is `asana.com`, which is not a URI)",
-)];
+/// A correction of the spec.
+#[derive(Debug, Clone, Copy)]
+pub enum Fix {
+    /// Remove this keyword from the property's schema and everything below it.
+    DropKeyword(&'static str),
+    /// The property may be `null` although the spec does not say `nullable`.
+    Nullable,
+}
+
+/// Known errors in the spec, corrected after converting: (component schema, property, fix, why).
+/// Each is a place where the spec contradicts its own prose or example; the simulator follows
+/// the prose.
+pub const ERRATA: &[(&str, &str, Fix, &str)] = &[
+    (
+        "WorkspaceResponse",
+        "email_domains",
+        Fix::DropKeyword("format"),
+        "items are declared `format: uri`, but Asana returns bare domains (the spec's own \
+         example is `asana.com`, which is not a URI)",
+    ),
+    (
+        "StoryBase",
+        "sticker_name",
+        Fix::Nullable,
+        "described as \"`null` if there is no sticker\" but not declared nullable",
+    ),
+    (
+        "GraphExportCompact",
+        "completed_at",
+        Fix::Nullable,
+        "a graph export that has not completed has no completion time; the spec omits nullable",
+    ),
+    (
+        "ResourceExportCompact",
+        "completed_at",
+        Fix::Nullable,
+        "a resource export that has not completed has no completion time; the spec omits nullable",
+    ),
+];
 
 /// Where the converted `components` live in the validators' registry.
 pub const COMPONENTS_URI: &str = "https://asana-oas.invalid/components";
@@ -150,8 +181,9 @@ pub fn yaml_to_json(value: serde_yaml_ng::Value) -> Value {
 /// - `nullable: true` with a plain `type` adds `"null"` to the type (and to `enum`);
 ///   on a composition (`$ref`, `allOf`, …) or without a type it becomes
 ///   `anyOf: [{type: null}, schema]`.
-/// - An `allOf` member that only says `nullable: true` (Asana writes
-///   `allOf: [{$ref: UserCompact}, {nullable: true}]`) makes the whole schema nullable.
+/// - An `allOf` member with `nullable: true` (Asana writes
+///   `allOf: [{$ref: UserCompact}, {type: object, nullable: true}]`) makes the whole schema
+///   nullable; the member itself keeps its other constraints.
 /// - OpenAPI-only keywords and `x-*` extensions are dropped.
 pub fn convert_schema(schema: &Value) -> Value {
     let Value::Object(map) = schema else {
@@ -168,9 +200,7 @@ pub fn convert_schema(schema: &Value) -> Value {
                 Value::Object(children) => Value::Object(
                     children
                         .iter()
-                        .map(|(name, child)| {
-                            (name.clone(), apply_errata(name, convert_schema(child)))
-                        })
+                        .map(|(name, child)| (name.clone(), convert_schema(child)))
                         .collect(),
                 ),
                 other => other.clone(),
@@ -185,8 +215,18 @@ pub fn convert_schema(schema: &Value) -> Value {
             };
             let mut converted = Vec::new();
             for member in members {
-                if key == "allOf" && is_nullable_marker(member) {
+                if key == "allOf" && member.get("nullable") == Some(&Value::Bool(true)) {
+                    // `allOf: [X, {type: object, nullable: true}]` means "X or null": a member
+                    // cannot admit null on its own when its siblings reject it.
                     nullable = true;
+                    if is_nullable_marker(member) {
+                        continue;
+                    }
+                    let mut stripped = member.clone();
+                    if let Value::Object(map) = &mut stripped {
+                        map.remove("nullable");
+                    }
+                    converted.push(convert_schema(&stripped));
                     continue;
                 }
                 converted.push(convert_schema(member));
@@ -230,14 +270,41 @@ pub fn convert_schema(schema: &Value) -> Value {
     }
 }
 
-/// Applies [`ERRATA`] to the schema of property `name`.
-fn apply_errata(name: &str, mut schema: Value) -> Value {
-    for (property, keyword, _) in ERRATA {
-        if *property == name {
-            strip_keyword(&mut schema, keyword);
+/// Applies the [`ERRATA`] of component `component` to its converted schema.
+fn apply_errata(component: &str, schema: &mut Value) {
+    for (name, property, fix, _) in ERRATA {
+        if *name == component {
+            fix_property(schema, property, *fix);
         }
     }
-    schema
+}
+
+/// Applies `fix` to every declaration of `property` inside `schema` (not following `$ref`s).
+fn fix_property(schema: &mut Value, property: &str, fix: Fix) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get_mut("properties")
+                && let Some(target) = props.get_mut(property)
+            {
+                match fix {
+                    Fix::DropKeyword(keyword) => strip_keyword(target, keyword),
+                    Fix::Nullable => {
+                        let inner = target.take();
+                        *target = json!({ "anyOf": [{ "type": "null" }, inner] });
+                    }
+                }
+            }
+            for (key, child) in map.iter_mut() {
+                if key != "properties" {
+                    fix_property(child, property, fix);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|i| fix_property(i, property, fix)),
+        _ => {}
+    }
 }
 
 fn strip_keyword(schema: &mut Value, keyword: &str) {
@@ -521,7 +588,11 @@ fn convert_schema_map(schemas: &Value) -> Value {
     match schemas {
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(name, schema)| (name.clone(), convert_schema(schema)))
+                .map(|(name, schema)| {
+                    let mut converted = convert_schema(schema);
+                    apply_errata(name, &mut converted);
+                    (name.clone(), converted)
+                })
                 .collect(),
         ),
         _ => json!({}),
