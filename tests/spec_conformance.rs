@@ -198,6 +198,7 @@ fn cases() -> Vec<Case> {
         get("users", "/users").q("workspace={{ws}}&limit=5&offset={{users_offset}}"),
         get("users", "/users/me").tok(Tok::Free),
         get("users", "/users/me").tok(Tok::Paid),
+        get("users", "/users/me").q("opt_pretty=true"),
         get("workspaces", "/workspaces"),
         get("workspaces", "/workspaces").q("limit=1"),
         get("workspaces", "/workspaces/{{ws}}"),
@@ -227,6 +228,7 @@ fn cases() -> Vec<Case> {
         get("tasks", "/tasks/{{subtask}}"),
         post("tasks", "/tasks").body(r#"{"data":{"name":"Conformance task","notes":"created by spec_conformance","projects":["{{project}}"]}}"#).capture("new_task", "/data/gid"),
         post("tasks", "/tasks").body(r#"{"data":{"name":"Workspace task","workspace":"{{ws}}","assignee":"me"}}"#),
+        post("tasks", "/tasks").body(r#"{"data":{"name":"With options","projects":["{{project}}"]},"options":{"fields":["name","projects.name"]}}"#),
         put("tasks", "/tasks/{{new_task}}").body(r#"{"data":{"completed":true,"name":"Conformance task (done)"}}"#),
         get("tasks", "/tasks/{{new_task}}"),
         get("tasks", "/tags/{{tag}}/tasks").q("limit=5"),
@@ -256,6 +258,7 @@ fn cases() -> Vec<Case> {
         // Batch: each action's result is validated against its own operation too.
         post("batch", "/batch").body(r#"{"data":{"actions":[{"method":"get","relative_path":"/tasks/{{task}}","options":{"fields":["name","completed"]}},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/projects/{{project}}/tasks","options":{"limit":2}},{"method":"get","relative_path":"/tasks/1"}]}}"#),
         post("batch", "/batch").body(r#"{"data":{"actions":[]}}"#).expect(400),
+        post("batch", "/batch").body(r#"{"data":{"actions":[{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/users/me"}]}}"#).expect(400),
         // Events: the first request without a sync token is a 412 carrying one.
         get("events", "/events").q("resource={{project}}").expect(412).capture("sync", "/sync"),
         get("events", "/events").q("resource={{project}}&sync={{sync}}"),
