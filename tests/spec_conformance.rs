@@ -11,8 +11,10 @@
 //!
 //! A case whose route does not exist in the simulator (404 "No matching route") is reported as
 //! "not implemented in the simulator" and fails, unless `ASANA_WORKER_CONFORMANCE_ALLOW_MISSING=1`
-//! is set (for branches that predate an endpoint group). Cases marked `.gap(...)` are known
-//! simulator deviations: they are printed, and do not fail the test, while still being run.
+//! is set (for branches that predate an endpoint group). Known simulator deviations are listed
+//! field by field in [`KNOWN_GAPS`] (or a whole case is marked `.gap(...)`): they are printed and
+//! do not fail the test, while every other problem of the same case still does. Places where the
+//! spec contradicts its own prose are corrected in `support::spec::ERRATA`, each with its reason.
 //!
 //! Adding a case is one line in [`cases`]; `{{name}}` placeholders are gids of the seeded world
 //! (see [`fixtures`]) or values captured from an earlier case with `.capture(name, pointer)`.
