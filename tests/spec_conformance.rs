@@ -295,6 +295,10 @@ fn cases() -> Vec<Case> {
         post("errors", "/tasks").body(r#"{"data":{"name":"no workspace or project"}}"#).expect(400),
         post("errors", "/tasks").body(r#"not json"#).expect(400),
         post("errors", "/status_updates").body(r#"{"data":{"parent":"{{project}}","text":"missing status_type"}}"#).expect(400),
+        get("errors", "/tasks").q("limit=5").expect(400),
+        post("errors", "/tasks/{{task}}/stories").body(r#"{"data":{"html_text":"<body>unclosed <strong>tag</body>"}}"#).expect(400),
+        post("errors", "/tasks/{{task}}/stories").body(r#"{"data":{}}"#).expect(400),
+        post("errors", "/status_updates").body(r#"{"data":{"parent":"{{project}}","status_type":"achieved","text":"goal-only status on a project"}}"#).expect(400),
         get("errors", "/events").q("resource=9999999999").expect(404),
         get("errors", "/organization_exports/9999999999").expect(404),
         get("errors", "/jobs/9999999999").expect(404),
@@ -557,6 +561,19 @@ impl Runner<'_> {
                         "the body lacks top-level `{field}`, which {} declares",
                         operation.label()
                     ));
+                }
+            }
+            // "The gid of included objects will always be returned, regardless of the field
+            // options" (Asana's input/output options docs).
+            if status < 300 && query.contains("opt_fields=") {
+                let objects: Vec<&Value> = match &body["data"] {
+                    Value::Array(items) => items.iter().collect(),
+                    other => vec![other],
+                };
+                for object in objects {
+                    if object.get("gid").and_then(Value::as_str).is_none() {
+                        problems.push(format!("opt_fields dropped the gid: {object}"));
+                    }
                 }
             }
             if status >= 400 {
