@@ -35,36 +35,7 @@ const ALLOW_MISSING_ENV: &str = "ASANA_WORKER_CONFORMANCE_ALLOW_MISSING";
 /// A problem reported at that path of a response of one of those operations is printed as a
 /// known gap instead of failing; any other problem of the same case still fails it. Remove an
 /// entry once the simulator is fixed (the test prints entries it no longer observes).
-const KNOWN_GAPS: &[(&[&str], &str, &str)] = &[
-    (
-        &["getTask", "createTask", "updateTask"],
-        "/data/approval_status",
-        "the simulator sends `approval_status: null` on non-approval tasks; the spec types it as \
-         a non-null enum marked *Conditional*: omit it unless resource_subtype is `approval`",
-    ),
-    (
-        &["getTask", "createTask", "updateTask"],
-        "/data/external",
-        "the simulator sends `external: null`; the spec says the field \"is returned only if \
-         external values are set or included by using Opt In\": omit it otherwise",
-    ),
-    (
-        &["getJob"],
-        "/data/new_project",
-        "the simulator sends `new_project: null` on export jobs; the spec declares it \
-         non-nullable: omit result fields that do not apply to the job",
-    ),
-    (
-        &["getJob"],
-        "/data/new_portfolio",
-        "the simulator sends `new_portfolio: null` on export jobs (non-nullable in the spec)",
-    ),
-    (
-        &["getJob"],
-        "/data/new_project_template",
-        "the simulator sends `new_project_template: null` on export jobs (non-nullable in the spec)",
-    ),
-];
+const KNOWN_GAPS: &[(&[&str], &str, &str)] = &[];
 
 /// Index of the known gap a problem matches, if any.
 fn known_gap(problem: &str) -> Option<usize> {

@@ -663,10 +663,6 @@ fn render_job(state: &SimState, export: &Export, params: &Params) -> Value {
         "resource_type": "job",
         "resource_subtype": subtype,
         "status": job_status(export, now),
-        "new_project": null,
-        "new_task": null,
-        "new_portfolio": null,
-        "new_project_template": null,
     });
     shallow[result_key] = json!({
         "gid": export.result_gid,

@@ -1,4 +1,4 @@
-//! Tags: `GET /tags/{gid}`, `GET /workspaces/{gid}/tags` (`GET /tags/{gid}/tasks` is with the
+//! Tags: `GET /tags?workspace=`, `GET /tags/{gid}`, `GET /workspaces/{gid}/tags` (`GET /tags/{gid}/tasks` is with the
 //! task lists in [`super::tasks`]).
 
 use axum::Router;
@@ -13,6 +13,7 @@ use crate::sim::wire::{ApiError, ApiResult};
 /// Routes of this group.
 pub fn routes() -> Router<SharedState> {
     Router::new()
+        .route("/tags", get(tags))
         .route("/tags/{tag_gid}", get(tag))
         .route("/workspaces/{workspace_gid}/tags", get(workspace_tags))
 }
@@ -28,6 +29,19 @@ async fn tag(
         return Err(ApiError::not_found("tag"));
     }
     single(&world, &tag_gid, &params, "tag")
+}
+
+/// `GET /tags?workspace=`: the spec's `getTags`, where `workspace` is required.
+async fn tags(
+    State(state): State<SharedState>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let params = Params::parse(query)?;
+    let world = state.world();
+    let workspace = params.require("workspace")?.to_string();
+    require_workspace(&world, &workspace)?;
+    let gids: Vec<String> = world.tags.iter().map(|t| t.gid.clone()).collect();
+    paginate(&state, &world, "/tags", &params, &gids)
 }
 
 async fn workspace_tags(
