@@ -6,5 +6,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod scheduler;
 pub mod sim;
 pub mod store;
+pub mod worker;

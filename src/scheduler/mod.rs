@@ -1,0 +1,373 @@
+//! The scheduler: turns job schedules into queued runs, exactly once per fire.
+//!
+//! The next fire of every job lives in the store, so restarts neither lose nor repeat fires.
+//! Only the holder of the `scheduler` leader lease enqueues (several replicas may run one
+//! scheduler each); even so, each fire is enqueued through [`Store::fire`], a compare-and-set on
+//! the schedule row plus inserts guarded by the (job, fire time) unique constraint, so two
+//! schedulers that both believe they lead still enqueue a fire once.
+//!
+//! Fires missed while the daemon was down are handled by the job's misfire policy and recorded
+//! (as `skipped` runs when not run). A fire that comes while the job's previous run is still
+//! active is handled by its overlap policy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::jobs::{JobSpec, MisfirePolicy, OverlapPolicy};
+use crate::store::{NewRun, RunState, ScheduleRow, Store, StoreError, Trigger, priority};
+
+/// Name of the scheduler's leader lease.
+pub const LEADER_LEASE: &str = "scheduler";
+
+/// Most fires looked at for one job in one tick (bounds the work after a very long downtime).
+pub const MAX_FIRES_PER_TICK: usize = 10_000;
+
+/// How late a fire may be and still count as on time rather than missed.
+pub const ON_TIME_GRACE: Duration = Duration::from_secs(60);
+
+/// The set of jobs currently in force, swapped whole on reload.
+pub type JobSet = Arc<Vec<JobSpec>>;
+
+/// What one tick did, for logs, metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Whether this scheduler held the leader lease.
+    pub leader: bool,
+    /// Runs enqueued for on-time fires.
+    pub enqueued: usize,
+    /// Runs enqueued for missed fires.
+    pub misfires_run: usize,
+    /// Fires recorded as skipped (misfire or overlap policy).
+    pub skipped: usize,
+    /// Schedules another scheduler advanced first (lost compare-and-set).
+    pub conflicts: usize,
+}
+
+/// Plans the runs for the fires of `job` that are due at `now`, given the stored schedule.
+/// Pure: the caller writes the plan with [`Store::fire`].
+pub fn plan(
+    job: &JobSpec,
+    stored: Option<&ScheduleRow>,
+    now: DateTime<Utc>,
+    previous_active: bool,
+) -> Plan {
+    let definition = job.schedule_definition();
+    let fresh = stored.is_none_or(|row| row.definition != definition);
+    if fresh {
+        // A new or changed schedule starts from now: nothing was missed under a definition
+        // that did not exist.
+        let next = job.next_fire_after(now);
+        return Plan {
+            next_fire_at: next,
+            last_fire_at: stored.and_then(|row| row.last_fire_at),
+            runs: Vec::new(),
+        };
+    }
+    let Some(row) = stored else {
+        return Plan::default();
+    };
+    if row.next_fire_at > now {
+        return Plan {
+            next_fire_at: Some(row.next_fire_at),
+            last_fire_at: row.last_fire_at,
+            runs: Vec::new(),
+        };
+    }
+    let mut fires = Vec::new();
+    let mut cursor = Some(row.next_fire_at);
+    while let Some(fire) = cursor {
+        if fire > now || fires.len() >= MAX_FIRES_PER_TICK {
+            break;
+        }
+        fires.push(fire);
+        cursor = job.next_fire_after(fire);
+    }
+    let next_fire_at = match cursor {
+        Some(next) if next > now => Some(next),
+        _ => job.next_fire_after(now),
+    };
+    let grace = chrono::Duration::from_std(ON_TIME_GRACE).unwrap_or_default();
+    let on_time = fires.last().copied().filter(|fire| now - *fire <= grace);
+    let missed: Vec<DateTime<Utc>> = match on_time {
+        Some(_) => fires[..fires.len() - 1].to_vec(),
+        None => fires.clone(),
+    };
+    let mut runs = Vec::new();
+    let mut to_run: Vec<(DateTime<Utc>, Trigger)> = Vec::new();
+    let mut to_skip: Vec<(DateTime<Utc>, String)> = Vec::new();
+    match job.misfire {
+        MisfirePolicy::Skip => {
+            for fire in &missed {
+                to_skip.push((
+                    *fire,
+                    "missed while the daemon was down (misfire = skip)".into(),
+                ));
+            }
+        }
+        MisfirePolicy::Once => {
+            let run_one = on_time.is_none();
+            for (i, fire) in missed.iter().enumerate() {
+                if run_one && i + 1 == missed.len() {
+                    to_run.push((*fire, Trigger::Misfire));
+                } else {
+                    to_skip.push((
+                        *fire,
+                        "missed while the daemon was down; misfire = once runs only the latest"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        MisfirePolicy::All { max } => {
+            let keep_from = missed.len().saturating_sub(max as usize);
+            for (i, fire) in missed.iter().enumerate() {
+                if i >= keep_from {
+                    to_run.push((*fire, Trigger::Misfire));
+                } else {
+                    to_skip.push((
+                        *fire,
+                        format!("missed while the daemon was down; beyond misfire_max = {max}"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(fire) = on_time {
+        to_run.push((fire, Trigger::Schedule));
+    }
+    let mut active = previous_active;
+    for (fire, trigger) in to_run {
+        if active && job.overlap == OverlapPolicy::Skip {
+            to_skip.push((
+                fire,
+                "the previous run was still active (overlap = skip)".into(),
+            ));
+            continue;
+        }
+        runs.push(new_run(job, fire, trigger, RunState::Queued, None));
+        active = true;
+    }
+    for (fire, note) in to_skip {
+        runs.push(new_run(
+            job,
+            fire,
+            Trigger::Misfire,
+            RunState::Skipped,
+            Some(note),
+        ));
+    }
+    Plan {
+        next_fire_at,
+        last_fire_at: fires.last().copied().or(row.last_fire_at),
+        runs,
+    }
+}
+
+/// The unique key of a scheduled fire.
+pub fn fire_key(fire: DateTime<Utc>) -> String {
+    fire.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn new_run(
+    job: &JobSpec,
+    fire: DateTime<Utc>,
+    trigger: Trigger,
+    state: RunState,
+    note: Option<String>,
+) -> NewRun {
+    NewRun {
+        job_name: job.name.clone(),
+        kind: job.kind.name().to_string(),
+        trigger,
+        fire_time: Some(fire),
+        unique_key: fire_key(fire),
+        priority: match trigger {
+            Trigger::Manual => priority::MANUAL,
+            Trigger::Schedule => priority::SCHEDULED,
+            Trigger::Misfire => priority::MISFIRE,
+        },
+        run_after: fire,
+        max_attempts: job.max_attempts as i32,
+        retry_initial: job.retry_initial,
+        retry_max: job.retry_max,
+        state,
+        note,
+    }
+}
+
+/// A manual run of `job` (`jobs run NAME`), ahead of scheduled work.
+pub fn manual_run(job: &JobSpec, now: DateTime<Utc>) -> NewRun {
+    NewRun {
+        job_name: job.name.clone(),
+        kind: job.kind.name().to_string(),
+        trigger: Trigger::Manual,
+        fire_time: None,
+        unique_key: format!("manual:{}", uuid::Uuid::new_v4()),
+        priority: priority::MANUAL,
+        run_after: now,
+        max_attempts: job.max_attempts as i32,
+        retry_initial: job.retry_initial,
+        retry_max: job.retry_max,
+        state: RunState::Queued,
+        note: None,
+    }
+}
+
+/// What to write for one job in one tick.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The next fire after this tick (None: the schedule never fires again).
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The newest fire handled.
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// Runs to insert (queued and skipped).
+    pub runs: Vec<NewRun>,
+}
+
+/// The scheduler loop.
+#[derive(Debug)]
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    jobs: watch::Receiver<JobSet>,
+    owner: String,
+    tick: Duration,
+    lease: Duration,
+    /// Unix millis of the last completed tick, read by `/readyz`.
+    last_tick: Arc<AtomicI64>,
+}
+
+impl Scheduler {
+    /// A scheduler identified as `owner` (unique per process) over the job set in `jobs`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        jobs: watch::Receiver<JobSet>,
+        owner: String,
+        tick: Duration,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            jobs,
+            owner,
+            tick,
+            lease,
+            last_tick: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Unix millis of the last completed tick (0 before the first), shared for health checks.
+    pub fn last_tick(&self) -> Arc<AtomicI64> {
+        self.last_tick.clone()
+    }
+
+    /// One pass: take or renew leadership, then enqueue every due fire.
+    pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let now = self.clock.now();
+        let leader = self
+            .store
+            .acquire_lease(LEADER_LEASE, &self.owner, now, self.lease)
+            .await?;
+        let mut report = TickReport {
+            leader,
+            ..TickReport::default()
+        };
+        if !report.leader {
+            return Ok(report);
+        }
+        let jobs = self.jobs.borrow().clone();
+        for job in jobs.iter().filter(|job| job.enabled) {
+            let stored = self.store.get_schedule(&job.name).await?;
+            let due = stored.as_ref().is_none_or(|row| {
+                row.next_fire_at <= now || row.definition != job.schedule_definition()
+            });
+            if !due {
+                continue;
+            }
+            let active = self.store.has_active_run(&job.name).await?;
+            let plan = plan(job, stored.as_ref(), now, active);
+            let Some(next_fire_at) = plan.next_fire_at else {
+                continue;
+            };
+            let row = ScheduleRow {
+                job_name: job.name.clone(),
+                next_fire_at,
+                last_fire_at: plan.last_fire_at,
+                definition: job.schedule_definition(),
+            };
+            let queued = plan
+                .runs
+                .iter()
+                .filter(|r| r.state == RunState::Queued)
+                .count();
+            let misfires = plan
+                .runs
+                .iter()
+                .filter(|r| r.state == RunState::Queued && r.trigger == Trigger::Misfire)
+                .count();
+            let skipped = plan.runs.len() - queued;
+            let expected = stored.as_ref().map(|row| row.next_fire_at);
+            if self.store.fire(&row, expected, plan.runs, now).await? {
+                report.enqueued += queued - misfires;
+                report.misfires_run += misfires;
+                report.skipped += skipped;
+                if queued + skipped > 0 {
+                    tracing::info!(job = %job.name, queued, misfires, skipped, next_fire_at = %next_fire_at, "Scheduled fires");
+                }
+            } else {
+                report.conflicts += 1;
+            }
+            let lag = (now - row.last_fire_at.unwrap_or(now))
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0;
+            metrics::gauge!("asana_worker_scheduler_lag_seconds", "job" => job.name.clone())
+                .set(lag);
+        }
+        metrics::counter!("asana_worker_scheduler_fires_total", "outcome" => "enqueued")
+            .increment(report.enqueued as u64);
+        metrics::counter!("asana_worker_scheduler_fires_total", "outcome" => "misfire_run")
+            .increment(report.misfires_run as u64);
+        metrics::counter!("asana_worker_scheduler_fires_total", "outcome" => "skipped")
+            .increment(report.skipped as u64);
+        Ok(report)
+    }
+
+    /// Ticks until `shutdown`, then gives up leadership so another replica takes over at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            match self.tick().await {
+                Ok(report) => {
+                    self.last_tick
+                        .store(self.clock.now().timestamp_millis(), Ordering::Relaxed);
+                    metrics::gauge!("asana_worker_scheduler_leader").set(if report.leader {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Scheduler tick failed; retrying on the next tick");
+                    metrics::counter!("asana_worker_scheduler_errors_total").increment(1);
+                }
+            }
+        }
+        if let Err(error) = self.store.release_lease(LEADER_LEASE, &self.owner).await {
+            tracing::warn!(%error, "Could not release the scheduler lease; another replica takes over when it expires");
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The worker pool: claims due runs with a lease, keeps the lease alive while the job runs, maps
+//! the job's outcome to a state change, and drains cleanly on shutdown.
+//!
+//! Outcomes are values ([`JobOutcome`]), each mapped to exactly one [`Transition`]: completed,
+//! retry after a delay (exponential backoff with full jitter, parameters stored on the run),
+//! snooze, failed permanently, or needs re-authorization. Exhausted attempts end in `dead` with
+//! the last error. A worker that dies simply stops renewing its leases; any worker rescues those
+//! runs once the lease has expired.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::RngExt;
+use serde_json::Value;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::store::{Run, RunState, Store, StoreError, Transition, retry_delay};
+
+/// How a job attempt ended. Jobs return values, never panic for control flow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// Done; the figures are kept on the run.
+    Completed {
+        /// Counts, bytes, cursors reached: whatever the job reports.
+        progress: Value,
+    },
+    /// A transient failure: try again (after `delay`, or the run's backoff when None).
+    Retry {
+        /// Explicit delay (e.g. a `Retry-After`).
+        delay: Option<Duration>,
+        /// What went wrong.
+        error: String,
+    },
+    /// Not now, and not a failure (e.g. an export is still being prepared): run again after
+    /// `delay` without using up an attempt.
+    Snooze {
+        /// How long to wait.
+        delay: Duration,
+        /// Why.
+        note: String,
+    },
+    /// A failure retrying cannot fix (bad settings, 403, 404).
+    Failed {
+        /// What went wrong and what to do.
+        error: String,
+    },
+    /// The credential was revoked or expired: a person must re-authorize it.
+    NeedsReauth {
+        /// Which credential and what to run.
+        error: String,
+    },
+    /// The job stopped because the worker is shutting down or lost its lease; it has
+    /// checkpointed what it finished. The run goes back to the queue.
+    Interrupted,
+}
+
+impl JobOutcome {
+    /// Label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            JobOutcome::Completed { .. } => "completed",
+            JobOutcome::Retry { .. } => "retry",
+            JobOutcome::Snooze { .. } => "snooze",
+            JobOutcome::Failed { .. } => "failed",
+            JobOutcome::NeedsReauth { .. } => "needs_reauth",
+            JobOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Maps an outcome of attempt `run.attempt` to the state change, at `now`, with `jitter` in
+/// 0..=1 for the backoff.
+pub fn transition_for(
+    run: &Run,
+    outcome: JobOutcome,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> Transition {
+    match outcome {
+        JobOutcome::Completed { progress } => Transition::Complete { progress },
+        JobOutcome::Retry { delay, error } => {
+            if run.attempt >= run.max_attempts {
+                Transition::Dead {
+                    error: format!(
+                        "{error} (attempt {} of {}; no attempts left)",
+                        run.attempt, run.max_attempts
+                    ),
+                }
+            } else {
+                let backoff = retry_delay(
+                    run.attempt,
+                    Duration::from_secs(run.retry_initial_secs.max(0) as u64),
+                    Duration::from_secs(run.retry_max_secs.max(0) as u64),
+                    jitter,
+                );
+                let delay = delay.map_or(backoff, |explicit| explicit.max(backoff));
+                Transition::Retry {
+                    run_after: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    error,
+                }
+            }
+        }
+        JobOutcome::Snooze { delay, note } => Transition::Snooze {
+            run_after: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+            note,
+        },
+        JobOutcome::Failed { error } => Transition::Fail { error },
+        JobOutcome::NeedsReauth { error } => Transition::NeedsReauth { error },
+        JobOutcome::Interrupted => Transition::Release,
+    }
+}
+
+/// What a job gets to run with.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The run being executed (attempt already counted).
+    pub run: Run,
+    /// Cancelled on shutdown, on timeout and when the lease is lost: stop at the next safe
+    /// point, keep what is checkpointed, return [`JobOutcome::Interrupted`].
+    pub cancel: CancellationToken,
+    /// Checkpoints and progress, fenced by this run's lease.
+    pub checkpoints: Checkpoints,
+}
+
+/// A run's access to its job's checkpoints, fenced by the run's lease: once the lease is lost
+/// (the run was rescued by another worker) writes are refused, so a zombie cannot move a cursor.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    run_id: uuid::Uuid,
+    owner: String,
+    job_name: String,
+}
+
+/// Errors of checkpoint access.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This worker no longer holds the run's lease.
+    #[error("the run's lease was lost (another worker took it over); stop without writing")]
+    LeaseLost,
+}
+
+impl Checkpoints {
+    /// The value under `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, CheckpointError> {
+        Ok(self.store.get_checkpoint(&self.job_name, key).await?)
+    }
+
+    /// Stores `value` under `key`, only while the lease is held. Call it only after the sink
+    /// durably holds the data the value covers.
+    pub async fn put(&self, key: &str, value: Value) -> Result<(), CheckpointError> {
+        let now = self.clock.now();
+        if self
+            .store
+            .put_checkpoint(self.run_id, &self.owner, &self.job_name, key, value, now)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(CheckpointError::LeaseLost)
+        }
+    }
+
+    /// Records progress figures on the run (shown by `runs show` and `jobs run --wait`).
+    pub async fn progress(&self, progress: Value) -> Result<(), CheckpointError> {
+        if self
+            .store
+            .set_progress(self.run_id, &self.owner, progress)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(CheckpointError::LeaseLost)
+        }
+    }
+}
+
+/// Runs one attempt of a run. The daemon's implementation dispatches on the job kind.
+#[async_trait]
+pub trait JobRunner: Send + Sync + std::fmt::Debug {
+    /// Executes the attempt. Must return promptly with `Interrupted` once `ctx.cancel` fires.
+    async fn run(&self, ctx: RunContext) -> JobOutcome;
+
+    /// The longest an attempt of `job_name` may take (its `timeout`), None if the job is gone.
+    fn timeout(&self, job_name: &str) -> Option<Duration>;
+}
+
+/// Worker pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Unique id of this worker process (lease owner).
+    pub owner: String,
+    /// Runs at once.
+    pub concurrency: usize,
+    /// Per-kind caps.
+    pub per_kind: BTreeMap<String, usize>,
+    /// Lease length.
+    pub lease: Duration,
+    /// Lease renewal interval.
+    pub heartbeat: Duration,
+    /// Idle polling interval.
+    pub poll_interval: Duration,
+    /// Time running jobs get to stop on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// The pool.
+#[derive(Debug)]
+pub struct WorkerPool {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    runner: Arc<dyn JobRunner>,
+    settings: PoolSettings,
+    running_by_kind: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl WorkerPool {
+    /// A pool executing runs with `runner`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        runner: Arc<dyn JobRunner>,
+        settings: PoolSettings,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            runner,
+            settings,
+            running_by_kind: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    async fn claimable_kinds(&self) -> Option<Vec<String>> {
+        if self.settings.per_kind.is_empty() {
+            return None;
+        }
+        let running = self.running_by_kind.lock().await;
+        // Only restrict when some kind is at its cap; kinds without a cap stay claimable by
+        // listing every capped kind that still has room plus a wildcard handled by the store
+        // call below.
+        let full: Vec<&String> = self
+            .settings
+            .per_kind
+            .iter()
+            .filter(|(kind, cap)| running.get(*kind).copied().unwrap_or(0) >= **cap)
+            .map(|(kind, _)| kind)
+            .collect();
+        if full.is_empty() {
+            return None;
+        }
+        Some(
+            crate::config::jobs::JobKind::NAMES
+                .iter()
+                .map(|k| k.to_string())
+                .filter(|k| !full.contains(&k))
+                .collect(),
+        )
+    }
+
+    /// Claims and runs jobs until `shutdown`; then stops claiming, tells running jobs to stop,
+    /// waits up to the grace period for them to checkpoint and release their runs, and returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let tracker = TaskTracker::new();
+        let jobs_cancel = CancellationToken::new();
+        let mut rescue_every = tokio::time::interval(self.settings.heartbeat);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = rescue_every.tick() => {
+                    match self.store.rescue_expired(self.clock.now()).await {
+                        Ok(0) => {}
+                        Ok(count) => {
+                            tracing::warn!(count, "Rescued runs whose worker stopped renewing its lease");
+                            metrics::counter!("asana_worker_lease_rescues_total").increment(count);
+                        }
+                        Err(error) => tracing::error!(%error, "Could not rescue expired leases"),
+                    }
+                    continue;
+                }
+                permit = slots.clone().acquire_owned() => {
+                    let Ok(permit) = permit else { break };
+                    let kinds = self.claimable_kinds().await;
+                    let claimed = self
+                        .store
+                        .claim(&self.settings.owner, self.clock.now(), self.settings.lease, kinds.as_deref())
+                        .await;
+                    match claimed {
+                        Ok(Some(run)) => {
+                            let pool = self.clone();
+                            let cancel = jobs_cancel.child_token();
+                            tracker.spawn(async move {
+                                pool.execute(run, cancel).await;
+                                drop(permit);
+                            });
+                        }
+                        Ok(None) => {
+                            drop(permit);
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {}
+                                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                            }
+                        }
+                        Err(error) => {
+                            drop(permit);
+                            tracing::error!(%error, "Could not claim a run; retrying");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {}
+                                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                            }
+                        }
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        tracing::info!(
+            grace_secs = self.settings.shutdown_grace.as_secs(),
+            "Stopping: running jobs checkpoint and release their runs"
+        );
+        jobs_cancel.cancel();
+        tracker.close();
+        if tokio::time::timeout(self.settings.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "Some jobs did not stop within the grace period; their leases expire and another worker resumes them"
+            );
+        }
+    }
+
+    /// Runs one claimed run to its transition.
+    async fn execute(&self, run: Run, cancel: CancellationToken) {
+        let kind = run.kind.clone();
+        *self
+            .running_by_kind
+            .lock()
+            .await
+            .entry(kind.clone())
+            .or_default() += 1;
+        metrics::gauge!("asana_worker_runs_in_progress", "kind" => kind.clone()).increment(1.0);
+        let started = tokio::time::Instant::now();
+        let run_id = run.id;
+        let job_name = run.job_name.clone();
+        let attempt_cancel = cancel.child_token();
+        let lease_lost = CancellationToken::new();
+        let heartbeat = {
+            let store = self.store.clone();
+            let clock = self.clock.clone();
+            let owner = self.settings.owner.clone();
+            let every = self.settings.heartbeat;
+            let lease = self.settings.lease;
+            let attempt_cancel = attempt_cancel.clone();
+            let lease_lost = lease_lost.clone();
+            async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    match store.heartbeat(run_id, &owner, clock.now(), lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(%run_id, "Lost the lease of a run (another worker rescued it); stopping it");
+                            lease_lost.cancel();
+                            attempt_cancel.cancel();
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, %run_id, "Could not renew a lease; will retry")
+                        }
+                    }
+                }
+            }
+        };
+        let ctx = RunContext {
+            run: run.clone(),
+            cancel: attempt_cancel.clone(),
+            checkpoints: Checkpoints {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                run_id,
+                owner: self.settings.owner.clone(),
+                job_name: job_name.clone(),
+            },
+        };
+        let timeout = self.runner.timeout(&job_name);
+        let span = tracing::info_span!("run", job = %job_name, kind = %kind, run_id = %run_id, attempt = run.attempt);
+        let outcome = {
+            let _entered = span.enter();
+            tracing::info!("Starting run");
+            drop(_entered);
+            let runner = self.runner.clone();
+            let attempt = async {
+                match timeout {
+                    None => JobOutcome::Failed {
+                        error: format!(
+                            "job {job_name:?} is no longer defined; its queued runs cannot run"
+                        ),
+                    },
+                    Some(limit) => match tokio::time::timeout(limit, runner.run(ctx)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            attempt_cancel.cancel();
+                            JobOutcome::Retry {
+                                delay: None,
+                                error: format!(
+                                    "timed out after {}s (the job's timeout)",
+                                    limit.as_secs()
+                                ),
+                            }
+                        }
+                    },
+                }
+            };
+            tokio::select! {
+                outcome = attempt => outcome,
+                _ = heartbeat => JobOutcome::Interrupted,
+            }
+        };
+        let elapsed = started.elapsed();
+        let label = outcome.label();
+        let jitter: f64 = rand::rng().random();
+        let transition = transition_for(&run, outcome.clone(), self.clock.now(), jitter);
+        let state_label = match &transition {
+            Transition::Complete { .. } => RunState::Completed,
+            Transition::Retry { .. } => RunState::Retrying,
+            Transition::Snooze { .. } | Transition::Release => RunState::Queued,
+            Transition::Fail { .. } => RunState::Failed,
+            Transition::Dead { .. } => RunState::Dead,
+            Transition::NeedsReauth { .. } => RunState::NeedsReauth,
+            Transition::Cancel { .. } => RunState::Cancelled,
+        };
+        if lease_lost.is_cancelled() {
+            tracing::warn!(job = %job_name, %run_id, "Run abandoned after losing its lease; the rescuing worker owns it now");
+        } else {
+            match self
+                .store
+                .finish(run_id, &self.settings.owner, transition, self.clock.now())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(job = %job_name, %run_id, "Run finished after its lease was lost; its outcome was discarded")
+                }
+                Err(error) => {
+                    tracing::error!(job = %job_name, %run_id, %error, "Could not record the outcome of a run; its lease will expire and it will be retried")
+                }
+            }
+        }
+        match &outcome {
+            JobOutcome::Completed { .. } => {
+                tracing::info!(job = %job_name, %run_id, elapsed_ms = elapsed.as_millis() as u64, "Run completed");
+                metrics::gauge!("asana_worker_last_success_timestamp_seconds", "job" => job_name.clone())
+                    .set(self.clock.now().timestamp() as f64);
+            }
+            JobOutcome::Retry { error, .. } => {
+                tracing::warn!(job = %job_name, %run_id, %error, state = %state_label, "Run attempt failed")
+            }
+            JobOutcome::Snooze { note, .. } => {
+                tracing::info!(job = %job_name, %run_id, %note, "Run snoozed")
+            }
+            JobOutcome::Failed { error } => {
+                tracing::error!(job = %job_name, %run_id, %error, "Run failed permanently")
+            }
+            JobOutcome::NeedsReauth { error } => {
+                tracing::error!(job = %job_name, %run_id, %error, "Run needs re-authorization of its credential")
+            }
+            JobOutcome::Interrupted => {
+                tracing::info!(job = %job_name, %run_id, "Run interrupted; released to the queue")
+            }
+        }
+        metrics::counter!("asana_worker_runs_total", "job" => job_name.clone(), "kind" => kind.clone(), "outcome" => label).increment(1);
+        metrics::histogram!("asana_worker_run_duration_seconds", "job" => job_name, "kind" => kind.clone()).record(elapsed.as_secs_f64());
+        metrics::gauge!("asana_worker_runs_in_progress", "kind" => kind.clone()).decrement(1.0);
+        if let Some(count) = self.running_by_kind.lock().await.get_mut(&kind) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
