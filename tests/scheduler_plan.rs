@@ -20,8 +20,11 @@ fn job(schedule: &str, zone: &str, extra: &str) -> JobSpec {
     parse_job(Path::new("jobs/j.toml"), &source, &context).expect("valid job")
 }
 
+/// (month, day) of a date in 2026.
+type MonthDay = (u32, u32);
+
 /// DST transitions in 2026: (zone, spring-forward day, fall-back day).
-const ZONES: &[(&str, (u32, u32), (u32, u32))] = &[
+const ZONES: &[(&str, MonthDay, MonthDay)] = &[
     ("Europe/Berlin", (3, 29), (10, 25)),
     ("America/New_York", (3, 8), (11, 1)),
 ];
