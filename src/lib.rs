@@ -9,4 +9,5 @@ pub mod config;
 pub mod scheduler;
 pub mod sim;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

@@ -1,0 +1,120 @@
+//! The admin HTTP server: `/healthz`, `/readyz` and `/metrics`. It listens on loopback unless
+//! configured otherwise, and exposes no secrets and no control actions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::store::Store;
+
+/// What the admin endpoints look at.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The store, pinged by `/readyz` and counted for queue-depth gauges.
+    pub store: Arc<dyn Store>,
+    /// Renders the metrics.
+    pub metrics: PrometheusHandle,
+    /// Unix millis of the scheduler's last tick.
+    pub scheduler_last_tick: Arc<AtomicI64>,
+    /// The scheduler is considered stuck when its last tick is older than this.
+    pub scheduler_stall_after: Duration,
+    /// False until the daemon has started every component, and again while it drains.
+    pub accepting: Arc<AtomicBool>,
+    /// Wall time.
+    pub clock: SharedClock,
+}
+
+/// Errors of the admin server.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The address could not be bound.
+    #[error(
+        "cannot listen on {addr} for the admin server: {source}; set admin.listen to a free address"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the admin listener (separately from serving, so the daemon fails fast on a taken port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .with_state(state);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let store_ok = state.store.ping().await;
+    let last_tick = state.scheduler_last_tick.load(Ordering::Relaxed);
+    let since_tick_ms = state.clock.now().timestamp_millis() - last_tick;
+    let scheduler_ok =
+        last_tick > 0 && since_tick_ms <= state.scheduler_stall_after.as_millis() as i64;
+    let accepting = state.accepting.load(Ordering::Relaxed);
+    let ready = store_ok.is_ok() && scheduler_ok && accepting;
+    let body = json!({
+        "ready": ready,
+        "store": store_ok.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "scheduler": if scheduler_ok { "ok".to_string() } else if last_tick == 0 { "not started".to_string() } else { format!("last tick {since_tick_ms} ms ago") },
+        "accepting": accepting,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_endpoint(State(state): State<AdminState>) -> Response {
+    if let Ok(counts) = state.store.count_by_state().await {
+        for run_state in crate::store::RunState::ALL {
+            let count = counts
+                .iter()
+                .find(|(s, _)| *s == run_state)
+                .map(|(_, c)| *c)
+                .unwrap_or(0);
+            metrics::gauge!("asana_worker_queue_depth", "state" => run_state.as_str())
+                .set(count as f64);
+        }
+    }
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
