@@ -367,6 +367,7 @@ pub struct Permit {
     shared: Arc<Shared>,
     class: RequestClass,
     granted_at: Instant,
+    sequence: u64,
 }
 
 impl fmt::Debug for Permit {
@@ -383,6 +384,11 @@ impl Permit {
     /// When the permit was granted (the request's start as far as the quota is concerned).
     pub fn granted_at(&self) -> Instant {
         self.granted_at
+    }
+
+    /// Its place in the order of grants of this budget (1 for the first permit).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 
     /// The request class it was granted for.
@@ -683,6 +689,7 @@ impl Shared {
             shared: self.clone(),
             class: waiter.class,
             granted_at: now,
+            sequence: state.stats.granted,
         }
     }
 }
