@@ -205,6 +205,20 @@ async fn a_429_pauses_every_job_on_the_token_for_exactly_retry_after() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_counts_until_a_window_after_it_finished() {
+    let budget = Budget::new(config(1)).unwrap();
+    let start = Instant::now();
+    let cancel = CancellationToken::new();
+    let slow = budget.acquire(read("a"), &cancel).await.unwrap();
+    // The response takes 20 s: the server may have counted the request at any instant in
+    // between, so the next one waits until a window after the response.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    drop(slow);
+    let next = budget.acquire(read("a"), &cancel).await.unwrap();
+    assert_eq!(next.granted_at(), start + Duration::from_secs(20) + window());
+}
+
+#[tokio::test(start_paused = true)]
 async fn retry_after_is_divided_by_the_time_scale() {
     let budget = Budget::new(BudgetConfig {
         time_scale: 60.0,
@@ -252,8 +266,8 @@ async fn fairness_alternates_between_waiting_jobs() {
     let budget = Budget::new(config(2)).unwrap();
     let cancel = CancellationToken::new();
     // Fill the window so that everything below queues.
-    let _a = budget.acquire(read("x"), &cancel).await.unwrap();
-    let _b = budget.acquire(read("x"), &cancel).await.unwrap();
+    drop(budget.acquire(read("x"), &cancel).await.unwrap());
+    drop(budget.acquire(read("x"), &cancel).await.unwrap());
     let grants = run_requests(
         &budget,
         &[("big", Priority::Scheduled, 6), ("small", Priority::Scheduled, 2)],
@@ -268,7 +282,7 @@ async fn fairness_alternates_between_waiting_jobs() {
 async fn manual_runs_go_before_scheduled_work_before_backfill() {
     let budget = Budget::new(config(1)).unwrap();
     let cancel = CancellationToken::new();
-    let _fill = budget.acquire(read("x"), &cancel).await.unwrap();
+    drop(budget.acquire(read("x"), &cancel).await.unwrap());
     let grants = run_requests(
         &budget,
         &[
@@ -291,7 +305,7 @@ async fn cancelled_waiters_leave_the_queue_and_spend_nothing() {
     let budget = Budget::new(config(1)).unwrap();
     let start = Instant::now();
     let cancel = CancellationToken::new();
-    let _fill = budget.acquire(read("x"), &cancel).await.unwrap();
+    drop(budget.acquire(read("x"), &cancel).await.unwrap());
     let job_cancel = CancellationToken::new();
     let cancelled = {
         let budget = budget.clone();

@@ -5,8 +5,11 @@
 //! [`Budget`]; nothing bypasses it.
 //!
 //! How it decides:
-//! - **Rate:** a sliding log of start times. No more than the limit may start within any window of
-//!   60 s (+ a small margin for network reordering), exactly what Asana and the simulator count.
+//! - **Rate:** a request counts against the window from the moment its permit is granted until
+//!   60 s (+ a small margin) after its response arrived. Asana counts it at the instant it
+//!   arrives, which lies somewhere between those two, so counting it over the whole span means no
+//!   more than the limit can ever land in one of Asana's windows, however requests queue in the
+//!   client or the network. The cost is the request's latency, negligible next to 60 s.
 //! - **Concurrency:** read and write slots held by the permit for the request's duration.
 //! - **Cooldown:** a 429 pauses the whole token until its `Retry-After` has passed, for every job.
 //!   An unexpected 429 (our own log had room, so someone else spends the same token) also lowers
@@ -340,10 +343,15 @@ struct Level {
 }
 
 struct State {
-    /// Start times of requests in the current window, one entry per unit of cost.
+    /// Completion times of finished requests still in the window, one entry per unit of cost.
     log: VecDeque<Instant>,
-    /// Start times of searches in the current window.
+    /// Completion times of finished searches still in the window.
     search_log: VecDeque<Instant>,
+    /// Cost of requests granted and not finished: they count against the window until they finish
+    /// and then for a window more.
+    in_flight_cost: u32,
+    /// Searches granted and not finished.
+    searches_in_flight: u32,
     reads: u32,
     writes: u32,
     /// No permit is granted before this instant (a 429's `Retry-After`).
@@ -366,6 +374,7 @@ struct State {
 pub struct Permit {
     shared: Arc<Shared>,
     class: RequestClass,
+    cost: u32,
     granted_at: Instant,
     sequence: u64,
 }
@@ -402,14 +411,23 @@ impl Drop for Permit {
         let mut failed = Vec::new();
         {
             let mut state = self.shared.lock();
+            let now = Instant::now();
             match self.class {
                 RequestClass::Write => state.writes = state.writes.saturating_sub(1),
-                RequestClass::Read | RequestClass::Search => {
-                    state.reads = state.reads.saturating_sub(1)
+                RequestClass::Read => state.reads = state.reads.saturating_sub(1),
+                RequestClass::Search => {
+                    state.reads = state.reads.saturating_sub(1);
+                    state.searches_in_flight = state.searches_in_flight.saturating_sub(1);
+                    state.search_log.push_back(now);
                 }
             }
+            // From now on the request counts from its completion time.
+            state.in_flight_cost = state.in_flight_cost.saturating_sub(self.cost);
+            for _ in 0..self.cost {
+                state.log.push_back(now);
+            }
             self.shared.report_in_flight(&state);
-            self.shared.settle(&mut state, Instant::now(), &mut failed);
+            self.shared.settle(&mut state, now, &mut failed);
         }
         drop(failed);
     }
@@ -449,6 +467,18 @@ impl Drop for QueueGuard<'_> {
             }
         }
         drop(failed);
+    }
+}
+
+impl State {
+    /// Requests counting against the current window: in flight, or finished within it.
+    fn window_count(&self) -> usize {
+        self.in_flight_cost as usize + self.log.len()
+    }
+
+    /// Searches counting against the current window.
+    fn search_count(&self) -> usize {
+        self.searches_in_flight as usize + self.search_log.len()
     }
 }
 
@@ -504,7 +534,7 @@ impl Shared {
     fn fits(&self, state: &State, class: RequestClass, cost: u32) -> Fit {
         let limit = state.effective_limit;
         let cost = cost.min(limit) as usize;
-        if state.log.len() + cost > limit as usize {
+        if state.window_count() + cost > limit as usize {
             return Fit::Stop;
         }
         match class {
@@ -512,7 +542,7 @@ impl Shared {
             RequestClass::Read if state.reads >= self.config.concurrent_reads => Fit::Skip,
             RequestClass::Search
                 if state.reads >= self.config.concurrent_reads
-                    || state.search_log.len() >= self.config.search_per_minute as usize =>
+                    || state.search_count() >= self.config.search_per_minute as usize =>
             {
                 Fit::Skip
             }
@@ -551,7 +581,7 @@ impl Shared {
                                 }
                                 Fit::Skip => {
                                     if waiter.class == RequestClass::Search
-                                        && state.search_log.len()
+                                        && state.search_count()
                                             >= self.config.search_per_minute as usize
                                     {
                                         search_blocked = true;
@@ -608,10 +638,12 @@ impl Shared {
             let mut deadline: Option<Instant> = None;
             if let Some(cost) = blocked_cost {
                 let limit = state.effective_limit as usize;
-                let needed = (state.log.len() + cost.min(state.effective_limit) as usize)
+                let needed = (state.window_count() + cost.min(state.effective_limit) as usize)
                     .saturating_sub(limit);
+                // Entries of finished requests leave the window in order; requests still in
+                // flight wake the waiters when their permits are dropped.
                 if needed > 0
-                    && let Some(entry) = state.log.get(needed - 1)
+                    && let Some(entry) = state.log.get(needed - 1).or(state.log.back())
                 {
                     deadline = Some(*entry + self.window);
                 }
@@ -659,9 +691,7 @@ impl Shared {
 
     fn grant(self: &Arc<Self>, state: &mut State, waiter: &Waiter, now: Instant) -> Permit {
         let cost = waiter.cost.min(state.effective_limit);
-        for _ in 0..cost {
-            state.log.push_back(now);
-        }
+        state.in_flight_cost += cost;
         match waiter.class {
             RequestClass::Write => {
                 state.writes += 1;
@@ -674,20 +704,21 @@ impl Shared {
             RequestClass::Search => {
                 state.reads += 1;
                 state.stats.peak_reads = state.stats.peak_reads.max(state.reads);
-                state.search_log.push_back(now);
+                state.searches_in_flight += 1;
             }
         }
         state.stats.granted += 1;
         state.stats.spent += u64::from(waiter.cost);
-        state.stats.peak_window = state.stats.peak_window.max(state.log.len() as u32);
+        state.stats.peak_window = state.stats.peak_window.max(state.window_count() as u32);
         state.stats.first_grant.get_or_insert(now);
         state.stats.last_grant = Some(now);
         self.report_in_flight(state);
         metrics::gauge!("asana_budget_utilization", &self.labels())
-            .set(state.log.len() as f64 / f64::from(state.effective_limit.max(1)));
+            .set(state.window_count() as f64 / f64::from(state.effective_limit.max(1)));
         Permit {
             shared: self.clone(),
             class: waiter.class,
+            cost,
             granted_at: now,
             sequence: state.stats.granted,
         }
@@ -718,6 +749,8 @@ impl Budget {
                 state: Mutex::new(State {
                     log: VecDeque::new(),
                     search_log: VecDeque::new(),
+                    in_flight_cost: 0,
+                    searches_in_flight: 0,
                     reads: 0,
                     writes: 0,
                     cooldown_until: None,
@@ -854,8 +887,8 @@ impl Budget {
             state.stats.cooldowns += 1;
             let cause = if unexpected {
                 state.stats.unexpected_429s += 1;
-                let floor = (self.shared.config.limit() / 10).max(1);
-                let observed = (state.log.len() as u32).saturating_sub(1).max(floor);
+                let floor = (self.shared.config.limit() / 4).max(1);
+                let observed = (state.window_count() as u32).saturating_sub(1).max(floor);
                 if observed < state.effective_limit {
                     state.effective_limit = observed;
                 }
@@ -887,8 +920,8 @@ impl Budget {
         let now = Instant::now();
         let mut state = self.shared.lock();
         self.shared.prune(&mut state, now);
-        // The request that got the 429 is in the log; room means at least one more fits.
-        state.log.len() < state.effective_limit as usize
+        // The request that got the 429 still counts; room means at least one more fits.
+        state.window_count() < state.effective_limit as usize
     }
 
     /// How long the token stays paused, if it is.
