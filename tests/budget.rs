@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use asana_worker::budget::{
-    Budget, BudgetConfig, BudgetError, BudgetRegistry, Demand, JobKey, Priority, RequestClass,
-    Tier,
+    Budget, BudgetConfig, BudgetError, BudgetRegistry, Demand, JobKey, Priority, RequestClass, Tier,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -153,14 +152,14 @@ async fn read_and_write_slots_are_separate_and_held_for_the_request() {
     let _r2 = budget.acquire(read("a"), &cancel).await.unwrap();
     let write = Demand::new(RequestClass::Write, Priority::Scheduled, JobKey::new("a"));
     let w1 = budget.acquire(write.clone(), &cancel).await.unwrap();
-    let third_read = tokio::time::timeout(
+    let third_read =
+        tokio::time::timeout(Duration::from_secs(5), budget.acquire(read("b"), &cancel)).await;
+    assert!(third_read.is_err(), "a third read must wait for a slot");
+    let second_write = tokio::time::timeout(
         Duration::from_secs(5),
-        budget.acquire(read("b"), &cancel),
+        budget.acquire(write.clone(), &cancel),
     )
     .await;
-    assert!(third_read.is_err(), "a third read must wait for a slot");
-    let second_write =
-        tokio::time::timeout(Duration::from_secs(5), budget.acquire(write.clone(), &cancel)).await;
     assert!(second_write.is_err(), "a second write must wait for a slot");
     let waiter = {
         let budget = budget.clone();
@@ -199,7 +198,11 @@ async fn a_429_pauses_every_job_on_the_token_for_exactly_retry_after() {
     .await;
     assert_eq!(grants.len(), 7);
     for (at, job) in &grants {
-        assert_eq!(*at, start + Duration::from_secs(30), "job {job} was not paused exactly");
+        assert_eq!(
+            *at,
+            start + Duration::from_secs(30),
+            "job {job} was not paused exactly"
+        );
     }
     assert_eq!(budget.cooldown_remaining(), None);
 }
@@ -215,7 +218,10 @@ async fn a_request_counts_until_a_window_after_it_finished() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     drop(slow);
     let next = budget.acquire(read("a"), &cancel).await.unwrap();
-    assert_eq!(next.granted_at(), start + Duration::from_secs(20) + window());
+    assert_eq!(
+        next.granted_at(),
+        start + Duration::from_secs(20) + window()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -249,10 +255,7 @@ async fn a_small_job_is_not_starved_by_a_large_one() {
     // The large job queued first and got the first window to itself (its 10 were granted before
     // the small job asked); from then on they alternate, so the small job is done within the
     // second window instead of after the sixth.
-    let last_small = grants
-        .iter()
-        .rposition(|(_, job)| job == "hourly")
-        .unwrap();
+    let last_small = grants.iter().rposition(|(_, job)| job == "hourly").unwrap();
     assert!(
         last_small < 20,
         "the small job's last request was grant #{last_small}"
@@ -270,7 +273,10 @@ async fn fairness_alternates_between_waiting_jobs() {
     drop(budget.acquire(read("x"), &cancel).await.unwrap());
     let grants = run_requests(
         &budget,
-        &[("big", Priority::Scheduled, 6), ("small", Priority::Scheduled, 2)],
+        &[
+            ("big", Priority::Scheduled, 6),
+            ("small", Priority::Scheduled, 2),
+        ],
         Duration::ZERO,
     )
     .await;
@@ -296,7 +302,14 @@ async fn manual_runs_go_before_scheduled_work_before_backfill() {
     let order: Vec<&str> = grants.iter().map(|(_, j)| j.as_str()).collect();
     assert_eq!(
         order,
-        ["manual", "manual", "scheduled", "scheduled", "backfill", "backfill"]
+        [
+            "manual",
+            "manual",
+            "scheduled",
+            "scheduled",
+            "backfill",
+            "backfill"
+        ]
     );
 }
 
@@ -315,10 +328,17 @@ async fn cancelled_waiters_leave_the_queue_and_spend_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(budget.waiting(), 1);
     job_cancel.cancel();
-    assert_eq!(cancelled.await.unwrap().unwrap_err(), BudgetError::Cancelled);
+    assert_eq!(
+        cancelled.await.unwrap().unwrap_err(),
+        BudgetError::Cancelled
+    );
     assert_eq!(budget.waiting(), 0);
     // A dropped future leaves the queue too.
-    let dropped = tokio::time::timeout(Duration::from_secs(5), budget.acquire(read("gone"), &cancel)).await;
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(5),
+        budget.acquire(read("gone"), &cancel),
+    )
+    .await;
     assert!(dropped.is_err());
     assert_eq!(budget.waiting(), 0);
     // The next request gets the slot the cancelled ones would have used.
@@ -340,8 +360,12 @@ async fn a_batch_counts_as_its_actions_and_is_not_starved() {
         tokio::spawn(async move {
             budget
                 .acquire(
-                    Demand::new(RequestClass::Write, Priority::Scheduled, JobKey::new("batch"))
-                        .with_cost(10),
+                    Demand::new(
+                        RequestClass::Write,
+                        Priority::Scheduled,
+                        JobKey::new("batch"),
+                    )
+                    .with_cost(10),
                     &CancellationToken::new(),
                 )
                 .await
@@ -370,23 +394,37 @@ async fn a_batch_counts_as_its_actions_and_is_not_starved() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unexpected_429_lowers_the_limit_which_then_recovers() {
+async fn a_quota_429_lowers_the_limit_once_per_pause_which_then_recovers() {
     let budget = Budget::new(config(100)).unwrap();
     let cancel = CancellationToken::new();
-    for _ in 0..41 {
+    for _ in 0..40 {
         drop(budget.acquire(read("a"), &cancel).await.unwrap());
     }
-    assert!(budget.window_has_room());
     budget.cool_down(Duration::from_secs(5), true);
-    assert_eq!(budget.effective_limit(), 40);
-    assert_eq!(budget.stats().unexpected_429s, 1);
+    // 90 % of the 40 this budget had in the window.
+    assert_eq!(budget.effective_limit(), 36);
+    // More 429s of the same episode (requests that were in flight) do not lower it again.
+    budget.cool_down(Duration::from_secs(5), true);
+    assert_eq!(budget.effective_limit(), 36);
+    assert_eq!(budget.stats().limit_decreases, 1);
+    assert_eq!(budget.stats().cooldowns, 2);
+    // A 429 that is not about the quota pauses without adapting.
+    let other = Budget::new(config(100)).unwrap();
+    other.cool_down(Duration::from_secs(5), false);
+    assert_eq!(other.effective_limit(), 100);
+    // One window after the pause it grows by a twentieth of the limit, per quiet window.
     tokio::time::sleep(Duration::from_secs(5) + window() + Duration::from_millis(1)).await;
-    assert_eq!(budget.effective_limit(), 50);
-    for _ in 0..6 {
+    assert_eq!(budget.effective_limit(), 41);
+    for _ in 0..12 {
         tokio::time::sleep(window()).await;
         budget.effective_limit();
     }
     assert_eq!(budget.effective_limit(), 100);
+    // It never falls below a quarter of the limit.
+    let idle = Budget::new(config(100)).unwrap();
+    drop(idle.acquire(read("a"), &cancel).await.unwrap());
+    idle.cool_down(Duration::from_secs(1), true);
+    assert_eq!(idle.effective_limit(), 25);
 }
 
 #[tokio::test(start_paused = true)]

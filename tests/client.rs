@@ -11,9 +11,9 @@ use asana_worker::asana::{
     Query, RetryConfig, USER_AGENT, validate_base_url,
 };
 use asana_worker::budget::{Budget, BudgetConfig, Priority, Tier};
+use asana_worker::sim::SimServer;
 use asana_worker::sim::config::{FaultSpec, SimConfig};
 use asana_worker::sim::limits::TokenStats;
-use asana_worker::sim::SimServer;
 use axum::extract::{Path, Query as AxumQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -76,17 +76,34 @@ async fn me_and_lists_decode_envelopes_and_honour_opt_fields() {
     let sim = sim_with(|_| {}).await;
     let client = client_for(&sim, "pat-paid", Tier::Paid);
     let me = client.me(&["name", "email"]).await.unwrap();
-    let world_user = sim.state().world().users.get(&me.gid).cloned().expect("a world user");
+    let world_user = sim
+        .state()
+        .world()
+        .users
+        .get(&me.gid)
+        .cloned()
+        .expect("a world user");
     assert_eq!(me.email.as_deref(), Some(world_user.email.as_str()));
     assert!(me.workspaces.is_none(), "opt_fields left workspaces out");
     let me_full = client.me(&[]).await.unwrap();
-    assert!(me_full.workspaces.is_some(), "default fields include workspaces");
+    assert!(
+        me_full.workspaces.is_some(),
+        "default fields include workspaces"
+    );
 
-    let workspaces = client.workspaces(&["name", "is_organization"]).collect().await.unwrap();
+    let workspaces = client
+        .workspaces(&["name", "is_organization"])
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(workspaces.len(), 1);
     let workspace = &workspaces[0].gid;
 
-    let all = client.workspace_users(workspace, &["name"]).collect().await.unwrap();
+    let all = client
+        .workspace_users(workspace, &["name"])
+        .collect()
+        .await
+        .unwrap();
     let pages: Vec<_> = client
         .workspace_users(workspace, &["name"])
         .page_size(5)
@@ -95,9 +112,16 @@ async fn me_and_lists_decode_envelopes_and_honour_opt_fields() {
         .await
         .unwrap();
     assert_eq!(pages.len(), all.len().div_ceil(5));
-    assert!(pages[..pages.len() - 1].iter().all(|p| p.next_offset.is_some()));
+    assert!(
+        pages[..pages.len() - 1]
+            .iter()
+            .all(|p| p.next_offset.is_some())
+    );
     assert!(pages.last().unwrap().next_offset.is_none());
-    let paged: Vec<String> = pages.iter().flat_map(|p| p.data.iter().map(|u| u.gid.clone())).collect();
+    let paged: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p.data.iter().map(|u| u.gid.clone()))
+        .collect();
     let unpaged: Vec<String> = all.iter().map(|u| u.gid.clone()).collect();
     assert_eq!(paged, unpaged);
     sim.shutdown().await;
@@ -107,7 +131,9 @@ async fn me_and_lists_decode_envelopes_and_honour_opt_fields() {
 async fn an_expired_offset_resumes_through_the_fallback() {
     let sim = sim_with(|c| c.timing.offset_ttl_secs = 3).await;
     let client = client_for(&sim, "pat-paid", Tier::Paid);
-    let workspace = client.workspaces(&[]).collect().await.unwrap()[0].gid.clone();
+    let workspace = client.workspaces(&[]).collect().await.unwrap()[0]
+        .gid
+        .clone();
     let expected: HashSet<String> = client
         .workspace_users(&workspace, &[])
         .collect()
@@ -197,7 +223,9 @@ async fn quota_is_never_exceeded_and_jobs_wait_for_the_window() {
 async fn search_requests_use_their_own_bucket() {
     let sim = sim_with(|_| {}).await;
     let client = client_for(&sim, "pat-paid", Tier::Paid);
-    let workspace = client.workspaces(&[]).collect().await.unwrap()[0].gid.clone();
+    let workspace = client.workspaces(&[]).collect().await.unwrap()[0]
+        .gid
+        .clone();
     let started = Instant::now();
     let results: Vec<_> = futures::stream::iter(0..130)
         .map(|_| {
@@ -214,12 +242,18 @@ async fn search_requests_use_their_own_bucket() {
         .await;
     for result in &results {
         // The search endpoint may not be simulated yet (404); it must never be a 429.
-        assert!(!matches!(result, Err(AsanaError::RateLimited { .. })), "{result:?}");
+        assert!(
+            !matches!(result, Err(AsanaError::RateLimited { .. })),
+            "{result:?}"
+        );
     }
     let stats = stats(&sim, "pat-paid");
     assert_eq!(stats.rejected_total(), 0, "{stats:?}");
     assert!(stats.peak_window_searches <= 60, "{stats:?}");
-    assert!(stats.peak_window_searches >= 55, "the bucket is used: {stats:?}");
+    assert!(
+        stats.peak_window_searches >= 55,
+        "the bucket is used: {stats:?}"
+    );
     // 130 searches at 60 per window: the last ten wait for the third window.
     assert!(started.elapsed() >= Duration::from_secs(2));
     sim.shutdown().await;
@@ -265,8 +299,14 @@ async fn concurrency_peaks_stay_within_50_reads_and_15_writes() {
     assert_eq!(stats.rejected_total(), 0, "{stats:?}");
     assert!(stats.peak_concurrent_reads <= 50, "{stats:?}");
     assert!(stats.peak_concurrent_writes <= 15, "{stats:?}");
-    assert!(stats.peak_concurrent_reads >= 45, "reads use the slots: {stats:?}");
-    assert!(stats.peak_concurrent_writes >= 12, "writes use the slots: {stats:?}");
+    assert!(
+        stats.peak_concurrent_reads >= 45,
+        "reads use the slots: {stats:?}"
+    );
+    assert!(
+        stats.peak_concurrent_writes >= 12,
+        "writes use the slots: {stats:?}"
+    );
     let budget = client.budget().stats();
     assert_eq!(budget.peak_reads, 50);
     assert_eq!(budget.peak_writes, 15);
@@ -311,7 +351,10 @@ async fn an_injected_429_pauses_every_job_on_the_token_for_retry_after() {
     for done in finished {
         let waited = done - paused_at;
         assert!(waited >= remaining, "{waited:?} < {remaining:?}");
-        assert!(waited < retry_after + Duration::from_millis(250), "{waited:?}");
+        assert!(
+            waited < retry_after + Duration::from_millis(250),
+            "{waited:?}"
+        );
     }
     let stats = stats(&sim, "pat-paid");
     assert_eq!(stats.requests, 5, "one 429, then each job once: {stats:?}");
@@ -372,7 +415,10 @@ async fn transient_failures_of_gets_are_retried() {
         result.unwrap();
     }
     let stats = stats(&sim, "pat-paid");
-    assert!(stats.statuses.get(&500).copied().unwrap_or(0) > 0, "{stats:?}");
+    assert!(
+        stats.statuses.get(&500).copied().unwrap_or(0) > 0,
+        "{stats:?}"
+    );
     assert!(stats.requests > 60, "failures were retried: {stats:?}");
 
     // When every attempt fails, the last error comes back typed, with Asana's phrase.
@@ -400,12 +446,21 @@ async fn simulator_errors_map_to_their_classes() {
     let sim = sim_with(|_| {}).await;
     let client = client_for(&sim, "pat-paid", Tier::Paid);
     let bad_limit = client
-        .execute(&ApiRequest::get("/users", Query::new().param("limit", "500")))
+        .execute(&ApiRequest::get(
+            "/users",
+            Query::new().param("limit", "500"),
+        ))
         .await
         .unwrap_err();
-    assert!(matches!(bad_limit, AsanaError::BadRequest { .. }), "{bad_limit:?}");
+    assert!(
+        matches!(bad_limit, AsanaError::BadRequest { .. }),
+        "{bad_limit:?}"
+    );
     let missing = client.task("1", &[]).await.unwrap_err();
-    assert!(matches!(missing, AsanaError::NotFound { .. }), "{missing:?}");
+    assert!(
+        matches!(missing, AsanaError::NotFound { .. }),
+        "{missing:?}"
+    );
     let stranger = AsanaClient::new(
         ClientConfig::with_base_url(sim.base_url()),
         SecretString::from("0/not-a-token"),
@@ -413,7 +468,10 @@ async fn simulator_errors_map_to_their_classes() {
     )
     .unwrap();
     let unauthorized = stranger.me(&[]).await.unwrap_err();
-    assert!(matches!(unauthorized, AsanaError::Unauthorized { .. }), "{unauthorized:?}");
+    assert!(
+        matches!(unauthorized, AsanaError::Unauthorized { .. }),
+        "{unauthorized:?}"
+    );
     assert_eq!(unauthorized.status(), Some(401));
     sim.shutdown().await;
 }
@@ -428,7 +486,11 @@ struct Stub {
 
 fn asana_error(status: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap();
-    (status, axum::Json(json!({"errors": [{"message": message, "help": "see docs"}]}))).into_response()
+    (
+        status,
+        axum::Json(json!({"errors": [{"message": message, "help": "see docs"}]})),
+    )
+        .into_response()
 }
 
 async fn stub_case(
@@ -495,7 +557,9 @@ async fn stub_events(AxumQuery(query): AxumQuery<HashMap<String, String>>) -> Re
 async fn stub_audit(AxumQuery(query): AxumQuery<HashMap<String, String>>) -> Response {
     let next = |offset: &str| json!({"offset": offset, "path": "/x", "uri": "http://x"});
     let body = match query.get("offset").map(String::as_str) {
-        None => json!({"data": [{"gid": "e1", "custom": {"kept": true}}, {"gid": "e2"}], "next_page": next("p2")}),
+        None => {
+            json!({"data": [{"gid": "e1", "custom": {"kept": true}}, {"gid": "e2"}], "next_page": next("p2")})
+        }
         Some("p2") => json!({"data": [{"gid": "e3"}], "next_page": next("p3")}),
         // Caught up: no events, but Asana still sends a next_page.
         _ => json!({"data": [], "next_page": next("p3")}),
@@ -551,22 +615,31 @@ async fn get_case(client: &AsanaClient, case: &str) -> AsanaError {
 async fn every_documented_status_has_its_typed_error() {
     let (base, stub) = start_stub().await;
     let client = stub_client(&base);
-    let cases: Vec<(&str, fn(&AsanaError) -> bool)> = vec![
+    type Check = fn(&AsanaError) -> bool;
+    let cases: Vec<(&str, Check)> = vec![
         ("expired", |e| matches!(e, AsanaError::TokenExpired { .. })),
-        ("payment", |e| matches!(e, AsanaError::PaymentRequired { .. })),
+        ("payment", |e| {
+            matches!(e, AsanaError::PaymentRequired { .. })
+        }),
         ("forbidden", |e| matches!(e, AsanaError::Forbidden { .. })),
         ("missing", |e| matches!(e, AsanaError::NotFound { .. })),
         ("legal", |e| matches!(e, AsanaError::LegalBlock { .. })),
         ("offset", |e| matches!(e, AsanaError::OffsetExpired { .. })),
-        ("ratelimited", |e| {
-            matches!(e, AsanaError::RateLimited { retry_after, .. } if *retry_after == Duration::from_secs(2))
+        (
+            "ratelimited",
+            |e| matches!(e, AsanaError::RateLimited { retry_after, .. } if *retry_after == Duration::from_secs(2)),
+        ),
+        ("unavailable", |e| {
+            matches!(e, AsanaError::Server { status: 503, .. })
         }),
-        ("unavailable", |e| matches!(e, AsanaError::Server { status: 503, .. })),
-        ("oauth", |e| {
-            matches!(e, AsanaError::OAuth { error, description: Some(_), status: 400 } if error == "invalid_grant")
-        }),
+        (
+            "oauth",
+            |e| matches!(e, AsanaError::OAuth { error, description: Some(_), status: 400 } if error == "invalid_grant"),
+        ),
         ("garbage", |e| matches!(e, AsanaError::Decode { .. })),
-        ("teapot", |e| matches!(e, AsanaError::UnexpectedStatus { status: 418, .. })),
+        ("teapot", |e| {
+            matches!(e, AsanaError::UnexpectedStatus { status: 418, .. })
+        }),
     ];
     for (case, check) in cases {
         let error = get_case(&client, case).await;
@@ -582,7 +655,15 @@ async fn every_documented_status_has_its_typed_error() {
 
     let hits = stub.hits.lock().unwrap().clone();
     // Permanent errors are not retried; 429 and 503 are, up to the attempt bound.
-    for case in ["expired", "payment", "forbidden", "legal", "offset", "oauth", "teapot"] {
+    for case in [
+        "expired",
+        "payment",
+        "forbidden",
+        "legal",
+        "offset",
+        "oauth",
+        "teapot",
+    ] {
         assert_eq!(hits[case], 1, "{case} was retried");
     }
     assert_eq!(hits["ratelimited"], 3);
@@ -660,7 +741,10 @@ async fn headers_name_the_project_and_changes_are_noted_once() {
     }
     assert_eq!(
         client.changes_seen(),
-        vec!["new_goal_memberships".to_string(), "new_user_task_lists".to_string()]
+        vec![
+            "new_goal_memberships".to_string(),
+            "new_user_task_lists".to_string()
+        ]
     );
     let headers = stub.headers.lock().unwrap()[0].clone();
     assert_eq!(headers["user-agent"], USER_AGENT);
@@ -678,7 +762,8 @@ async fn waiting_for_budget_is_cancellable() {
     let client = stub_client(&base);
     client.budget().cool_down(Duration::from_secs(3_600), false);
     let cancel = CancellationToken::new();
-    let job = client.for_job(CallContext::new("stopping", Priority::Manual).with_cancel(cancel.clone()));
+    let job =
+        client.for_job(CallContext::new("stopping", Priority::Manual).with_cancel(cancel.clone()));
     let call = tokio::spawn(async move { job.me(&[]).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     cancel.cancel();

@@ -437,7 +437,9 @@ impl AsanaClient {
         let retry = &self.inner.config.retry;
         let mut backoff = ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(retry.min_delay_ms))
-            .with_max_delay(Duration::from_millis(retry.max_delay_ms.max(retry.min_delay_ms)))
+            .with_max_delay(Duration::from_millis(
+                retry.max_delay_ms.max(retry.min_delay_ms),
+            ))
             .with_max_times(retry.max_attempts.saturating_sub(1))
             .build();
         let started = Instant::now();
@@ -536,18 +538,17 @@ impl AsanaClient {
         }
         let error = AsanaError::from_response(status, &headers, &body);
         if let AsanaError::RateLimited { retry_after, .. } = &error {
-            // Pause the token before this permit is returned, so no other job slips in.
-            let unexpected = budget.window_has_room();
+            // Pause the token before this permit is returned, so no other job slips in. The
+            // budget never overfills a window, so a 429 outside search means another client
+            // spends this token: let the budget lower its limit.
             let cause = if request.class == RequestClass::Search {
                 "search"
-            } else if unexpected {
-                "unexpected"
             } else {
                 "quota"
             };
             metrics::counter!("asana_rate_limited_total", "token" => token_name, "cause" => cause)
                 .increment(1);
-            budget.cool_down(*retry_after, unexpected);
+            budget.cool_down(*retry_after, request.class != RequestClass::Search);
         }
         drop(permit);
         Err(error)

@@ -7,8 +7,8 @@ use super::client::{ApiRequest, AsanaClient, Idempotency, Query, decode_data, se
 use super::error::AsanaError;
 use super::pagination::{ListWalk, StopRule};
 use super::types::{
-    AuditLogFilter, BatchAction, BatchResult, EventsPage, Job, NewStatusUpdate,
-    OrganizationExport, Resource, User, Workspace,
+    AuditLogFilter, BatchAction, BatchResult, EventsPage, Job, NewStatusUpdate, OrganizationExport,
+    Resource, User, Workspace,
 };
 use crate::budget::RequestClass;
 
@@ -222,8 +222,8 @@ impl AsanaClient {
         opt_fields: &[&str],
     ) -> Result<Vec<Resource>, AsanaError> {
         let path = format!("/workspaces/{}/tasks/search", segment(workspace_gid));
-        let request = ApiRequest::get(path, filters.opt_fields(opt_fields))
-            .class(RequestClass::Search);
+        let request =
+            ApiRequest::get(path, filters.opt_fields(opt_fields)).class(RequestClass::Search);
         self.data(&request).await
     }
 

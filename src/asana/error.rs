@@ -29,7 +29,9 @@ pub enum AsanaError {
     #[error("cannot build the HTTP client: {0}; check the client settings")]
     Setup(String),
     /// 400: a missing or malformed parameter.
-    #[error("Asana rejected the request (400 Bad Request: {message}); fix the parameters named in the message")]
+    #[error(
+        "Asana rejected the request (400 Bad Request: {message}); fix the parameters named in the message"
+    )]
     BadRequest {
         /// Asana's message.
         message: String,
@@ -43,7 +45,9 @@ pub enum AsanaError {
         message: String,
     },
     /// 401 for an OAuth access token past its expiry.
-    #[error("the access token has expired (401); refresh it with the OAuth refresh token, then retry")]
+    #[error(
+        "the access token has expired (401); refresh it with the OAuth refresh token, then retry"
+    )]
     TokenExpired {
         /// Asana's message.
         message: String,
@@ -74,7 +78,9 @@ pub enum AsanaError {
         message: String,
     },
     /// 404: no such object or route.
-    #[error("not found (404: {message}); check the gid in the job definition, the object may have been deleted")]
+    #[error(
+        "not found (404: {message}); check the gid in the job definition, the object may have been deleted"
+    )]
     NotFound {
         /// Asana's message.
         message: String,
@@ -142,13 +148,19 @@ pub enum AsanaError {
         description: Option<String>,
     },
     /// The request or the response timed out.
-    #[error("request to Asana timed out ({0}); Asana or the network is slow, the next run will retry")]
+    #[error(
+        "request to Asana timed out ({0}); Asana or the network is slow, the next run will retry"
+    )]
     Timeout(#[source] reqwest::Error),
     /// The connection failed or was cut (reset, truncated body).
-    #[error("connection to Asana failed ({0}); check network access to Asana, the next run will retry")]
+    #[error(
+        "connection to Asana failed ({0}); check network access to Asana, the next run will retry"
+    )]
     Transport(#[source] reqwest::Error),
     /// The response was not the JSON Asana documents.
-    #[error("malformed response from Asana ({context}: {message}); report it, the data was not used")]
+    #[error(
+        "malformed response from Asana ({context}: {message}); report it, the data was not used"
+    )]
     Decode {
         /// What was being read.
         context: String,
@@ -250,7 +262,10 @@ impl AsanaError {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim();
                 if text.is_empty() {
-                    status.canonical_reason().unwrap_or("no message").to_string()
+                    status
+                        .canonical_reason()
+                        .unwrap_or("no message")
+                        .to_string()
                 } else {
                     text.chars().take(200).collect()
                 }

@@ -9,9 +9,9 @@
 //! Metrics (besides the budget's):
 //! - `asana_requests_total` (counter; `token`, `class` = read | write | search, `status` = HTTP
 //!   status or `timeout` | `transport` | `cancelled`): attempts by endpoint class and outcome.
-//! - `asana_rate_limited_total` (counter; `token`, `cause` = `quota` | `search` | `unexpected`):
-//!   429s by likely cause (`unexpected`: the budget's window had room, so another client spends
-//!   the token, or a concurrency/job limit was hit).
+//! - `asana_rate_limited_total` (counter; `token`, `cause` = `quota` | `search`): 429s by
+//!   bucket. The budget never overfills either, so each one means another client spends the
+//!   token (or a concurrency or export-job limit was hit by someone else).
 //! - `asana_request_duration_seconds` (histogram; `class`).
 //! - `asana_retries_total` (counter; `token`, `reason`).
 //! - `asana_offset_fallbacks_total` (counter): walks restarted after an expired offset.

@@ -12,8 +12,9 @@
 //!   client or the network. The cost is the request's latency, negligible next to 60 s.
 //! - **Concurrency:** read and write slots held by the permit for the request's duration.
 //! - **Cooldown:** a 429 pauses the whole token until its `Retry-After` has passed, for every job.
-//!   An unexpected 429 (our own log had room, so someone else spends the same token) also lowers
-//!   the effective limit, which grows back by a tenth of the limit per quiet window.
+//!   Since the budget itself never overfills a window, a quota 429 means someone else spends the
+//!   same token: the effective limit drops by 10 % per episode and grows back by a twentieth of
+//!   the limit per quiet window.
 //! - **Fairness:** waiters queue per job (FIFO) and jobs are served round-robin within a priority;
 //!   higher priorities first. A waiter held back only by its class's slots lets others pass; a
 //!   waiter held back by the rate stops the scan, so a large request (a batch costing 10) is not
@@ -29,7 +30,8 @@
 //! - `asana_budget_waiting` (gauge): callers waiting for a permit.
 //! - `asana_budget_utilization` (gauge): share of the effective per-window limit used in the
 //!   current window, 0..=1.
-//! - `asana_budget_cooldowns_total` (counter; `cause` = `retry_after` | `unexpected`): pauses.
+//! - `asana_budget_cooldowns_total` (counter; `cause` = `quota` | `other`): pauses (`quota`
+//!   pauses also lower the effective limit).
 //! - `asana_budget_export_slots_in_use` (gauge; `user`): export jobs holding a slot.
 
 mod registry;
@@ -54,7 +56,9 @@ pub const WINDOW_SECS: f64 = 60.0;
 #[non_exhaustive]
 pub enum BudgetError {
     /// The caller's cancellation token fired while it waited.
-    #[error("cancelled while waiting for rate budget; nothing was sent, retry when the job runs again")]
+    #[error(
+        "cancelled while waiting for rate budget; nothing was sent, retry when the job runs again"
+    )]
     Cancelled,
     /// The configuration cannot work.
     #[error("invalid rate budget configuration: {0}; fix the token's budget settings")]
@@ -217,7 +221,7 @@ impl Default for BudgetConfig {
             concurrent_reads: 50,
             concurrent_writes: 15,
             export_slots: 5,
-            window_margin_secs: 1.0,
+            window_margin_secs: 0.25,
             time_scale: 1.0,
         }
     }
@@ -292,8 +296,8 @@ pub struct BudgetStats {
     pub peak_window: u32,
     /// Pauses caused by 429s.
     pub cooldowns: u64,
-    /// Of those, 429s our own log did not predict (someone else spends the token).
-    pub unexpected_429s: u64,
+    /// Times a 429 lowered the effective limit (someone else spends the token).
+    pub limit_decreases: u64,
     /// Total time callers spent waiting for permits.
     pub total_wait: Duration,
     /// When the first permit was granted.
@@ -356,7 +360,7 @@ struct State {
     writes: u32,
     /// No permit is granted before this instant (a 429's `Retry-After`).
     cooldown_until: Option<Instant>,
-    /// Requests per window currently allowed; below the limit after an unexpected 429.
+    /// Requests per window currently allowed; below the limit after quota 429s.
     effective_limit: u32,
     /// When `effective_limit` was last lowered or raised.
     limit_changed_at: Option<Instant>,
@@ -519,13 +523,13 @@ impl Shared {
         while state.search_log.front().is_some_and(expired) {
             state.search_log.pop_front();
         }
-        // Recover the effective limit by a tenth per quiet window after an unexpected 429.
+        // Recover the effective limit by a twentieth per quiet window after a quota 429.
         let limit = self.config.limit();
         if state.effective_limit < limit
             && let Some(changed) = state.limit_changed_at
             && now >= changed + self.window
         {
-            let step = (limit / 10).max(1);
+            let step = (limit / 20).max(1);
             state.effective_limit = (state.effective_limit + step).min(limit);
             state.limit_changed_at = Some(now);
         }
@@ -648,9 +652,7 @@ impl Shared {
                     deadline = Some(*entry + self.window);
                 }
             }
-            if search_blocked
-                && let Some(entry) = state.search_log.front()
-            {
+            if search_blocked && let Some(entry) = state.search_log.front() {
                 let at = *entry + self.window;
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
@@ -663,10 +665,11 @@ impl Shared {
             deadline
         };
         let timer_alive = state.timer.as_ref().is_some_and(|(ticket, _)| {
-            state
-                .levels
-                .values()
-                .any(|l| l.queues.values().any(|q| q.iter().any(|w| w.ticket == *ticket)))
+            state.levels.values().any(|l| {
+                l.queues
+                    .values()
+                    .any(|q| q.iter().any(|w| w.ticket == *ticket))
+            })
         });
         if deadline.is_none() {
             state.deadline = None;
@@ -873,55 +876,64 @@ impl Budget {
     }
 
     /// Pauses the whole token for `retry_after` (server time, divided by `time_scale`): no permit
-    /// is granted to any job before it has passed. `unexpected` marks a 429 that this budget did
-    /// not predict (its window had room), which means another client spends the same token: the
-    /// effective limit then drops to what this budget managed to start in the current window.
-    pub fn cool_down(&self, retry_after: Duration, unexpected: bool) {
+    /// is granted to any job before it has passed.
+    ///
+    /// With `adapt`, the 429 is also taken as proof that someone else spends this token's quota
+    /// (this budget never lets more than the limit into a window, so a quota 429 means the
+    /// server counted requests it did not see): the effective limit drops to 90 % of what this
+    /// budget had in the window, at most once per pause (the requests already in flight may bring
+    /// more 429s of the same episode), never below a quarter of the limit. It grows back by a
+    /// twentieth of the limit per window without a 429.
+    pub fn cool_down(&self, retry_after: Duration, adapt: bool) {
         let now = Instant::now();
         let until = now + self.shared.config.to_real(retry_after);
         let mut failed = Vec::new();
         {
             let mut state = self.shared.lock();
             self.shared.prune(&mut state, now);
+            let already_paused = state.cooldown_until.is_some_and(|u| u > now);
             state.cooldown_until = Some(state.cooldown_until.map_or(until, |u| u.max(until)));
             state.stats.cooldowns += 1;
-            let cause = if unexpected {
-                state.stats.unexpected_429s += 1;
+            let new_episode = state.limit_changed_at.is_none_or(|at| now >= at);
+            if adapt && new_episode {
                 let floor = (self.shared.config.limit() / 4).max(1);
-                let observed = (state.window_count() as u32).saturating_sub(1).max(floor);
-                if observed < state.effective_limit {
-                    state.effective_limit = observed;
+                let base = state
+                    .effective_limit
+                    .min(state.window_count().max(1) as u32);
+                let lowered = ((f64::from(base) * 0.9) as u32).max(floor);
+                if lowered < state.effective_limit {
+                    state.effective_limit = lowered;
+                    state.stats.limit_decreases += 1;
                 }
-                state.limit_changed_at = Some(until);
-                "unexpected"
-            } else {
-                "retry_after"
-            };
+            }
+            if adapt {
+                state.limit_changed_at =
+                    Some(state.limit_changed_at.map_or(until, |at| at.max(until)));
+            }
             metrics::counter!(
                 "asana_budget_cooldowns_total",
                 "token" => self.shared.config.name.clone(),
-                "cause" => cause,
+                "cause" => if adapt { "quota" } else { "other" },
             )
             .increment(1);
-            tracing::warn!(
-                token = %self.shared.config.name,
-                retry_after_secs = retry_after.as_secs_f64(),
-                unexpected,
-                "Rate limited by Asana; pausing every job on this token"
-            );
+            if already_paused {
+                tracing::debug!(
+                    token = %self.shared.config.name,
+                    retry_after_secs = retry_after.as_secs_f64(),
+                    "Another 429 during the pause; extending it if needed"
+                );
+            } else {
+                tracing::warn!(
+                    token = %self.shared.config.name,
+                    retry_after_secs = retry_after.as_secs_f64(),
+                    effective_limit = state.effective_limit,
+                    "Rate limited by Asana; pausing every job on this token"
+                );
+            }
             state.deadline = None;
             self.shared.settle(&mut state, now, &mut failed);
         }
         drop(failed);
-    }
-
-    /// Whether the window had room when a 429 arrived, i.e. whether the 429 is unexpected.
-    pub fn window_has_room(&self) -> bool {
-        let now = Instant::now();
-        let mut state = self.shared.lock();
-        self.shared.prune(&mut state, now);
-        // The request that got the 429 still counts; room means at least one more fits.
-        state.window_count() < state.effective_limit as usize
     }
 
     /// How long the token stays paused, if it is.
@@ -934,7 +946,7 @@ impl Budget {
             .map(|until| until - now)
     }
 
-    /// Requests per window currently allowed (below the limit after unexpected 429s).
+    /// Requests per window currently allowed (below the limit after quota 429s).
     pub fn effective_limit(&self) -> u32 {
         let now = Instant::now();
         let mut state = self.shared.lock();

@@ -66,7 +66,9 @@ pub struct ExportSlot {
 
 impl fmt::Debug for ExportSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExportSlot").field("user", &self.user).finish()
+        f.debug_struct("ExportSlot")
+            .field("user", &self.user)
+            .finish()
     }
 }
 

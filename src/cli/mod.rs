@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand. Errors are reported here with `anyhow` and mapped
 //! to documented exit codes.
 
+pub mod bench;
 pub mod demo;
 pub mod sim;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Start the built-in simulator and show the worker's main path against it.
     Demo(demo::DemoArgs),
+    /// Benchmarks against the in-process simulator (`bench budget`).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -50,6 +53,7 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Sim(args) => sim::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
