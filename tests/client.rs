@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use asana_worker::asana::{
-    ApiRequest, AsanaClient, AsanaError, AuditLogFilter, CallContext, ClientConfig, Idempotency,
-    Query, RetryConfig, USER_AGENT, validate_base_url,
+    ApiRequest, AsanaClient, AsanaError, AuditLogFilter, BatchAction, CallContext, ClientConfig,
+    Idempotency, NewStatusUpdate, Query, Resource, RetryConfig, USER_AGENT, validate_base_url,
 };
 use asana_worker::budget::{Budget, BudgetConfig, Priority, Tier};
 use asana_worker::sim::SimServer;
@@ -482,6 +482,73 @@ async fn simulator_errors_map_to_their_classes() {
 struct Stub {
     hits: Mutex<HashMap<String, u32>>,
     headers: Mutex<Vec<HeaderMap>>,
+    /// Bodies of writes, by path.
+    bodies: Mutex<Vec<(String, Value)>>,
+}
+
+/// Writes: records the body and answers like Asana (201 with the object, or the batch results).
+async fn stub_write(
+    State(stub): State<Arc<Stub>>,
+    uri: axum::http::Uri,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let path = uri.path().trim_start_matches("/api/1.0").to_string();
+    stub.bodies
+        .lock()
+        .unwrap()
+        .push((path.clone(), body.clone()));
+    let data = &body["data"];
+    match path.as_str() {
+        "/batch" => {
+            let results: Vec<Value> = data["actions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| json!({"status_code": 200, "headers": {}, "body": {"data": {"gid": a["relative_path"]}}}))
+                .collect();
+            axum::Json(json!({ "data": results })).into_response()
+        }
+        "/organization_exports" => (
+            StatusCode::CREATED,
+            axum::Json(json!({"data": {"gid": "oe1", "state": "pending", "download_url": null,
+                "organization": {"gid": data["organization"], "resource_type": "workspace"}}})),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::CREATED,
+            axum::Json(json!({"data": {"gid": "su1", "resource_type": "status_update", "title": data["title"]}})),
+        )
+            .into_response(),
+    }
+}
+
+async fn stub_job(Path(gid): Path<String>) -> Response {
+    axum::Json(
+        json!({"data": {"gid": gid, "resource_type": "job", "status": "succeeded",
+        "resource_subtype": "export_request",
+        "new_resource_export": {"gid": "re1", "download_url": "https://example.com/x.jsonl.gz"}}}),
+    )
+    .into_response()
+}
+
+/// `GET /tasks?project=`: the second page's offset has always expired; a restart with
+/// `modified_since` answers from that time on.
+async fn stub_tasks(AxumQuery(query): AxumQuery<HashMap<String, String>>) -> Response {
+    let task = |gid: &str, day: u32| json!({"gid": gid, "name": format!("Task {gid}"), "modified_at": format!("2026-01-0{day}T00:00:00.000Z")});
+    if query.get("offset").is_some() {
+        return asana_error(400, "offset: Your pagination token has expired.");
+    }
+    match query.get("modified_since").map(String::as_str) {
+        None => axum::Json(json!({"data": [task("t1", 1), task("t2", 2)],
+            "next_page": {"offset": "stale", "path": "/tasks?offset=stale", "uri": "x"}}))
+        .into_response(),
+        Some("2026-01-02T00:00:00.000Z") => {
+            axum::Json(json!({"data": [task("t2", 2), task("t3", 3)], "next_page": null}))
+                .into_response()
+        }
+        Some(other) => asana_error(400, &format!("modified_since: unexpected {other}")),
+    }
 }
 
 fn asana_error(status: u16, message: &str) -> Response {
@@ -572,6 +639,14 @@ async fn start_stub() -> (String, Arc<Stub>) {
     let app = axum::Router::new()
         .route("/api/1.0/case/{case}", axum::routing::any(stub_case))
         .route("/api/1.0/events", axum::routing::get(stub_events))
+        .route("/api/1.0/batch", axum::routing::post(stub_write))
+        .route("/api/1.0/status_updates", axum::routing::post(stub_write))
+        .route(
+            "/api/1.0/organization_exports",
+            axum::routing::post(stub_write),
+        )
+        .route("/api/1.0/jobs/{gid}", axum::routing::get(stub_job))
+        .route("/api/1.0/tasks", axum::routing::get(stub_tasks))
         .route(
             "/api/1.0/workspaces/{gid}/audit_log_events",
             axum::routing::get(stub_audit),
@@ -754,6 +829,88 @@ async fn headers_name_the_project_and_changes_are_noted_once() {
     let debug = format!("{client:?}");
     assert!(!debug.contains("secret-stub-token"), "{debug}");
     assert!(debug.contains("redacted"));
+}
+
+#[tokio::test]
+async fn typed_writes_send_data_envelopes_and_a_batch_spends_its_actions() {
+    let (base, stub) = start_stub().await;
+    let client = stub_client(&base);
+    let actions: Vec<BatchAction> = (0..10)
+        .map(|i| BatchAction::get(format!("/tasks/{i}"), &["name"]))
+        .collect();
+    let results = client.batch(&actions).await.unwrap();
+    assert_eq!(results.len(), 10);
+    assert_eq!(results[3].status_code, 200);
+    assert_eq!(results[3].body["data"]["gid"], "/tasks/3");
+    // The batch counted as ten requests against the quota.
+    assert_eq!(client.budget().stats().spent, 10);
+    assert!(matches!(
+        client.batch(&[]).await,
+        Err(AsanaError::BadRequest { .. })
+    ));
+
+    let update = NewStatusUpdate {
+        parent: "p1".into(),
+        status_type: "on_track".into(),
+        text: "All good".into(),
+        title: Some("Weekly".into()),
+        html_text: None,
+    };
+    let created = client
+        .create_status_update(&update, Idempotency::NotIdempotent)
+        .await
+        .unwrap();
+    assert_eq!(created.gid, "su1");
+    assert_eq!(created.other["title"], "Weekly");
+
+    let export = client.create_organization_export("ws1").await.unwrap();
+    assert_eq!(export.state.as_deref(), Some("pending"));
+    assert_eq!(export.organization.unwrap().gid, "ws1");
+    let job = client.job("j1").await.unwrap();
+    assert_eq!(job.status.as_deref(), Some("succeeded"));
+    assert_eq!(job.new_resource_export.unwrap().gid, "re1");
+
+    let bodies = stub.bodies.lock().unwrap().clone();
+    let body_of = |path: &str| bodies.iter().find(|(p, _)| p == path).unwrap().1.clone();
+    assert_eq!(
+        body_of("/batch")["data"]["actions"][0]["relative_path"],
+        "/tasks/0"
+    );
+    assert_eq!(
+        body_of("/batch")["data"]["actions"][0]["options"]["fields"],
+        json!(["name"])
+    );
+    assert_eq!(
+        body_of("/status_updates"),
+        json!({"data": {"parent": "p1", "status_type": "on_track", "text": "All good", "title": "Weekly"}})
+    );
+    assert_eq!(
+        body_of("/organization_exports"),
+        json!({"data": {"organization": "ws1"}})
+    );
+}
+
+#[tokio::test]
+async fn task_walks_resume_from_modified_since_when_the_offset_expires() {
+    let (base, _stub) = start_stub().await;
+    let client = stub_client(&base);
+    let tasks = client
+        .project_tasks("p1", None, &["name", "modified_at"])
+        .on_offset_expired(|last: Option<&Resource>| {
+            let since = last?.other.get("modified_at")?.as_str()?.to_string();
+            Some(
+                Query::new()
+                    .param("project", "p1")
+                    .param("modified_since", since)
+                    .opt_fields(&["name", "modified_at"]),
+            )
+        })
+        .collect()
+        .await
+        .unwrap();
+    let gids: Vec<&str> = tasks.iter().map(|t| t.gid.as_str()).collect();
+    // t2 comes twice (the restart includes its modification time): callers dedupe by gid.
+    assert_eq!(gids, ["t1", "t2", "t2", "t3"]);
 }
 
 #[tokio::test]

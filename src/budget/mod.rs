@@ -333,7 +333,6 @@ struct Waiter {
     ticket: u64,
     class: RequestClass,
     cost: u32,
-    priority: Priority,
     tx: oneshot::Sender<Permit>,
     wake: Arc<Notify>,
 }
@@ -566,7 +565,6 @@ impl Shared {
             loop {
                 // Find the first waiter that may go, in priority then round-robin order.
                 let mut found: Option<(Priority, usize, usize)> = None;
-                let mut stop = false;
                 'levels: for (&priority, level) in state.levels.iter().rev() {
                     for (job_index, job) in level.order.iter().enumerate() {
                         let Some(queue) = level.queues.get(job) else {
@@ -580,7 +578,6 @@ impl Shared {
                                 }
                                 Fit::Stop => {
                                     blocked_cost = Some(waiter.cost);
-                                    stop = true;
                                     break 'levels;
                                 }
                                 Fit::Skip => {
@@ -596,7 +593,6 @@ impl Shared {
                     }
                 }
                 let Some((priority, job_index, pos)) = found else {
-                    let _ = stop;
                     break;
                 };
                 let waiter = {
@@ -625,7 +621,6 @@ impl Shared {
                 };
                 state.waiting -= 1;
                 let permit = self.grant(state, &waiter, now);
-                let _ = waiter.priority;
                 if let Err(permit) = waiter.tx.send(permit) {
                     failed.push(permit);
                 }
@@ -806,7 +801,6 @@ impl Budget {
                 ticket,
                 class: demand.class,
                 cost: demand.cost.max(1),
-                priority: demand.priority,
                 tx,
                 wake: wake.clone(),
             });
