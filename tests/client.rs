@@ -536,7 +536,7 @@ async fn stub_job(Path(gid): Path<String>) -> Response {
 /// `modified_since` answers from that time on.
 async fn stub_tasks(AxumQuery(query): AxumQuery<HashMap<String, String>>) -> Response {
     let task = |gid: &str, day: u32| json!({"gid": gid, "name": format!("Task {gid}"), "modified_at": format!("2026-01-0{day}T00:00:00.000Z")});
-    if query.get("offset").is_some() {
+    if query.contains_key("offset") {
         return asana_error(400, "offset: Your pagination token has expired.");
     }
     match query.get("modified_since").map(String::as_str) {
