@@ -129,7 +129,7 @@ async fn me_and_lists_decode_envelopes_and_honour_opt_fields() {
 
 #[tokio::test]
 async fn an_expired_offset_resumes_through_the_fallback() {
-    let sim = sim_with(|c| c.timing.offset_ttl_secs = 3).await;
+    let sim = sim_with(|c| c.timing.offset_ttl_secs = 6).await;
     let client = client_for(&sim, "pat-paid", Tier::Paid);
     let workspace = client.workspaces(&[]).collect().await.unwrap()[0]
         .gid
@@ -143,7 +143,7 @@ async fn an_expired_offset_resumes_through_the_fallback() {
         .map(|u| u.gid)
         .collect();
 
-    // A slow consumer: each page waits longer than the offset lives (3 s simulated = 50 ms).
+    // A slow consumer: each page waits longer than the offset lives (6 s simulated = 100 ms).
     let fallbacks = Arc::new(Mutex::new(0));
     let counter = fallbacks.clone();
     let mut pages = Box::pin(
@@ -167,7 +167,7 @@ async fn an_expired_offset_resumes_through_the_fallback() {
         restarted_pages += usize::from(page.restarted);
         seen.extend(page.data.into_iter().map(|u| u.gid));
         if *fallbacks.lock().unwrap() == 0 {
-            tokio::time::sleep(Duration::from_millis(120)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         assert!(page_count < 50, "the walk must end");
     }
@@ -178,7 +178,7 @@ async fn an_expired_offset_resumes_through_the_fallback() {
     // Without a fallback the caller gets the typed error.
     let mut pages = Box::pin(client.workspace_users(&workspace, &[]).page_size(4).pages());
     pages.next().await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let error = pages.next().await.unwrap().unwrap_err();
     assert!(matches!(error, AsanaError::OffsetExpired { .. }), "{error}");
     assert!(error.to_string().contains("restart the listing"));
