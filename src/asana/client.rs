@@ -57,7 +57,9 @@ impl Default for RetryConfig {
     }
 }
 
-/// Client settings. Durations name their unit.
+/// Client settings. Durations name their unit. There is no separate time scale: backoff delays
+/// and the retry time bound follow the budget's `time_scale` (1.0 against Asana), so one setting
+/// speeds both up against the simulator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
