@@ -473,6 +473,10 @@ async fn simulator_errors_map_to_their_classes() {
         "{unauthorized:?}"
     );
     assert_eq!(unauthorized.status(), Some(401));
+    // A replaced token (an OAuth refresh) is used by every clone from then on.
+    let job = stranger.for_job(CallContext::new("job", Priority::Scheduled));
+    stranger.replace_token(SecretString::from(sim.token("pat-paid").unwrap()));
+    assert!(job.me(&[]).await.is_ok());
     sim.shutdown().await;
 }
 

@@ -305,7 +305,9 @@ pub struct AsanaClient {
 struct Inner {
     http: reqwest::Client,
     base: String,
-    token: SecretString,
+    /// The bearer token; replaced in place when an OAuth credential is refreshed, so every clone
+    /// (every job) uses the new one.
+    token: std::sync::RwLock<SecretString>,
     budget: Budget,
     config: ClientConfig,
     /// `Asana-Change` names already logged, so each is logged once per process.
@@ -392,7 +394,7 @@ impl AsanaClient {
             inner: Arc::new(Inner {
                 http,
                 base,
-                token,
+                token: std::sync::RwLock::new(token),
                 budget,
                 config,
                 changes_seen: Mutex::new(HashSet::new()),
@@ -407,6 +409,13 @@ impl AsanaClient {
             inner: self.inner.clone(),
             ctx,
         }
+    }
+
+    /// Replaces the bearer token for this client and all its clones, e.g. after the credential
+    /// provider refreshed an OAuth access token in answer to [`AsanaError::TokenExpired`]. The
+    /// budget stays the same: it belongs to the credential, not to one access token.
+    pub fn replace_token(&self, token: SecretString) {
+        *self.inner.token.write().unwrap_or_else(|p| p.into_inner()) = token;
     }
 
     /// The calling job's context.
@@ -527,6 +536,10 @@ impl AsanaClient {
         )
         .increment(1);
         let (status, headers, body) = outcome?;
+        tracing::debug!(
+            method = %request.method, path = %request.path, status = status.as_u16(),
+            elapsed_ms = sent.elapsed().as_millis() as u64, "Asana request"
+        );
         self.note_changes(&headers);
         if status.is_success() {
             drop(permit);
@@ -561,11 +574,13 @@ impl AsanaClient {
         request: &ApiRequest,
     ) -> Result<(reqwest::StatusCode, HeaderMap, bytes::Bytes), AsanaError> {
         let url = format!("{}{}", self.inner.base, request.path);
-        let mut builder = self
-            .inner
-            .http
-            .request(request.method.clone(), url)
-            .bearer_auth(self.inner.token.expose_secret());
+        let mut builder = {
+            let token = self.inner.token.read().unwrap_or_else(|p| p.into_inner());
+            self.inner
+                .http
+                .request(request.method.clone(), url)
+                .bearer_auth(token.expose_secret())
+        };
         if !request.query.pairs().is_empty() {
             builder = builder.query(request.query.pairs());
         }
