@@ -133,8 +133,8 @@ impl CallContext {
 
 /// Whether a write may be sent twice. GETs are always retried on transient failures; writes only
 /// when the caller declares them idempotent (for example because it checks for its own earlier
-/// write first). A 429 is retried for every method: Asana refuses the request before doing
-/// anything, so sending it again cannot duplicate it.
+/// write first). A 429 and a failed connection are retried for every method: Asana refused the
+/// request, or never saw it, so sending it again cannot duplicate it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotency {
     /// Safe to send again after a timeout, reset or 5xx.
@@ -270,6 +270,8 @@ impl ApiRequest {
     fn may_retry(&self, error: &AsanaError) -> bool {
         match error {
             AsanaError::RateLimited { .. } => true,
+            // The connection was never made, so the request cannot have been processed.
+            AsanaError::Transport(source) if source.is_connect() => true,
             other if other.is_transient() => {
                 self.method == Method::GET
                     || self.method == Method::HEAD
