@@ -3,6 +3,8 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`cli`].
 
+pub mod asana;
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod config;

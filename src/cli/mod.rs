@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand. Errors are reported here with `anyhow` and mapped
 //! to documented exit codes.
 
+pub mod bench;
 pub mod bench_sim;
 pub mod demo;
 pub mod sim;
@@ -35,16 +36,8 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Start the built-in simulator and show the worker's main path against it.
     Demo(demo::DemoArgs),
-    /// Benchmarks that print figures and ratios.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-/// Benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Simple GETs per second the simulator serves on one core.
-    Sim(bench_sim::BenchSimArgs),
+    /// Benchmarks that print figures and ratios (`bench sim`, `bench budget`).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -52,7 +45,9 @@ pub fn main(cli: Cli) -> ExitCode {
     init_logging(&cli.log);
     let command = match cli.command {
         // Runs its own runtimes: the simulator on one thread, the load on another.
-        Command::Bench(BenchCommand::Sim(args)) => return exit_code(bench_sim::run(args)),
+        Command::Bench(bench::BenchArgs {
+            target: bench::BenchTarget::Sim(args),
+        }) => return exit_code(bench_sim::run(args)),
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -72,7 +67,7 @@ async fn run_async(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Sim(args) => sim::run(args).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Bench(BenchCommand::Sim(args)) => bench_sim::run(args),
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

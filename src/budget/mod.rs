@@ -1,0 +1,982 @@
+//! The per-token rate budget. Asana limits every token separately (requests per minute by tier,
+//! 60 searches per minute, 50 concurrent reads, 15 concurrent writes, 5 concurrent export jobs
+//! per user) and counts refused requests against the quota, so the cheapest 429 is the one never
+//! provoked. Every request made with a token first takes a [`Permit`] from that token's
+//! [`Budget`]; nothing bypasses it.
+//!
+//! How it decides:
+//! - **Rate:** a request counts against the window from the moment its permit is granted until
+//!   60 s (+ a small margin) after its response arrived. Asana counts it at the instant it
+//!   arrives, which lies somewhere between those two, so counting it over the whole span means no
+//!   more than the limit can ever land in one of Asana's windows, however requests queue in the
+//!   client or the network. The cost is the request's latency, negligible next to 60 s.
+//! - **Concurrency:** read and write slots held by the permit for the request's duration.
+//! - **Cooldown:** a 429 pauses the whole token until its `Retry-After` has passed, for every job.
+//!   Since the budget itself never overfills a window, a quota 429 means someone else spends the
+//!   same token: the effective limit drops by 10 % per episode and grows back by a twentieth of
+//!   the limit per quiet window.
+//! - **Fairness:** waiters queue per job (FIFO) and jobs are served round-robin within a priority;
+//!   higher priorities first. A waiter held back only by its class's slots lets others pass; a
+//!   waiter held back by the rate stops the scan, so a large request (a batch costing 10) is not
+//!   starved by a stream of small ones.
+//! - **Time** is tokio's clock (`#[tokio::test(start_paused = true)]` drives it in tests), and
+//!   `time_scale` divides every window and `Retry-After` for the simulator's fast time.
+//!
+//! Waiting is async and cancellable (a `CancellationToken`, or dropping the future).
+//!
+//! Metrics (all labelled `token` with the budget's name, never the secret):
+//! - `asana_budget_wait_seconds` (histogram; `class`, `priority`): time spent waiting for a permit.
+//! - `asana_budget_in_flight` (gauge; `class`): requests holding a permit.
+//! - `asana_budget_waiting` (gauge): callers waiting for a permit.
+//! - `asana_budget_utilization` (gauge): share of the effective per-window limit used in the
+//!   current window, 0..=1.
+//! - `asana_budget_cooldowns_total` (counter; `cause` = `quota` | `other`): pauses (`quota`
+//!   pauses also lower the effective limit).
+//! - `asana_budget_export_slots_in_use` (gauge; `user`): export jobs holding a slot.
+
+mod registry;
+
+pub use registry::{BudgetRegistry, ExportSlot};
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Length of Asana's quota window, in (simulated) seconds.
+pub const WINDOW_SECS: f64 = 60.0;
+
+/// Errors from waiting for budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BudgetError {
+    /// The caller's cancellation token fired while it waited.
+    #[error(
+        "cancelled while waiting for rate budget; nothing was sent, retry when the job runs again"
+    )]
+    Cancelled,
+    /// The configuration cannot work.
+    #[error("invalid rate budget configuration: {0}; fix the token's budget settings")]
+    Invalid(String),
+}
+
+/// Rate-limit tier of the workspace a token acts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Free workspaces: 150 requests per minute.
+    Free,
+    /// Paid workspaces: 1,500 requests per minute.
+    Paid,
+}
+
+impl Tier {
+    /// Asana's documented requests per minute for the tier.
+    pub fn requests_per_minute(self) -> u32 {
+        match self {
+            Tier::Free => 150,
+            Tier::Paid => 1500,
+        }
+    }
+}
+
+/// What a request spends besides quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestClass {
+    /// GET/HEAD: a read slot.
+    Read,
+    /// POST/PUT/PATCH/DELETE: a write slot.
+    Write,
+    /// Task search: a read slot and the separate search bucket.
+    Search,
+}
+
+impl RequestClass {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestClass::Read => "read",
+            RequestClass::Write => "write",
+            RequestClass::Search => "search",
+        }
+    }
+}
+
+/// Who goes first when several jobs wait for the same token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Catching up on history (a 90-day backfill): runs in whatever is left.
+    Backfill,
+    /// Scheduled work.
+    Scheduled,
+    /// A run started by a person, who is waiting for it.
+    Manual,
+}
+
+impl Priority {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Backfill => "backfill",
+            Priority::Scheduled => "scheduled",
+            Priority::Manual => "manual",
+        }
+    }
+}
+
+/// Identifies a job for fair sharing: requests of one job queue behind each other, jobs take
+/// turns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey(Arc<str>);
+
+impl JobKey {
+    /// A key from any job identifier (name, run id).
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Arc::from(id.as_ref()))
+    }
+
+    /// The identifier.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one request asks of the budget.
+#[derive(Debug, Clone)]
+pub struct Demand {
+    /// Its class.
+    pub class: RequestClass,
+    /// Requests it counts as against the quota (a batch of 10 actions counts as 10).
+    pub cost: u32,
+    /// Its job's priority.
+    pub priority: Priority,
+    /// Its job.
+    pub job: JobKey,
+}
+
+impl Demand {
+    /// One request of `class` for `job` at `priority`.
+    pub fn new(class: RequestClass, priority: Priority, job: JobKey) -> Self {
+        Self {
+            class,
+            cost: 1,
+            priority,
+            job,
+        }
+    }
+
+    /// The same demand counting as `cost` requests.
+    pub fn with_cost(mut self, cost: u32) -> Self {
+        self.cost = cost.max(1);
+        self
+    }
+}
+
+/// Settings of one token's budget. Defaults are Asana's documented limits for a paid token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Name in logs and metrics (the credential id; never the token).
+    pub name: String,
+    /// The token's tier, which sets the default requests per minute.
+    pub tier: Tier,
+    /// Overrides the tier's requests per minute (e.g. to leave room for another client).
+    pub requests_per_minute: Option<u32>,
+    /// Task-search requests per minute.
+    pub search_per_minute: u32,
+    /// Concurrent reads.
+    pub concurrent_reads: u32,
+    /// Concurrent writes.
+    pub concurrent_writes: u32,
+    /// Concurrent export jobs per Asana user (shared by all that user's tokens).
+    pub export_slots: u32,
+    /// Extra (simulated) seconds added to the 60 s window, so requests that reach Asana in a
+    /// different order than they left cannot put one too many into Asana's window.
+    pub window_margin_secs: f64,
+    /// How much faster than real time the server's clock runs (the simulator's `--time-scale`);
+    /// windows and `Retry-After` are divided by it. 1.0 against Asana.
+    pub time_scale: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            tier: Tier::Paid,
+            requests_per_minute: None,
+            search_per_minute: 60,
+            concurrent_reads: 50,
+            concurrent_writes: 15,
+            export_slots: 5,
+            window_margin_secs: 0.25,
+            time_scale: 1.0,
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// A config for a token of `tier` named `name`, with Asana's limits.
+    pub fn new(name: impl Into<String>, tier: Tier) -> Self {
+        Self {
+            name: name.into(),
+            tier,
+            ..Self::default()
+        }
+    }
+
+    /// Requests per window in effect (override or tier).
+    pub fn limit(&self) -> u32 {
+        self.requests_per_minute
+            .unwrap_or_else(|| self.tier.requests_per_minute())
+    }
+
+    /// Checks values the types cannot.
+    pub fn validate(&self) -> Result<(), BudgetError> {
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(BudgetError::Invalid(format!(
+                "time_scale must be a positive number, got {}",
+                self.time_scale
+            )));
+        }
+        if !(self.window_margin_secs.is_finite() && self.window_margin_secs >= 0.0) {
+            return Err(BudgetError::Invalid(format!(
+                "window_margin_secs must be zero or positive, got {}",
+                self.window_margin_secs
+            )));
+        }
+        for (name, value) in [
+            ("requests_per_minute", self.limit()),
+            ("search_per_minute", self.search_per_minute),
+            ("concurrent_reads", self.concurrent_reads),
+            ("concurrent_writes", self.concurrent_writes),
+            ("export_slots", self.export_slots),
+        ] {
+            if value == 0 {
+                return Err(BudgetError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Converts a server-side (simulated) duration into real time.
+    pub fn to_real(&self, simulated: Duration) -> Duration {
+        Duration::from_secs_f64(simulated.as_secs_f64() / self.time_scale)
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_secs_f64((WINDOW_SECS + self.window_margin_secs) / self.time_scale)
+    }
+}
+
+/// Counters of one budget, for tests and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BudgetStats {
+    /// Permits granted.
+    pub granted: u64,
+    /// Requests counted against the quota (a permit of cost 10 counts 10).
+    pub spent: u64,
+    /// Most reads (searches included) holding a permit at once.
+    pub peak_reads: u32,
+    /// Most writes holding a permit at once.
+    pub peak_writes: u32,
+    /// Most requests started within one window.
+    pub peak_window: u32,
+    /// Pauses caused by 429s.
+    pub cooldowns: u64,
+    /// Times a 429 lowered the effective limit (someone else spends the token).
+    pub limit_decreases: u64,
+    /// Total time callers spent waiting for permits.
+    pub total_wait: Duration,
+    /// When the first permit was granted.
+    pub first_grant: Option<Instant>,
+    /// When the last permit was granted.
+    pub last_grant: Option<Instant>,
+}
+
+/// One token's budget. Cheap to clone; every clone is the same budget.
+#[derive(Clone)]
+pub struct Budget {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget")
+            .field("name", &self.shared.config.name)
+            .field("limit", &self.shared.config.limit())
+            .finish()
+    }
+}
+
+struct Shared {
+    config: BudgetConfig,
+    window: Duration,
+    exports: Arc<Semaphore>,
+    export_user: String,
+    state: Mutex<State>,
+}
+
+struct Waiter {
+    ticket: u64,
+    class: RequestClass,
+    cost: u32,
+    tx: oneshot::Sender<Permit>,
+    wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Level {
+    /// Jobs with waiters, in turn order.
+    order: VecDeque<JobKey>,
+    /// Each job's waiters, FIFO.
+    queues: HashMap<JobKey, VecDeque<Waiter>>,
+}
+
+struct State {
+    /// Completion times of finished requests still in the window, one entry per unit of cost.
+    log: VecDeque<Instant>,
+    /// Completion times of finished searches still in the window.
+    search_log: VecDeque<Instant>,
+    /// Cost of requests granted and not finished: they count against the window until they finish
+    /// and then for a window more.
+    in_flight_cost: u32,
+    /// Searches granted and not finished.
+    searches_in_flight: u32,
+    reads: u32,
+    writes: u32,
+    /// No permit is granted before this instant (a 429's `Retry-After`).
+    cooldown_until: Option<Instant>,
+    /// Requests per window currently allowed; below the limit after quota 429s.
+    effective_limit: u32,
+    /// When `effective_limit` was last lowered or raised.
+    limit_changed_at: Option<Instant>,
+    levels: BTreeMap<Priority, Level>,
+    waiting: usize,
+    next_ticket: u64,
+    /// The waiter that sleeps until `deadline` and then dispatches on everyone's behalf.
+    timer: Option<(u64, Arc<Notify>)>,
+    deadline: Option<Instant>,
+    stats: BudgetStats,
+}
+
+/// Permission to send one request. Holds its concurrency slot until dropped; drop it when the
+/// response (body included) has been read.
+pub struct Permit {
+    shared: Arc<Shared>,
+    class: RequestClass,
+    cost: u32,
+    granted_at: Instant,
+    sequence: u64,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("budget", &self.shared.config.name)
+            .field("class", &self.class)
+            .field("granted_at", &self.granted_at)
+            .finish()
+    }
+}
+
+impl Permit {
+    /// When the permit was granted (the request's start as far as the quota is concerned).
+    pub fn granted_at(&self) -> Instant {
+        self.granted_at
+    }
+
+    /// Its place in the order of grants of this budget (1 for the first permit).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The request class it was granted for.
+    pub fn class(&self) -> RequestClass {
+        self.class
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut failed = Vec::new();
+        {
+            let mut state = self.shared.lock();
+            let now = Instant::now();
+            match self.class {
+                RequestClass::Write => state.writes = state.writes.saturating_sub(1),
+                RequestClass::Read => state.reads = state.reads.saturating_sub(1),
+                RequestClass::Search => {
+                    state.reads = state.reads.saturating_sub(1);
+                    state.searches_in_flight = state.searches_in_flight.saturating_sub(1);
+                    state.search_log.push_back(now);
+                }
+            }
+            // From now on the request counts from its completion time.
+            state.in_flight_cost = state.in_flight_cost.saturating_sub(self.cost);
+            for _ in 0..self.cost {
+                state.log.push_back(now);
+            }
+            self.shared.report_in_flight(&state);
+            self.shared.settle(&mut state, now, &mut failed);
+        }
+        drop(failed);
+    }
+}
+
+/// Removes a waiter that stopped waiting (cancelled or dropped) from its queue.
+struct QueueGuard<'a> {
+    budget: &'a Budget,
+    ticket: u64,
+    priority: Priority,
+    job: JobKey,
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        let mut failed = Vec::new();
+        {
+            let mut state = self.budget.shared.lock();
+            let mut removed = false;
+            if let Some(level) = state.levels.get_mut(&self.priority)
+                && let Some(queue) = level.queues.get_mut(&self.job)
+                && let Some(pos) = queue.iter().position(|w| w.ticket == self.ticket)
+            {
+                queue.remove(pos);
+                removed = true;
+                if queue.is_empty() {
+                    level.queues.remove(&self.job);
+                    level.order.retain(|j| j != &self.job);
+                }
+            }
+            if removed {
+                state.waiting -= 1;
+                self.budget.shared.report_waiting(&state);
+                self.budget
+                    .shared
+                    .settle(&mut state, Instant::now(), &mut failed);
+            }
+        }
+        drop(failed);
+    }
+}
+
+impl State {
+    /// Requests counting against the current window: in flight, or finished within it.
+    fn window_count(&self) -> usize {
+        self.in_flight_cost as usize + self.log.len()
+    }
+
+    /// Searches counting against the current window.
+    fn search_count(&self) -> usize {
+        self.searches_in_flight as usize + self.search_log.len()
+    }
+}
+
+enum Fit {
+    Yes,
+    /// Held back by its class's slots or the search bucket: others may pass.
+    Skip,
+    /// Held back by the shared rate: nobody behind may take quota before it.
+    Stop,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn labels(&self) -> [(&'static str, String); 1] {
+        [("token", self.config.name.clone())]
+    }
+
+    fn report_in_flight(&self, state: &State) {
+        metrics::gauge!("asana_budget_in_flight", "token" => self.config.name.clone(), "class" => "read")
+            .set(state.reads as f64);
+        metrics::gauge!("asana_budget_in_flight", "token" => self.config.name.clone(), "class" => "write")
+            .set(state.writes as f64);
+    }
+
+    fn report_waiting(&self, state: &State) {
+        metrics::gauge!("asana_budget_waiting", &self.labels()).set(state.waiting as f64);
+    }
+
+    fn prune(&self, state: &mut State, now: Instant) {
+        let window = self.window;
+        let expired = |t: &Instant| *t + window <= now;
+        while state.log.front().is_some_and(expired) {
+            state.log.pop_front();
+        }
+        while state.search_log.front().is_some_and(expired) {
+            state.search_log.pop_front();
+        }
+        // Recover the effective limit by a twentieth per quiet window after a quota 429.
+        let limit = self.config.limit();
+        if state.effective_limit < limit
+            && let Some(changed) = state.limit_changed_at
+            && now >= changed + self.window
+        {
+            let step = (limit / 20).max(1);
+            state.effective_limit = (state.effective_limit + step).min(limit);
+            state.limit_changed_at = Some(now);
+        }
+    }
+
+    fn fits(&self, state: &State, class: RequestClass, cost: u32) -> Fit {
+        let limit = state.effective_limit;
+        let cost = cost.min(limit) as usize;
+        if state.window_count() + cost > limit as usize {
+            return Fit::Stop;
+        }
+        match class {
+            RequestClass::Write if state.writes >= self.config.concurrent_writes => Fit::Skip,
+            RequestClass::Read if state.reads >= self.config.concurrent_reads => Fit::Skip,
+            RequestClass::Search
+                if state.reads >= self.config.concurrent_reads
+                    || state.search_count() >= self.config.search_per_minute as usize =>
+            {
+                Fit::Skip
+            }
+            _ => Fit::Yes,
+        }
+    }
+
+    /// Grants every permit that can be granted now, in fairness order, then arms the timer for
+    /// the next instant something time-based changes. Permits whose waiter has gone are pushed to
+    /// `failed`, to be dropped (and their slots released) after the lock is released.
+    fn settle(self: &Arc<Self>, state: &mut State, now: Instant, failed: &mut Vec<Permit>) {
+        self.prune(state, now);
+        let cooling = state.cooldown_until.is_some_and(|until| now < until);
+        let mut blocked_cost: Option<u32> = None;
+        let mut search_blocked = false;
+        if !cooling {
+            loop {
+                // Find the first waiter that may go, in priority then round-robin order.
+                let mut found: Option<(Priority, usize, usize)> = None;
+                'levels: for (&priority, level) in state.levels.iter().rev() {
+                    for (job_index, job) in level.order.iter().enumerate() {
+                        let Some(queue) = level.queues.get(job) else {
+                            continue;
+                        };
+                        for (pos, waiter) in queue.iter().enumerate() {
+                            match self.fits(state, waiter.class, waiter.cost) {
+                                Fit::Yes => {
+                                    found = Some((priority, job_index, pos));
+                                    break 'levels;
+                                }
+                                Fit::Stop => {
+                                    blocked_cost = Some(waiter.cost);
+                                    break 'levels;
+                                }
+                                Fit::Skip => {
+                                    if waiter.class == RequestClass::Search
+                                        && state.search_count()
+                                            >= self.config.search_per_minute as usize
+                                    {
+                                        search_blocked = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let Some((priority, job_index, pos)) = found else {
+                    break;
+                };
+                let waiter = {
+                    let Some(level) = state.levels.get_mut(&priority) else {
+                        break;
+                    };
+                    let Some(job) = level.order.remove(job_index) else {
+                        break;
+                    };
+                    let Some(queue) = level.queues.get_mut(&job) else {
+                        break;
+                    };
+                    let Some(waiter) = queue.remove(pos) else {
+                        break;
+                    };
+                    if queue.is_empty() {
+                        level.queues.remove(&job);
+                    } else {
+                        // Served: to the back of the round.
+                        level.order.push_back(job);
+                    }
+                    if level.order.is_empty() {
+                        state.levels.remove(&priority);
+                    }
+                    waiter
+                };
+                state.waiting -= 1;
+                let permit = self.grant(state, &waiter, now);
+                if let Err(permit) = waiter.tx.send(permit) {
+                    failed.push(permit);
+                }
+            }
+        }
+        self.report_waiting(state);
+        // Arm the timer: the next instant a waiter may become eligible without a permit being
+        // returned (cooldown end, a log entry leaving the window).
+        let deadline = if state.waiting == 0 {
+            None
+        } else if cooling {
+            state.cooldown_until
+        } else {
+            let mut deadline: Option<Instant> = None;
+            if let Some(cost) = blocked_cost {
+                let limit = state.effective_limit as usize;
+                let needed = (state.window_count() + cost.min(state.effective_limit) as usize)
+                    .saturating_sub(limit);
+                // Entries of finished requests leave the window in order; requests still in
+                // flight wake the waiters when their permits are dropped.
+                if needed > 0
+                    && let Some(entry) = state.log.get(needed - 1).or(state.log.back())
+                {
+                    deadline = Some(*entry + self.window);
+                }
+            }
+            if search_blocked && let Some(entry) = state.search_log.front() {
+                let at = *entry + self.window;
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
+            if state.effective_limit < self.config.limit()
+                && let Some(changed) = state.limit_changed_at
+            {
+                let at = changed + self.window;
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
+            deadline
+        };
+        let timer_alive = state.timer.as_ref().is_some_and(|(ticket, _)| {
+            state.levels.values().any(|l| {
+                l.queues
+                    .values()
+                    .any(|q| q.iter().any(|w| w.ticket == *ticket))
+            })
+        });
+        if deadline.is_none() {
+            state.deadline = None;
+            return;
+        }
+        if !timer_alive {
+            state.timer = state.levels.values().rev().find_map(|l| {
+                l.order
+                    .front()
+                    .and_then(|job| l.queues.get(job))
+                    .and_then(|q| q.front())
+                    .map(|w| (w.ticket, w.wake.clone()))
+            });
+        }
+        if deadline != state.deadline || !timer_alive {
+            state.deadline = deadline;
+            if let Some((_, wake)) = &state.timer {
+                wake.notify_one();
+            }
+        }
+    }
+
+    fn grant(self: &Arc<Self>, state: &mut State, waiter: &Waiter, now: Instant) -> Permit {
+        let cost = waiter.cost.min(state.effective_limit);
+        state.in_flight_cost += cost;
+        match waiter.class {
+            RequestClass::Write => {
+                state.writes += 1;
+                state.stats.peak_writes = state.stats.peak_writes.max(state.writes);
+            }
+            RequestClass::Read => {
+                state.reads += 1;
+                state.stats.peak_reads = state.stats.peak_reads.max(state.reads);
+            }
+            RequestClass::Search => {
+                state.reads += 1;
+                state.stats.peak_reads = state.stats.peak_reads.max(state.reads);
+                state.searches_in_flight += 1;
+            }
+        }
+        state.stats.granted += 1;
+        state.stats.spent += u64::from(waiter.cost);
+        state.stats.peak_window = state.stats.peak_window.max(state.window_count() as u32);
+        state.stats.first_grant.get_or_insert(now);
+        state.stats.last_grant = Some(now);
+        self.report_in_flight(state);
+        metrics::gauge!("asana_budget_utilization", &self.labels())
+            .set(state.window_count() as f64 / f64::from(state.effective_limit.max(1)));
+        Permit {
+            shared: self.clone(),
+            class: waiter.class,
+            cost,
+            granted_at: now,
+            sequence: state.stats.granted,
+        }
+    }
+}
+
+impl Budget {
+    /// A budget with its own export slots (use [`BudgetRegistry`] to share export slots between
+    /// the tokens of one Asana user).
+    pub fn new(config: BudgetConfig) -> Result<Self, BudgetError> {
+        let slots = Arc::new(Semaphore::new(config.export_slots as usize));
+        Self::with_export_slots(config, slots, String::new())
+    }
+
+    pub(crate) fn with_export_slots(
+        config: BudgetConfig,
+        exports: Arc<Semaphore>,
+        export_user: String,
+    ) -> Result<Self, BudgetError> {
+        config.validate()?;
+        let window = config.window();
+        let effective_limit = config.limit();
+        Ok(Self {
+            shared: Arc::new(Shared {
+                window,
+                exports,
+                export_user,
+                state: Mutex::new(State {
+                    log: VecDeque::new(),
+                    search_log: VecDeque::new(),
+                    in_flight_cost: 0,
+                    searches_in_flight: 0,
+                    reads: 0,
+                    writes: 0,
+                    cooldown_until: None,
+                    effective_limit,
+                    limit_changed_at: None,
+                    levels: BTreeMap::new(),
+                    waiting: 0,
+                    next_ticket: 0,
+                    timer: None,
+                    deadline: None,
+                    stats: BudgetStats::default(),
+                }),
+                config,
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.shared.config
+    }
+
+    /// The server's time scale (1.0 against Asana).
+    pub fn time_scale(&self) -> f64 {
+        self.shared.config.time_scale
+    }
+
+    /// Waits until `demand` may be sent, then returns the permit that must be held while the
+    /// request is in flight. Cancellable through `cancel` or by dropping the future; a cancelled
+    /// waiter leaves the queue and spends nothing.
+    pub async fn acquire(
+        &self,
+        demand: Demand,
+        cancel: &CancellationToken,
+    ) -> Result<Permit, BudgetError> {
+        let started = Instant::now();
+        let (tx, mut rx) = oneshot::channel();
+        let wake = Arc::new(Notify::new());
+        let ticket = {
+            let mut failed = Vec::new();
+            let mut state = self.shared.lock();
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            let level = state.levels.entry(demand.priority).or_default();
+            let queue = level.queues.entry(demand.job.clone()).or_default();
+            if queue.is_empty() {
+                level.order.push_back(demand.job.clone());
+            }
+            queue.push_back(Waiter {
+                ticket,
+                class: demand.class,
+                cost: demand.cost.max(1),
+                tx,
+                wake: wake.clone(),
+            });
+            state.waiting += 1;
+            self.shared.settle(&mut state, started, &mut failed);
+            drop(state);
+            drop(failed);
+            ticket
+        };
+        let guard = QueueGuard {
+            budget: self,
+            ticket,
+            priority: demand.priority,
+            job: demand.job.clone(),
+        };
+        let permit = loop {
+            let deadline = {
+                let state = self.shared.lock();
+                match &state.timer {
+                    Some((t, _)) if *t == ticket => state.deadline,
+                    _ => None,
+                }
+            };
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                granted = &mut rx => match granted {
+                    Ok(permit) => break permit,
+                    // The sender is only dropped with the permit sent or the waiter removed by
+                    // this guard, so this cannot happen; treat it as a cancellation.
+                    Err(_) => return Err(BudgetError::Cancelled),
+                },
+                () = cancel.cancelled() => return Err(BudgetError::Cancelled),
+                () = wake.notified() => {}
+                () = sleep => {
+                    let mut failed = Vec::new();
+                    {
+                        let mut state = self.shared.lock();
+                        // Force re-arming even if the next deadline equals this one.
+                        state.deadline = None;
+                        self.shared.settle(&mut state, Instant::now(), &mut failed);
+                    }
+                    drop(failed);
+                }
+            }
+        };
+        // Granted: the waiter is no longer queued, so the guard has nothing to remove.
+        drop(guard);
+        let waited = started.elapsed();
+        {
+            let mut state = self.shared.lock();
+            state.stats.total_wait += waited;
+        }
+        metrics::histogram!(
+            "asana_budget_wait_seconds",
+            "token" => self.shared.config.name.clone(),
+            "class" => demand.class.as_str(),
+            "priority" => demand.priority.as_str(),
+        )
+        .record(waited.as_secs_f64());
+        Ok(permit)
+    }
+
+    /// Pauses the whole token for `retry_after` (server time, divided by `time_scale`): no permit
+    /// is granted to any job before it has passed.
+    ///
+    /// With `adapt`, the 429 is also taken as proof that someone else spends this token's quota
+    /// (this budget never lets more than the limit into a window, so a quota 429 means the
+    /// server counted requests it did not see): the effective limit drops to 90 % of what this
+    /// budget had in the window, at most once per pause (the requests already in flight may bring
+    /// more 429s of the same episode), never below a quarter of the limit. It grows back by a
+    /// twentieth of the limit per window without a 429.
+    pub fn cool_down(&self, retry_after: Duration, adapt: bool) {
+        let now = Instant::now();
+        let until = now + self.shared.config.to_real(retry_after);
+        let mut failed = Vec::new();
+        {
+            let mut state = self.shared.lock();
+            self.shared.prune(&mut state, now);
+            let already_paused = state.cooldown_until.is_some_and(|u| u > now);
+            state.cooldown_until = Some(state.cooldown_until.map_or(until, |u| u.max(until)));
+            state.stats.cooldowns += 1;
+            let new_episode = state.limit_changed_at.is_none_or(|at| now >= at);
+            if adapt && new_episode {
+                let floor = (self.shared.config.limit() / 4).max(1);
+                let base = state
+                    .effective_limit
+                    .min(state.window_count().max(1) as u32);
+                let lowered = ((f64::from(base) * 0.9) as u32).max(floor);
+                if lowered < state.effective_limit {
+                    state.effective_limit = lowered;
+                    state.stats.limit_decreases += 1;
+                }
+            }
+            if adapt {
+                state.limit_changed_at =
+                    Some(state.limit_changed_at.map_or(until, |at| at.max(until)));
+            }
+            metrics::counter!(
+                "asana_budget_cooldowns_total",
+                "token" => self.shared.config.name.clone(),
+                "cause" => if adapt { "quota" } else { "other" },
+            )
+            .increment(1);
+            if already_paused {
+                tracing::debug!(
+                    token = %self.shared.config.name,
+                    retry_after_secs = retry_after.as_secs_f64(),
+                    "Another 429 during the pause; extending it if needed"
+                );
+            } else {
+                tracing::warn!(
+                    token = %self.shared.config.name,
+                    retry_after_secs = retry_after.as_secs_f64(),
+                    effective_limit = state.effective_limit,
+                    "Rate limited by Asana; pausing every job on this token"
+                );
+            }
+            state.deadline = None;
+            self.shared.settle(&mut state, now, &mut failed);
+        }
+        drop(failed);
+    }
+
+    /// How long the token stays paused, if it is.
+    pub fn cooldown_remaining(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let state = self.shared.lock();
+        state
+            .cooldown_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    /// Requests per window currently allowed (below the limit after quota 429s).
+    pub fn effective_limit(&self) -> u32 {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        self.shared.prune(&mut state, now);
+        state.effective_limit
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BudgetStats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Callers currently waiting.
+    pub fn waiting(&self) -> usize {
+        self.shared.lock().waiting
+    }
+
+    /// Waits for one of the Asana user's export slots (5 concurrent export jobs per user, shared
+    /// by all that user's tokens). Hold the slot until the export job has finished or failed.
+    pub async fn export_slot(&self, cancel: &CancellationToken) -> Result<ExportSlot, BudgetError> {
+        let semaphore = self.shared.exports.clone();
+        let permit = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(BudgetError::Cancelled),
+            permit = semaphore.acquire_owned() => permit.map_err(|_| BudgetError::Cancelled)?,
+        };
+        Ok(ExportSlot::new(
+            permit,
+            self.shared.exports.clone(),
+            self.shared.config.export_slots,
+            self.shared.export_user.clone(),
+        ))
+    }
+
+    /// Export slots currently free for this token's user.
+    pub fn export_slots_free(&self) -> usize {
+        self.shared.exports.available_permits()
+    }
+}
