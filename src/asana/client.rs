@@ -592,7 +592,15 @@ impl AsanaClient {
         let response = builder.send().await.map_err(AsanaError::from_reqwest)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(AsanaError::from_reqwest)?;
+        // A body cut short (reset, truncated) is a transport failure worth retrying, even though
+        // reqwest reports it as a decode error; malformed JSON is checked separately below.
+        let body = response.bytes().await.map_err(|error| {
+            if error.is_timeout() {
+                AsanaError::Timeout(error)
+            } else {
+                AsanaError::Transport(error)
+            }
+        })?;
         Ok((status, headers, body))
     }
 
