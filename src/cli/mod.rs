@@ -3,8 +3,14 @@
 
 pub mod bench;
 pub mod bench_sim;
+pub mod common;
 pub mod demo;
+pub mod jobs;
+pub mod migrate;
+pub mod run;
+pub mod runs;
 pub mod sim;
+pub mod validate;
 
 use std::process::ExitCode;
 
@@ -32,6 +38,16 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: schedule and run the jobs in the jobs directory until SIGTERM.
+    Run(run::RunArgs),
+    /// Check the settings and every job file; exit 2 listing every problem.
+    Validate(validate::ValidateArgs),
+    /// Create or upgrade the database schema.
+    Migrate(migrate::MigrateArgs),
+    /// List jobs, or run one now.
+    Jobs(jobs::JobsArgs),
+    /// Inspect runs.
+    Runs(runs::RunsArgs),
     /// Run the Asana simulator on loopback (for tests, demos and trying job files offline).
     Sim(sim::SimArgs),
     /// Start the built-in simulator and show the worker's main path against it.
@@ -42,7 +58,10 @@ pub enum Command {
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    init_logging(&cli.log);
+    // The daemon sets its logging up from its settings (text or JSON, OTLP).
+    if !matches!(cli.command, Command::Run(_)) {
+        init_logging(&cli.log);
+    }
     let command = match cli.command {
         // Runs its own runtimes: the simulator on one thread, the load on another.
         Command::Bench(bench::BenchArgs {
@@ -65,6 +84,11 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn run_async(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Validate(args) => validate::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Jobs(args) => jobs::run(args).await,
+        Command::Runs(args) => runs::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
@@ -76,7 +100,12 @@ fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(EXIT_FAILURE)
+            let usage = error.chain().any(|cause| {
+                cause.is::<common::UsageError>()
+                    || cause.is::<crate::config::settings::SettingsError>()
+                    || cause.is::<crate::config::diagnostics::Diagnostics>()
+            });
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
         }
     }
 }

@@ -55,9 +55,10 @@ impl JobKind {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialCheckSettings {
-    /// Also fail the run when the credential's owner is no longer an active user.
+    /// The gid or email of the user the credential must act as; the check fails when the token
+    /// belongs to someone else (a swapped or mis-pasted token).
     #[serde(default)]
-    pub require_active_owner: bool,
+    pub expected_owner: Option<String>,
 }
 
 /// When a job fires.
@@ -460,7 +461,7 @@ fn parse_kind(
             Err(error) => {
                 problems.push(
                     toml_error(path, source, &error)
-                        .hint("credential_check accepts: require_active_owner (bool)"),
+                        .hint("credential_check accepts: expected_owner (a user gid or email)"),
                 );
                 None
             }

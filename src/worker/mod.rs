@@ -126,6 +126,8 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// Checkpoints and progress, fenced by this run's lease.
     pub checkpoints: Checkpoints,
+    /// Wall time (injected so tests control it).
+    pub clock: SharedClock,
 }
 
 /// A run's access to its job's checkpoints, fenced by the run's lease: once the lease is lost
@@ -396,6 +398,7 @@ impl WorkerPool {
                 owner: self.settings.owner.clone(),
                 job_name: job_name.clone(),
             },
+            clock: self.clock.clone(),
         };
         let timeout = self.runner.timeout(&job_name);
         let span = tracing::info_span!("run", job = %job_name, kind = %kind, run_id = %run_id, attempt = run.attempt);

@@ -1,0 +1,130 @@
+//! `asana-worker jobs list` and `jobs run NAME [--wait]`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::common::{ConfigArgs, UsageError};
+use crate::clock::{Clock, SystemClock};
+use crate::store::{Enqueued, RunState};
+
+/// Arguments of `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    command: JobsCommand,
+}
+
+/// `jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Every job with its schedule, next fire and last outcome.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue a run of NAME now (ahead of scheduled work); the daemon runs it.
+    Run {
+        /// The job's name.
+        name: String,
+        /// Wait for the run to finish, showing its progress; exit 1 unless it completed.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+}
+
+/// Runs a `jobs` subcommand.
+pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
+    let settings = args.config.load()?;
+    let jobs = crate::daemon::load_jobs(&settings).map_err(|problems| UsageError(format!("invalid job files:\n{problems}")))?;
+    let store = crate::store::open(&settings.database.url).await.context("opening the database")?;
+    match args.command {
+        JobsCommand::List { json: as_json } => {
+            let schedules = store.list_schedules().await?;
+            let summaries = store.job_summaries().await?;
+            let now = SystemClock.now();
+            let mut rows = Vec::new();
+            for job in &jobs {
+                let next = schedules
+                    .iter()
+                    .find(|s| s.job_name == job.name && s.definition == job.schedule_definition())
+                    .map(|s| s.next_fire_at)
+                    .or_else(|| job.next_fire_after(now));
+                let summary = summaries.iter().find(|s| s.job_name == job.name);
+                rows.push(json!({
+                    "name": job.name,
+                    "kind": job.kind.name(),
+                    "schedule": job.schedule.definition(),
+                    "timezone": job.timezone.name(),
+                    "enabled": job.enabled,
+                    "next_fire_at": if job.enabled { next.map(|t| t.to_rfc3339()) } else { None },
+                    "last_state": summary.and_then(|s| s.last_state.map(|st| st.as_str())),
+                    "last_finished_at": summary.and_then(|s| s.last_finished_at.map(|t| t.to_rfc3339())),
+                    "last_success_at": summary.and_then(|s| s.last_success_at.map(|t| t.to_rfc3339())),
+                }));
+            }
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<28} {:<18} {:<22} {:<26} {:<12}", "NAME", "KIND", "SCHEDULE", "NEXT FIRE", "LAST");
+                for row in rows {
+                    println!(
+                        "{:<28} {:<18} {:<22} {:<26} {:<12}",
+                        row["name"].as_str().unwrap_or_default(),
+                        row["kind"].as_str().unwrap_or_default(),
+                        row["schedule"].as_str().unwrap_or_default(),
+                        row["next_fire_at"].as_str().unwrap_or(if row["enabled"] == json!(false) { "disabled" } else { "-" }),
+                        row["last_state"].as_str().unwrap_or("-"),
+                    );
+                }
+            }
+            Ok(super::EXIT_OK)
+        }
+        JobsCommand::Run { name, wait, timeout_secs } => {
+            let job = jobs.iter().find(|j| j.name == name).ok_or_else(|| {
+                let known: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+                UsageError(format!("no job named {name:?}; known jobs: {}", known.join(", ")))
+            })?;
+            let now = SystemClock.now();
+            let run = match store.enqueue(crate::scheduler::manual_run(job, now), now).await? {
+                Enqueued::Inserted(run) => run,
+                Enqueued::Duplicate => anyhow::bail!("a manual run with the same key already exists; try again"),
+            };
+            println!("enqueued run {} of {name}; a running daemon picks it up", run.id);
+            if !wait {
+                return Ok(super::EXIT_OK);
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+            let mut last_line = String::new();
+            loop {
+                let Some(current) = store.get_run(run.id).await? else {
+                    anyhow::bail!("run {} disappeared (pruned?)", run.id);
+                };
+                let line = format!("{} attempt {}/{} {}", current.state, current.attempt, current.max_attempts, current.progress);
+                if line != last_line {
+                    println!("  {line}");
+                    last_line = line;
+                }
+                if current.state.is_terminal() {
+                    if let Some(error) = &current.last_error {
+                        println!("  last error: {error}");
+                    }
+                    return Ok(if current.state == RunState::Completed { super::EXIT_OK } else { super::EXIT_FAILURE });
+                }
+                if tokio::time::Instant::now() > deadline {
+                    println!("  still {} after {timeout_secs}s; stopped waiting (the run continues)", current.state);
+                    return Ok(super::EXIT_FAILURE);
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}

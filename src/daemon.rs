@@ -1,0 +1,239 @@
+//! The daemon: assembles the store, the job set, the scheduler, the worker pool and the admin
+//! server, and runs them until shutdown.
+//!
+//! Lifecycle: the daemon takes its shutdown token and its clock as arguments (the CLI wires
+//! SIGTERM/SIGINT to the token; tests cancel it themselves). SIGHUP re-reads the job files; an
+//! invalid new set keeps the old one running, is logged with every problem, and counted in
+//! `asana_worker_config_reload_failures_total`. Under systemd (`NOTIFY_SOCKET` set) it reports
+//! `READY=1` once every component runs, pings the watchdog, and reports `STOPPING=1` on drain.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::config::diagnostics::Diagnostics;
+use crate::config::jobs::{self, JobSpec, ValidationContext};
+use crate::config::settings::Settings;
+use crate::credentials::ClientPool;
+use crate::jobs::KindRunner;
+use crate::scheduler::{JobSet, Scheduler};
+use crate::store::{self, Store, StoreError};
+use crate::telemetry::admin::{self, AdminError, AdminState};
+use crate::worker::{PoolSettings, WorkerPool};
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The job files are invalid.
+    #[error("invalid job files:\n{0}")]
+    Jobs(Diagnostics),
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The admin server could not listen.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// The validation context of the configured credentials.
+pub fn validation_context(settings: &Settings) -> ValidationContext {
+    ValidationContext {
+        credentials: settings.credentials.keys().cloned().collect(),
+    }
+}
+
+/// Loads and validates the job files named by `settings`.
+pub fn load_jobs(settings: &Settings) -> Result<Vec<JobSpec>, Diagnostics> {
+    jobs::load_dir(&settings.jobs.dir, &validation_context(settings))
+}
+
+/// A unique id for this process's leases.
+pub fn process_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8])
+}
+
+/// Handles the running daemon gives its caller (tests, the demo).
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    /// The store in use.
+    pub store: Arc<dyn Store>,
+    /// The job set in force.
+    pub jobs: watch::Receiver<JobSet>,
+    /// The admin server's address, when it runs.
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `started` is called once every component runs.
+/// `reload` delivers SIGHUP (a `()` per signal); pass a channel that never fires to disable it.
+pub async fn run(
+    settings: Settings,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
+    started: impl FnOnce(DaemonHandle) + Send,
+) -> Result<(), DaemonError> {
+    let store = store::open(&settings.database.url).await?;
+    let initial = load_jobs(&settings).map_err(DaemonError::Jobs)?;
+    tracing::info!(jobs = initial.len(), dir = %settings.jobs.dir.display(), database = %redact_url(&settings.database.url), "Loaded job definitions");
+    let (jobs_tx, jobs_rx) = watch::channel::<JobSet>(Arc::new(initial));
+    let clients = ClientPool::from_settings(&settings);
+    let owner = process_owner();
+    let tracker = TaskTracker::new();
+    let components = CancellationToken::new();
+
+    let scheduler = Scheduler::new(
+        store.clone(),
+        clock.clone(),
+        jobs_rx.clone(),
+        owner.clone(),
+        Duration::from_millis(settings.scheduler.tick_ms.max(10)),
+        Duration::from_secs(settings.scheduler.leader_lease_secs.max(1)),
+    );
+    let last_tick = scheduler.last_tick();
+    let accepting = Arc::new(AtomicBool::new(false));
+    let mut admin_addr = None;
+    if settings.admin.enabled {
+        let listener = admin::bind(settings.admin.listen).await?;
+        admin_addr = listener.local_addr().ok();
+        let state = AdminState {
+            store: store.clone(),
+            metrics: crate::telemetry::install_metrics(),
+            scheduler_last_tick: last_tick.clone(),
+            scheduler_stall_after: Duration::from_millis((settings.scheduler.tick_ms * 5).max(10_000)),
+            accepting: accepting.clone(),
+            clock: clock.clone(),
+        };
+        let stop = components.clone();
+        tracker.spawn(async move { admin::serve(listener, state, stop).await });
+        tracing::info!(addr = ?admin_addr, "Admin server listening (/healthz /readyz /metrics)");
+    }
+    {
+        let stop = components.clone();
+        tracker.spawn(async move { scheduler.run(stop).await });
+    }
+    let runner = Arc::new(KindRunner::new(jobs_rx.clone(), clients));
+    let pool = Arc::new(WorkerPool::new(
+        store.clone(),
+        clock.clone(),
+        runner,
+        PoolSettings {
+            owner: owner.clone(),
+            concurrency: settings.worker.concurrency,
+            per_kind: settings.worker.per_kind.clone(),
+            lease: Duration::from_secs(settings.worker.lease_secs),
+            heartbeat: Duration::from_secs(settings.worker.heartbeat_secs),
+            poll_interval: Duration::from_millis(settings.worker.poll_interval_ms.max(10)),
+            shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace_secs),
+        },
+    ));
+    let pool_stop = CancellationToken::new();
+    let pool_task = {
+        let stop = pool_stop.clone();
+        tokio::spawn(pool.run(stop))
+    };
+    accepting.store(true, Ordering::Relaxed);
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(owner = %owner, "Daemon started");
+    started(DaemonHandle {
+        store: store.clone(),
+        jobs: jobs_rx.clone(),
+        admin_addr,
+    });
+
+    let watchdog = sd_watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reload.recv() => reload_jobs(&settings, &jobs_tx),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ = prune_tick.tick() => {
+                let cutoff = clock.now() - chrono::Duration::days(i64::from(settings.worker.history_retention_days));
+                match store.prune_runs(cutoff).await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "Pruned old run history"),
+                    Err(error) => tracing::warn!(%error, "Could not prune run history"),
+                }
+            }
+        }
+    }
+    tracing::info!("Shutting down: draining running jobs");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    accepting.store(false, Ordering::Relaxed);
+    pool_stop.cancel();
+    let _ = pool_task.await;
+    components.cancel();
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("Stopped");
+    Ok(())
+}
+
+/// Re-reads the job files; keeps the running set when the new one is invalid.
+fn reload_jobs(settings: &Settings, jobs: &watch::Sender<JobSet>) {
+    match load_jobs(settings) {
+        Ok(new_jobs) => {
+            tracing::info!(jobs = new_jobs.len(), "Reloaded job definitions");
+            metrics::counter!("asana_worker_config_reloads_total").increment(1);
+            let _ = jobs.send(Arc::new(new_jobs));
+        }
+        Err(problems) => {
+            tracing::error!(problems = %problems, "Reload refused: the job files are invalid; the previous jobs keep running");
+            metrics::counter!("asana_worker_config_reload_failures_total").increment(1);
+        }
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(error) = sd_notify::notify(false, states)
+    {
+        tracing::warn!(%error, "Could not notify systemd");
+    }
+}
+
+fn sd_watchdog_interval() -> Option<Duration> {
+    let micros: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    Some(Duration::from_micros(micros / 2))
+}
+
+/// Hides the password in a database URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:****{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The config file path given on the command line or in `ASANA_WORKER_CONFIG`.
+pub fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| std::env::var_os("ASANA_WORKER_CONFIG").map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://app:s3cret@db/asana"), "postgres://app:****@db/asana");
+        assert_eq!(redact_url("postgres://app@db/asana"), "postgres://app@db/asana");
+        assert_eq!(redact_url("sqlite://x.sqlite"), "sqlite://x.sqlite");
+    }
+}

@@ -1,0 +1,94 @@
+//! Job kinds, one module each, and the runner that dispatches a claimed run to its kind.
+//!
+//! A kind gets a [`RunContext`] (the run, a cancellation token, fenced checkpoints) and the Asana
+//! client of the job's credential, and returns a [`JobOutcome`]. [`outcome_for_error`] maps client
+//! errors to outcomes the same way for every kind: transient errors retry, a rejected credential
+//! needs re-authorization, everything else fails with Asana's message.
+
+pub mod credential_check;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::asana::{AsanaClient, AsanaError, CallContext};
+use crate::budget::Priority;
+use crate::config::jobs::{JobKind, JobSpec};
+use crate::credentials::ClientPool;
+use crate::scheduler::JobSet;
+use crate::store::Trigger;
+use crate::worker::{JobOutcome, JobRunner, RunContext};
+
+/// Maps a client error to an outcome: what every kind does with errors it has no special
+/// handling for.
+pub fn outcome_for_error(credential: &str, error: &AsanaError) -> JobOutcome {
+    match error {
+        AsanaError::Unauthorized { .. } | AsanaError::TokenExpired { .. } => JobOutcome::NeedsReauth {
+            error: format!(
+                "credential {credential:?} was rejected by Asana: {error}. Replace its token (update the token file or variable) and run `asana-worker jobs run NAME` to retry"
+            ),
+        },
+        AsanaError::Cancelled => JobOutcome::Interrupted,
+        error if error.is_transient() => JobOutcome::Retry {
+            delay: None,
+            error: error.to_string(),
+        },
+        error => JobOutcome::Failed {
+            error: error.to_string(),
+        },
+    }
+}
+
+/// The daemon's [`JobRunner`]: finds the run's job in the current job set and runs its kind
+/// with the client of its credential.
+#[derive(Debug)]
+pub struct KindRunner {
+    jobs: watch::Receiver<JobSet>,
+    clients: Arc<ClientPool>,
+}
+
+impl KindRunner {
+    /// A runner over the live job set and the process's clients.
+    pub fn new(jobs: watch::Receiver<JobSet>, clients: Arc<ClientPool>) -> Self {
+        Self { jobs, clients }
+    }
+
+    fn job(&self, name: &str) -> Option<JobSpec> {
+        self.jobs.borrow().iter().find(|job| job.name == name).cloned()
+    }
+}
+
+#[async_trait]
+impl JobRunner for KindRunner {
+    async fn run(&self, ctx: RunContext) -> JobOutcome {
+        let Some(job) = self.job(&ctx.run.job_name) else {
+            return JobOutcome::Failed {
+                error: format!("job {:?} is no longer defined", ctx.run.job_name),
+            };
+        };
+        let client = match self.clients.client(&job.credential) {
+            Ok(client) => client,
+            Err(error) => {
+                return JobOutcome::NeedsReauth {
+                    error: error.to_string(),
+                };
+            }
+        };
+        let priority = match ctx.run.trigger {
+            Trigger::Manual => Priority::Manual,
+            Trigger::Schedule => Priority::Scheduled,
+            Trigger::Misfire => Priority::Backfill,
+        };
+        let client: AsanaClient =
+            client.for_job(CallContext::new(&job.name, priority).with_cancel(ctx.cancel.clone()));
+        match &job.kind {
+            JobKind::CredentialCheck(settings) => credential_check::run(&ctx, &job, settings, &client).await,
+        }
+    }
+
+    fn timeout(&self, job_name: &str) -> Option<Duration> {
+        self.job(job_name).map(|job| job.timeout)
+    }
+}
