@@ -420,6 +420,41 @@ async fn concurrent_claims_hand_out_each_run_once(b: &Backend) {
     );
 }
 
+async fn concurrent_claims_run_one_run_per_job(b: &Backend) {
+    // Four jobs with ten due runs each; eight workers claim at once, repeatedly.
+    for job in 0..4 {
+        for key in 0..10 {
+            insert(
+                b.store.as_ref(),
+                new_run(&format!("job-{job}"), &key.to_string(), t0()),
+            )
+            .await;
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let store = Arc::clone(&b.store);
+        tasks.spawn(async move {
+            let owner = format!("worker-{worker}");
+            let mut claimed = Vec::new();
+            for _ in 0..5 {
+                if let Some(run) = store.claim(&owner, t0(), LEASE, None).await.unwrap() {
+                    claimed.push(run.job_name);
+                }
+            }
+            claimed
+        });
+    }
+    let mut jobs: Vec<String> = tasks.join_all().await.into_iter().flatten().collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        ["job-0", "job-1", "job-2", "job-3"],
+        "one running run per job"
+    );
+    assert_eq!(count(b.store.as_ref(), RunState::Running).await, 4);
+}
+
 async fn claims_prefer_priority_then_run_after(b: &Backend) {
     let store = b.store.as_ref();
     let mut low_old = new_run("low-old", "k", t0() - secs(20));
@@ -1189,6 +1224,7 @@ conformance!(
     concurrent_fires_and_enqueues_add_one_run,
     check_constraints_reject_bogus_values,
     concurrent_claims_hand_out_each_run_once,
+    concurrent_claims_run_one_run_per_job,
     claims_prefer_priority_then_run_after,
     claims_never_run_one_job_twice_and_respect_kinds,
     heartbeat_and_finish_are_fenced_after_a_rescue,
