@@ -8,8 +8,13 @@
 //! leases let another worker rescue the runs of a crashed one, and retry parameters live on the
 //! row.
 
+pub mod bench;
+pub mod postgres;
+pub mod sqlite;
+
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -466,6 +471,21 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes terminal runs that finished before `before`. Returns how many.
     async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Opens the store named by `url` and applies pending migrations: `sqlite://PATH` (created
+/// with mode 0600 if missing), `sqlite::memory:` (tests), or `postgres://…`/`postgresql://…`.
+/// Any other scheme is [`StoreError::UnsupportedUrl`].
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(sqlite::SqliteStore::connect(url).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(postgres::PgStore::connect(url).await?)
+    } else {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    };
+    store.migrate().await?;
+    Ok(store)
 }
 
 /// Delay before retry number `attempt` (1-based): exponential from `initial`, capped at `max`,

@@ -1,0 +1,737 @@
+//! The SQLite store: the default, a single file next to the daemon.
+//!
+//! The file runs in WAL mode with `synchronous=FULL` (a committed claim or finish survives a
+//! power cut), a 10 s busy timeout (writers queue instead of failing) and foreign keys on.
+//! Every read-modify-write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's single
+//! write lock up front: two writers can never both read the same snapshot and then race to
+//! upgrade, so a claim's `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING …` hands a run to
+//! exactly one worker.
+//!
+//! Timestamps are stored as INTEGER microseconds since the Unix epoch: exact, ordered, and the
+//! same precision as PostgreSQL's `timestamptz`, so both stores read back the same instants.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    Enqueued, JobSummary, NewRun, Run, RunFilter, RunState, ScheduleRow, Store, StoreError,
+    StoreResult, Transition, Trigger,
+};
+
+/// How long a writer waits for SQLite's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The columns of `runs`, in the order [`run_from_row`] reads them.
+macro_rules! run_columns {
+    () => {
+        "id, job_name, kind, \"trigger\", fire_time, unique_key, priority, state, attempt, \
+         max_attempts, run_after, retry_initial_secs, retry_max_secs, lease_owner, \
+         lease_expires_at, rescues, created_at, started_at, finished_at, last_error, progress"
+    };
+}
+
+/// The fence of every write by a worker: it must still hold the run's lease.
+macro_rules! held {
+    () => {
+        "id = ? AND lease_owner = ? AND state = 'running'"
+    };
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, mode 0600) the database at `url`: `sqlite://PATH`,
+    /// `sqlite:PATH` or `sqlite::memory:`. Does not migrate; [`super::open`] does.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let path = sqlite_path(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+        let options = SqliteConnectOptions::new()
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = if path == ":memory:" {
+            // Every connection to `:memory:` is a separate database: keep exactly one, forever.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options.in_memory(true))
+                .await?
+        } else {
+            create_private_file(Path::new(path))?;
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(
+                    options
+                        .filename(path)
+                        .create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Full),
+                )
+                .await?
+        };
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Starts a write transaction holding SQLite's write lock. Dropping it un-committed rolls
+    /// back (sqlx issues the ROLLBACK), so an error or a cancelled future never leaves a
+    /// half-done change or a connection stuck in a transaction.
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// The file path in a SQLite URL (`sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`), without
+/// any `?query`; `:memory:` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() { None } else { Some(path) }
+}
+
+/// Creates the database file with mode 0600 (it holds job state and, later, encrypted
+/// credentials) and its parent directory, before SQLite would create it with the umask's mode.
+fn create_private_file(path: &Path) -> StoreResult<()> {
+    let io = |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop).map_err(io)
+}
+
+fn corrupt(table: &'static str, message: String) -> StoreError {
+    StoreError::Corrupt { table, message }
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn opt_micros(time: Option<DateTime<Utc>>) -> Option<i64> {
+    time.map(micros)
+}
+
+fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// `now + duration`, saturating instead of overflowing on absurd durations.
+fn until(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn column<'r, T>(row: &'r SqliteRow, table: &'static str, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(name)
+        .map_err(|error| corrupt(table, format!("column {name}: {error}")))
+}
+
+fn time_column(
+    row: &SqliteRow,
+    table: &'static str,
+    name: &str,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    column::<Option<i64>>(row, table, name)?
+        .map(|value| {
+            DateTime::from_timestamp_micros(value).ok_or_else(|| {
+                corrupt(
+                    table,
+                    format!("column {name}: timestamp {value} out of range"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn required_time(row: &SqliteRow, table: &'static str, name: &str) -> StoreResult<DateTime<Utc>> {
+    time_column(row, table, name)?.ok_or_else(|| corrupt(table, format!("column {name} is NULL")))
+}
+
+fn json_column(row: &SqliteRow, table: &'static str, name: &str) -> StoreResult<Value> {
+    let text: String = column(row, table, name)?;
+    serde_json::from_str(&text)
+        .map_err(|error| corrupt(table, format!("column {name}: invalid JSON: {error}")))
+}
+
+/// Decodes a `runs` row; anything this binary does not understand is [`StoreError::Corrupt`].
+fn run_from_row(row: &SqliteRow) -> StoreResult<Run> {
+    const T: &str = "runs";
+    let id: String = column(row, T, "id")?;
+    Ok(Run {
+        id: Uuid::parse_str(&id).map_err(|error| corrupt(T, format!("id {id:?}: {error}")))?,
+        job_name: column(row, T, "job_name")?,
+        kind: column(row, T, "kind")?,
+        trigger: Trigger::from_str(&column::<String>(row, T, "trigger")?)?,
+        fire_time: time_column(row, T, "fire_time")?,
+        unique_key: column(row, T, "unique_key")?,
+        priority: column(row, T, "priority")?,
+        state: RunState::from_str(&column::<String>(row, T, "state")?)?,
+        attempt: column(row, T, "attempt")?,
+        max_attempts: column(row, T, "max_attempts")?,
+        run_after: required_time(row, T, "run_after")?,
+        retry_initial_secs: column(row, T, "retry_initial_secs")?,
+        retry_max_secs: column(row, T, "retry_max_secs")?,
+        lease_owner: column(row, T, "lease_owner")?,
+        lease_expires_at: time_column(row, T, "lease_expires_at")?,
+        rescues: column(row, T, "rescues")?,
+        created_at: required_time(row, T, "created_at")?,
+        started_at: time_column(row, T, "started_at")?,
+        finished_at: time_column(row, T, "finished_at")?,
+        last_error: column(row, T, "last_error")?,
+        progress: json_column(row, T, "progress")?,
+    })
+}
+
+fn schedule_from_row(row: &SqliteRow) -> StoreResult<ScheduleRow> {
+    const T: &str = "schedules";
+    Ok(ScheduleRow {
+        job_name: column(row, T, "job_name")?,
+        next_fire_at: required_time(row, T, "next_fire_at")?,
+        last_fire_at: time_column(row, T, "last_fire_at")?,
+        definition: column(row, T, "definition")?,
+    })
+}
+
+/// `?, ?, …` for `count` values.
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+/// Inserts a run unless its (job, unique key) exists; the new row, or None for a duplicate.
+async fn insert_run<'c, E>(
+    executor: E,
+    run: &NewRun,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<Run>>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let finished_at = run.state.is_terminal().then_some(micros(now));
+    let row = sqlx::query(concat!(
+        "INSERT INTO runs (id, job_name, kind, \"trigger\", fire_time, unique_key, priority, \
+         state, attempt, max_attempts, run_after, retry_initial_secs, retry_max_secs, rescues, \
+         created_at, finished_at, last_error, progress) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 0, ?, ?, ?, '{}') \
+         ON CONFLICT (job_name, unique_key) DO NOTHING RETURNING ",
+        run_columns!()
+    ))
+    .bind(Uuid::new_v4().to_string())
+    .bind(&run.job_name)
+    .bind(&run.kind)
+    .bind(run.trigger.as_str())
+    .bind(opt_micros(run.fire_time))
+    .bind(&run.unique_key)
+    .bind(run.priority)
+    .bind(run.state.as_str())
+    .bind(run.max_attempts)
+    .bind(micros(run.run_after))
+    .bind(secs(run.retry_initial))
+    .bind(secs(run.retry_max))
+    .bind(micros(now))
+    .bind(finished_at)
+    .bind(&run.note)
+    .fetch_optional(executor)
+    .await?;
+    row.as_ref().map(run_from_row).transpose()
+}
+
+/// Semantics shared with the PostgreSQL store (the conformance suite checks both):
+///
+/// - `enqueue`: `INSERT … ON CONFLICT (job_name, unique_key) DO NOTHING`; a conflict is
+///   [`Enqueued::Duplicate`]. A run enqueued in a terminal state (`skipped`) gets
+///   `finished_at = now` so pruning removes it in time. `note` goes to `last_error`.
+/// - `fire`: one transaction: compare-and-set of the schedule row (insert when
+///   `expected_next` is None, else update where `next_fire_at = expected_next`), then the runs
+///   with `ON CONFLICT DO NOTHING`; nothing changes when the compare fails.
+/// - `claim`: only `queued`/`retrying` runs with `run_after <= now`, of `kinds` when given, of
+///   jobs with no `running` run (also a partial unique index); best `priority` first, then
+///   oldest `run_after`, then oldest `created_at`. Sets `running`, `attempt + 1`, `started_at`,
+///   and the lease. `kinds = Some(&[])` claims nothing.
+/// - `heartbeat`, `finish`, `set_progress`, `put_checkpoint`: only while the run is `running`
+///   with `lease_owner = owner`; otherwise false and nothing changes.
+/// - `finish`: `Release` → `queued`, attempt − 1, lease cleared; `Retry` → `retrying` at
+///   `run_after` with `last_error`; `Snooze` → `queued` at `run_after`, attempt − 1, note in
+///   `last_error`; `Complete` (progress stored), `Fail`, `Dead`, `NeedsReauth`, `Cancel` →
+///   their terminal state with `finished_at = now`. Every transition clears the lease.
+/// - `rescue_expired`: `running` runs with `lease_expires_at <= now` go to `retrying` (due now,
+///   `rescues + 1`, `last_error = "lease expired (worker lost)"`), or to `dead` (finished now)
+///   when `attempt >= max_attempts`.
+/// - `acquire_lease`: upsert that only overwrites a row held by `owner` or expired
+///   (`expires_at <= now`).
+/// - `prune_runs`: deletes terminal runs with `finished_at < before`.
+/// - `list_runs`: newest `created_at` first; `limit <= 0` means no limit.
+/// - `count_by_state`: every state of [`RunState::ALL`], zero counts included.
+/// - `job_summaries`: per job, the state and `finished_at` of its newest run (by `created_at`)
+///   and its latest `completed` `finished_at`, ordered by job name.
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, run: NewRun, now: DateTime<Utc>) -> StoreResult<Enqueued> {
+        Ok(match insert_run(&self.pool, &run, now).await? {
+            Some(run) => Enqueued::Inserted(Box::new(run)),
+            None => Enqueued::Duplicate,
+        })
+    }
+
+    async fn fire(
+        &self,
+        schedule: &ScheduleRow,
+        expected_next: Option<DateTime<Utc>>,
+        runs: Vec<NewRun>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let advanced = match expected_next {
+            None => sqlx::query(
+                "INSERT INTO schedules (job_name, next_fire_at, last_fire_at, definition) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (job_name) DO NOTHING",
+            )
+            .bind(&schedule.job_name)
+            .bind(micros(schedule.next_fire_at))
+            .bind(opt_micros(schedule.last_fire_at))
+            .bind(&schedule.definition)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            Some(expected) => sqlx::query(
+                "UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, definition = ? \
+                 WHERE job_name = ? AND next_fire_at = ?",
+            )
+            .bind(micros(schedule.next_fire_at))
+            .bind(opt_micros(schedule.last_fire_at))
+            .bind(&schedule.definition)
+            .bind(&schedule.job_name)
+            .bind(micros(expected))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        if advanced != 1 {
+            return Ok(false); // dropping `tx` rolls back
+        }
+        for run in &runs {
+            insert_run(&mut *tx, run, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        kinds: Option<&[String]>,
+    ) -> StoreResult<Option<Run>> {
+        if kinds.is_some_and(<[String]>::is_empty) {
+            return Ok(None);
+        }
+        let kind_filter = match kinds {
+            Some(kinds) => format!("AND r.kind IN ({})", placeholders(kinds.len())),
+            None => String::new(),
+        };
+        let sql = format!(
+            "UPDATE runs SET state = 'running', attempt = attempt + 1, lease_owner = ?, \
+             lease_expires_at = ?, started_at = ? \
+             WHERE state IN ('queued', 'retrying') AND id = ( \
+                 SELECT r.id FROM runs r \
+                 WHERE r.state IN ('queued', 'retrying') AND r.run_after <= ? {kind_filter} \
+                   AND NOT EXISTS (SELECT 1 FROM runs x \
+                                   WHERE x.job_name = r.job_name AND x.state = 'running') \
+                 ORDER BY r.priority DESC, r.run_after ASC, r.created_at ASC, r.id ASC \
+                 LIMIT 1) \
+             RETURNING {}",
+            run_columns!()
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(micros(until(now, lease)))
+            .bind(micros(now))
+            .bind(micros(now));
+        for kind in kinds.unwrap_or_default() {
+            query = query.bind(kind);
+        }
+        let mut tx = self.write_tx().await?;
+        let row = query.fetch_optional(&mut *tx).await?;
+        // Decode before committing: a corrupt row must not leave a run claimed by nobody.
+        let run = row.as_ref().map(run_from_row).transpose()?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    async fn heartbeat(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(concat!(
+            "UPDATE runs SET lease_expires_at = ? WHERE ",
+            held!()
+        ))
+        .bind(micros(until(now, lease)))
+        .bind(run_id.to_string())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        transition: Transition,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = micros(now);
+        let query = match &transition {
+            Transition::Complete { progress } => sqlx::query(concat!(
+                "UPDATE runs SET state = 'completed', finished_at = ?, progress = ?, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                held!()
+            ))
+            .bind(now)
+            .bind(progress.to_string()),
+            Transition::Retry { run_after, error } => sqlx::query(concat!(
+                "UPDATE runs SET state = 'retrying', run_after = ?, last_error = ?, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                held!()
+            ))
+            .bind(micros(*run_after))
+            .bind(error),
+            Transition::Snooze { run_after, note } => sqlx::query(concat!(
+                "UPDATE runs SET state = 'queued', run_after = ?, last_error = ?, \
+                 attempt = MAX(attempt - 1, 0), lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE ",
+                held!()
+            ))
+            .bind(micros(*run_after))
+            .bind(note),
+            Transition::Release => sqlx::query(concat!(
+                "UPDATE runs SET state = 'queued', attempt = MAX(attempt - 1, 0), \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                held!()
+            )),
+            Transition::Fail { error: message }
+            | Transition::Dead { error: message }
+            | Transition::NeedsReauth { error: message }
+            | Transition::Cancel { note: message } => {
+                let state = match &transition {
+                    Transition::Fail { .. } => RunState::Failed,
+                    Transition::Dead { .. } => RunState::Dead,
+                    Transition::NeedsReauth { .. } => RunState::NeedsReauth,
+                    _ => RunState::Cancelled,
+                };
+                sqlx::query(concat!(
+                    "UPDATE runs SET state = ?, finished_at = ?, last_error = ?, \
+                     lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                    held!()
+                ))
+                .bind(state.as_str())
+                .bind(now)
+                .bind(message)
+            }
+        };
+        let done = query
+            .bind(run_id.to_string())
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE runs SET \
+               state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retrying' END, \
+               run_after = CASE WHEN attempt >= max_attempts THEN run_after ELSE ?1 END, \
+               finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END, \
+               rescues = rescues + 1, last_error = 'lease expired (worker lost)', \
+               lease_owner = NULL, lease_expires_at = NULL \
+             WHERE state = 'running' AND lease_expires_at <= ?1",
+        )
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_progress(&self, run_id: Uuid, owner: &str, progress: Value) -> StoreResult<bool> {
+        let done = sqlx::query(concat!("UPDATE runs SET progress = ? WHERE ", held!()))
+            .bind(progress.to_string())
+            .bind(run_id.to_string())
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_run(&self, run_id: Uuid) -> StoreResult<Option<Run>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = ?"
+        ))
+        .bind(run_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        let mut sql = concat!("SELECT ", run_columns!(), " FROM runs WHERE 1 = 1").to_owned();
+        if filter.job_name.is_some() {
+            sql.push_str(" AND job_name = ?");
+        }
+        if !filter.states.is_empty() {
+            sql.push_str(&format!(
+                " AND state IN ({})",
+                placeholders(filter.states.len())
+            ));
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC");
+        if filter.limit > 0 {
+            sql.push_str(" LIMIT ?");
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if let Some(job_name) = &filter.job_name {
+            query = query.bind(job_name);
+        }
+        for state in &filter.states {
+            query = query.bind(state.as_str());
+        }
+        if filter.limit > 0 {
+            query = query.bind(filter.limit);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn has_active_run(&self, job_name: &str) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_name = ? \
+             AND state IN ('queued', 'retrying', 'running')) AS active",
+        )
+        .bind(job_name)
+        .fetch_one(&self.pool)
+        .await?;
+        column::<bool>(&row, "runs", "active")
+    }
+
+    async fn count_by_state(&self) -> StoreResult<Vec<(RunState, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(RunState, i64)> = RunState::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in &rows {
+            let state = RunState::from_str(&column::<String>(row, "runs", "state")?)?;
+            let n: i64 = column(row, "runs", "n")?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = n;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn job_summaries(&self) -> StoreResult<Vec<JobSummary>> {
+        let rows = sqlx::query(
+            "SELECT j.job_name, \
+               (SELECT r.state FROM runs r WHERE r.job_name = j.job_name \
+                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_state, \
+               (SELECT r.finished_at FROM runs r WHERE r.job_name = j.job_name \
+                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_finished_at, \
+               (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_name = j.job_name \
+                AND r.state = 'completed') AS last_success_at \
+             FROM (SELECT DISTINCT job_name FROM runs) j ORDER BY j.job_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(JobSummary {
+                    job_name: column(row, "runs", "job_name")?,
+                    last_state: column::<Option<String>>(row, "runs", "last_state")?
+                        .map(|s| RunState::from_str(&s))
+                        .transpose()?,
+                    last_finished_at: time_column(row, "runs", "last_finished_at")?,
+                    last_success_at: time_column(row, "runs", "last_success_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_schedule(&self, job_name: &str) -> StoreResult<Option<ScheduleRow>> {
+        let row = sqlx::query(
+            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
+             WHERE job_name = ?",
+        )
+        .bind(job_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRow>> {
+        let rows = sqlx::query(
+            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
+             ORDER BY job_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn delete_schedule(&self, job_name: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM schedules WHERE job_name = ?")
+            .bind(job_name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+               expires_at = excluded.expires_at \
+             WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(micros(until(now, ttl)))
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leases WHERE name = ? AND owner = ?")
+            .bind(name)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_checkpoint(&self, job_name: &str, key: &str) -> StoreResult<Option<Value>> {
+        let row = sqlx::query("SELECT value FROM checkpoints WHERE job_name = ? AND key = ?")
+            .bind(job_name)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|row| json_column(row, "checkpoints", "value"))
+            .transpose()
+    }
+
+    async fn put_checkpoint(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        job_name: &str,
+        key: &str,
+        value: Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // One statement: the fence and the write see the same state under SQLite's write lock.
+        let done = sqlx::query(concat!(
+            "INSERT INTO checkpoints (job_name, key, value, updated_at) \
+             SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE ",
+            held!(),
+            ") ON CONFLICT (job_name, key) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at"
+        ))
+        .bind(job_name)
+        .bind(key)
+        .bind(value.to_string())
+        .bind(micros(now))
+        .bind(run_id.to_string())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM runs WHERE finished_at < ? AND state NOT IN \
+             ('queued', 'retrying', 'running')",
+        )
+        .bind(micros(before))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/aw/db.sqlite"),
+            Some("/var/lib/aw/db.sqlite")
+        );
+        assert_eq!(sqlite_path("sqlite://rel.db?mode=rwc"), Some("rel.db"));
+        assert_eq!(sqlite_path("sqlite:rel.db"), Some("rel.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), Some(":memory:"));
+        assert_eq!(sqlite_path("sqlite://"), None);
+        assert_eq!(sqlite_path("postgres://x"), None);
+    }
+}
