@@ -196,7 +196,7 @@ fn reload_jobs(settings: &Settings, jobs: &watch::Sender<JobSet>) {
 
 fn notify(states: &[sd_notify::NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
-        && let Err(error) = sd_notify::notify(false, states)
+        && let Err(error) = sd_notify::notify(states)
     {
         tracing::warn!(%error, "Could not notify systemd");
     }

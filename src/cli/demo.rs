@@ -1,10 +1,34 @@
-//! `asana-worker demo`: starts the built-in simulator on a free loopback port and exercises it.
-//! Until the daemon lands this shows the simulator's main paths; it becomes the full demo (example
-//! jobs on a temporary SQLite database) with the daemon issue.
+//! `asana-worker demo`: the daemon's main path on the embedded defaults, in under a minute.
+//!
+//! It starts the built-in simulator on a free loopback port, writes the simulator's tokens to
+//! files (mode 0600) in a temporary directory, points a SQLite database in that directory and the
+//! example jobs of `jobs/` at them, runs the daemon, triggers every job once, then revokes one
+//! token in the simulator and triggers again to show a revoked credential being detected. It
+//! prints a summary and removes the temporary directory.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
+use crate::clock::{Clock, SystemClock};
+use crate::config::settings::{CredentialKind, CredentialSettings, CredentialTier, Settings};
+use crate::daemon::{self, DaemonHandle};
 use crate::sim::{SimConfig, SimServer};
+use crate::store::{Enqueued, Run, RunState};
+
+/// The example job files, embedded so the demo works from any directory.
+const EXAMPLE_JOBS: &[(&str, &str)] = &[
+    ("check-service-account.toml", include_str!("../../jobs/check-service-account.toml")),
+    ("check-pat-paid.toml", include_str!("../../jobs/check-pat-paid.toml")),
+    ("check-pat-free.toml", include_str!("../../jobs/check-pat-free.toml")),
+];
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -12,16 +36,186 @@ pub struct DemoArgs {
     /// Seed of the simulated world.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Keep the temporary directory (database, job files, token files) and print its path.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
 }
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
-    let config = SimConfig {
+    let started = Instant::now();
+    let mut sim_config = SimConfig {
         seed: args.seed,
         ..SimConfig::default()
     };
-    let server = SimServer::start(config).await?;
-    println!("Simulator on {}", server.base_url());
-    server.shutdown().await;
-    Ok(super::EXIT_OK)
+    sim_config.timing.activity_per_minute = 0.0;
+    let sim = SimServer::start(sim_config).await.context("starting the simulator")?;
+    println!("1. Simulator listening at {}", sim.base_url());
+
+    let dir = tempfile::Builder::new().prefix("asana-worker-demo-").tempdir()?;
+    let jobs_dir = dir.path().join("jobs");
+    std::fs::create_dir(&jobs_dir)?;
+    for (name, text) in EXAMPLE_JOBS {
+        std::fs::write(jobs_dir.join(name), text)?;
+    }
+    let mut settings = Settings::default();
+    settings.database.url = format!("sqlite://{}", dir.path().join("asana-worker.sqlite").display());
+    settings.jobs.dir = jobs_dir.clone();
+    settings.asana.base_url = sim.base_url();
+    settings.admin.listen = "127.0.0.1:0".parse()?;
+    settings.worker.poll_interval_ms = 100;
+    settings.scheduler.tick_ms = 200;
+    for (name, kind, tier) in [
+        ("service-account", CredentialKind::ServiceAccount, CredentialTier::Paid),
+        ("pat-paid", CredentialKind::Pat, CredentialTier::Paid),
+        ("pat-free", CredentialKind::Pat, CredentialTier::Free),
+    ] {
+        let token = sim.token(name).with_context(|| format!("simulator token {name}"))?;
+        let path = dir.path().join(format!("{name}.token"));
+        write_private(&path, &token)?;
+        settings.credentials.insert(
+            name.to_string(),
+            CredentialSettings {
+                kind,
+                tier,
+                token_file: Some(path),
+                token_env: None,
+                requests_per_minute: None,
+            },
+        );
+    }
+    println!(
+        "2. Temporary directory {}: SQLite database, {} example jobs, token files (0600)",
+        dir.path().display(),
+        EXAMPLE_JOBS.len()
+    );
+
+    let shutdown = CancellationToken::new();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel::<DaemonHandle>();
+    let daemon_task = {
+        let shutdown = shutdown.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            daemon::run(settings, Arc::new(SystemClock), shutdown, reload_rx, move |handle| {
+                let _ = handle_tx.send(handle);
+            })
+            .await
+        })
+    };
+    let handle = match tokio::time::timeout(Duration::from_secs(20), handle_rx).await {
+        Ok(Ok(handle)) => handle,
+        _ => {
+            shutdown.cancel();
+            return match daemon_task.await {
+                Ok(Err(error)) => Err(error.into()),
+                _ => bail!("the daemon did not start within 20 s"),
+            };
+        }
+    };
+    println!(
+        "3. Daemon running; admin server at http://{}/metrics",
+        handle.admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+    );
+
+    let first = trigger_all(&handle).await?;
+    println!("4. Ran every example job once:");
+    print_runs(&first);
+
+    let revoke = reqwest::Client::new()
+        .post(format!("{}/_sim/revoke", sim.origin()))
+        .json(&serde_json::json!({ "name": "pat-paid" }))
+        .send()
+        .await?;
+    if !revoke.status().is_success() {
+        bail!("the simulator refused to revoke a token: {}", revoke.status());
+    }
+    let second = trigger_all(&handle).await?;
+    println!("5. Revoked the pat-paid token in the simulator and ran again: the revocation is detected");
+    print_runs(&second);
+
+    let schedules = handle.store.list_schedules().await?;
+    println!("6. Next scheduled fires:");
+    for schedule in schedules {
+        println!("   {:<24} {}", schedule.job_name, schedule.next_fire_at.to_rfc3339());
+    }
+
+    shutdown.cancel();
+    match daemon_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(error.into()),
+        Err(error) => bail!("the daemon task failed: {error}"),
+    }
+    sim.shutdown().await;
+    let completed_first = first.values().all(|r| r.state == RunState::Completed);
+    let detected = second.get("check-pat-paid").is_some_and(|r| r.state == RunState::NeedsReauth);
+    if args.keep {
+        let kept = dir.keep();
+        println!("Kept {}", kept.display());
+    }
+    println!(
+        "Demo finished in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        if completed_first && detected {
+            "every job completed, and the revoked credential was reported as needing re-authorization"
+        } else {
+            "UNEXPECTED results above"
+        }
+    );
+    Ok(if completed_first && detected { super::EXIT_OK } else { super::EXIT_FAILURE })
+}
+
+/// Enqueues a manual run of every job and waits (at most 30 s) until all have finished.
+async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, Run>> {
+    let jobs = handle.jobs.borrow().clone();
+    let mut ids = Vec::new();
+    for job in jobs.iter() {
+        let now = SystemClock.now();
+        if let Enqueued::Inserted(run) = handle.store.enqueue(crate::scheduler::manual_run(job, now), now).await? {
+            ids.push((job.name.clone(), run.id));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut done = BTreeMap::new();
+        for (name, id) in &ids {
+            if let Some(run) = handle.store.get_run(*id).await?
+                && run.state.is_terminal()
+            {
+                done.insert(name.clone(), run);
+            }
+        }
+        if done.len() == ids.len() {
+            return Ok(done);
+        }
+        if Instant::now() > deadline {
+            bail!("runs did not finish within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_runs(runs: &BTreeMap<String, Run>) {
+    for (name, run) in runs {
+        let detail = match run.state {
+            RunState::Completed => format!(
+                "acts as {} <{}>",
+                run.progress["name"].as_str().unwrap_or("?"),
+                run.progress["email"].as_str().unwrap_or("?")
+            ),
+            _ => run.last_error.clone().unwrap_or_default(),
+        };
+        println!("   {name:<24} {:<13} {detail}", run.state.as_str());
+    }
 }

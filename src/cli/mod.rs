@@ -27,9 +27,11 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "asana-worker", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `asana_worker=debug`.
-    #[arg(long, global = true, env = "ASANA_WORKER_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `asana_worker=debug`; `demo`
+    /// defaults to `warn` to keep its summary readable, everything else to `info`. The daemon
+    /// (`run`) takes its level from the settings (`log.level`).
+    #[arg(long, global = true, env = "ASANA_WORKER_LOG")]
+    pub log: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -59,8 +61,10 @@ pub enum Command {
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     // The daemon sets its logging up from its settings (text or JSON, OTLP).
-    if !matches!(cli.command, Command::Run(_)) {
-        init_logging(&cli.log);
+    match (&cli.command, &cli.log) {
+        (Command::Run(_), _) => {}
+        (Command::Demo(_), None) => init_logging("warn"),
+        (_, level) => init_logging(level.as_deref().unwrap_or("info")),
     }
     let command = match cli.command {
         // Runs its own runtimes: the simulator on one thread, the load on another.
