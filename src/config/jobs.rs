@@ -500,20 +500,33 @@ fn lookup<'t, 'i>(table: &'t toml::de::DeTable<'i>, key: &str) -> Option<Entry<'
     table.iter().find(|(k, _)| k.get_ref() == key)
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a plausible typo.
+/// The closest of `candidates` to `word`, if close enough to be a plausible typo or a
+/// shortening (every `_`-separated word of `word` appears in the candidate).
 fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let lower = word.to_lowercase();
-    candidates
-        .into_iter()
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let close = candidates
+        .iter()
         .map(|candidate| {
             (
                 strsim_distance(&lower, &candidate.to_lowercase()),
-                candidate,
+                *candidate,
             )
         })
         .filter(|(distance, candidate)| *distance <= (candidate.chars().count() / 3).max(2))
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
+        .map(|(_, candidate)| candidate);
+    close.or_else(|| {
+        let words: Vec<&str> = lower.split('_').filter(|w| !w.is_empty()).collect();
+        (words.len() > 1)
+            .then(|| {
+                candidates.iter().copied().find(|candidate| {
+                    let theirs: Vec<&str> = candidate.split('_').collect();
+                    words.iter().all(|w| theirs.contains(w))
+                })
+            })
+            .flatten()
+    })
 }
 
 /// Parses and validates one job file's text.
@@ -542,7 +555,7 @@ fn parse_job_named(
         // A partly recovered document would add misleading "missing field" errors.
         for error in &errors {
             check.problems.push(
-                Diagnostic::at(path, source, error.span(), syntax_message(error)).hint(
+                Diagnostic::at(path, source, error.span(), syntax_message(error, source)).hint(
                     "the file is not valid TOML (https://toml.io): strings need double quotes, e.g. schedule = \"@hourly\", and each key appears once",
                 ),
             );
@@ -644,22 +657,18 @@ fn parse_job_named(
             );
             None
         }
-        (Some(_), None) => schedule_value.and_then(|expression| {
-            match parse_cron(expression.get_ref()) {
+        (Some(_), None) => {
+            schedule_value.and_then(|expression| match check_cron(expression.get_ref()) {
                 Ok(cron) => Some(Schedule::Cron {
                     expression: expression.get_ref().trim().to_string(),
                     cron: Box::new(cron),
                 }),
-                Err(message) => {
-                    let hint = match expression.get_ref().split_whitespace().count() {
-                        6 => "asana-worker has no seconds field (nor a year): drop the first (or last) field and use minute hour day-of-month month day-of-week",
-                        _ => CRON_HINT,
-                    };
+                Err((message, hint)) => {
                     check.at(expression.span(), message, hint);
                     None
                 }
-            }
-        }),
+            })
+        }
         (None, Some(_)) => check
             .duration(every_entry, "every = \"5m\"")
             .and_then(|every| {
@@ -890,10 +899,20 @@ fn enum_hint(value: &str, allowed: &[&str]) -> String {
     }
 }
 
-fn syntax_message(error: &toml::de::Error) -> String {
+fn syntax_message(error: &toml::de::Error, source: &str) -> String {
     let message = error.message().trim();
     let message = message.strip_suffix('.').unwrap_or(message);
-    format!("invalid TOML: {message}")
+    // Name the key of a "duplicate key" error: the span covers it.
+    let key = error
+        .span()
+        .and_then(|span| source.get(span))
+        .filter(|text| {
+            message.contains("key") && !text.is_empty() && text.len() <= 64 && !text.contains('\n')
+        });
+    match key {
+        Some(key) => format!("invalid TOML: {message} `{key}`"),
+        None => format!("invalid TOML: {message}"),
+    }
 }
 
 /// The kind and its settings; problems go to `check`.
@@ -1081,36 +1100,112 @@ fn strsim_distance(a: &str, b: &str) -> usize {
 /// Parses a 5-field cron expression or alias (no seconds, no year), and rejects one that never
 /// fires (such as February 30th).
 pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    let trimmed = expression.trim();
-    let fields = trimmed.split_whitespace().count();
-    if trimmed.is_empty() {
-        return Err("the cron expression is empty".into());
-    }
-    if !trimmed.starts_with('@') && fields != 5 {
-        return Err(format!(
-            "cron expression {expression:?} has {fields} fields, 5 expected"
-        ));
-    }
-    let cron = CronParser::builder()
+    check_cron(expression).map_err(|(message, _)| message)
+}
+
+/// Cron aliases croner accepts (case-insensitive).
+const CRON_ALIASES: &[&str] = &[
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@hourly",
+];
+/// The five fields, with their ranges, to say which one is wrong.
+const CRON_FIELDS: &[(&str, &str)] = &[
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT (0 and 7 are Sunday)"),
+];
+
+fn cron_parser() -> CronParser {
+    CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build()
-        .parse(trimmed)
-        .map_err(|error| {
-            let detail = match &error {
-                croner::errors::CronError::InvalidPattern(message)
-                | croner::errors::CronError::IllegalCharacters(message)
-                | croner::errors::CronError::ComponentError(message) => message.clone(),
-                other => other.to_string(),
+}
+
+/// A cron expression, or what is wrong with it and a hint.
+fn check_cron(expression: &str) -> Result<Cron, (String, String)> {
+    let trimmed = expression.trim();
+    let fields: Vec<&str> = trimmed.split_whitespace().collect();
+    if trimmed.is_empty() {
+        return Err(("the cron expression is empty".into(), CRON_HINT.into()));
+    }
+    if trimmed.starts_with('@') {
+        if !CRON_ALIASES
+            .iter()
+            .any(|alias| alias.eq_ignore_ascii_case(trimmed))
+        {
+            let hint = match did_you_mean(trimmed, CRON_ALIASES.iter().copied()) {
+                Some(close) => format!(
+                    "did you mean {close:?}? aliases: {}",
+                    CRON_ALIASES.join(" ")
+                ),
+                None => format!(
+                    "aliases: {}; for other intervals use every = \"5m\" or 5 cron fields",
+                    CRON_ALIASES.join(" ")
+                ),
             };
-            let detail = detail.trim().trim_end_matches('.');
-            format!("invalid cron expression {expression:?}: {detail}")
-        })?;
+            return Err((format!("unknown cron alias {trimmed:?}"), hint));
+        }
+    } else if fields.len() != 5 {
+        let hint = if fields.len() == 6 {
+            "asana-worker has no seconds field (nor a year): drop the first (or last) field and use minute hour day-of-month month day-of-week".to_string()
+        } else {
+            CRON_HINT.to_string()
+        };
+        return Err((
+            format!(
+                "cron expression {expression:?} has {} fields, 5 expected",
+                fields.len()
+            ),
+            hint,
+        ));
+    }
+    let cron = cron_parser().parse(trimmed).map_err(|error| {
+        let detail = match &error {
+            croner::errors::CronError::InvalidPattern(message)
+            | croner::errors::CronError::IllegalCharacters(message)
+            | croner::errors::CronError::ComponentError(message) => message.clone(),
+            other => other.to_string(),
+        };
+        let detail = detail.trim().trim_end_matches('.');
+        // Name the field: the first one whose replacement by `*` makes the expression parse.
+        let culprit = (0..fields.len().min(CRON_FIELDS.len())).find(|&i| {
+            let mut patched = fields.clone();
+            patched[i] = "*";
+            cron_parser().parse(&patched.join(" ")).is_ok()
+        });
+        match culprit {
+            Some(i) => (
+                format!(
+                    "invalid cron expression {expression:?}: {} field {:?}: {detail}",
+                    CRON_FIELDS[i].0, fields[i]
+                ),
+                format!(
+                    "{} takes {}, lists (1,5), ranges (1-5) and steps (*/15)",
+                    CRON_FIELDS[i].0, CRON_FIELDS[i].1
+                ),
+            ),
+            None => (
+                format!("invalid cron expression {expression:?}: {detail}"),
+                CRON_HINT.to_string(),
+            ),
+        }
+    })?;
     let reference = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
     if let Some(reference) = reference
         && cron.find_next_occurrence(&reference, false).is_err()
     {
-        return Err(format!("cron expression {expression:?} never fires"));
+        return Err((
+            format!("cron expression {expression:?} never fires"),
+            "its day-of-month and month never meet (such as February 30th); check the date fields"
+                .into(),
+        ));
     }
     Ok(cron)
 }
