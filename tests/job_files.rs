@@ -113,6 +113,14 @@ const CASES: &[(&str, &[Expected])] = &[
         )],
     ),
     (
+        "every_too_long",
+        &[(
+            "3:9",
+            "`every` is longer than 366 days",
+            "schedule = \"@yearly\"",
+        )],
+    ),
+    (
         "every_with_timezone",
         &[(
             "4:12",

@@ -332,6 +332,9 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(600);
 /// Default attempt timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Longest duration a job field accepts, so interval and deadline arithmetic cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Top-level keys of a job file, in documentation order.
 pub const JOB_FIELDS: &[&str] = &[
     "name",
@@ -476,6 +479,14 @@ impl Checker<'_> {
                     text.span(),
                     format!("`{key}` must be longer than zero"),
                     format!("e.g. {example}"),
+                );
+                None
+            }
+            Ok(duration) if duration > MAX_DURATION => {
+                self.at(
+                    text.span(),
+                    format!("`{key}` is longer than 366 days"),
+                    "use at most \"366d\"; for yearly jobs use schedule = \"@yearly\"",
                 );
                 None
             }
@@ -1509,5 +1520,20 @@ mod tests {
             "{text:#?}"
         );
         assert!(text[2].contains("did you mean `page_size`?"), "{text:#?}");
+    }
+
+    #[test]
+    fn windows_line_endings_and_a_byte_order_mark_are_accepted() {
+        let job = parse("\u{feff}name = \"a\"\r\nkind = \"credential_check\"\r\nevery = \"1h\"\r\ncredential = \"sa\"\r\n").unwrap();
+        assert_eq!(job.name, "a");
+        let errors = parse("name = \"a\"\r\nkind = \"credential_check\"\r\nevery = \"0s\"\r\ncredential = \"sa\"\r\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("jobs/t.toml:3:9: `every` must be longer than zero"),
+            "{}",
+            errors[0]
+        );
     }
 }
