@@ -109,7 +109,7 @@ const CASES: &[(&str, &[Expected])] = &[
         &[(
             "3:9",
             "`every` must be a whole number of seconds",
-            "every = \"30s\"",
+            "every = \"5m\"",
         )],
     ),
     (
@@ -294,6 +294,14 @@ const CASES: &[(&str, &[Expected])] = &[
             "5:17",
             "`retry_initial` (5m) is longer than `retry_max` (1m)",
             "make retry_initial the shorter",
+        )],
+    ),
+    (
+        "retry_subsecond",
+        &[(
+            "5:17",
+            "`retry_initial` must be a whole number of seconds",
+            "retry_initial = \"10s\"",
         )],
     ),
     (

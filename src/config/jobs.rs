@@ -18,6 +18,13 @@
 //!
 //! [settings]                     # the kind's own settings
 //! ```
+//!
+//! The file is first parsed into a spanned table ([`toml::de::DeTable`]), not straight into a
+//! struct: serde stops at the first error and its spans for unknown fields are coarse, while an
+//! operator fixing a deploy wants every unknown key, wrong type and bad value of every file, each
+//! at its own `line:col`. A kind's `[settings]` are checked the same way from its
+//! [`SettingInfo`] declarations (see [`JobKind::settings_info`]), then read into its typed
+//! settings struct. The complete reference is `docs/configuration.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -490,6 +497,15 @@ impl Checker<'_> {
                 );
                 None
             }
+            Ok(duration) if duration.subsec_nanos() != 0 => {
+                // Runs store their retry delays and intervals in whole seconds.
+                self.at(
+                    text.span(),
+                    format!("`{key}` must be a whole number of seconds"),
+                    format!("e.g. {example}"),
+                );
+                None
+            }
             Ok(duration) => Some(Spanned::new(text.span(), duration)),
             Err(message) => {
                 self.at(text.span(), message, DURATION_HINT);
@@ -682,18 +698,7 @@ fn parse_job_named(
         }
         (None, Some(_)) => check
             .duration(every_entry, "every = \"5m\"")
-            .and_then(|every| {
-                if every.get_ref().subsec_nanos() != 0 {
-                    check.at(
-                        every.span(),
-                        "`every` must be a whole number of seconds",
-                        "e.g. every = \"30s\"",
-                    );
-                    None
-                } else {
-                    Some(Schedule::Every(*every.get_ref()))
-                }
-            }),
+            .map(|every| Schedule::Every(*every.get_ref())),
     };
     if let (Some(Schedule::Every(_)), Some(zone), Some(tz)) = (&schedule, &timezone_value, timezone)
         && tz != Tz::UTC
@@ -1534,6 +1539,45 @@ mod tests {
                 .starts_with("jobs/t.toml:3:9: `every` must be longer than zero"),
             "{}",
             errors[0]
+        );
+    }
+
+    /// Documented in docs/configuration.md: croner's default, as in Vixie cron, fires when
+    /// either day-of-month or day-of-week matches if both are restricted.
+    #[test]
+    fn day_of_month_and_day_of_week_are_alternatives() {
+        let job = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"0 0 13 * FRI\"\ncredential = \"sa\"\n").unwrap();
+        // Thursday 2026-01-01: the next Friday (the 2nd) comes before the 13th.
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let first = job.next_fire_after(t).unwrap();
+        assert_eq!(first, Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap());
+        // After Friday the 9th comes Tuesday the 13th.
+        let t = Utc.with_ymd_and_hms(2026, 1, 9, 12, 0, 0).unwrap();
+        assert_eq!(
+            job.next_fire_after(t),
+            Some(Utc.with_ymd_and_hms(2026, 1, 13, 0, 0, 0).unwrap())
+        );
+        // croner's extensions: the last day of the month.
+        let job = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"0 0 L * *\"\ncredential = \"sa\"\n").unwrap();
+        assert_eq!(
+            job.next_fire_after(Utc.with_ymd_and_hms(2026, 2, 3, 0, 0, 0).unwrap()),
+            Some(Utc.with_ymd_and_hms(2026, 2, 28, 0, 0, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn cron_is_evaluated_in_the_jobs_time_zone() {
+        let job = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"0 9 * * *\"\ntimezone = \"America/New_York\"\ncredential = \"sa\"\n").unwrap();
+        // 09:00 in New York is 14:00 UTC in winter, 13:00 UTC in summer.
+        let winter = Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap();
+        assert_eq!(
+            job.next_fire_after(winter),
+            Some(Utc.with_ymd_and_hms(2026, 1, 5, 14, 0, 0).unwrap())
+        );
+        let summer = Utc.with_ymd_and_hms(2026, 7, 6, 0, 0, 0).unwrap();
+        assert_eq!(
+            job.next_fire_after(summer),
+            Some(Utc.with_ymd_and_hms(2026, 7, 6, 13, 0, 0).unwrap())
         );
     }
 }
