@@ -667,3 +667,60 @@ fn without_configured_credentials_the_hint_says_how_to_add_one() {
             .contains("no credentials are configured")
     );
 }
+
+/// The `toml` code blocks of docs/configuration.md after `heading`.
+fn doc_examples(heading: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string("docs/configuration.md").unwrap();
+    let section = &doc[doc.find(heading).expect("heading in docs/configuration.md")..];
+    section
+        .split("```toml\n")
+        .skip(1)
+        .map(|block| block[..block.find("```").unwrap()].to_string())
+        .collect()
+}
+
+#[test]
+fn the_documented_examples_are_valid() {
+    let job = &doc_examples("## Job files")[0];
+    let spec = asana_worker::config::jobs::parse_job(Path::new("docs/job.toml"), job, &context())
+        .unwrap_or_else(|problems| panic!("{problems:#?}"));
+    assert_eq!(spec.misfire, MisfirePolicy::All { max: 10 });
+
+    let config = &doc_examples("### A complete example")[0];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let settings = asana_worker::config::settings::Settings::load(Some(&path)).unwrap();
+    assert!(settings.credentials.contains_key("service-account"));
+    assert_eq!(settings.worker.per_kind.get("credential_check"), Some(&1));
+}
+
+/// The cron forms docs/configuration.md promises.
+#[test]
+fn the_documented_cron_forms_parse() {
+    for expression in [
+        "*/15 * * * *",
+        "0 9 * * 1-5",
+        "0 0 1,15 JAN-MAR *",
+        "0 0 13 * FRI",
+        "0 0 L * *",
+        "0 0 * * FRI#2",
+        "0 0 15W * *",
+        "0 0 * * 7",
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@hourly",
+    ] {
+        asana_worker::config::jobs::parse_cron(expression)
+            .unwrap_or_else(|error| panic!("{expression}: {error}"));
+    }
+    for expression in ["0 0 0 * * *", "0 0 * * * 2026", "0 0 30 2 *", "@reboot"] {
+        assert!(
+            asana_worker::config::jobs::parse_cron(expression).is_err(),
+            "{expression} was accepted"
+        );
+    }
+}
