@@ -185,6 +185,14 @@ pub struct ValidationContext {
 }
 
 impl ValidationContext {
+    /// A context knowing the credentials declared in `config.toml`; add the names of stored
+    /// credentials to `credentials` before validating, if the daemon has a credential store.
+    pub fn from_settings(settings: &super::settings::Settings) -> Self {
+        Self {
+            credentials: settings.credentials.keys().cloned().collect(),
+        }
+    }
+
     /// Checks that a kind's output directory can be written, so a job whose output would be
     /// lost is rejected at `validate` time rather than hours later at its first run.
     ///
@@ -701,7 +709,7 @@ fn parse_job_named(
             .map(|every| Schedule::Every(*every.get_ref())),
     };
     if let (Some(Schedule::Every(_)), Some(zone), Some(tz)) = (&schedule, &timezone_value, timezone)
-        && tz != Tz::UTC
+        && !always_utc(tz)
     {
         check.at(
             zone.span(),
@@ -895,6 +903,16 @@ fn parse_job_named(
         _ => Err(problems),
     };
     (valid_name, spec)
+}
+
+/// Whether a zone is UTC under another name ("Etc/UTC", "GMT", …): harmless with `every`.
+fn always_utc(tz: Tz) -> bool {
+    use chrono::Offset;
+    [(2026, 1), (2026, 7)].iter().all(|&(year, month)| {
+        Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+            .single()
+            .is_some_and(|t| t.with_timezone(&tz).offset().fix().local_minus_utc() == 0)
+    })
 }
 
 /// Problems of one file in the order of their place in it; problems of the whole file first.
@@ -1578,6 +1596,43 @@ mod tests {
         assert_eq!(
             job.next_fire_after(summer),
             Some(Utc.with_ymd_and_hms(2026, 7, 6, 13, 0, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn every_accepts_utc_under_any_name_but_not_a_local_zone() {
+        for zone in ["UTC", "Etc/UTC", "GMT"] {
+            parse(&format!("name = \"a\"\nkind = \"credential_check\"\nevery = \"1h\"\ntimezone = \"{zone}\"\ncredential = \"sa\"\n")).unwrap();
+        }
+        let errors = parse("name = \"a\"\nkind = \"credential_check\"\nevery = \"1h\"\ntimezone = \"Europe/London\"\ncredential = \"sa\"\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].message, "`timezone` has no effect with `every`");
+    }
+
+    #[test]
+    fn the_context_knows_the_configured_credentials() {
+        let mut settings = crate::config::settings::Settings::default();
+        settings.credentials.insert(
+            "sa".into(),
+            crate::config::settings::CredentialSettings {
+                kind: crate::config::settings::CredentialKind::ServiceAccount,
+                tier: Default::default(),
+                token_file: None,
+                token_env: Some("SA_TOKEN".into()),
+                requests_per_minute: None,
+            },
+        );
+        let context = ValidationContext::from_settings(&settings);
+        let source =
+            "name = \"a\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\n";
+        parse_job(Path::new("jobs/t.toml"), source, &context).unwrap();
+        assert!(
+            parse_job(
+                Path::new("jobs/t.toml"),
+                source,
+                &ValidationContext::default()
+            )
+            .is_err()
         );
     }
 }
