@@ -724,3 +724,47 @@ fn the_documented_cron_forms_parse() {
         );
     }
 }
+
+const VALID: &str = "name = \"p\"\nkind = \"credential_check\"\nschedule = \"*/5 * * * *\"\ntimezone = \"Europe/Berlin\"\ncredential = \"pat-paid\"\nmisfire = \"all\"\nmisfire_max = 3\nretry_initial = \"10s\"\n\n[settings]\nrequire_active_owner = true\n";
+
+/// Checks the contract for any input: no panic, and a rejection always says why, at a place
+/// inside the file.
+fn check_contract(source: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+    let path = Path::new("jobs/p.toml");
+    if let Err(problems) = asana_worker::config::jobs::parse_job(path, source, &context()) {
+        proptest::prop_assert!(!problems.is_empty(), "rejected without a reason");
+        let lines = source.split('\n').count();
+        for problem in &problems {
+            proptest::prop_assert_eq!(problem.file.as_path(), path);
+            proptest::prop_assert!(problem.hint.is_some(), "no hint: {}", problem);
+            if let Some(line) = problem.line {
+                proptest::prop_assert!(line >= 1 && line <= lines, "{} outside the file", problem);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn any_text_is_accepted_or_rejected_with_reasons(source in "[a-z_\\[\\]=\" \\n0-9*@#.,{}-]{0,120}") {
+        check_contract(&source)?;
+    }
+
+    #[test]
+    fn a_valid_file_with_one_line_replaced_is_accepted_or_rejected_with_reasons(
+        line in 0usize..11,
+        replacement in "[a-z_\\[\\]=\" 0-9*@#/.-]{0,40}",
+    ) {
+        let mut lines: Vec<&str> = VALID.split('\n').collect();
+        lines[line] = &replacement;
+        check_contract(&lines.join("\n"))?;
+    }
+}
+
+#[test]
+fn the_property_tests_start_from_a_valid_file() {
+    asana_worker::config::jobs::parse_job(Path::new("jobs/p.toml"), VALID, &context()).unwrap();
+}
