@@ -58,7 +58,11 @@ pub fn process_owner() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8])
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().to_string()[..8]
+    )
 }
 
 /// Handles the running daemon gives its caller (tests, the demo).
@@ -108,7 +112,9 @@ pub async fn run(
             store: store.clone(),
             metrics: crate::telemetry::install_metrics(),
             scheduler_last_tick: last_tick.clone(),
-            scheduler_stall_after: Duration::from_millis((settings.scheduler.tick_ms * 5).max(10_000)),
+            scheduler_stall_after: Duration::from_millis(
+                (settings.scheduler.tick_ms * 5).max(10_000),
+            ),
             accepting: accepting.clone(),
             clock: clock.clone(),
         };
@@ -232,8 +238,14 @@ mod tests {
 
     #[test]
     fn database_passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://app:s3cret@db/asana"), "postgres://app:****@db/asana");
-        assert_eq!(redact_url("postgres://app@db/asana"), "postgres://app@db/asana");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db/asana"),
+            "postgres://app:****@db/asana"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/asana"),
+            "postgres://app@db/asana"
+        );
         assert_eq!(redact_url("sqlite://x.sqlite"), "sqlite://x.sqlite");
     }
 }

@@ -25,9 +25,18 @@ use crate::store::{Enqueued, Run, RunState};
 
 /// The example job files, embedded so the demo works from any directory.
 const EXAMPLE_JOBS: &[(&str, &str)] = &[
-    ("check-service-account.toml", include_str!("../../jobs/check-service-account.toml")),
-    ("check-pat-paid.toml", include_str!("../../jobs/check-pat-paid.toml")),
-    ("check-pat-free.toml", include_str!("../../jobs/check-pat-free.toml")),
+    (
+        "check-service-account.toml",
+        include_str!("../../jobs/check-service-account.toml"),
+    ),
+    (
+        "check-pat-paid.toml",
+        include_str!("../../jobs/check-pat-paid.toml"),
+    ),
+    (
+        "check-pat-free.toml",
+        include_str!("../../jobs/check-pat-free.toml"),
+    ),
 ];
 
 /// Arguments of `demo`.
@@ -60,28 +69,41 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         ..SimConfig::default()
     };
     sim_config.timing.activity_per_minute = 0.0;
-    let sim = SimServer::start(sim_config).await.context("starting the simulator")?;
+    let sim = SimServer::start(sim_config)
+        .await
+        .context("starting the simulator")?;
     println!("1. Simulator listening at {}", sim.base_url());
 
-    let dir = tempfile::Builder::new().prefix("asana-worker-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("asana-worker-demo-")
+        .tempdir()?;
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir)?;
     for (name, text) in EXAMPLE_JOBS {
         std::fs::write(jobs_dir.join(name), text)?;
     }
     let mut settings = Settings::default();
-    settings.database.url = format!("sqlite://{}", dir.path().join("asana-worker.sqlite").display());
+    settings.database.url = format!(
+        "sqlite://{}",
+        dir.path().join("asana-worker.sqlite").display()
+    );
     settings.jobs.dir = jobs_dir.clone();
     settings.asana.base_url = sim.base_url();
     settings.admin.listen = "127.0.0.1:0".parse()?;
     settings.worker.poll_interval_ms = 100;
     settings.scheduler.tick_ms = 200;
     for (name, kind, tier) in [
-        ("service-account", CredentialKind::ServiceAccount, CredentialTier::Paid),
+        (
+            "service-account",
+            CredentialKind::ServiceAccount,
+            CredentialTier::Paid,
+        ),
         ("pat-paid", CredentialKind::Pat, CredentialTier::Paid),
         ("pat-free", CredentialKind::Pat, CredentialTier::Free),
     ] {
-        let token = sim.token(name).with_context(|| format!("simulator token {name}"))?;
+        let token = sim
+            .token(name)
+            .with_context(|| format!("simulator token {name}"))?;
         let path = dir.path().join(format!("{name}.token"));
         write_private(&path, &token)?;
         settings.credentials.insert(
@@ -108,9 +130,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         let shutdown = shutdown.clone();
         let settings = settings.clone();
         tokio::spawn(async move {
-            daemon::run(settings, Arc::new(SystemClock), shutdown, reload_rx, move |handle| {
-                let _ = handle_tx.send(handle);
-            })
+            daemon::run(
+                settings,
+                Arc::new(SystemClock),
+                shutdown,
+                reload_rx,
+                move |handle| {
+                    let _ = handle_tx.send(handle);
+                },
+            )
             .await
         })
     };
@@ -126,7 +154,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     };
     println!(
         "3. Daemon running; admin server at http://{}/metrics",
-        handle.admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+        handle
+            .admin_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into())
     );
 
     let first = trigger_all(&handle).await?;
@@ -139,16 +170,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .send()
         .await?;
     if !revoke.status().is_success() {
-        bail!("the simulator refused to revoke a token: {}", revoke.status());
+        bail!(
+            "the simulator refused to revoke a token: {}",
+            revoke.status()
+        );
     }
     let second = trigger_all(&handle).await?;
-    println!("5. Revoked the pat-paid token in the simulator and ran again: the revocation is detected");
+    println!(
+        "5. Revoked the pat-paid token in the simulator and ran again: the revocation is detected"
+    );
     print_runs(&second);
 
     let schedules = handle.store.list_schedules().await?;
     println!("6. Next scheduled fires:");
     for schedule in schedules {
-        println!("   {:<24} {}", schedule.job_name, schedule.next_fire_at.to_rfc3339());
+        println!(
+            "   {:<24} {}",
+            schedule.job_name,
+            schedule.next_fire_at.to_rfc3339()
+        );
     }
 
     shutdown.cancel();
@@ -159,7 +199,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     }
     sim.shutdown().await;
     let completed_first = first.values().all(|r| r.state == RunState::Completed);
-    let detected = second.get("check-pat-paid").is_some_and(|r| r.state == RunState::NeedsReauth);
+    let detected = second
+        .get("check-pat-paid")
+        .is_some_and(|r| r.state == RunState::NeedsReauth);
     if args.keep {
         let kept = dir.keep();
         println!("Kept {}", kept.display());
@@ -173,7 +215,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             "UNEXPECTED results above"
         }
     );
-    Ok(if completed_first && detected { super::EXIT_OK } else { super::EXIT_FAILURE })
+    Ok(if completed_first && detected {
+        super::EXIT_OK
+    } else {
+        super::EXIT_FAILURE
+    })
 }
 
 /// Enqueues a manual run of every job and waits (at most 30 s) until all have finished.
@@ -182,7 +228,11 @@ async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, R
     let mut ids = Vec::new();
     for job in jobs.iter() {
         let now = SystemClock.now();
-        if let Enqueued::Inserted(run) = handle.store.enqueue(crate::scheduler::manual_run(job, now), now).await? {
+        if let Enqueued::Inserted(run) = handle
+            .store
+            .enqueue(crate::scheduler::manual_run(job, now), now)
+            .await?
+        {
             ids.push((job.name.clone(), run.id));
         }
     }

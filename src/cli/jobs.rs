@@ -44,8 +44,11 @@ pub enum JobsCommand {
 /// Runs a `jobs` subcommand.
 pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
     let settings = args.config.load()?;
-    let jobs = crate::daemon::load_jobs(&settings).map_err(|problems| UsageError(format!("invalid job files:\n{problems}")))?;
-    let store = crate::store::open(&settings.database.url).await.context("opening the database")?;
+    let jobs = crate::daemon::load_jobs(&settings)
+        .map_err(|problems| UsageError(format!("invalid job files:\n{problems}")))?;
+    let store = crate::store::open(&settings.database.url)
+        .await
+        .context("opening the database")?;
     match args.command {
         JobsCommand::List { json: as_json } => {
             let schedules = store.list_schedules().await?;
@@ -74,31 +77,55 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<28} {:<18} {:<22} {:<26} {:<12}", "NAME", "KIND", "SCHEDULE", "NEXT FIRE", "LAST");
+                println!(
+                    "{:<28} {:<18} {:<22} {:<26} {:<12}",
+                    "NAME", "KIND", "SCHEDULE", "NEXT FIRE", "LAST"
+                );
                 for row in rows {
                     println!(
                         "{:<28} {:<18} {:<22} {:<26} {:<12}",
                         row["name"].as_str().unwrap_or_default(),
                         row["kind"].as_str().unwrap_or_default(),
                         row["schedule"].as_str().unwrap_or_default(),
-                        row["next_fire_at"].as_str().unwrap_or(if row["enabled"] == json!(false) { "disabled" } else { "-" }),
+                        row["next_fire_at"]
+                            .as_str()
+                            .unwrap_or(if row["enabled"] == json!(false) {
+                                "disabled"
+                            } else {
+                                "-"
+                            }),
                         row["last_state"].as_str().unwrap_or("-"),
                     );
                 }
             }
             Ok(super::EXIT_OK)
         }
-        JobsCommand::Run { name, wait, timeout_secs } => {
+        JobsCommand::Run {
+            name,
+            wait,
+            timeout_secs,
+        } => {
             let job = jobs.iter().find(|j| j.name == name).ok_or_else(|| {
                 let known: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-                UsageError(format!("no job named {name:?}; known jobs: {}", known.join(", ")))
+                UsageError(format!(
+                    "no job named {name:?}; known jobs: {}",
+                    known.join(", ")
+                ))
             })?;
             let now = SystemClock.now();
-            let run = match store.enqueue(crate::scheduler::manual_run(job, now), now).await? {
+            let run = match store
+                .enqueue(crate::scheduler::manual_run(job, now), now)
+                .await?
+            {
                 Enqueued::Inserted(run) => run,
-                Enqueued::Duplicate => anyhow::bail!("a manual run with the same key already exists; try again"),
+                Enqueued::Duplicate => {
+                    anyhow::bail!("a manual run with the same key already exists; try again")
+                }
             };
-            println!("enqueued run {} of {name}; a running daemon picks it up", run.id);
+            println!(
+                "enqueued run {} of {name}; a running daemon picks it up",
+                run.id
+            );
             if !wait {
                 return Ok(super::EXIT_OK);
             }
@@ -108,7 +135,10 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
                 let Some(current) = store.get_run(run.id).await? else {
                     anyhow::bail!("run {} disappeared (pruned?)", run.id);
                 };
-                let line = format!("{} attempt {}/{} {}", current.state, current.attempt, current.max_attempts, current.progress);
+                let line = format!(
+                    "{} attempt {}/{} {}",
+                    current.state, current.attempt, current.max_attempts, current.progress
+                );
                 if line != last_line {
                     println!("  {line}");
                     last_line = line;
@@ -117,10 +147,17 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
                     if let Some(error) = &current.last_error {
                         println!("  last error: {error}");
                     }
-                    return Ok(if current.state == RunState::Completed { super::EXIT_OK } else { super::EXIT_FAILURE });
+                    return Ok(if current.state == RunState::Completed {
+                        super::EXIT_OK
+                    } else {
+                        super::EXIT_FAILURE
+                    });
                 }
                 if tokio::time::Instant::now() > deadline {
-                    println!("  still {} after {timeout_secs}s; stopped waiting (the run continues)", current.state);
+                    println!(
+                        "  still {} after {timeout_secs}s; stopped waiting (the run continues)",
+                        current.state
+                    );
                     return Ok(super::EXIT_FAILURE);
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;

@@ -18,7 +18,15 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<u8> {
     let settings = args.config.load()?;
     crate::store::open(&settings.database.url)
         .await
-        .with_context(|| format!("migrating {}", crate::daemon::redact_url(&settings.database.url)))?;
-    println!("database {} is up to date", crate::daemon::redact_url(&settings.database.url));
+        .with_context(|| {
+            format!(
+                "migrating {}",
+                crate::daemon::redact_url(&settings.database.url)
+            )
+        })?;
+    println!(
+        "database {} is up to date",
+        crate::daemon::redact_url(&settings.database.url)
+    );
     Ok(super::EXIT_OK)
 }

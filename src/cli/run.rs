@@ -30,12 +30,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     spawn_signal_handlers(shutdown.clone(), reload_tx)?;
     match daemon::run(settings, Arc::new(SystemClock), shutdown, reload_rx, |_| {}).await {
         Ok(()) => Ok(super::EXIT_OK),
-        Err(DaemonError::Jobs(problems)) => Err(UsageError(format!("invalid job files:\n{problems}")).into()),
+        Err(DaemonError::Jobs(problems)) => {
+            Err(UsageError(format!("invalid job files:\n{problems}")).into())
+        }
         Err(other) => Err(other.into()),
     }
 }
 
-fn spawn_signal_handlers(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
+fn spawn_signal_handlers(
+    shutdown: CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -46,12 +46,26 @@ pub enum RunsCommand {
 /// Runs a `runs` subcommand.
 pub async fn run(args: RunsArgs) -> anyhow::Result<u8> {
     let settings = args.config.load()?;
-    let store = crate::store::open(&settings.database.url).await.context("opening the database")?;
+    let store = crate::store::open(&settings.database.url)
+        .await
+        .context("opening the database")?;
     match args.command {
-        RunsCommand::List { job, state, limit, json } => {
+        RunsCommand::List {
+            job,
+            state,
+            limit,
+            json,
+        } => {
             let states = state
                 .iter()
-                .map(|s| s.parse::<RunState>().map_err(|_| UsageError(format!("unknown state {s:?}; use one of: {}", RunState::ALL.map(|s| s.as_str()).join(", ")))))
+                .map(|s| {
+                    s.parse::<RunState>().map_err(|_| {
+                        UsageError(format!(
+                            "unknown state {s:?}; use one of: {}",
+                            RunState::ALL.map(|s| s.as_str()).join(", ")
+                        ))
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let runs = store
                 .list_runs(&RunFilter {
@@ -63,7 +77,10 @@ pub async fn run(args: RunsArgs) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
-                println!("{:<36} {:<24} {:<12} {:<9} {:<8} {:<25} ERROR", "ID", "JOB", "STATE", "TRIGGER", "ATTEMPT", "CREATED");
+                println!(
+                    "{:<36} {:<24} {:<12} {:<9} {:<8} {:<25} ERROR",
+                    "ID", "JOB", "STATE", "TRIGGER", "ATTEMPT", "CREATED"
+                );
                 for run in runs {
                     println!(
                         "{:<36} {:<24} {:<12} {:<9} {:<8} {:<25} {}",
@@ -72,15 +89,25 @@ pub async fn run(args: RunsArgs) -> anyhow::Result<u8> {
                         run.state.as_str(),
                         run.trigger.as_str(),
                         format!("{}/{}", run.attempt, run.max_attempts),
-                        run.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        run.last_error.as_deref().unwrap_or("").chars().take(80).collect::<String>(),
+                        run.created_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        run.last_error
+                            .as_deref()
+                            .unwrap_or("")
+                            .chars()
+                            .take(80)
+                            .collect::<String>(),
                     );
                 }
             }
             Ok(super::EXIT_OK)
         }
         RunsCommand::Show { id, json } => {
-            let id = uuid::Uuid::parse_str(&id).map_err(|_| UsageError(format!("{id:?} is not a run id; see `asana-worker runs list`")))?;
+            let id = uuid::Uuid::parse_str(&id).map_err(|_| {
+                UsageError(format!(
+                    "{id:?} is not a run id; see `asana-worker runs list`"
+                ))
+            })?;
             let Some(run) = store.get_run(id).await? else {
                 return Err(UsageError(format!("no run {id}")).into());
             };
@@ -95,7 +122,9 @@ pub async fn run(args: RunsArgs) -> anyhow::Result<u8> {
 }
 
 fn print_run(run: &Run) {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+    };
     println!("run         {}", run.id);
     println!("job         {} ({})", run.job_name, run.kind);
     println!("state       {}", run.state);
@@ -106,7 +135,11 @@ fn print_run(run: &Run) {
     println!("created     {}", run.created_at.to_rfc3339());
     println!("started     {}", time(run.started_at));
     println!("finished    {}", time(run.finished_at));
-    println!("lease       {} until {}", run.lease_owner.as_deref().unwrap_or("-"), time(run.lease_expires_at));
+    println!(
+        "lease       {} until {}",
+        run.lease_owner.as_deref().unwrap_or("-"),
+        time(run.lease_expires_at)
+    );
     println!("rescues     {}", run.rescues);
     println!("last error  {}", run.last_error.as_deref().unwrap_or("-"));
     println!("progress    {}", run.progress);

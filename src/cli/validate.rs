@@ -14,10 +14,17 @@ pub struct ValidateArgs {
 
 /// Validates.
 pub async fn run(args: ValidateArgs) -> anyhow::Result<u8> {
-    let settings = args.config.load().map_err(|e| UsageError(format!("{e:#}")))?;
+    let settings = args
+        .config
+        .load()
+        .map_err(|e| UsageError(format!("{e:#}")))?;
     match crate::daemon::load_jobs(&settings) {
         Ok(jobs) => {
-            println!("{} job(s) in {} are valid", jobs.len(), settings.jobs.dir.display());
+            println!(
+                "{} job(s) in {} are valid",
+                jobs.len(),
+                settings.jobs.dir.display()
+            );
             for job in jobs {
                 println!(
                     "  {:<28} {:<18} {:<24} {}{}",
@@ -32,7 +39,10 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<u8> {
         }
         Err(problems) => {
             let count = problems.0.len();
-            Err(UsageError(format!("{problems}\n{count} problem(s) found; nothing was changed")).into())
+            Err(UsageError(format!(
+                "{problems}\n{count} problem(s) found; nothing was changed"
+            ))
+            .into())
         }
     }
 }

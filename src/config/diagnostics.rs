@@ -105,6 +105,26 @@ impl fmt::Display for Diagnostics {
     }
 }
 
+impl Diagnostics {
+    /// A one-line count for the end of a report, e.g. "3 problems in 2 files".
+    pub fn summary(&self) -> String {
+        let files: std::collections::BTreeSet<&Path> =
+            self.0.iter().map(|d| d.file.as_path()).collect();
+        let plural = |n: usize, word: &str| {
+            if n == 1 {
+                format!("1 {word}")
+            } else {
+                format!("{n} {word}s")
+            }
+        };
+        format!(
+            "{} in {}",
+            plural(self.0.len(), "problem"),
+            plural(files.len(), "file")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +137,21 @@ mod tests {
         assert_eq!(line_col(source, source.find('x').unwrap()), (2, 9));
         let d = Diagnostic::at(Path::new("jobs/a.toml"), source, Some(6..8), "bad").hint("fix it");
         assert_eq!(d.to_string(), "jobs/a.toml:2:1: bad\n  hint: fix it");
+    }
+
+    #[test]
+    fn reports_end_with_a_count_of_problems_and_files() {
+        let one = Diagnostic::file(Path::new("jobs/a.toml"), "empty");
+        let other = Diagnostic::file(Path::new("jobs/b.toml"), "empty");
+        assert_eq!(
+            Diagnostics(vec![one.clone()]).summary(),
+            "1 problem in 1 file"
+        );
+        assert_eq!(
+            Diagnostics(vec![one.clone(), one.clone(), other]).summary(),
+            "3 problems in 2 files"
+        );
+        let shown = Diagnostics(vec![one.clone(), one]).to_string();
+        assert_eq!(shown, "jobs/a.toml: empty\njobs/a.toml: empty");
     }
 }

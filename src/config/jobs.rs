@@ -18,6 +18,13 @@
 //!
 //! [settings]                     # the kind's own settings
 //! ```
+//!
+//! The file is first parsed into a spanned table ([`toml::de::DeTable`]), not straight into a
+//! struct: serde stops at the first error and its spans for unknown fields are coarse, while an
+//! operator fixing a deploy wants every unknown key, wrong type and bad value of every file, each
+//! at its own `line:col`. A kind's `[settings]` are checked the same way from its
+//! [`SettingInfo`] declarations (see [`JobKind::settings_info`]), then read into its typed
+//! settings struct. The complete reference is `docs/configuration.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -178,37 +185,385 @@ pub struct ValidationContext {
     pub credentials: BTreeSet<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJob {
-    name: Spanned<String>,
-    kind: Spanned<String>,
-    schedule: Option<Spanned<String>>,
-    every: Option<Spanned<String>>,
-    timezone: Option<Spanned<String>>,
-    credential: Spanned<String>,
-    misfire: Option<Spanned<String>>,
-    misfire_max: Option<Spanned<u32>>,
-    overlap: Option<Spanned<String>>,
-    max_attempts: Option<Spanned<u32>>,
-    retry_initial: Option<Spanned<String>>,
-    retry_max: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    enabled: Option<bool>,
-    settings: Option<Spanned<toml::Table>>,
+impl ValidationContext {
+    /// A context knowing the credentials declared in `config.toml`; add the names of stored
+    /// credentials to `credentials` before validating, if the daemon has a credential store.
+    pub fn from_settings(settings: &super::settings::Settings) -> Self {
+        Self {
+            credentials: settings.credentials.keys().cloned().collect(),
+        }
+    }
+
+    /// Checks that a kind's output directory can be written, so a job whose output would be
+    /// lost is rejected at `validate` time rather than hours later at its first run.
+    ///
+    /// The directory must exist and be writable, or not exist yet with its nearest existing
+    /// ancestor a writable directory (it is created at the first run). Writability is tested
+    /// by creating and removing a temporary file; nothing is left behind and nothing is
+    /// created. Kinds with output paths declare them as [`SettingType::OutputDir`] in
+    /// [`JobKind::settings_info`], and the check runs on them with the value's `line:col`.
+    pub fn check_writable_dir(&self, path: &Path) -> Result<(), String> {
+        check_writable_dir(path)
+    }
 }
 
-/// Deserializes only `[settings]`, so errors inside it keep their place in the file.
-#[derive(Debug, Deserialize)]
-struct SettingsOnly<T> {
-    #[serde(default = "Option::default")]
-    settings: Option<T>,
+/// See [`ValidationContext::check_writable_dir`]; usable without a context.
+pub fn check_writable_dir(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("the output directory is empty".into());
+    }
+    let mut existing = path;
+    loop {
+        match std::fs::metadata(existing) {
+            Ok(metadata) if metadata.is_dir() => break,
+            Ok(_) => {
+                return Err(format!(
+                    "{} is not a directory",
+                    if existing == path {
+                        format!("output path {:?}", path.display().to_string())
+                    } else {
+                        format!(
+                            "{:?} (on the way to {:?})",
+                            existing.display().to_string(),
+                            path.display().to_string()
+                        )
+                    }
+                ));
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                existing = match existing.parent() {
+                    Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+                    Some(parent) => parent,
+                    None => {
+                        return Err(format!(
+                            "no part of output directory {:?} exists",
+                            path.display().to_string()
+                        ));
+                    }
+                };
+            }
+            Err(error) => {
+                return Err(format!(
+                    "cannot inspect {:?}: {error}",
+                    existing.display().to_string()
+                ));
+            }
+        }
+    }
+    // The probe file is removed when dropped.
+    tempfile::Builder::new()
+        .prefix(".asana-worker-write-check")
+        .tempfile_in(existing)
+        .map(drop)
+        .map_err(|error| {
+            if existing == path {
+                format!(
+                    "output directory {:?} is not writable: {error}",
+                    path.display().to_string()
+                )
+            } else {
+                format!(
+                    "output directory {:?} cannot be created: {:?} is not writable: {error}",
+                    path.display().to_string(),
+                    existing.display().to_string()
+                )
+            }
+        })
+}
+
+/// Type of one setting of a kind's `[settings]` table. Settings are checked from these
+/// declarations before the kind's typed struct is read, so every wrong setting of a file is
+/// reported at once, at its own place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingType {
+    /// `true` or `false`.
+    Bool,
+    /// A non-negative integer.
+    Integer,
+    /// A string.
+    String,
+    /// A duration string such as `"30s"`.
+    Duration,
+    /// A directory the job writes into; checked with
+    /// [`ValidationContext::check_writable_dir`].
+    OutputDir,
+}
+
+impl SettingType {
+    fn describe(self) -> &'static str {
+        match self {
+            SettingType::Bool => "bool",
+            SettingType::Integer => "integer",
+            SettingType::String => "string",
+            SettingType::Duration => "duration",
+            SettingType::OutputDir => "directory path",
+        }
+    }
+}
+
+/// One accepted key of a kind's `[settings]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingInfo {
+    /// The key.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: SettingType,
+    /// Its default, as written in a job file.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+const CREDENTIAL_CHECK_SETTINGS: &[SettingInfo] = &[SettingInfo {
+    name: "expected_owner",
+    ty: SettingType::String,
+    default: "none",
+    doc: "gid or email of the user the credential must act as (fails on a swapped token)",
+}];
+
+impl JobKind {
+    /// The `[settings]` keys a kind accepts, or None for an unknown kind; used to validate
+    /// settings and to list them in hints.
+    pub fn settings_info(kind: &str) -> Option<&'static [SettingInfo]> {
+        match kind {
+            "credential_check" => Some(CREDENTIAL_CHECK_SETTINGS),
+            _ => None,
+        }
+    }
 }
 
 /// Default attempts per run.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Default cap of `misfire = "all"`.
 pub const DEFAULT_MISFIRE_MAX: u32 = 100;
+/// Default first retry delay.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(10);
+/// Default longest retry delay.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(600);
+/// Default attempt timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Longest duration a job field accepts, so interval and deadline arithmetic cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Top-level keys of a job file, in documentation order.
+pub const JOB_FIELDS: &[&str] = &[
+    "name",
+    "kind",
+    "schedule",
+    "every",
+    "timezone",
+    "credential",
+    "misfire",
+    "misfire_max",
+    "overlap",
+    "max_attempts",
+    "retry_initial",
+    "retry_max",
+    "timeout",
+    "enabled",
+    "settings",
+];
+
+const CRON_HINT: &str = "use 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 * * * *\", or an alias: @yearly @monthly @weekly @daily @hourly";
+const DURATION_HINT: &str = "write a duration such as \"30s\", \"5m\", \"1h30m\"";
+
+type Span = std::ops::Range<usize>;
+/// A job's name and its place, when the name is valid.
+type ValidName = Option<(String, Span)>;
+type Entry<'t, 'i> = (
+    &'t Spanned<toml::de::DeString<'i>>,
+    &'t Spanned<toml::de::DeValue<'i>>,
+);
+
+/// Collects the problems of one file.
+struct Checker<'a> {
+    path: &'a Path,
+    source: &'a str,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, span: Span, message: impl Into<String>, hint: impl Into<String>) {
+        self.problems
+            .push(Diagnostic::at(self.path, self.source, Some(span), message).hint(hint));
+    }
+
+    fn whole(&mut self, message: impl Into<String>, hint: impl Into<String>) {
+        self.problems
+            .push(Diagnostic::file(self.path, message).hint(hint));
+    }
+
+    fn wrong_type(
+        &mut self,
+        key: &str,
+        value: &Spanned<toml::de::DeValue<'_>>,
+        expected: &str,
+        example: &str,
+    ) {
+        self.at(
+            value.span(),
+            format!(
+                "`{key}` must be {expected}, found {}",
+                article(value.get_ref().type_str())
+            ),
+            format!("e.g. {example}"),
+        );
+    }
+
+    fn string<'t>(
+        &mut self,
+        entry: Option<Entry<'t, '_>>,
+        example: &str,
+    ) -> Option<Spanned<&'t str>> {
+        let (key, value) = entry?;
+        match value.get_ref() {
+            toml::de::DeValue::String(text) => Some(Spanned::new(value.span(), text.as_ref())),
+            _ => {
+                self.wrong_type(key.get_ref(), value, "a string", example);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, entry: Option<Entry<'_, '_>>, example: &str) -> Option<Spanned<u32>> {
+        let (key, value) = entry?;
+        match value.get_ref() {
+            toml::de::DeValue::Integer(integer) => {
+                match i128::from_str_radix(integer.as_str(), integer.radix())
+                    .ok()
+                    .and_then(|n| u32::try_from(n).ok())
+                {
+                    Some(n) => Some(Spanned::new(value.span(), n)),
+                    None => {
+                        self.at(
+                            value.span(),
+                            format!("`{key}` is out of range", key = key.get_ref()),
+                            format!("use a whole number from 1 to {}, e.g. {example}", u32::MAX),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.wrong_type(key.get_ref(), value, "an integer", example);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, entry: Option<Entry<'_, '_>>, example: &str) -> Option<bool> {
+        let (key, value) = entry?;
+        match value.get_ref() {
+            toml::de::DeValue::Boolean(flag) => Some(*flag),
+            _ => {
+                self.wrong_type(key.get_ref(), value, "true or false", example);
+                None
+            }
+        }
+    }
+
+    /// A duration field: a string such as "30s", longer than zero.
+    fn duration(
+        &mut self,
+        entry: Option<Entry<'_, '_>>,
+        example: &str,
+    ) -> Option<Spanned<Duration>> {
+        let key = entry.map(|(key, _)| key.get_ref().to_string())?;
+        if let Some((_, value)) = entry
+            && matches!(
+                value.get_ref(),
+                toml::de::DeValue::Integer(_) | toml::de::DeValue::Float(_)
+            )
+        {
+            self.at(
+                value.span(),
+                format!("`{key}` must be a duration string, found a number"),
+                format!("durations are strings with a unit, e.g. {example}"),
+            );
+            return None;
+        }
+        let text = self.string(entry, example)?;
+        match parse_duration(text.get_ref()) {
+            Ok(duration) if duration.is_zero() => {
+                self.at(
+                    text.span(),
+                    format!("`{key}` must be longer than zero"),
+                    format!("e.g. {example}"),
+                );
+                None
+            }
+            Ok(duration) if duration > MAX_DURATION => {
+                self.at(
+                    text.span(),
+                    format!("`{key}` is longer than 366 days"),
+                    "use at most \"366d\"; for yearly jobs use schedule = \"@yearly\"",
+                );
+                None
+            }
+            Ok(duration) if duration.subsec_nanos() != 0 => {
+                // Runs store their retry delays and intervals in whole seconds.
+                self.at(
+                    text.span(),
+                    format!("`{key}` must be a whole number of seconds"),
+                    format!("e.g. {example}"),
+                );
+                None
+            }
+            Ok(duration) => Some(Spanned::new(text.span(), duration)),
+            Err(message) => {
+                self.at(text.span(), message, DURATION_HINT);
+                None
+            }
+        }
+    }
+}
+
+fn article(type_name: &str) -> String {
+    match type_name {
+        "integer" | "array" => format!("an {type_name}"),
+        other => format!("a {other}"),
+    }
+}
+
+/// A key of `table`, with its own span.
+fn lookup<'t, 'i>(table: &'t toml::de::DeTable<'i>, key: &str) -> Option<Entry<'t, 'i>> {
+    table.iter().find(|(k, _)| k.get_ref() == key)
+}
+
+/// The closest of `candidates` to `word`, if close enough to be a plausible typo or a
+/// shortening (every `_`-separated word of `word` appears in the candidate).
+fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let lower = word.to_lowercase();
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let close = candidates
+        .iter()
+        .map(|candidate| {
+            (
+                strsim_distance(&lower, &candidate.to_lowercase()),
+                *candidate,
+            )
+        })
+        .filter(|(distance, candidate)| *distance <= (candidate.chars().count() / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate);
+    close.or_else(|| {
+        let words: Vec<&str> = lower.split('_').filter(|w| !w.is_empty()).collect();
+        (words.len() > 1)
+            .then(|| {
+                candidates.iter().copied().find(|candidate| {
+                    let theirs: Vec<&str> = candidate.split('_').collect();
+                    words.iter().all(|w| theirs.contains(w))
+                })
+            })
+            .flatten()
+    })
+}
 
 /// Parses and validates one job file's text.
 pub fn parse_job(
@@ -216,277 +571,544 @@ pub fn parse_job(
     source: &str,
     context: &ValidationContext,
 ) -> Result<JobSpec, Vec<Diagnostic>> {
-    let raw: RawJob =
-        toml::from_str(source).map_err(|error| vec![toml_error(path, source, &error)])?;
-    let mut problems = Vec::new();
-    let at = |span: std::ops::Range<usize>, message: String| {
-        Diagnostic::at(path, source, Some(span), message)
-    };
+    parse_job_named(path, source, context).1
+}
 
-    let name = raw.name.get_ref().trim().to_string();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        problems.push(
-            at(
-                raw.name.span(),
-                format!("invalid job name {:?}", raw.name.get_ref()),
-            )
-            .hint("use letters, digits, '-', '_' or '.', e.g. name = \"audit-log-hourly\""),
+/// Like [`parse_job`], also returning the job's name and its span whenever the name itself is
+/// valid, so duplicates are found even among files with other problems.
+fn parse_job_named(
+    path: &Path,
+    source: &str,
+    context: &ValidationContext,
+) -> (ValidName, Result<JobSpec, Vec<Diagnostic>>) {
+    let mut check = Checker {
+        path,
+        source,
+        problems: Vec::new(),
+    };
+    let (document, errors) = toml::de::DeTable::parse_recoverable(source);
+    if !errors.is_empty() {
+        // A partly recovered document would add misleading "missing field" errors.
+        for error in &errors {
+            check.problems.push(
+                Diagnostic::at(path, source, error.span(), syntax_message(error, source)).hint(
+                    "the file is not valid TOML (https://toml.io): strings need double quotes, e.g. schedule = \"@hourly\", and each key appears once",
+                ),
+            );
+        }
+        return (None, Err(sorted(check.problems)));
+    }
+    let table = document.get_ref();
+    if table.is_empty() {
+        check.whole(
+            "the job file is empty",
+            "a job needs at least: name = \"…\", kind = \"credential_check\", credential = \"…\" and schedule = \"@hourly\" (or every = \"5m\")",
         );
+        return (None, Err(check.problems));
     }
 
-    let kind = parse_kind(path, source, &raw.kind, &mut problems);
+    let mut entries: Vec<Entry<'_, '_>> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    for (key, _) in &entries {
+        let key_name: &str = key.get_ref();
+        if !JOB_FIELDS.contains(&key_name) {
+            let hint = match did_you_mean(key_name, JOB_FIELDS.iter().copied()) {
+                Some(close) => format!(
+                    "did you mean `{close}`? the job fields are {}",
+                    JOB_FIELDS.join(", ")
+                ),
+                None => format!(
+                    "the job fields are {}; a kind's own settings go under [settings]",
+                    JOB_FIELDS.join(", ")
+                ),
+            };
+            check.at(key.span(), format!("unknown field `{key_name}`"), hint);
+        }
+    }
 
-    let timezone = match &raw.timezone {
-        None => Some(Tz::UTC),
+    let name_value = check.string(lookup(table, "name"), "name = \"audit-log-hourly\"");
+    let mut valid_name = None;
+    match &name_value {
+        None if lookup(table, "name").is_none() => check.whole(
+            "missing required field `name`",
+            "add a unique name, e.g. name = \"audit-log-hourly\"",
+        ),
+        None => {}
+        Some(name) => {
+            let text = name.get_ref().trim();
+            if text.is_empty()
+                || !text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                check.at(
+                    name.span(),
+                    format!("invalid job name {:?}", name.get_ref()),
+                    "use letters, digits, '-', '_' or '.', e.g. name = \"audit-log-hourly\"",
+                );
+            } else {
+                valid_name = Some((text.to_string(), name.span()));
+            }
+        }
+    }
+
+    let kind = check_kind(&mut check, table, context);
+
+    let timezone_value = check.string(lookup(table, "timezone"), "timezone = \"Europe/Berlin\"");
+    let timezone = match &timezone_value {
+        None => lookup(table, "timezone").is_none().then_some(Tz::UTC),
         Some(zone) => match zone.get_ref().parse::<Tz>() {
             Ok(tz) => Some(tz),
             Err(_) => {
-                problems.push(
-                    at(zone.span(), format!("unknown time zone {:?}", zone.get_ref()))
-                        .hint("use an IANA zone name such as \"Europe/Berlin\", \"America/New_York\" or \"UTC\""),
+                let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+                let hint = match did_you_mean(zone.get_ref(), names) {
+                    Some(close) => format!("did you mean {close:?}? zone names are IANA names and case-sensitive"),
+                    None => "use an IANA zone name such as \"Europe/Berlin\", \"America/New_York\" or \"UTC\"".to_string(),
+                };
+                check.at(
+                    zone.span(),
+                    format!("unknown time zone {:?}", zone.get_ref()),
+                    hint,
                 );
                 None
             }
         },
     };
 
-    let schedule = match (&raw.schedule, &raw.every) {
-        (Some(_), Some(every)) => {
-            problems.push(
-                at(every.span(), "both `schedule` and `every` are set".into())
-                    .hint("keep one: a cron expression in `schedule`, or an interval in `every`"),
+    let schedule_value = check.string(lookup(table, "schedule"), "schedule = \"0 * * * *\"");
+    let every_entry = lookup(table, "every");
+    let schedule = match (lookup(table, "schedule"), every_entry) {
+        (Some(_), Some((every_key, _))) => {
+            check.at(
+                every_key.span(),
+                "both `schedule` and `every` are set",
+                "keep one: a cron expression in `schedule`, or an interval in `every`",
             );
             None
         }
         (None, None) => {
-            problems.push(
-                Diagnostic::file(path, "the job has no `schedule` or `every`")
-                    .hint("add schedule = \"*/5 * * * *\" (cron, 5 fields) or every = \"5m\""),
+            check.whole(
+                "the job has no `schedule` or `every`",
+                "add schedule = \"*/5 * * * *\" (cron, 5 fields) or every = \"5m\"",
             );
             None
         }
-        (Some(expression), None) => parse_cron(expression.get_ref())
-            .map_err(|message| {
-                problems.push(at(expression.span(), message).hint(
-                    "use 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 * * * *\", or an alias: @yearly @monthly @weekly @daily @hourly",
-                ))
+        (Some(_), None) => {
+            schedule_value.and_then(|expression| match check_cron(expression.get_ref()) {
+                Ok(cron) => Some(Schedule::Cron {
+                    expression: expression.get_ref().trim().to_string(),
+                    cron: Box::new(cron),
+                }),
+                Err((message, hint)) => {
+                    check.at(expression.span(), message, hint);
+                    None
+                }
             })
-            .ok()
-            .map(|cron| Schedule::Cron {
-                expression: expression.get_ref().trim().to_string(),
-                cron: Box::new(cron),
+        }
+        (None, Some(_)) => check
+            .duration(every_entry, "every = \"5m\"")
+            .map(|every| Schedule::Every(*every.get_ref())),
+    };
+    if let (Some(Schedule::Every(_)), Some(zone), Some(tz)) = (&schedule, &timezone_value, timezone)
+        && !always_utc(tz)
+    {
+        check.at(
+            zone.span(),
+            "`timezone` has no effect with `every`",
+            "`every` intervals are aligned to the Unix epoch in UTC; use a cron `schedule` to fire at local times, or remove `timezone`",
+        );
+    }
+
+    let credential_value = check.string(
+        lookup(table, "credential"),
+        "credential = \"service-account\"",
+    );
+    let credential = match &credential_value {
+        None if lookup(table, "credential").is_none() => {
+            check.whole(
+                "missing required field `credential`",
+                "name the credential the job uses, e.g. credential = \"service-account\"",
+            );
+            None
+        }
+        None => None,
+        Some(value) => {
+            let name = value.get_ref().trim().to_string();
+            if context.credentials.contains(&name) {
+                Some(name)
+            } else {
+                let known: Vec<&str> = context.credentials.iter().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "no credentials are configured; add one with `asana-worker creds add NAME` or under [credentials.NAME] in config.toml".to_string()
+                } else if let Some(close) = did_you_mean(&name, known.iter().copied()) {
+                    format!(
+                        "did you mean {close:?}? known credentials: {}",
+                        known.join(", ")
+                    )
+                } else {
+                    format!("known credentials: {}", known.join(", "))
+                };
+                check.at(value.span(), format!("unknown credential {name:?}"), hint);
+                None
+            }
+        }
+    };
+
+    let misfire_max = check.integer(lookup(table, "misfire_max"), "misfire_max = 100");
+    if let Some(max) = &misfire_max
+        && *max.get_ref() == 0
+    {
+        check.at(
+            max.span(),
+            "`misfire_max` must be at least 1",
+            "it caps the catch-up runs of misfire = \"all\", e.g. misfire_max = 10",
+        );
+    }
+    let misfire_value = check.string(lookup(table, "misfire"), "misfire = \"once\"");
+    let misfire = match (&misfire_value, lookup(table, "misfire")) {
+        (None, None) => Some(MisfirePolicy::Once),
+        (None, Some(_)) => None,
+        (Some(value), _) => match *value.get_ref() {
+            "once" => Some(MisfirePolicy::Once),
+            "skip" => Some(MisfirePolicy::Skip),
+            "all" => Some(MisfirePolicy::All {
+                max: misfire_max
+                    .as_ref()
+                    .map_or(DEFAULT_MISFIRE_MAX, |m| *m.get_ref()),
             }),
-        (None, Some(every)) => match parse_duration(every.get_ref()) {
-            Ok(duration) if duration >= Duration::from_secs(1) => Some(Schedule::Every(duration)),
-            Ok(_) => {
-                problems.push(at(every.span(), "`every` must be at least 1s".into()).hint("e.g. every = \"30s\""));
-                None
-            }
-            Err(message) => {
-                problems.push(at(every.span(), message).hint("write a duration such as \"30s\", \"5m\", \"1h\""));
-                None
-            }
-        },
-    };
-
-    let credential = raw.credential.get_ref().trim().to_string();
-    if !context.credentials.contains(&credential) {
-        let known: Vec<&str> = context.credentials.iter().map(String::as_str).collect();
-        let hint = if known.is_empty() {
-            "no credentials are configured; add one with `asana-worker creds add NAME` or under [credentials.NAME] in config.toml".to_string()
-        } else {
-            format!("known credentials: {}", known.join(", "))
-        };
-        problems.push(
-            at(
-                raw.credential.span(),
-                format!("unknown credential {credential:?}"),
-            )
-            .hint(hint),
-        );
-    }
-
-    let misfire_max = raw
-        .misfire_max
-        .as_ref()
-        .map(|m| *m.get_ref())
-        .unwrap_or(DEFAULT_MISFIRE_MAX);
-    let misfire = match raw
-        .misfire
-        .as_ref()
-        .map(|m| (m.get_ref().as_str(), m.span()))
-    {
-        None | Some(("once", _)) => Some(MisfirePolicy::Once),
-        Some(("skip", _)) => Some(MisfirePolicy::Skip),
-        Some(("all", _)) => Some(MisfirePolicy::All {
-            max: misfire_max.max(1),
-        }),
-        Some((other, span)) => {
-            problems.push(
-                at(span, format!("unknown misfire policy {other:?}"))
-                    .hint("use \"skip\", \"once\" or \"all\""),
-            );
-            None
-        }
-    };
-    if let (Some(max), Some(MisfirePolicy::Skip | MisfirePolicy::Once)) =
-        (&raw.misfire_max, misfire)
-    {
-        problems.push(
-            at(
-                max.span(),
-                "`misfire_max` only applies to misfire = \"all\"".into(),
-            )
-            .hint("remove it or set misfire = \"all\""),
-        );
-    }
-    let overlap = match raw
-        .overlap
-        .as_ref()
-        .map(|o| (o.get_ref().as_str(), o.span()))
-    {
-        None | Some(("skip", _)) => Some(OverlapPolicy::Skip),
-        Some(("queue", _)) => Some(OverlapPolicy::Queue),
-        Some((other, span)) => {
-            problems.push(
-                at(span, format!("unknown overlap policy {other:?}"))
-                    .hint("use \"skip\" or \"queue\""),
-            );
-            None
-        }
-    };
-    let max_attempts = match &raw.max_attempts {
-        Some(attempts) if *attempts.get_ref() == 0 => {
-            problems.push(
-                at(attempts.span(), "`max_attempts` must be at least 1".into())
-                    .hint("1 means no retries"),
-            );
-            DEFAULT_MAX_ATTEMPTS
-        }
-        Some(attempts) => *attempts.get_ref(),
-        None => DEFAULT_MAX_ATTEMPTS,
-    };
-    let mut duration_field =
-        |field: &Option<Spanned<String>>, default: Duration, name: &str| match field {
-            None => default,
-            Some(value) => match parse_duration(value.get_ref()) {
-                Ok(duration) if !duration.is_zero() => duration,
-                Ok(_) => {
-                    problems.push(
-                        at(value.span(), format!("`{name}` must be longer than zero"))
-                            .hint("e.g. \"30s\""),
-                    );
-                    default
-                }
-                Err(message) => {
-                    problems.push(
-                        at(value.span(), message)
-                            .hint("write a duration such as \"30s\", \"5m\", \"1h\""),
-                    );
-                    default
-                }
-            },
-        };
-    let retry_initial =
-        duration_field(&raw.retry_initial, Duration::from_secs(10), "retry_initial");
-    let retry_max = duration_field(&raw.retry_max, Duration::from_secs(600), "retry_max");
-    let timeout = duration_field(&raw.timeout, Duration::from_secs(3600), "timeout");
-    if retry_initial > retry_max
-        && let Some(value) = &raw.retry_initial
-    {
-        problems.push(
-            at(
-                value.span(),
-                "`retry_initial` is longer than `retry_max`".into(),
-            )
-            .hint("make retry_initial the shorter of the two"),
-        );
-    }
-
-    if let Some(settings) = &raw.settings
-        && kind.is_none()
-        && raw.kind.get_ref().is_empty()
-    {
-        problems.push(at(
-            settings.span(),
-            "[settings] given without a kind".into(),
-        ));
-    }
-
-    match (
-        kind,
-        schedule,
-        timezone,
-        misfire,
-        overlap,
-        problems.is_empty(),
-    ) {
-        (Some(kind), Some(schedule), Some(timezone), Some(misfire), Some(overlap), true) => {
-            Ok(JobSpec {
-                name,
-                kind,
-                schedule,
-                timezone,
-                credential,
-                misfire,
-                overlap,
-                max_attempts,
-                retry_initial,
-                retry_max,
-                timeout,
-                enabled: raw.enabled.unwrap_or(true),
-                source: path.to_path_buf(),
-            })
-        }
-        _ => Err(problems),
-    }
-}
-
-fn parse_kind(
-    path: &Path,
-    source: &str,
-    kind: &Spanned<String>,
-    problems: &mut Vec<Diagnostic>,
-) -> Option<JobKind> {
-    match kind.get_ref().as_str() {
-        "credential_check" => match toml::from_str::<SettingsOnly<CredentialCheckSettings>>(source)
-        {
-            Ok(parsed) => Some(JobKind::CredentialCheck(
-                parsed.settings.unwrap_or_default(),
-            )),
-            Err(error) => {
-                problems.push(
-                    toml_error(path, source, &error)
-                        .hint("credential_check accepts: expected_owner (a user gid or email)"),
+            other => {
+                check.at(
+                    value.span(),
+                    format!("unknown misfire policy {other:?}"),
+                    enum_hint(other, &["skip", "once", "all"]),
                 );
                 None
             }
         },
-        other => {
-            let suggestion = JobKind::NAMES
-                .iter()
-                .min_by_key(|name| strsim_distance(name, other))
-                .map(|name| {
-                    format!(
-                        "did you mean {name:?}? known kinds: {}",
-                        JobKind::NAMES.join(", ")
-                    )
-                })
-                .unwrap_or_default();
-            problems.push(
-                Diagnostic::at(
-                    path,
-                    source,
-                    Some(kind.span()),
-                    format!("unknown job kind {other:?}"),
-                )
-                .hint(suggestion),
+    };
+    if let (Some(max), Some(MisfirePolicy::Skip | MisfirePolicy::Once)) = (&misfire_max, misfire) {
+        check.at(
+            max.span(),
+            "`misfire_max` only applies to misfire = \"all\"",
+            "remove it or set misfire = \"all\"",
+        );
+    }
+
+    let overlap_value = check.string(lookup(table, "overlap"), "overlap = \"skip\"");
+    let overlap = match (&overlap_value, lookup(table, "overlap")) {
+        (None, None) => Some(OverlapPolicy::Skip),
+        (None, Some(_)) => None,
+        (Some(value), _) => match *value.get_ref() {
+            "skip" => Some(OverlapPolicy::Skip),
+            "queue" => Some(OverlapPolicy::Queue),
+            other => {
+                check.at(
+                    value.span(),
+                    format!("unknown overlap policy {other:?}"),
+                    enum_hint(other, &["skip", "queue"]),
+                );
+                None
+            }
+        },
+    };
+
+    let max_attempts = match check.integer(lookup(table, "max_attempts"), "max_attempts = 5") {
+        Some(attempts) if *attempts.get_ref() == 0 => {
+            check.at(
+                attempts.span(),
+                "`max_attempts` must be at least 1",
+                "1 means no retries, e.g. max_attempts = 5",
             );
             None
+        }
+        Some(attempts) => Some(*attempts.get_ref()),
+        None => lookup(table, "max_attempts")
+            .is_none()
+            .then_some(DEFAULT_MAX_ATTEMPTS),
+    };
+    let retry_initial = check.duration(lookup(table, "retry_initial"), "retry_initial = \"10s\"");
+    let retry_max = check.duration(lookup(table, "retry_max"), "retry_max = \"10m\"");
+    let timeout = check.duration(lookup(table, "timeout"), "timeout = \"30m\"");
+    let or_default = |value: &Option<Spanned<Duration>>, key: &str, default: Duration| match value {
+        Some(value) => Some(*value.get_ref()),
+        None => lookup(table, key).is_none().then_some(default),
+    };
+    let retry_initial_value = or_default(&retry_initial, "retry_initial", DEFAULT_RETRY_INITIAL);
+    let retry_max_value = or_default(&retry_max, "retry_max", DEFAULT_RETRY_MAX);
+    let timeout_value = or_default(&timeout, "timeout", DEFAULT_TIMEOUT);
+    if let (Some(initial), Some(max)) = (retry_initial_value, retry_max_value)
+        && initial > max
+    {
+        let span = match (&retry_initial, &retry_max) {
+            (Some(value), _) | (None, Some(value)) => value.span(),
+            (None, None) => 0..0,
+        };
+        check.at(
+            span,
+            format!(
+                "`retry_initial` ({}) is longer than `retry_max` ({})",
+                humantime::format_duration(initial),
+                humantime::format_duration(max)
+            ),
+            "retry delays grow from retry_initial up to retry_max; make retry_initial the shorter (defaults: 10s and 10m)",
+        );
+    }
+    let enabled = match check.boolean(lookup(table, "enabled"), "enabled = false") {
+        Some(flag) => Some(flag),
+        None => lookup(table, "enabled").is_none().then_some(true),
+    };
+
+    let problems = sorted(check.problems);
+    let spec = match (
+        valid_name.clone(),
+        kind,
+        schedule,
+        timezone,
+        credential,
+        misfire,
+        overlap,
+        max_attempts,
+        retry_initial_value,
+        retry_max_value,
+        timeout_value,
+        enabled,
+    ) {
+        (
+            Some((name, _)),
+            Some(kind),
+            Some(schedule),
+            Some(timezone),
+            Some(credential),
+            Some(misfire),
+            Some(overlap),
+            Some(max_attempts),
+            Some(retry_initial),
+            Some(retry_max),
+            Some(timeout),
+            Some(enabled),
+        ) if problems.is_empty() => Ok(JobSpec {
+            name,
+            kind,
+            schedule,
+            timezone,
+            credential,
+            misfire,
+            overlap,
+            max_attempts,
+            retry_initial,
+            retry_max,
+            timeout,
+            enabled,
+            source: path.to_path_buf(),
+        }),
+        _ => Err(problems),
+    };
+    (valid_name, spec)
+}
+
+/// Whether a zone is UTC under another name ("Etc/UTC", "GMT", …): harmless with `every`.
+fn always_utc(tz: Tz) -> bool {
+    use chrono::Offset;
+    [(2026, 1), (2026, 7)].iter().all(|&(year, month)| {
+        Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+            .single()
+            .is_some_and(|t| t.with_timezone(&tz).offset().fix().local_minus_utc() == 0)
+    })
+}
+
+/// Problems of one file in the order of their place in it; problems of the whole file first.
+fn sorted(mut problems: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    problems.sort_by_key(|d| (d.line, d.column));
+    problems
+}
+
+fn enum_hint(value: &str, allowed: &[&str]) -> String {
+    let list = allowed
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match did_you_mean(value, allowed.iter().copied()) {
+        Some(close) => format!("did you mean {close:?}? use one of {list}"),
+        None => format!("use one of {list}"),
+    }
+}
+
+fn syntax_message(error: &toml::de::Error, source: &str) -> String {
+    let message = error.message().trim();
+    let message = message.strip_suffix('.').unwrap_or(message);
+    // Name the key of a "duplicate key" error: the span covers it.
+    let key = error
+        .span()
+        .and_then(|span| source.get(span))
+        .filter(|text| {
+            message.contains("key") && !text.is_empty() && text.len() <= 64 && !text.contains('\n')
+        });
+    match key {
+        Some(key) => format!("invalid TOML: {message} `{key}`"),
+        None => format!("invalid TOML: {message}"),
+    }
+}
+
+/// The kind and its settings; problems go to `check`.
+fn check_kind(
+    check: &mut Checker<'_>,
+    table: &toml::de::DeTable<'_>,
+    context: &ValidationContext,
+) -> Option<JobKind> {
+    let settings_entry = lookup(table, "settings");
+    let settings = match settings_entry {
+        Some((_, value)) if !value.get_ref().is_table() => {
+            check.wrong_type(
+                "settings",
+                value,
+                "a table",
+                "[settings] on its own line, followed by the kind's settings",
+            );
+            return None;
+        }
+        other => other.map(|(_, value)| value),
+    };
+    let kind_entry = lookup(table, "kind");
+    let Some(kind) = check.string(kind_entry, "kind = \"credential_check\"") else {
+        if kind_entry.is_none() {
+            check.whole(
+                "missing required field `kind`",
+                format!("add the kind of job, one of: {}", JobKind::NAMES.join(", ")),
+            );
+        }
+        return None;
+    };
+    let Some(infos) = JobKind::settings_info(kind.get_ref()) else {
+        let hint = match did_you_mean(kind.get_ref(), JobKind::NAMES.iter().copied()) {
+            Some(close) => format!(
+                "did you mean {close:?}? known kinds: {}",
+                JobKind::NAMES.join(", ")
+            ),
+            None => format!("known kinds: {}", JobKind::NAMES.join(", ")),
+        };
+        check.at(
+            kind.span(),
+            format!("unknown job kind {:?}", kind.get_ref()),
+            hint,
+        );
+        return None;
+    };
+    let before = check.problems.len();
+    if let Some(toml::de::DeValue::Table(settings_table)) = settings.map(|s| s.get_ref()) {
+        check_settings(check, kind.get_ref(), infos, settings_table, context);
+    }
+    if check.problems.len() > before {
+        return None;
+    }
+    let empty = Spanned::new(0..0, toml::de::DeValue::Table(toml::de::DeTable::new()));
+    let value = settings.cloned().unwrap_or(empty);
+    let deserializer = toml::de::ValueDeserializer::from(value);
+    let result = match *kind.get_ref() {
+        "credential_check" => {
+            CredentialCheckSettings::deserialize(deserializer).map(JobKind::CredentialCheck)
+        }
+        other => {
+            check.at(
+                kind.span(),
+                format!("job kind {other:?} has no settings reader"),
+                "this is a bug in asana-worker",
+            );
+            return None;
+        }
+    };
+    match result {
+        Ok(kind) => Some(kind),
+        Err(error) => {
+            // The declarations in settings_info and the struct disagree; still point at the place.
+            let message = error.message().trim().to_string();
+            check.problems.push(
+                Diagnostic::at(check.path, check.source, error.span(), message)
+                    .hint(settings_hint(kind.get_ref(), infos)),
+            );
+            None
+        }
+    }
+}
+
+fn settings_hint(kind: &str, infos: &[SettingInfo]) -> String {
+    if infos.is_empty() {
+        return format!("{kind} takes no settings; remove [settings]");
+    }
+    let list = infos
+        .iter()
+        .map(|info| {
+            format!(
+                "{} ({}, default {})",
+                info.name,
+                info.ty.describe(),
+                info.default
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{kind} accepts: {list}")
+}
+
+/// Checks a `[settings]` table against a kind's declared settings: every unknown key and every
+/// wrong value is reported, each at its own place inside the table.
+fn check_settings(
+    check: &mut Checker<'_>,
+    kind: &str,
+    infos: &[SettingInfo],
+    settings: &toml::de::DeTable<'_>,
+    context: &ValidationContext,
+) {
+    let mut entries: Vec<Entry<'_, '_>> = settings.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    for entry in entries {
+        let (key, value) = entry;
+        let Some(info) = infos
+            .iter()
+            .find(|info| info.name == key.get_ref().as_ref())
+        else {
+            let hint = match did_you_mean(key.get_ref(), infos.iter().map(|info| info.name)) {
+                Some(close) => format!("did you mean `{close}`? {}", settings_hint(kind, infos)),
+                None => settings_hint(kind, infos),
+            };
+            check.at(
+                key.span(),
+                format!("unknown setting `{}` for kind {kind:?}", key.get_ref()),
+                hint,
+            );
+            continue;
+        };
+        let example = match info.ty {
+            SettingType::Bool => format!("{} = true", info.name),
+            SettingType::Integer => format!("{} = 10", info.name),
+            SettingType::String => format!("{} = \"…\"", info.name),
+            SettingType::Duration => format!("{} = \"30s\"", info.name),
+            SettingType::OutputDir => format!("{} = \"/var/lib/asana-worker/out\"", info.name),
+        };
+        match info.ty {
+            SettingType::Bool => {
+                check.boolean(Some(entry), &example);
+            }
+            SettingType::Integer => {
+                check.integer(Some(entry), &example);
+            }
+            SettingType::String => {
+                check.string(Some(entry), &example);
+            }
+            SettingType::Duration => {
+                check.duration(Some(entry), &example);
+            }
+            SettingType::OutputDir => {
+                if let Some(dir) = check.string(Some(entry), &example)
+                    && let Err(message) = context.check_writable_dir(Path::new(dir.get_ref()))
+                {
+                    check.at(
+                        value.span(),
+                        format!("`{}`: {message}", info.name),
+                        "point it at a directory the daemon's user can write, or create it with the right owner",
+                    );
+                }
+            }
         }
     }
 }
@@ -510,39 +1132,117 @@ fn strsim_distance(a: &str, b: &str) -> usize {
     previous[b_chars.len()]
 }
 
-fn toml_error(path: &Path, source: &str, error: &toml::de::Error) -> Diagnostic {
-    let message = error.message().trim().to_string();
-    let hint = if message.contains("unknown field") {
-        Some(
-            "check the spelling; the job fields are name, kind, schedule, every, timezone, credential, misfire, misfire_max, overlap, max_attempts, retry_initial, retry_max, timeout, enabled and [settings]",
-        )
-    } else if message.contains("missing field") {
-        Some("every job needs name, kind and credential")
-    } else {
-        None
-    };
-    let diagnostic = Diagnostic::at(path, source, error.span(), message);
-    match hint {
-        Some(hint) => diagnostic.hint(hint),
-        None => diagnostic,
-    }
+/// Parses a 5-field cron expression or alias (no seconds, no year), and rejects one that never
+/// fires (such as February 30th).
+pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    check_cron(expression).map_err(|(message, _)| message)
 }
 
-/// Parses a 5-field cron expression or alias (no seconds, no year).
-pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    let trimmed = expression.trim();
-    if !trimmed.starts_with('@') && trimmed.split_whitespace().count() != 5 {
-        return Err(format!(
-            "cron expression {expression:?} has {} fields, 5 expected",
-            trimmed.split_whitespace().count()
-        ));
-    }
+/// Cron aliases croner accepts (case-insensitive).
+const CRON_ALIASES: &[&str] = &[
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@hourly",
+];
+/// The five fields, with their ranges, to say which one is wrong.
+const CRON_FIELDS: &[(&str, &str)] = &[
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT (0 and 7 are Sunday)"),
+];
+
+fn cron_parser() -> CronParser {
     CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build()
-        .parse(trimmed)
-        .map_err(|error| format!("invalid cron expression {expression:?}: {error}"))
+}
+
+/// A cron expression, or what is wrong with it and a hint.
+fn check_cron(expression: &str) -> Result<Cron, (String, String)> {
+    let trimmed = expression.trim();
+    let fields: Vec<&str> = trimmed.split_whitespace().collect();
+    if trimmed.is_empty() {
+        return Err(("the cron expression is empty".into(), CRON_HINT.into()));
+    }
+    if trimmed.starts_with('@') {
+        if !CRON_ALIASES
+            .iter()
+            .any(|alias| alias.eq_ignore_ascii_case(trimmed))
+        {
+            let hint = match did_you_mean(trimmed, CRON_ALIASES.iter().copied()) {
+                Some(close) => format!(
+                    "did you mean {close:?}? aliases: {}",
+                    CRON_ALIASES.join(" ")
+                ),
+                None => format!(
+                    "aliases: {}; for other intervals use every = \"5m\" or 5 cron fields",
+                    CRON_ALIASES.join(" ")
+                ),
+            };
+            return Err((format!("unknown cron alias {trimmed:?}"), hint));
+        }
+    } else if fields.len() != 5 {
+        let hint = if fields.len() == 6 {
+            "asana-worker has no seconds field (nor a year): drop the first (or last) field and use minute hour day-of-month month day-of-week".to_string()
+        } else {
+            CRON_HINT.to_string()
+        };
+        return Err((
+            format!(
+                "cron expression {expression:?} has {} fields, 5 expected",
+                fields.len()
+            ),
+            hint,
+        ));
+    }
+    let cron = cron_parser().parse(trimmed).map_err(|error| {
+        let detail = match &error {
+            croner::errors::CronError::InvalidPattern(message)
+            | croner::errors::CronError::IllegalCharacters(message)
+            | croner::errors::CronError::ComponentError(message) => message.clone(),
+            other => other.to_string(),
+        };
+        let detail = detail.trim().trim_end_matches('.');
+        // Name the field: the first one whose replacement by `*` makes the expression parse.
+        let culprit = (0..fields.len().min(CRON_FIELDS.len())).find(|&i| {
+            let mut patched = fields.clone();
+            patched[i] = "*";
+            cron_parser().parse(&patched.join(" ")).is_ok()
+        });
+        match culprit {
+            Some(i) => (
+                format!(
+                    "invalid cron expression {expression:?}: {} field {:?}: {detail}",
+                    CRON_FIELDS[i].0, fields[i]
+                ),
+                format!(
+                    "{} takes {}, lists (1,5), ranges (1-5) and steps (*/15)",
+                    CRON_FIELDS[i].0, CRON_FIELDS[i].1
+                ),
+            ),
+            None => (
+                format!("invalid cron expression {expression:?}: {detail}"),
+                CRON_HINT.to_string(),
+            ),
+        }
+    })?;
+    let reference = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
+    if let Some(reference) = reference
+        && cron.find_next_occurrence(&reference, false).is_err()
+    {
+        return Err((
+            format!("cron expression {expression:?} never fires"),
+            "its day-of-month and month never meet (such as February 30th); check the date fields"
+                .into(),
+        ));
+    }
+    Ok(cron)
 }
 
 /// Parses a duration such as `30s`, `5m`, `1h30m`.
@@ -551,8 +1251,51 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|error| format!("invalid duration {text:?}: {error}"))
 }
 
-/// Loads every `*.toml` in `dir` (sorted by file name). All problems of all files are returned
-/// together; names must be unique across files.
+/// Reads one job file: regular file, UTF-8. A byte that is not UTF-8 is located.
+fn read_job_file(path: &Path) -> Result<String, Diagnostic> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => {
+            return Err(Diagnostic::file(path, "is a directory, not a job file").hint(
+                "job files are regular files named NAME.toml; rename or move this directory out of the jobs directory",
+            ));
+        }
+        Ok(_) => {}
+        Err(error) => {
+            return Err(
+                Diagnostic::file(path, format!("cannot read job file: {error}"))
+                    .hint("check that it exists and the daemon's user may read it"),
+            );
+        }
+    }
+    let bytes = std::fs::read(path).map_err(|error| {
+        Diagnostic::file(path, format!("cannot read job file: {error}"))
+            .hint("check that it exists and the daemon's user may read it")
+    })?;
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = error.utf8_error().valid_up_to();
+        let bytes = error.as_bytes();
+        let prefix = String::from_utf8_lossy(&bytes[..valid]);
+        let byte = bytes.get(valid).copied().unwrap_or_default();
+        Diagnostic::at(
+            path,
+            &prefix,
+            Some(valid..valid),
+            format!("the file is not valid UTF-8 (byte 0x{byte:02x})"),
+        )
+        .hint("job files are UTF-8 text; re-save the file as UTF-8")
+    })
+}
+
+/// Reads and validates one job file (for checking a single file, e.g. before copying it into
+/// the jobs directory).
+pub fn load_file(path: &Path, context: &ValidationContext) -> Result<JobSpec, Vec<Diagnostic>> {
+    let source = read_job_file(path).map_err(|problem| vec![problem])?;
+    parse_job(path, &source, context)
+}
+
+/// Loads every `*.toml` in `dir` (sorted by file name; names starting with `.`, such as editor
+/// lock files, are skipped). All problems of all files are returned together, in file order;
+/// names must be unique across files. A `*.toml` that is not a regular file is a problem.
 pub fn load_dir(dir: &Path, context: &ValidationContext) -> Result<Vec<JobSpec>, Diagnostics> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -561,64 +1304,68 @@ pub fn load_dir(dir: &Path, context: &ValidationContext) -> Result<Vec<JobSpec>,
                 .hint("set jobs.dir in config.toml or ASANA_WORKER__JOBS__DIR to a readable directory")]));
         }
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
-        .collect();
+    let mut problems = Vec::new();
+    let mut paths = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => {
+                let path = entry.path();
+                let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                if !hidden && path.extension().is_some_and(|ext| ext == "toml") {
+                    paths.push(path);
+                }
+            }
+            Err(error) => problems.push(
+                Diagnostic::file(dir, format!("cannot list the jobs directory: {error}"))
+                    .hint("check the directory's permissions"),
+            ),
+        }
+    }
     paths.sort();
     let mut jobs = Vec::new();
-    let mut problems = Vec::new();
     let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in paths {
-        let source = match std::fs::read_to_string(&path) {
+        let source = match read_job_file(&path) {
             Ok(source) => source,
-            Err(error) => {
-                problems.push(Diagnostic::file(
-                    &path,
-                    format!("cannot read job file: {error}"),
-                ));
+            Err(problem) => {
+                problems.push(problem);
                 continue;
             }
         };
-        match parse_job(&path, &source, context) {
+        let (name, result) = parse_job_named(&path, &source, context);
+        let mut found = match result {
             Ok(job) => {
-                if let Some(first) = names.get(&job.name) {
-                    let span = name_span(&source);
-                    problems.push(
-                        Diagnostic::at(
-                            &path,
-                            &source,
-                            span,
-                            format!("duplicate job name {:?}", job.name),
-                        )
-                        .hint(format!(
-                            "it is already defined in {}; job names must be unique",
-                            first.display()
-                        )),
-                    );
-                } else {
-                    names.insert(job.name.clone(), path.clone());
-                    jobs.push(job);
-                }
+                jobs.push(job);
+                Vec::new()
             }
-            Err(mut found) => problems.append(&mut found),
+            Err(found) => found,
+        };
+        if let Some((name, span)) = name {
+            if let Some(first) = names.get(&name) {
+                found.push(
+                    Diagnostic::at(
+                        &path,
+                        &source,
+                        Some(span),
+                        format!("duplicate job name {name:?}"),
+                    )
+                    .hint(format!(
+                        "it is already defined in {}; job names must be unique",
+                        first.display()
+                    )),
+                );
+                jobs.retain(|job| job.source != path);
+            } else {
+                names.insert(name, path.clone());
+            }
         }
+        problems.extend(sorted(found));
     }
     if problems.is_empty() {
         Ok(jobs)
     } else {
         Err(Diagnostics(problems))
     }
-}
-
-fn name_span(source: &str) -> Option<std::ops::Range<usize>> {
-    #[derive(Deserialize)]
-    struct NameOnly {
-        name: Spanned<String>,
-    }
-    toml::from_str::<NameOnly>(source)
-        .ok()
-        .map(|n| n.name.span())
 }
 
 #[cfg(test)]
@@ -672,12 +1419,13 @@ mod tests {
         let errors = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"61 * * * *\"\ntimezone = \"Mars/Olympus\"\ncredential = \"nobody\"\n").unwrap_err();
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 3, "{text:#?}");
+        // In the order of their place in the file.
         assert!(
-            text[0].starts_with("jobs/t.toml:4:12: unknown time zone"),
+            text[0].starts_with("jobs/t.toml:3:12: invalid cron expression"),
             "{text:#?}"
         );
         assert!(
-            text[1].starts_with("jobs/t.toml:3:12: invalid cron expression"),
+            text[1].starts_with("jobs/t.toml:4:12: unknown time zone"),
             "{text:#?}"
         );
         assert!(
@@ -685,5 +1433,207 @@ mod tests {
             "{text:#?}"
         );
         assert!(text[2].contains("known credentials: sa"));
+    }
+
+    #[test]
+    fn writable_dirs_pass_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = context();
+        context.check_writable_dir(dir.path()).unwrap();
+        // Not there yet, but its parent is writable: it can be created at the first run.
+        let nested = dir.path().join("out/daily");
+        context.check_writable_dir(&nested).unwrap();
+        assert!(!nested.exists(), "the check must not create the directory");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_not_a_writable_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("report.csv");
+        std::fs::write(&file, "x").unwrap();
+        let error = check_writable_dir(&file).unwrap_err();
+        assert!(error.contains("is not a directory"), "{error}");
+        let below = file.join("sub");
+        let error = check_writable_dir(&below).unwrap_err();
+        assert!(
+            error.contains("report.csv") && error.contains("is not a directory"),
+            "{error}"
+        );
+        assert!(check_writable_dir(Path::new("")).is_err());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_read_only_dir_is_not_writable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // root writes anywhere; only assert where permissions are enforced.
+        let enforced = std::fs::write(locked.join("probe"), "x").is_err();
+        let result = check_writable_dir(&locked.join("new"));
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if enforced {
+            let error = result.unwrap_err();
+            assert!(error.contains("cannot be created"), "{error}");
+        } else {
+            result.unwrap();
+            assert_eq!(
+                std::fs::read_dir(&locked).unwrap().count(),
+                1,
+                "only the probe written above"
+            );
+        }
+    }
+
+    /// Output paths of future kinds are checked where they are written in `[settings]`.
+    #[test]
+    fn output_dir_settings_are_checked_in_place() {
+        const SETTINGS: &[SettingInfo] = &[
+            SettingInfo {
+                name: "output_dir",
+                ty: SettingType::OutputDir,
+                default: "\"exports\"",
+                doc: "where files go",
+            },
+            SettingInfo {
+                name: "page_size",
+                ty: SettingType::Integer,
+                default: "100",
+                doc: "page size",
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("blocker");
+        std::fs::write(&file, "x").unwrap();
+        let source = format!(
+            "[settings]\noutput_dir = {:?}\npage_size = \"big\"\npage_sise = 3\n",
+            file.join("out").display().to_string()
+        );
+        let (document, errors) = toml::de::DeTable::parse_recoverable(&source);
+        assert!(errors.is_empty());
+        let Some(toml::de::DeValue::Table(settings)) =
+            document.get_ref().get("settings").map(|v| v.get_ref())
+        else {
+            panic!("no settings table");
+        };
+        let mut check = Checker {
+            path: Path::new("jobs/x.toml"),
+            source: &source,
+            problems: Vec::new(),
+        };
+        check_settings(&mut check, "future_export", SETTINGS, settings, &context());
+        let text: Vec<String> = sorted(check.problems)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text.len(), 3, "{text:#?}");
+        assert!(
+            text[0].starts_with("jobs/x.toml:2:14: `output_dir`: "),
+            "{text:#?}"
+        );
+        assert!(text[0].contains("is not a directory"), "{text:#?}");
+        assert!(
+            text[1].starts_with("jobs/x.toml:3:13: `page_size` must be an integer, found a string"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("jobs/x.toml:4:1: unknown setting `page_sise`"),
+            "{text:#?}"
+        );
+        assert!(text[2].contains("did you mean `page_size`?"), "{text:#?}");
+    }
+
+    #[test]
+    fn windows_line_endings_and_a_byte_order_mark_are_accepted() {
+        let job = parse("\u{feff}name = \"a\"\r\nkind = \"credential_check\"\r\nevery = \"1h\"\r\ncredential = \"sa\"\r\n").unwrap();
+        assert_eq!(job.name, "a");
+        let errors = parse("name = \"a\"\r\nkind = \"credential_check\"\r\nevery = \"0s\"\r\ncredential = \"sa\"\r\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("jobs/t.toml:3:9: `every` must be longer than zero"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    /// Documented in docs/configuration.md: croner's default, as in Vixie cron, fires when
+    /// either day-of-month or day-of-week matches if both are restricted.
+    #[test]
+    fn day_of_month_and_day_of_week_are_alternatives() {
+        let job = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"0 0 13 * FRI\"\ncredential = \"sa\"\n").unwrap();
+        // Thursday 2026-01-01: the next Friday (the 2nd) comes before the 13th.
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let first = job.next_fire_after(t).unwrap();
+        assert_eq!(first, Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap());
+        // After Friday the 9th comes Tuesday the 13th.
+        let t = Utc.with_ymd_and_hms(2026, 1, 9, 12, 0, 0).unwrap();
+        assert_eq!(
+            job.next_fire_after(t),
+            Some(Utc.with_ymd_and_hms(2026, 1, 13, 0, 0, 0).unwrap())
+        );
+        // croner's extensions: the last day of the month.
+        let job = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"0 0 L * *\"\ncredential = \"sa\"\n").unwrap();
+        assert_eq!(
+            job.next_fire_after(Utc.with_ymd_and_hms(2026, 2, 3, 0, 0, 0).unwrap()),
+            Some(Utc.with_ymd_and_hms(2026, 2, 28, 0, 0, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn cron_is_evaluated_in_the_jobs_time_zone() {
+        let job = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"0 9 * * *\"\ntimezone = \"America/New_York\"\ncredential = \"sa\"\n").unwrap();
+        // 09:00 in New York is 14:00 UTC in winter, 13:00 UTC in summer.
+        let winter = Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap();
+        assert_eq!(
+            job.next_fire_after(winter),
+            Some(Utc.with_ymd_and_hms(2026, 1, 5, 14, 0, 0).unwrap())
+        );
+        let summer = Utc.with_ymd_and_hms(2026, 7, 6, 0, 0, 0).unwrap();
+        assert_eq!(
+            job.next_fire_after(summer),
+            Some(Utc.with_ymd_and_hms(2026, 7, 6, 13, 0, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn every_accepts_utc_under_any_name_but_not_a_local_zone() {
+        for zone in ["UTC", "Etc/UTC", "GMT"] {
+            parse(&format!("name = \"a\"\nkind = \"credential_check\"\nevery = \"1h\"\ntimezone = \"{zone}\"\ncredential = \"sa\"\n")).unwrap();
+        }
+        let errors = parse("name = \"a\"\nkind = \"credential_check\"\nevery = \"1h\"\ntimezone = \"Europe/London\"\ncredential = \"sa\"\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].message, "`timezone` has no effect with `every`");
+    }
+
+    #[test]
+    fn the_context_knows_the_configured_credentials() {
+        let mut settings = crate::config::settings::Settings::default();
+        settings.credentials.insert(
+            "sa".into(),
+            crate::config::settings::CredentialSettings {
+                kind: crate::config::settings::CredentialKind::ServiceAccount,
+                tier: Default::default(),
+                token_file: None,
+                token_env: Some("SA_TOKEN".into()),
+                requests_per_minute: None,
+            },
+        );
+        let context = ValidationContext::from_settings(&settings);
+        let source =
+            "name = \"a\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\n";
+        parse_job(Path::new("jobs/t.toml"), source, &context).unwrap();
+        assert!(
+            parse_job(
+                Path::new("jobs/t.toml"),
+                source,
+                &ValidationContext::default()
+            )
+            .is_err()
+        );
     }
 }

@@ -24,7 +24,9 @@ pub enum CredentialError {
     #[error("unknown credential {0:?}; declare it under [credentials.{0}] in config.toml")]
     Unknown(String),
     /// The token file could not be read.
-    #[error("cannot read the token of credential {name:?} from {path}: {source}; check the file exists and is readable by the daemon")]
+    #[error(
+        "cannot read the token of credential {name:?} from {path}: {source}; check the file exists and is readable by the daemon"
+    )]
     ReadFile {
         /// Credential.
         name: String,
@@ -34,7 +36,9 @@ pub enum CredentialError {
         source: std::io::Error,
     },
     /// The environment variable is not set.
-    #[error("the token of credential {name:?} should be in the environment variable {var}, which is not set")]
+    #[error(
+        "the token of credential {name:?} should be in the environment variable {var}, which is not set"
+    )]
     MissingEnv {
         /// Credential.
         name: String,
@@ -102,7 +106,9 @@ pub fn read_token(name: &str, source: &TokenSource) -> Result<SecretString, Cred
 
 fn modified(source: &TokenSource) -> Option<SystemTime> {
     match source {
-        TokenSource::File(path) => std::fs::metadata(resolve_token_path(path)).and_then(|m| m.modified()).ok(),
+        TokenSource::File(path) => std::fs::metadata(resolve_token_path(path))
+            .and_then(|m| m.modified())
+            .ok(),
         TokenSource::Env(_) => None,
     }
 }
@@ -184,7 +190,10 @@ impl ClientPool {
 
     /// The client of `name`: built on first use, its token refreshed when the token file changed.
     pub fn client(&self, name: &str) -> Result<AsanaClient, CredentialError> {
-        let spec = self.specs.get(name).ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
+        let spec = self
+            .specs
+            .get(name)
+            .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         let now_modified = modified(&spec.source);
         if let Some(cached) = clients.get_mut(name) {
@@ -214,10 +223,11 @@ impl ClientPool {
             request_timeout_secs: self.asana.request_timeout_secs,
             ..ClientConfig::with_base_url(self.asana.base_url.clone())
         };
-        let client = AsanaClient::new(config, token, budget).map_err(|e| CredentialError::Client {
-            name: name.to_string(),
-            message: e.to_string(),
-        })?;
+        let client =
+            AsanaClient::new(config, token, budget).map_err(|e| CredentialError::Client {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
         clients.insert(
             name.to_string(),
             CachedClient {

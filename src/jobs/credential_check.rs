@@ -13,7 +13,12 @@ use crate::worker::{JobOutcome, RunContext};
 pub const OWNER_KEY: &str = "owner";
 
 /// Runs one check.
-pub async fn run(ctx: &RunContext, job: &JobSpec, settings: &CredentialCheckSettings, client: &AsanaClient) -> JobOutcome {
+pub async fn run(
+    ctx: &RunContext,
+    job: &JobSpec,
+    settings: &CredentialCheckSettings,
+    client: &AsanaClient,
+) -> JobOutcome {
     let me = match client.me(&["name", "email", "workspaces.name"]).await {
         Ok(me) => me,
         Err(error) => return super::outcome_for_error(&job.credential, &error),

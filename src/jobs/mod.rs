@@ -25,11 +25,13 @@ use crate::worker::{JobOutcome, JobRunner, RunContext};
 /// handling for.
 pub fn outcome_for_error(credential: &str, error: &AsanaError) -> JobOutcome {
     match error {
-        AsanaError::Unauthorized { .. } | AsanaError::TokenExpired { .. } => JobOutcome::NeedsReauth {
-            error: format!(
-                "credential {credential:?} was rejected by Asana: {error}. Replace its token (update the token file or variable) and run `asana-worker jobs run NAME` to retry"
-            ),
-        },
+        AsanaError::Unauthorized { .. } | AsanaError::TokenExpired { .. } => {
+            JobOutcome::NeedsReauth {
+                error: format!(
+                    "credential {credential:?} was rejected by Asana: {error}. Replace its token (update the token file or variable) and run `asana-worker jobs run NAME` to retry"
+                ),
+            }
+        }
         AsanaError::Cancelled => JobOutcome::Interrupted,
         error if error.is_transient() => JobOutcome::Retry {
             delay: None,
@@ -56,7 +58,11 @@ impl KindRunner {
     }
 
     fn job(&self, name: &str) -> Option<JobSpec> {
-        self.jobs.borrow().iter().find(|job| job.name == name).cloned()
+        self.jobs
+            .borrow()
+            .iter()
+            .find(|job| job.name == name)
+            .cloned()
     }
 }
 
@@ -84,7 +90,9 @@ impl JobRunner for KindRunner {
         let client: AsanaClient =
             client.for_job(CallContext::new(&job.name, priority).with_cancel(ctx.cancel.clone()));
         match &job.kind {
-            JobKind::CredentialCheck(settings) => credential_check::run(&ctx, &job, settings, &client).await,
+            JobKind::CredentialCheck(settings) => {
+                credential_check::run(&ctx, &job, settings, &client).await
+            }
         }
     }
 
