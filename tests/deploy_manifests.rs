@@ -739,6 +739,7 @@ fn systemd_unit_is_notify_watched_and_hardened() {
         ("ProtectHome", "yes"),
         ("PrivateTmp", "yes"),
         ("PrivateDevices", "yes"),
+        ("PrivateMounts", "yes"),
         ("ProtectKernelTunables", "yes"),
         ("ProtectKernelModules", "yes"),
         ("ProtectKernelLogs", "yes"),
