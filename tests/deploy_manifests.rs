@@ -1,0 +1,974 @@
+//! Checks the deployment files in `deploy/` against the daemon's invariants, without a cluster,
+//! Docker or `systemd-analyze`: every Kubernetes YAML parses, runs non-root on a read-only root
+//! filesystem with probes on `/healthz` and `/readyz` and enough time to drain; the SQLite
+//! deployment is a single replica that is recreated, never rolled; image, arguments, mounts and
+//! ports agree with the Dockerfile and with `config.toml` (which must load as [`Settings`], its
+//! job files as jobs); the systemd unit is `Type=notify` with a watchdog and full hardening; and
+//! no file carries a secret.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use asana_worker::config::jobs::{ValidationContext, parse_job};
+use asana_worker::config::settings::Settings;
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// Where the deployment files live.
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// One parsed YAML document and the file it came from.
+struct Doc {
+    file: String,
+    value: Value,
+}
+
+impl Doc {
+    fn kind(&self) -> &str {
+        str_at(&self.value, "kind").unwrap_or("")
+    }
+
+    fn name(&self) -> &str {
+        str_at(&self.value, "metadata.name").unwrap_or("")
+    }
+}
+
+/// Every document of every `*.yaml` / `*.yml` file in `deploy/kubernetes`.
+fn kubernetes_docs() -> Vec<Doc> {
+    let dir = deploy_dir().join("kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 7,
+        "expected the manifests in {}",
+        dir.display()
+    );
+    let mut docs = Vec::new();
+    for path in files {
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = read(&path);
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{file} is not valid YAML: {e}"));
+            if value.is_null() {
+                continue;
+            }
+            docs.push(Doc {
+                file: file.clone(),
+                value,
+            });
+        }
+    }
+    docs
+}
+
+/// The value at a dotted path (`spec.template.spec`); numeric segments index sequences.
+fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(value, |v, key| match key.parse::<usize>() {
+            Ok(i) if v.is_sequence() => v.get(i),
+            _ => v.get(key),
+        })
+}
+
+fn str_at<'a>(value: &'a Value, path: &str) -> Option<&'a str> {
+    at(value, path).and_then(Value::as_str)
+}
+
+fn seq_at<'a>(value: &'a Value, path: &str) -> &'a [Value] {
+    at(value, path)
+        .and_then(Value::as_sequence)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn find<'a>(docs: &'a [Doc], file: &str, kind: &str) -> Vec<&'a Doc> {
+    docs.iter()
+        .filter(|d| d.file == file && d.kind() == kind)
+        .collect()
+}
+
+fn one<'a>(docs: &'a [Doc], file: &str, kind: &str) -> &'a Doc {
+    let found = find(docs, file, kind);
+    assert_eq!(found.len(), 1, "expected exactly one {kind} in {file}");
+    found[0]
+}
+
+/// The `CMD` of the Dockerfile's final stage, and its `ENTRYPOINT`, as JSON arrays.
+fn dockerfile_exec() -> (Vec<String>, Vec<String>) {
+    let text = read(&deploy_dir().join("Dockerfile"));
+    let mut entrypoint = None;
+    let mut cmd = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("FROM ") {
+            entrypoint = None;
+            cmd = None;
+        } else if let Some(rest) = line.strip_prefix("ENTRYPOINT ") {
+            entrypoint = Some(serde_json::from_str::<Vec<String>>(rest).expect("exec form"));
+        } else if let Some(rest) = line.strip_prefix("CMD ") {
+            cmd = Some(serde_json::from_str::<Vec<String>>(rest).expect("exec form"));
+        }
+    }
+    (
+        entrypoint.expect("the final stage has an ENTRYPOINT"),
+        cmd.expect("the final stage has a CMD"),
+    )
+}
+
+/// The value after `--config` in an argument list.
+fn config_arg(args: &[String]) -> Option<&str> {
+    args.iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Loads a `config.toml` text as the daemon would (without environment overrides) and
+/// validates it.
+fn settings_from(text: &str, origin: &str) -> Settings {
+    let settings: Settings =
+        toml::from_str(text).unwrap_or_else(|e| panic!("{origin} is not a valid config.toml: {e}"));
+    settings
+        .validate()
+        .unwrap_or_else(|e| panic!("{origin} does not validate: {e}"));
+    settings
+}
+
+/// The `config.toml` key of a ConfigMap (a key with a dot, so not reachable through [`at`]).
+fn config_toml(doc: &Doc) -> Option<&str> {
+    at(&doc.value, "data")?.get("config.toml")?.as_str()
+}
+
+/// The settings in the ConfigMap, and the ConfigMap holding the job files.
+fn configmaps(docs: &[Doc]) -> (Settings, &Doc) {
+    let maps = find(docs, "configmap.yaml", "ConfigMap");
+    let config = maps
+        .iter()
+        .find(|d| config_toml(d).is_some())
+        .expect("a ConfigMap with a config.toml key");
+    let text = config_toml(config).unwrap();
+    let settings = settings_from(text, "configmap.yaml config.toml");
+    let jobs = maps
+        .iter()
+        .find(|d| {
+            at(&d.value, "data")
+                .and_then(Value::as_mapping)
+                .is_some_and(|m| {
+                    m.keys().any(|k| {
+                        k.as_str().is_some_and(|k| k.ends_with(".toml"))
+                            && k.as_str() != Some("config.toml")
+                    })
+                })
+        })
+        .expect("a ConfigMap with job files");
+    (settings, jobs)
+}
+
+/// A pod's volume, by name.
+fn volume<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    seq_at(pod, "volumes")
+        .iter()
+        .find(|v| str_at(v, "name") == Some(name))
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+/// The volume mounted at `path` in `container`, with its mount.
+fn mount_at<'a>(
+    pod: &'a Value,
+    container: &'a Value,
+    path: &str,
+) -> Option<(&'a Value, &'a Value)> {
+    seq_at(container, "volumeMounts")
+        .iter()
+        .find(|m| str_at(m, "mountPath") == Some(path))
+        .map(|m| (m, volume(pod, str_at(m, "name").unwrap_or(""))))
+}
+
+/// The invariants both Deployments share.
+fn check_deployment(doc: &Doc, settings: &Settings, jobs_map: &Doc, secrets: &[&Doc]) {
+    let file = &doc.file;
+    let pod = at(&doc.value, "spec.template.spec").expect("a pod template");
+    assert!(
+        at(&doc.value, "metadata.namespace").is_none(),
+        "{file}: manifests are namespace-less"
+    );
+    let selector = at(&doc.value, "spec.selector.matchLabels").expect("a selector");
+    let labels = at(&doc.value, "spec.template.metadata.labels").expect("pod labels");
+    for (key, value) in selector.as_mapping().expect("labels") {
+        assert_eq!(
+            labels.get(key),
+            Some(value),
+            "{file}: selector matches the pod"
+        );
+    }
+
+    // Pod security.
+    assert_eq!(
+        at(pod, "securityContext.runAsNonRoot").and_then(Value::as_bool),
+        Some(true),
+        "{file}: pod runAsNonRoot"
+    );
+    let uid = at(pod, "securityContext.runAsUser").and_then(Value::as_u64);
+    assert!(
+        uid.is_some_and(|u| u > 0),
+        "{file}: pod runs as a non-zero UID"
+    );
+    assert_eq!(
+        str_at(pod, "securityContext.seccompProfile.type"),
+        Some("RuntimeDefault"),
+        "{file}: seccomp RuntimeDefault"
+    );
+    assert_eq!(
+        at(pod, "automountServiceAccountToken").and_then(Value::as_bool),
+        Some(false),
+        "{file}: no Kubernetes API token in the pod"
+    );
+
+    // Time to drain.
+    let grace = at(pod, "terminationGracePeriodSeconds")
+        .and_then(Value::as_u64)
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        grace > 25 && grace > settings.worker.shutdown_grace_secs,
+        "{file}: terminationGracePeriodSeconds ({grace}) must exceed the drain grace ({} s)",
+        settings.worker.shutdown_grace_secs
+    );
+
+    let containers = seq_at(pod, "containers");
+    assert_eq!(containers.len(), 1, "{file}: one container");
+    let container = &containers[0];
+
+    let security = at(container, "securityContext").expect("container securityContext");
+    assert_eq!(
+        at(security, "readOnlyRootFilesystem").and_then(Value::as_bool),
+        Some(true),
+        "{file}: readOnlyRootFilesystem"
+    );
+    assert_eq!(
+        at(security, "allowPrivilegeEscalation").and_then(Value::as_bool),
+        Some(false),
+        "{file}: allowPrivilegeEscalation false"
+    );
+    assert!(
+        at(security, "privileged").and_then(Value::as_bool) != Some(true),
+        "{file}: not privileged"
+    );
+    let dropped: Vec<&str> = seq_at(security, "capabilities.drop")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(dropped.contains(&"ALL"), "{file}: drops ALL capabilities");
+    assert!(
+        seq_at(security, "capabilities.add").is_empty(),
+        "{file}: adds no capabilities"
+    );
+    if let Some(user) = at(security, "runAsUser").and_then(Value::as_u64) {
+        assert!(user > 0, "{file}: container runs as a non-zero UID");
+    }
+
+    // Image and arguments agree with the Dockerfile.
+    let (entrypoint, cmd) = dockerfile_exec();
+    assert_eq!(entrypoint, ["asana-worker"], "Dockerfile ENTRYPOINT");
+    assert!(
+        at(container, "command").is_none(),
+        "{file}: keep the image's ENTRYPOINT"
+    );
+    let args: Vec<String> = seq_at(container, "args")
+        .iter()
+        .map(|a| a.as_str().expect("string args").to_string())
+        .collect();
+    assert_eq!(args, cmd, "{file}: args are the Dockerfile's CMD");
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("run"),
+        "{file}: runs the daemon"
+    );
+    let config_path = config_arg(&args).expect("--config in args");
+
+    // config.toml and the job files are mounted where the arguments and settings say.
+    let (config_mount, config_volume) =
+        mount_at(pod, container, config_path).expect("config.toml mounted at the --config path");
+    let config_key = str_at(config_mount, "subPath").expect("config.toml mounted by subPath");
+    let config_map_name = str_at(config_volume, "configMap.name").expect("from a ConfigMap");
+    assert_eq!(config_key, "config.toml");
+    assert_eq!(config_map_name, "asana-worker-config");
+    let jobs_dir = settings.jobs.dir.to_str().expect("UTF-8 jobs dir");
+    let (jobs_mount, jobs_volume) =
+        mount_at(pod, container, jobs_dir).expect("the jobs ConfigMap mounted at jobs.dir");
+    assert!(
+        str_at(jobs_mount, "subPath").is_none(),
+        "{file}: job files mounted as a directory so updates reach the pod"
+    );
+    assert_eq!(str_at(jobs_volume, "configMap.name"), Some(jobs_map.name()));
+
+    // Credentials: each token_file lies in a mounted Secret that has that key.
+    for (name, credential) in &settings.credentials {
+        assert!(
+            credential.token_env.is_none(),
+            "{file}: credential {name} should come from a mounted file"
+        );
+        let token_file = credential.token_file.as_deref().expect("token_file");
+        let dir = token_file
+            .parent()
+            .and_then(Path::to_str)
+            .expect("a directory");
+        let key = token_file
+            .file_name()
+            .and_then(|k| k.to_str())
+            .expect("a file");
+        let (_, secret_volume) = mount_at(pod, container, dir)
+            .unwrap_or_else(|| panic!("{file}: nothing mounted at {dir} for credential {name}"));
+        let secret_name = str_at(secret_volume, "secret.secretName").expect("a Secret volume");
+        let secret = secrets
+            .iter()
+            .find(|s| s.name() == secret_name)
+            .unwrap_or_else(|| panic!("{file}: secret.example.yaml has no Secret {secret_name}"));
+        assert!(
+            at(&secret.value, &format!("stringData.{key}")).is_some(),
+            "{file}: Secret {secret_name} has no key {key} for credential {name}"
+        );
+    }
+
+    // Probes reach the admin server.
+    let port = settings.admin.listen.port();
+    assert!(
+        !settings.admin.listen.ip().is_loopback(),
+        "{file}: probes cannot reach a loopback admin server"
+    );
+    let ports = seq_at(container, "ports");
+    let admin_port = ports
+        .iter()
+        .find(|p| at(p, "containerPort").and_then(Value::as_u64) == Some(u64::from(port)))
+        .unwrap_or_else(|| panic!("{file}: containerPort {port} (admin.listen)"));
+    let port_name = str_at(admin_port, "name").expect("a named port");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = at(container, &format!("{probe}.httpGet"))
+            .unwrap_or_else(|| panic!("{file}: {probe} is an httpGet"));
+        assert_eq!(str_at(get, "path"), Some(path), "{file}: {probe} path");
+        let probe_port = at(get, "port").expect("probe port");
+        assert!(
+            probe_port.as_str() == Some(port_name) || probe_port.as_u64() == Some(u64::from(port)),
+            "{file}: {probe} targets the admin port"
+        );
+    }
+
+    // Resources.
+    for key in ["requests.cpu", "requests.memory", "limits.memory"] {
+        assert!(
+            at(container, &format!("resources.{key}")).is_some(),
+            "{file}: resources.{key}"
+        );
+    }
+
+    // Environment: nothing secret as a literal value.
+    for env in seq_at(container, "env") {
+        let name = str_at(env, "name").unwrap_or("");
+        if at(env, "value").is_some() {
+            let upper = name.to_ascii_uppercase();
+            for word in ["TOKEN", "SECRET", "PASSWORD", "KEY", "DATABASE__URL"] {
+                assert!(
+                    !upper.contains(word),
+                    "{file}: {name} must come from a Secret (valueFrom), not a literal value"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_hold_the_invariants() {
+    let docs = kubernetes_docs();
+    for doc in &docs {
+        assert!(
+            str_at(&doc.value, "apiVersion").is_some() && !doc.kind().is_empty(),
+            "{}: every document has apiVersion and kind",
+            doc.file
+        );
+        if doc.kind() != "Kustomization" {
+            assert!(
+                !doc.name().is_empty(),
+                "{}: {} has a name",
+                doc.file,
+                doc.kind()
+            );
+        }
+        assert!(
+            at(&doc.value, "metadata.namespace").is_none(),
+            "{}: manifests are namespace-less",
+            doc.file
+        );
+    }
+
+    let (settings, jobs_map) = configmaps(&docs);
+    let secrets = find(&docs, "secret.example.yaml", "Secret");
+    assert!(!secrets.is_empty(), "secret.example.yaml holds Secrets");
+
+    let sqlite = one(&docs, "deployment.yaml", "Deployment");
+    let postgres = one(&docs, "deployment-postgres.yaml", "Deployment");
+    check_deployment(sqlite, &settings, jobs_map, &secrets);
+    check_deployment(postgres, &settings, jobs_map, &secrets);
+
+    // SQLite: one writer, never two pods at once, the file on the claim.
+    assert_eq!(
+        at(&sqlite.value, "spec.replicas").and_then(Value::as_u64),
+        Some(1),
+        "SQLite allows one replica"
+    );
+    assert_eq!(
+        str_at(&sqlite.value, "spec.strategy.type"),
+        Some("Recreate"),
+        "a rolling update would run two pods on one SQLite file"
+    );
+    let sqlite_path = settings
+        .database
+        .url
+        .strip_prefix("sqlite://")
+        .expect("the ConfigMap's database is SQLite");
+    let sqlite_dir = Path::new(sqlite_path)
+        .parent()
+        .and_then(Path::to_str)
+        .expect("an absolute SQLite path");
+    assert!(
+        sqlite_path.starts_with('/'),
+        "SQLite path is absolute: {sqlite_path}"
+    );
+    let pod = at(&sqlite.value, "spec.template.spec").unwrap();
+    let container = &seq_at(pod, "containers")[0];
+    let (_, data) = mount_at(pod, container, sqlite_dir).expect("a volume at the SQLite directory");
+    let pvc = one(&docs, "pvc.yaml", "PersistentVolumeClaim");
+    assert_eq!(
+        str_at(data, "persistentVolumeClaim.claimName"),
+        Some(pvc.name()),
+        "the SQLite file lives on the claim"
+    );
+    assert!(
+        seq_at(&pvc.value, "spec.accessModes")
+            .iter()
+            .any(|m| m.as_str() == Some("ReadWriteOnce")),
+        "the claim is ReadWriteOnce"
+    );
+
+    // PostgreSQL: several replicas, the URL from a Secret.
+    let replicas = at(&postgres.value, "spec.replicas").and_then(Value::as_u64);
+    assert!(
+        replicas.is_some_and(|r| r >= 2),
+        "PostgreSQL variant runs several replicas"
+    );
+    let pod = at(&postgres.value, "spec.template.spec").unwrap();
+    let env = seq_at(&seq_at(pod, "containers")[0], "env");
+    let url = env
+        .iter()
+        .find(|e| str_at(e, "name") == Some("ASANA_WORKER__DATABASE__URL"))
+        .expect("ASANA_WORKER__DATABASE__URL in the PostgreSQL deployment");
+    let secret_name = str_at(url, "valueFrom.secretKeyRef.name").expect("from a Secret");
+    let secret_key = str_at(url, "valueFrom.secretKeyRef.key").expect("a key");
+    let secret = secrets
+        .iter()
+        .find(|s| s.name() == secret_name)
+        .expect("the database Secret is in secret.example.yaml");
+    let example_url = str_at(&secret.value, &format!("stringData.{secret_key}")).expect("url");
+    assert!(example_url.starts_with("postgres://"), "{example_url}");
+    assert!(
+        seq_at(pod, "volumes")
+            .iter()
+            .all(|v| at(v, "persistentVolumeClaim").is_none()),
+        "replicas must not share a ReadWriteOnce claim"
+    );
+
+    // Both deployments run the same image, which the kustomization rewrites.
+    let image = |doc: &Doc| {
+        str_at(&doc.value, "spec.template.spec.containers.0.image")
+            .expect("an image")
+            .to_string()
+    };
+    assert_eq!(image(sqlite), image(postgres));
+    let image_name = image(sqlite)
+        .rsplit_once(':')
+        .map(|(name, _)| name.to_string())
+        .expect("a tagged image");
+    let kustomization = one(&docs, "kustomization.yaml", "Kustomization");
+    assert!(
+        seq_at(&kustomization.value, "images")
+            .iter()
+            .any(|i| str_at(i, "name") == Some(&image_name)),
+        "kustomization.yaml rewrites image {image_name}"
+    );
+
+    // The kustomization lists files that exist, one Deployment, and not the example Secret.
+    let resources: BTreeSet<&str> = seq_at(&kustomization.value, "resources")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for resource in &resources {
+        assert!(
+            deploy_dir().join("kubernetes").join(resource).is_file(),
+            "kustomization.yaml lists missing {resource}"
+        );
+    }
+    assert!(
+        resources.contains("deployment.yaml") != resources.contains("deployment-postgres.yaml")
+    );
+    assert!(!resources.contains("secret.example.yaml"));
+    for needed in ["configmap.yaml", "service.yaml"] {
+        assert!(
+            resources.contains(needed),
+            "kustomization.yaml lists {needed}"
+        );
+    }
+
+    // The Service selects the pods and targets the admin port by name.
+    let service = one(&docs, "service.yaml", "Service");
+    let pod_labels = at(&sqlite.value, "spec.template.metadata.labels").unwrap();
+    for (key, value) in at(&service.value, "spec.selector")
+        .and_then(Value::as_mapping)
+        .expect("a selector")
+    {
+        assert_eq!(
+            pod_labels.get(key),
+            Some(value),
+            "the Service selects the pods"
+        );
+    }
+    let port_names: BTreeSet<&str> = seq_at(
+        &seq_at(
+            at(&sqlite.value, "spec.template.spec").unwrap(),
+            "containers",
+        )[0],
+        "ports",
+    )
+    .iter()
+    .filter_map(|p| str_at(p, "name"))
+    .collect();
+    for port in seq_at(&service.value, "spec.ports") {
+        let target = str_at(port, "targetPort").expect("a named targetPort");
+        assert!(port_names.contains(target), "Service targetPort {target}");
+    }
+}
+
+#[test]
+fn example_job_files_are_valid_jobs() {
+    let docs = kubernetes_docs();
+    let (settings, jobs_map) = configmaps(&docs);
+    let context = ValidationContext {
+        credentials: settings.credentials.keys().cloned().collect(),
+    };
+    let data = at(&jobs_map.value, "data")
+        .and_then(Value::as_mapping)
+        .expect("job files");
+    let mut names = BTreeSet::new();
+    for (key, text) in data {
+        let key = key.as_str().expect("string keys");
+        assert!(key.ends_with(".toml"), "only *.toml files are read: {key}");
+        let path = settings.jobs.dir.join(key);
+        let job =
+            parse_job(&path, text.as_str().expect("text"), &context).unwrap_or_else(|problems| {
+                let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                panic!("{key} is not a valid job:\n{}", text.join("\n"))
+            });
+        assert!(
+            names.insert(job.name.clone()),
+            "duplicate job name {}",
+            job.name
+        );
+    }
+    assert!(!names.is_empty());
+}
+
+/// `Key=Value` lines of a unit file, by section; repeated keys keep every value in order.
+fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut sections: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut section = String::new();
+    let mut continued: Option<(String, String)> = None;
+    for raw in text.lines() {
+        if let Some((key, mut value)) = continued.take() {
+            let line = raw.trim();
+            if let Some(stripped) = line.strip_suffix('\\') {
+                value.push(' ');
+                value.push_str(stripped.trim());
+                continued = Some((key, value));
+            } else {
+                value.push(' ');
+                value.push_str(line);
+                sections
+                    .entry(section.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_default()
+                    .push(value);
+            }
+            continue;
+        }
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not a Key=Value line in the unit: {line}"));
+        let (key, value) = (key.trim().to_string(), value.trim().to_string());
+        if let Some(stripped) = value.strip_suffix('\\') {
+            continued = Some((key, stripped.trim().to_string()));
+        } else {
+            sections
+                .entry(section.clone())
+                .or_default()
+                .entry(key)
+                .or_default()
+                .push(value);
+        }
+    }
+    sections
+}
+
+/// Seconds in a systemd time span such as `35`, `35s`, `1min`, `1min 5s`.
+fn timespan_secs(text: &str) -> u64 {
+    let mut total = 0;
+    for part in text.split_whitespace() {
+        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+        let unit = &part[digits.len()..];
+        let n: u64 = digits
+            .parse()
+            .unwrap_or_else(|_| panic!("bad time span {text}"));
+        total += n * match unit {
+            "" | "s" | "sec" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            other => panic!("unexpected time unit {other} in {text}"),
+        };
+    }
+    total
+}
+
+#[test]
+fn systemd_unit_is_notify_watched_and_hardened() {
+    let dir = deploy_dir().join("systemd");
+    let unit = parse_unit(&read(&dir.join("asana-worker.service")));
+    let service = unit.get("Service").expect("[Service]");
+    let single = |key: &str| -> &str {
+        let values = service
+            .get(key)
+            .unwrap_or_else(|| panic!("[Service] {key}= is missing"));
+        values.last().map(String::as_str).unwrap_or("")
+    };
+    assert!(
+        unit.get("Install")
+            .and_then(|i| i.get("WantedBy"))
+            .is_some()
+    );
+
+    assert_eq!(single("Type"), "notify");
+    assert_eq!(single("NotifyAccess"), "main");
+    assert!(timespan_secs(single("WatchdogSec")) > 0);
+    assert_eq!(single("Restart"), "on-failure");
+    assert!(
+        single("RestartPreventExitStatus")
+            .split_whitespace()
+            .any(|c| c == "2"),
+        "invalid configuration (exit 2) is not restarted"
+    );
+
+    let settings = settings_from(
+        &read(&dir.join("config.toml")),
+        "deploy/systemd/config.toml",
+    );
+    let stop = timespan_secs(single("TimeoutStopSec"));
+    assert!(
+        stop > settings.worker.shutdown_grace_secs
+            && stop <= settings.worker.shutdown_grace_secs + 30,
+        "TimeoutStopSec ({stop} s) a little over the drain grace ({} s)",
+        settings.worker.shutdown_grace_secs
+    );
+    assert!(single("ExecReload").contains("-HUP"), "reload sends SIGHUP");
+
+    // ExecStart runs the daemon with the config file; nothing secret on the command line.
+    let exec: Vec<String> = single("ExecStart")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert!(exec[0].starts_with('/') && exec[0].ends_with("/asana-worker"));
+    assert_eq!(exec.get(1).map(String::as_str), Some("run"));
+    let config_path = config_arg(&exec).expect("--config");
+    let configuration_dir = format!("/etc/{}", single("ConfigurationDirectory"));
+    assert!(config_path.starts_with(&format!("{configuration_dir}/")));
+    assert!(settings.jobs.dir.starts_with(&configuration_dir));
+
+    // Identity and state.
+    let dynamic = service
+        .get("DynamicUser")
+        .is_some_and(|v| v.last().unwrap() == "yes");
+    let user = service
+        .get("User")
+        .and_then(|v| v.last())
+        .is_some_and(|u| u != "root" && u != "0");
+    assert!(dynamic || user, "DynamicUser=yes or a dedicated User=");
+    assert_eq!(single("StateDirectory"), "asana-worker");
+    assert_eq!(single("UMask"), "0077");
+    let database_env = service
+        .get("Environment")
+        .into_iter()
+        .flatten()
+        .find_map(|e| {
+            e.trim_matches('"')
+                .strip_prefix("ASANA_WORKER__DATABASE__URL=")
+        })
+        .expect("Environment=ASANA_WORKER__DATABASE__URL=...");
+    assert_eq!(
+        database_env, "sqlite:///var/lib/asana-worker/asana-worker.sqlite",
+        "SQLite lives in the StateDirectory"
+    );
+
+    // Hardening.
+    for (key, expected) in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("PrivateMounts", "yes"),
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectKernelModules", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("ProtectControlGroups", "yes"),
+        ("ProtectClock", "yes"),
+        ("ProtectHostname", "yes"),
+        ("RestrictNamespaces", "yes"),
+        ("RestrictRealtime", "yes"),
+        ("RestrictSUIDSGID", "yes"),
+        ("LockPersonality", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("CapabilityBoundingSet", ""),
+    ] {
+        assert_eq!(single(key), expected, "[Service] {key}=");
+    }
+    let families: BTreeSet<&str> = single("RestrictAddressFamilies")
+        .split_whitespace()
+        .collect();
+    assert_eq!(families, BTreeSet::from(["AF_INET", "AF_INET6", "AF_UNIX"]));
+    assert!(
+        service["SystemCallFilter"]
+            .iter()
+            .any(|f| f == "@system-service"),
+        "SystemCallFilter=@system-service"
+    );
+
+    // Every credential in config.toml is loaded by the unit into its credentials directory.
+    let loaded: BTreeSet<String> = service
+        .get("LoadCredential")
+        .into_iter()
+        .chain(service.get("LoadCredentialEncrypted"))
+        .flatten()
+        .map(|c| {
+            c.split_once(':')
+                .map_or(c.as_str(), |(name, _)| name)
+                .to_string()
+        })
+        .collect();
+    assert!(!settings.credentials.is_empty());
+    for (name, credential) in &settings.credentials {
+        let token_file = credential
+            .token_file
+            .as_deref()
+            .expect("credentials from files");
+        let loaded_name = token_file
+            .strip_prefix("/run/credentials/asana-worker.service")
+            .unwrap_or_else(|_| {
+                panic!("credential {name}: token_file outside $CREDENTIALS_DIRECTORY")
+            })
+            .to_str()
+            .unwrap();
+        assert!(
+            loaded.contains(loaded_name),
+            "credential {name}: no LoadCredential={loaded_name}:..."
+        );
+    }
+    for source in service.get("LoadCredential").into_iter().flatten() {
+        let path = source.split_once(':').map(|(_, p)| p).expect("NAME:PATH");
+        assert!(
+            path.starts_with('/'),
+            "LoadCredential= takes a path, not a value: {source}"
+        );
+    }
+}
+
+#[test]
+fn the_image_runs_as_a_non_root_user_with_ca_certificates() {
+    let text = read(&deploy_dir().join("Dockerfile"));
+    let stages: Vec<&str> = text.split("\nFROM ").collect();
+    assert!(stages.len() >= 3, "a multi-stage build");
+    let runtime = stages.last().unwrap();
+    assert!(runtime.starts_with("debian:") && runtime.lines().next().unwrap().contains("slim"));
+    assert!(runtime.contains("ca-certificates"));
+    let user = runtime
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("USER in the runtime stage");
+    let uid = user.split(':').next().unwrap();
+    assert!(uid != "root" && uid != "0", "USER {user}");
+    assert!(
+        stages[1].starts_with("rust:"),
+        "the builder stage is a Rust image"
+    );
+}
+
+/// Placeholders allowed where a secret would go.
+const PLACEHOLDER: &str = "REPLACE_WITH_";
+
+/// Whether `text` contains something shaped like an Asana personal access token: a version
+/// digit, `/`, digits (with `/` between gids in the newer format), `:`, 32 hex digits, e.g.
+/// `1/1234567890123456:0123456789abcdef0123456789abcdef`.
+fn has_asana_pat(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(2)).any(|i| {
+        let rest = &bytes[i..];
+        if !(rest[0].is_ascii_digit() && rest[1] == b'/') {
+            return false;
+        }
+        let ids = rest[2..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || **b == b'/')
+            .count();
+        let digits = rest[2..2 + ids]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
+        digits >= 10
+            && rest.get(2 + ids) == Some(&b':')
+            && rest[3 + ids..]
+                .iter()
+                .take_while(|b| b.is_ascii_hexdigit())
+                .count()
+                >= 32
+    })
+}
+
+/// Passwords in URLs (`scheme://user:password@host`) that are not placeholders.
+fn url_passwords(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (start, _) in text.match_indices("://") {
+        let rest = &text[start + 3..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '/')
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+            && !password.starts_with(PLACEHOLDER)
+        {
+            found.push(password.to_string());
+        }
+    }
+    found
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_deployment_file_holds_a_secret() {
+    let mut files = Vec::new();
+    all_files(&deploy_dir(), &mut files);
+    files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"));
+    assert!(files.len() >= 10);
+    let simulator_secrets: Vec<String> = asana_worker::sim::config::SimConfig::default_tokens()
+        .into_iter()
+        .filter_map(|t| t.secret)
+        .collect();
+    for path in &files {
+        let text = read(path);
+        let shown = path
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap()
+            .display();
+        assert!(!has_asana_pat(&text), "{shown} contains an Asana token");
+        for secret in &simulator_secrets {
+            assert!(!text.contains(secret.as_str()), "{shown} contains a token");
+        }
+        assert!(!text.contains("-----BEGIN"), "{shown} contains a key");
+        assert_eq!(
+            url_passwords(&text),
+            Vec::<String>::new(),
+            "{shown}: password in a URL"
+        );
+        assert!(
+            !text.to_ascii_lowercase().contains("bearer "),
+            "{shown} contains an Authorization header"
+        );
+        if path.extension().is_some_and(|e| e == "toml") {
+            let value: toml::Table = toml::from_str(&text).unwrap();
+            fn no_token_keys(table: &toml::Table, shown: &str) {
+                for (key, value) in table {
+                    assert!(
+                        !matches!(key.as_str(), "token" | "secret" | "password" | "master_key"),
+                        "{shown}: {key} holds a secret; use token_file or token_env"
+                    );
+                    if let Some(inner) = value.as_table() {
+                        no_token_keys(inner, shown);
+                    }
+                }
+            }
+            no_token_keys(&value, &shown.to_string());
+        }
+    }
+
+    // The example Secrets hold placeholders only, and no base64 `data`.
+    for doc in kubernetes_docs().iter().filter(|d| d.kind() == "Secret") {
+        assert!(
+            at(&doc.value, "data").is_none(),
+            "{}: use stringData placeholders, not data",
+            doc.file
+        );
+        for (key, value) in at(&doc.value, "stringData")
+            .and_then(Value::as_mapping)
+            .expect("stringData")
+        {
+            let value = value.as_str().unwrap_or("");
+            assert!(
+                value.contains(PLACEHOLDER),
+                "{}: {key:?} must be a {PLACEHOLDER}... placeholder",
+                doc.file
+            );
+        }
+    }
+}
+
+#[test]
+fn the_secret_detectors_detect() {
+    assert!(has_asana_pat(
+        "x 1/1203456789012345:0123456789abcdef0123456789abcdef y"
+    ));
+    assert!(has_asana_pat(
+        "t = \"2/1203456789012345/1209876543210987:0123456789abcdef0123456789abcdef\""
+    ));
+    assert!(!has_asana_pat(
+        "schedule = \"*/15 * * * *\" at 10:52 on 2026/11/26"
+    ));
+    assert!(!has_asana_pat("1/12:0123456789abcdef0123456789abcdef"));
+    assert_eq!(url_passwords("postgres://u:hunter2@db/x"), ["hunter2"]);
+    assert!(url_passwords("postgres://u:REPLACE_WITH_PASSWORD@db/x").is_empty());
+    assert!(url_passwords("postgres://u@db/x https://app.asana.com/api/1.0").is_empty());
+}
