@@ -12,7 +12,7 @@ use crate::config::settings::Settings;
 pub struct ConfigArgs {
     /// Daemon settings file (TOML). Also `ASANA_WORKER_CONFIG`. Every setting can be overridden
     /// with `ASANA_WORKER__SECTION__KEY` environment variables.
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', global = true)]
     pub config: Option<PathBuf>,
 }
 

@@ -1,0 +1,385 @@
+//! The daemon as a real process: a SIGKILL mid-run loses nothing (the lease expires, another
+//! process rescues the run and completes it), SIGTERM drains (the running job releases its run
+//! and the process exits 0), SIGHUP with a broken job file keeps the old jobs running, and the
+//! CLI's exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use asana_worker::sim::config::FaultSpec;
+use asana_worker::sim::{SimConfig, SimServer};
+use asana_worker::store::{self, Run, RunFilter, RunState, Store};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
+
+struct Setup {
+    dir: tempfile::TempDir,
+    sim: SimServer,
+    admin_port: u16,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let mut config = SimConfig::default();
+        config.timing.activity_per_minute = 0.0;
+        config.timing.audit_events_per_minute = 0.0;
+        let sim = SimServer::start(config).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("jobs")).unwrap();
+        let token_path = dir.path().join("sa.token");
+        std::fs::write(&token_path, sim.token("service-account").unwrap()).unwrap();
+        let admin_port = free_port();
+        let config = format!(
+            r#"
+[database]
+url = "sqlite://{db}"
+[jobs]
+dir = "{jobs}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[worker]
+lease_secs = 2
+heartbeat_secs = 1
+poll_interval_ms = 100
+shutdown_grace_secs = 5
+[scheduler]
+tick_ms = 200
+[asana]
+base_url = "{base}"
+request_timeout_secs = 120
+[credentials.sa]
+kind = "service_account"
+token_file = "{token}"
+"#,
+            db = dir.path().join("state.sqlite").display(),
+            jobs = dir.path().join("jobs").display(),
+            base = sim.base_url(),
+            token = token_path.display(),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        write_job(dir.path(), "check", "every = \"1h\"");
+        Setup {
+            dir,
+            sim,
+            admin_port,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    fn start(&self, name: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    async fn store(&self) -> std::sync::Arc<dyn Store> {
+        store::open(&format!(
+            "sqlite://{}",
+            self.dir.path().join("state.sqlite").display()
+        ))
+        .await
+        .unwrap()
+    }
+
+    async fn wait_ready(&self, child: &mut Child) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the daemon exited early with {status}");
+            }
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn set_latency(&self, latency_ms: u64) {
+        let faults = FaultSpec {
+            latency_ms,
+            ..FaultSpec::default()
+        };
+        let response = reqwest::Client::new()
+            .put(format!("{}/_sim/faults", self.sim.origin()))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_job(dir: &Path, name: &str, schedule: &str) {
+    std::fs::write(
+        dir.join("jobs").join(format!("{name}.toml")),
+        format!(
+            "name = \"{name}\"\nkind = \"credential_check\"\n{schedule}\ncredential = \"sa\"\nmax_attempts = 3\nretry_initial = \"1s\"\ntimeout = \"1m\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+async fn runs(store: &std::sync::Arc<dyn Store>, job: &str) -> Vec<Run> {
+    store
+        .list_runs(&RunFilter {
+            job_name: Some(job.into()),
+            states: Vec::new(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+}
+
+async fn wait_for_state(
+    store: &std::sync::Arc<dyn Store>,
+    id: uuid::Uuid,
+    states: &[RunState],
+    within: Duration,
+) -> Run {
+    let deadline = Instant::now() + within;
+    loop {
+        let run = store.get_run(id).await.unwrap().unwrap();
+        if states.contains(&run.state) {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run stayed {} (wanted {states:?}): {run:?}",
+            run.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn enqueue(setup: &Setup, job: &str) -> uuid::Uuid {
+    let output = setup.cli(&["jobs", "run", job]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let id = stdout
+        .split_whitespace()
+        .nth(2)
+        .expect("enqueued run ID of …");
+    uuid::Uuid::parse_str(id).unwrap()
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_with_its_daemon_is_rescued_after_the_lease_and_completes() {
+    let setup = Setup::new().await;
+    setup.set_latency(60_000).await;
+    let mut first = setup.start("first");
+    setup.wait_ready(&mut first).await;
+    let id = enqueue(&setup, "check");
+    let store = setup.store().await;
+    let running = wait_for_state(&store, id, &[RunState::Running], Duration::from_secs(15)).await;
+    assert_eq!(running.attempt, 1);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    setup.set_latency(0).await;
+    let mut second = setup.start("second");
+    setup.wait_ready(&mut second).await;
+    let done = wait_for_state(&store, id, &[RunState::Completed], Duration::from_secs(30)).await;
+    assert_eq!(
+        done.attempt, 2,
+        "the killed attempt counts, the rescue is the second"
+    );
+    assert_eq!(done.rescues, 1);
+    assert!(done.last_error.unwrap_or_default().contains("lease"));
+    assert_eq!(runs(&store, "check").await.len(), 1, "no duplicate run");
+    signal(&second, libc::SIGTERM);
+    assert!(wait_exit(&mut second, Duration::from_secs(15)).success());
+    let metrics_after = setup.log("second");
+    assert!(metrics_after.contains("Rescued runs"), "{metrics_after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_running_job_releases_its_run_and_exits_zero() {
+    let setup = Setup::new().await;
+    setup.set_latency(60_000).await;
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let id = enqueue(&setup, "check");
+    let store = setup.store().await;
+    wait_for_state(&store, id, &[RunState::Running], Duration::from_secs(15)).await;
+    let asked = Instant::now();
+    signal(&daemon, libc::SIGTERM);
+    let status = wait_exit(&mut daemon, Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        setup.log("daemon")
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "drained within the grace period"
+    );
+    let run = store.get_run(id).await.unwrap().unwrap();
+    assert_eq!(
+        run.state,
+        RunState::Queued,
+        "released for the next daemon: {run:?}"
+    );
+    assert_eq!(run.attempt, 0, "an interrupted attempt is not counted");
+    assert!(run.lease_owner.is_none());
+    let log = setup.log("daemon");
+    assert!(
+        log.contains("SIGTERM received") && log.contains("Stopped"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_job_file_keeps_the_old_jobs_and_a_fixed_one_is_loaded() {
+    let setup = Setup::new().await;
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    std::fs::write(setup.dir.path().join("jobs/broken.toml"), "name = \"broken\"\nkind = \"credential_check\"\nschedule = \"99 * * * *\"\ncredential = \"sa\"\n").unwrap();
+    signal(&daemon, libc::SIGHUP);
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", setup.admin_port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("asana_worker_config_reload_failures_total 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload failure counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = setup.log("daemon");
+    assert!(
+        log.contains("Reload refused") && log.contains("broken.toml:3:12"),
+        "{log}"
+    );
+    setup.wait_ready(&mut daemon).await;
+
+    // Fix the file: the next SIGHUP loads it and the scheduler picks the new job up.
+    std::fs::remove_file(setup.dir.path().join("jobs/broken.toml")).unwrap();
+    write_job(setup.dir.path(), "second", "every = \"1h\"");
+    signal(&daemon, libc::SIGHUP);
+    let store = setup.store().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get_schedule("second").await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the new job was not scheduled: {}",
+            setup.log("daemon")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_bad_input_with_exit_code_two_and_runs_with_wait() {
+    let setup = Setup::new().await;
+    let valid = setup.cli(&["validate"]);
+    assert!(
+        valid.status.success(),
+        "{}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    assert!(String::from_utf8_lossy(&valid.stdout).contains("1 job(s)"));
+
+    std::fs::write(
+        setup.dir.path().join("jobs/typo.toml"),
+        "name = \"typo\"\nkind = \"credential_chek\"\nevery = \"5m\"\ncredential = \"nobody\"\n",
+    )
+    .unwrap();
+    let invalid = setup.cli(&["validate"]);
+    assert_eq!(invalid.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&invalid.stderr);
+    assert!(stderr.contains("typo.toml:2:8"), "{stderr}");
+    assert!(stderr.contains("typo.toml:4:14"), "{stderr}");
+    std::fs::remove_file(setup.dir.path().join("jobs/typo.toml")).unwrap();
+
+    let unknown = setup.cli(&["jobs", "run", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("known jobs: check"));
+
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let waited = setup.cli(&["jobs", "run", "check", "--wait", "--timeout-secs", "30"]);
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stdout)
+    );
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("completed"));
+    let listed = setup.cli(&["runs", "list", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs[0]["state"], json!("completed"));
+    let listed_jobs = setup.cli(&["jobs", "list", "--json"]);
+    let jobs: serde_json::Value = serde_json::from_slice(&listed_jobs.stdout).unwrap();
+    assert_eq!(jobs[0]["last_state"], json!("completed"));
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
+}
