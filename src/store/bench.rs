@@ -168,6 +168,10 @@ async fn join_all(tasks: &mut tokio::task::JoinSet<StoreResult<()>>) -> StoreRes
             Ok(Err(error)) => {
                 first_error.get_or_insert(error);
             }
+            // A panicking worker is a bug: re-raise it here rather than report figures.
+            Err(join_error) if join_error.is_panic() => {
+                std::panic::resume_unwind(join_error.into_panic())
+            }
             Err(join_error) => {
                 first_error.get_or_insert(super::StoreError::Io {
                     path: "benchmark task".to_owned(),
