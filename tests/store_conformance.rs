@@ -350,6 +350,70 @@ async fn concurrent_fires_and_enqueues_add_one_run(b: &Backend) {
     assert!(keys.contains(&"fire-1") && keys.contains(&"manual-7"));
 }
 
+async fn a_failed_fire_changes_nothing_and_spares_concurrent_writes(b: &Backend) {
+    let schedule = |job: &str| ScheduleRow {
+        job_name: job.to_owned(),
+        next_fire_at: t0() + secs(60),
+        last_fire_at: Some(t0()),
+        definition: "every 1m".to_owned(),
+    };
+    // The second run breaks a CHECK (max_attempts >= 1) after the schedule row and the first
+    // run were written: the whole fire must be undone.
+    let runs = |job: &str| {
+        let mut bad = new_run(job, "bad", t0());
+        bad.max_attempts = 0;
+        vec![new_run(job, "good", t0()), bad]
+    };
+    assert!(
+        b.store
+            .fire(&schedule("broken"), None, runs("broken"), t0())
+            .await
+            .is_err()
+    );
+    assert_eq!(b.store.get_schedule("broken").await.unwrap(), None);
+    assert!(
+        b.store
+            .list_runs(&RunFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Failing fires interleaved with good writes: each fails or succeeds on its own.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = Arc::clone(&b.store);
+        tasks.spawn(async move {
+            let job = format!("job-{i}");
+            if i % 2 == 0 {
+                store
+                    .fire(&schedule(&job), None, runs(&job), t0())
+                    .await
+                    .is_err()
+            } else {
+                store.enqueue(new_run(&job, "k", t0()), t0()).await.is_ok()
+            }
+        });
+    }
+    assert!(
+        tasks
+            .join_all()
+            .await
+            .into_iter()
+            .all(|as_expected| as_expected)
+    );
+    let runs = b.store.list_runs(&RunFilter::default()).await.unwrap();
+    let mut jobs: Vec<String> = runs.into_iter().map(|r| r.job_name).collect();
+    jobs.sort();
+    let mut expected: Vec<String> = (0..16)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("job-{i}"))
+        .collect();
+    expected.sort();
+    assert_eq!(jobs, expected);
+    assert!(b.store.list_schedules().await.unwrap().is_empty());
+}
+
 async fn check_constraints_reject_bogus_values(b: &Backend) {
     insert(b.store.as_ref(), new_run("job", "k", t0())).await;
     let error = b
@@ -1222,6 +1286,7 @@ conformance!(
     enqueue_round_trips_every_field_and_rejects_duplicates,
     fire_advances_the_schedule_and_enqueues_once,
     concurrent_fires_and_enqueues_add_one_run,
+    a_failed_fire_changes_nothing_and_spares_concurrent_writes,
     check_constraints_reject_bogus_values,
     concurrent_claims_hand_out_each_run_once,
     concurrent_claims_run_one_run_per_job,

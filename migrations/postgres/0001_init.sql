@@ -29,8 +29,10 @@ CREATE TABLE runs (
     CONSTRAINT runs_job_unique_key UNIQUE (job_name, unique_key)
 );
 
--- Claims: due runs in queued/retrying, best priority first.
-CREATE INDEX runs_claim ON runs (state, run_after, priority);
+-- Claims: the claimable runs (queued/retrying) in claim order, so picking the best due run is
+-- an index walk that stops at the first match, not a sort of every due run.
+CREATE INDEX runs_claim ON runs (priority DESC, run_after, created_at, id)
+    WHERE state IN ('queued', 'retrying');
 -- Listing and summaries by job, newest first.
 CREATE INDEX runs_job ON runs (job_name, created_at);
 -- Pruning finished runs.

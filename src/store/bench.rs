@@ -168,6 +168,10 @@ async fn join_all(tasks: &mut tokio::task::JoinSet<StoreResult<()>>) -> StoreRes
             Ok(Err(error)) => {
                 first_error.get_or_insert(error);
             }
+            // A panicking worker is a bug: re-raise it here rather than report figures.
+            Err(join_error) if join_error.is_panic() => {
+                std::panic::resume_unwind(join_error.into_panic())
+            }
             Err(join_error) => {
                 first_error.get_or_insert(super::StoreError::Io {
                     path: "benchmark task".to_owned(),
@@ -205,5 +209,18 @@ mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(active, 0);
+    }
+
+    /// The figure for the report: `cargo test --release --lib queue_throughput_figures --
+    /// --ignored --nocapture` (SQLite in a tempdir; `ASANA_WORKER_BENCH_URL` overrides).
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "a measurement, not a test; prints its figures"]
+    async fn queue_throughput_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = std::env::var("ASANA_WORKER_BENCH_URL")
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+        let report = queue_throughput(&url, 5_000, 4).await.unwrap();
+        println!("{report}");
+        assert_eq!(report.runs, 5_000);
     }
 }

@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::{
@@ -50,42 +51,67 @@ macro_rules! held {
 }
 
 /// The SQLite implementation of [`Store`].
+///
+/// Reads use a pool of connections (WAL readers never block the writer). Writes on a file
+/// database go through one writer task with a connection of its own that groups the writes
+/// waiting at that moment into one `BEGIN IMMEDIATE … COMMIT`: SQLite has a single writer
+/// anyway, and with `synchronous=FULL` every commit costs an fsync, so sharing one commit
+/// between concurrent writers (group commit) multiplies throughput while every caller still
+/// returns only after its change is durable. A failing write is undone alone (a savepoint around
+/// multi-statement writes, statement atomicity for single statements); a failing commit fails
+/// the whole group.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// None for `:memory:` (one connection does everything).
+    writer: Option<writer::Writer>,
+}
+
+/// How a write must be isolated from the others of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One statement with nothing to undo after it fails: SQLite's statement atomicity suffices.
+    OneStatement,
+    /// Several statements, or one whose result can still fail afterwards: needs a savepoint.
+    Savepoint,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing, mode 0600) the database at `url`: `sqlite://PATH`,
-    /// `sqlite:PATH` or `sqlite::memory:`. Does not migrate; [`super::open`] does.
+    /// `sqlite:PATH` or `sqlite::memory:`. Does not migrate; [`super::open`] does. Must be
+    /// called inside a Tokio runtime (it starts the writer task, which ends when the store
+    /// and its clones are dropped).
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let path = sqlite_path(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
         let options = SqliteConnectOptions::new()
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = if path == ":memory:" {
+        if path == ":memory:" {
             // Every connection to `:memory:` is a separate database: keep exactly one, forever.
-            SqlitePoolOptions::new()
+            let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .connect_with(options.in_memory(true))
-                .await?
-        } else {
-            create_private_file(Path::new(path))?;
-            SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(
-                    options
-                        .filename(path)
-                        .create_if_missing(true)
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Full),
-                )
-                .await?
-        };
-        Ok(Self { pool })
+                .await?;
+            return Ok(Self { pool, writer: None });
+        }
+        create_private_file(Path::new(path))?;
+        let options = options
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.clone())
+            .await?;
+        let writer = writer::Writer::start(SqliteConnection::connect_with(&options).await?);
+        Ok(Self {
+            pool,
+            writer: Some(writer),
+        })
     }
 
     /// The pool, for tests and tools that need raw SQL.
@@ -93,11 +119,198 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Starts a write transaction holding SQLite's write lock. Dropping it un-committed rolls
-    /// back (sqlx issues the ROLLBACK), so an error or a cancelled future never leaves a
-    /// half-done change or a connection stuck in a transaction.
-    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Runs `op` in a write transaction holding SQLite's write lock (`BEGIN IMMEDIATE`), and
+    /// returns once it is committed. An error from `op` undoes everything it did.
+    async fn write<T, F>(&self, shape: Shape, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.submit(shape == Shape::Savepoint, op).await,
+            None => {
+                // Dropping the transaction un-committed rolls back (sqlx issues the ROLLBACK),
+                // so an error or a cancelled future never leaves a connection mid-transaction.
+                let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = op(&mut tx).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The group-commit writer of a file database.
+mod writer {
+    use futures::future::BoxFuture;
+    use sqlx::{Executor, SqliteConnection};
+    use tokio::sync::{mpsc, oneshot};
+
+    use crate::store::{StoreError, StoreResult};
+
+    /// Most writes committed together.
+    const MAX_GROUP: usize = 256;
+
+    /// Handle to the writer task.
+    #[derive(Debug, Clone)]
+    pub(super) struct Writer {
+        queue: mpsc::Sender<Box<dyn Pending>>,
+    }
+
+    /// A write waiting for the writer.
+    trait Pending: Send {
+        /// Whether it needs a savepoint of its own.
+        fn savepoint(&self) -> bool;
+        /// Runs the write inside the open transaction.
+        fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Ran>>;
+        /// Fails the write without running it.
+        fn abort(self: Box<Self>, why: &str);
+    }
+
+    /// A write that ran, waiting for its group's commit.
+    trait Ran: Send {
+        fn succeeded(&self) -> bool;
+        /// Answers the caller: its own result once committed, else the commit's failure.
+        fn deliver(self: Box<Self>, commit_failure: Option<&str>);
+    }
+
+    struct Op<T, F> {
+        savepoint: bool,
+        op: F,
+        reply: oneshot::Sender<StoreResult<T>>,
+    }
+
+    struct Done<T> {
+        result: StoreResult<T>,
+        reply: oneshot::Sender<StoreResult<T>>,
+    }
+
+    fn group_failure(why: &str) -> StoreError {
+        StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
+            "the write's transaction failed: {why}"
+        ))))
+    }
+
+    impl<T, F> Pending for Op<T, F>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        fn savepoint(&self) -> bool {
+            self.savepoint
+        }
+
+        fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Ran>> {
+            Box::pin(async move {
+                let Op { op, reply, .. } = *self;
+                let result = op(conn).await;
+                Box::new(Done { result, reply }) as Box<dyn Ran>
+            })
+        }
+
+        fn abort(self: Box<Self>, why: &str) {
+            let _ = self.reply.send(Err(group_failure(why)));
+        }
+    }
+
+    impl<T: Send> Ran for Done<T> {
+        fn succeeded(&self) -> bool {
+            self.result.is_ok()
+        }
+
+        fn deliver(self: Box<Self>, commit_failure: Option<&str>) {
+            let result = match (self.result, commit_failure) {
+                (Ok(_), Some(why)) => Err(group_failure(why)),
+                (result, _) => result,
+            };
+            // The caller may have stopped waiting (cancelled); the write stands regardless.
+            let _ = self.reply.send(result);
+        }
+    }
+
+    impl Writer {
+        /// Starts the writer task on `conn`; it ends when every handle is dropped.
+        pub(super) fn start(conn: SqliteConnection) -> Self {
+            let (queue, receiver) = mpsc::channel(4 * MAX_GROUP);
+            tokio::spawn(run(conn, receiver));
+            Self { queue }
+        }
+
+        /// Queues `op` and waits until its group is committed.
+        pub(super) async fn submit<T, F>(&self, savepoint: bool, op: F) -> StoreResult<T>
+        where
+            T: Send + 'static,
+            F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+                + Send
+                + 'static,
+        {
+            let (reply, answer) = oneshot::channel();
+            let stopped = || group_failure("the database writer has stopped");
+            self.queue
+                .send(Box::new(Op {
+                    savepoint,
+                    op,
+                    reply,
+                }))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+    }
+
+    async fn run(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Box<dyn Pending>>) {
+        let mut group: Vec<Box<dyn Pending>> = Vec::with_capacity(MAX_GROUP);
+        while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
+            if let Err(error) = conn.execute("BEGIN IMMEDIATE").await {
+                let why = error.to_string();
+                group.drain(..).for_each(|op| op.abort(&why));
+                continue;
+            }
+            let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(group.len());
+            let mut broken: Option<String> = None;
+            for op in group.drain(..) {
+                if let Some(why) = &broken {
+                    op.abort(why);
+                    continue;
+                }
+                let savepoint = op.savepoint();
+                if savepoint && let Err(error) = conn.execute("SAVEPOINT write").await {
+                    let why = error.to_string();
+                    op.abort(&why);
+                    broken = Some(why);
+                    continue;
+                }
+                let done = op.run(&mut conn).await;
+                if savepoint {
+                    let end = if done.succeeded() {
+                        "RELEASE write"
+                    } else {
+                        "ROLLBACK TO write; RELEASE write"
+                    };
+                    if let Err(error) = conn.execute(end).await {
+                        broken = Some(error.to_string());
+                    }
+                }
+                ran.push(done);
+            }
+            let failure = match broken {
+                Some(why) => Some(why),
+                None => conn
+                    .execute("COMMIT")
+                    .await
+                    .err()
+                    .map(|error| error.to_string()),
+            };
+            if failure.is_some() {
+                let _ = conn.execute("ROLLBACK").await;
+            }
+            ran.into_iter()
+                .for_each(|done| done.deliver(failure.as_deref()));
+        }
     }
 }
 
@@ -312,7 +525,12 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, run: NewRun, now: DateTime<Utc>) -> StoreResult<Enqueued> {
-        Ok(match insert_run(&self.pool, &run, now).await? {
+        let inserted = self
+            .write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+                Box::pin(async move { insert_run(conn, &run, now).await })
+            })
+            .await?;
+        Ok(match inserted {
             Some(run) => Enqueued::Inserted(Box::new(run)),
             None => Enqueued::Duplicate,
         })
@@ -325,40 +543,44 @@ impl Store for SqliteStore {
         runs: Vec<NewRun>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let mut tx = self.write_tx().await?;
-        let advanced = match expected_next {
-            None => sqlx::query(
-                "INSERT INTO schedules (job_name, next_fire_at, last_fire_at, definition) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (job_name) DO NOTHING",
-            )
-            .bind(&schedule.job_name)
-            .bind(micros(schedule.next_fire_at))
-            .bind(opt_micros(schedule.last_fire_at))
-            .bind(&schedule.definition)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            Some(expected) => sqlx::query(
-                "UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, definition = ? \
-                 WHERE job_name = ? AND next_fire_at = ?",
-            )
-            .bind(micros(schedule.next_fire_at))
-            .bind(opt_micros(schedule.last_fire_at))
-            .bind(&schedule.definition)
-            .bind(&schedule.job_name)
-            .bind(micros(expected))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-        };
-        if advanced != 1 {
-            return Ok(false); // dropping `tx` rolls back
-        }
-        for run in &runs {
-            insert_run(&mut *tx, run, now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let schedule = schedule.clone();
+        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let advanced = match expected_next {
+                    None => sqlx::query(
+                        "INSERT INTO schedules (job_name, next_fire_at, last_fire_at, \
+                         definition) VALUES (?, ?, ?, ?) ON CONFLICT (job_name) DO NOTHING",
+                    )
+                    .bind(&schedule.job_name)
+                    .bind(micros(schedule.next_fire_at))
+                    .bind(opt_micros(schedule.last_fire_at))
+                    .bind(&schedule.definition)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected(),
+                    Some(expected) => sqlx::query(
+                        "UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, definition = ? \
+                         WHERE job_name = ? AND next_fire_at = ?",
+                    )
+                    .bind(micros(schedule.next_fire_at))
+                    .bind(opt_micros(schedule.last_fire_at))
+                    .bind(&schedule.definition)
+                    .bind(&schedule.job_name)
+                    .bind(micros(expected))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected(),
+                };
+                if advanced != 1 {
+                    return Ok(false); // nothing was changed
+                }
+                for run in &runs {
+                    insert_run(&mut *conn, run, now).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
     }
 
     async fn claim(
@@ -375,11 +597,13 @@ impl Store for SqliteStore {
             Some(kinds) => format!("AND r.kind IN ({})", placeholders(kinds.len())),
             None => String::new(),
         };
+        // `INDEXED BY`: walk the claimable runs in claim order and stop at the first due one of
+        // a job not already running (the planner would otherwise sort every due run).
         let sql = format!(
             "UPDATE runs SET state = 'running', attempt = attempt + 1, lease_owner = ?, \
              lease_expires_at = ?, started_at = ? \
              WHERE state IN ('queued', 'retrying') AND id = ( \
-                 SELECT r.id FROM runs r \
+                 SELECT r.id FROM runs r INDEXED BY runs_claim \
                  WHERE r.state IN ('queued', 'retrying') AND r.run_after <= ? {kind_filter} \
                    AND NOT EXISTS (SELECT 1 FROM runs x \
                                    WHERE x.job_name = r.job_name AND x.state = 'running') \
@@ -388,20 +612,25 @@ impl Store for SqliteStore {
              RETURNING {}",
             run_columns!()
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql))
-            .bind(owner)
-            .bind(micros(until(now, lease)))
-            .bind(micros(now))
-            .bind(micros(now));
-        for kind in kinds.unwrap_or_default() {
-            query = query.bind(kind);
-        }
-        let mut tx = self.write_tx().await?;
-        let row = query.fetch_optional(&mut *tx).await?;
-        // Decode before committing: a corrupt row must not leave a run claimed by nobody.
-        let run = row.as_ref().map(run_from_row).transpose()?;
-        tx.commit().await?;
-        Ok(run)
+        let owner = owner.to_owned();
+        let kinds: Vec<String> = kinds.map(<[String]>::to_vec).unwrap_or_default();
+        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let mut query = sqlx::query(AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(micros(until(now, lease)))
+                    .bind(micros(now))
+                    .bind(micros(now));
+                for kind in kinds {
+                    query = query.bind(kind);
+                }
+                let row = query.fetch_optional(&mut *conn).await?;
+                // Decoded inside the transaction: a corrupt row fails the claim and rolls it
+                // back rather than leaving a run claimed by nobody.
+                row.as_ref().map(run_from_row).transpose()
+            })
+        })
+        .await
     }
 
     async fn heartbeat(
@@ -411,16 +640,22 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(concat!(
-            "UPDATE runs SET lease_expires_at = ? WHERE ",
-            held!()
-        ))
-        .bind(micros(until(now, lease)))
-        .bind(run_id.to_string())
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let owner = owner.to_owned();
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query(concat!(
+                    "UPDATE runs SET lease_expires_at = ? WHERE ",
+                    held!()
+                ))
+                .bind(micros(until(now, lease)))
+                .bind(run_id.to_string())
+                .bind(owner)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     async fn finish(
@@ -430,87 +665,104 @@ impl Store for SqliteStore {
         transition: Transition,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let now = micros(now);
-        let query = match &transition {
-            Transition::Complete { progress } => sqlx::query(concat!(
-                "UPDATE runs SET state = 'completed', finished_at = ?, progress = ?, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                held!()
-            ))
-            .bind(now)
-            .bind(progress.to_string()),
-            Transition::Retry { run_after, error } => sqlx::query(concat!(
-                "UPDATE runs SET state = 'retrying', run_after = ?, last_error = ?, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                held!()
-            ))
-            .bind(micros(*run_after))
-            .bind(error),
-            Transition::Snooze { run_after, note } => sqlx::query(concat!(
-                "UPDATE runs SET state = 'queued', run_after = ?, last_error = ?, \
-                 attempt = MAX(attempt - 1, 0), lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE ",
-                held!()
-            ))
-            .bind(micros(*run_after))
-            .bind(note),
-            Transition::Release => sqlx::query(concat!(
-                "UPDATE runs SET state = 'queued', attempt = MAX(attempt - 1, 0), \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                held!()
-            )),
-            Transition::Fail { error: message }
-            | Transition::Dead { error: message }
-            | Transition::NeedsReauth { error: message }
-            | Transition::Cancel { note: message } => {
-                let state = match &transition {
-                    Transition::Fail { .. } => RunState::Failed,
-                    Transition::Dead { .. } => RunState::Dead,
-                    Transition::NeedsReauth { .. } => RunState::NeedsReauth,
-                    _ => RunState::Cancelled,
+        let owner = owner.to_owned();
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let now = micros(now);
+                let query = match &transition {
+                    Transition::Complete { progress } => sqlx::query(concat!(
+                        "UPDATE runs SET state = 'completed', finished_at = ?, progress = ?, \
+                         lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                        held!()
+                    ))
+                    .bind(now)
+                    .bind(progress.to_string()),
+                    Transition::Retry { run_after, error } => sqlx::query(concat!(
+                        "UPDATE runs SET state = 'retrying', run_after = ?, last_error = ?, \
+                         lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                        held!()
+                    ))
+                    .bind(micros(*run_after))
+                    .bind(error),
+                    Transition::Snooze { run_after, note } => sqlx::query(concat!(
+                        "UPDATE runs SET state = 'queued', run_after = ?, last_error = ?, \
+                         attempt = MAX(attempt - 1, 0), lease_owner = NULL, \
+                         lease_expires_at = NULL WHERE ",
+                        held!()
+                    ))
+                    .bind(micros(*run_after))
+                    .bind(note),
+                    Transition::Release => sqlx::query(concat!(
+                        "UPDATE runs SET state = 'queued', attempt = MAX(attempt - 1, 0), \
+                         lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                        held!()
+                    )),
+                    Transition::Fail { error: message }
+                    | Transition::Dead { error: message }
+                    | Transition::NeedsReauth { error: message }
+                    | Transition::Cancel { note: message } => {
+                        let state = match &transition {
+                            Transition::Fail { .. } => RunState::Failed,
+                            Transition::Dead { .. } => RunState::Dead,
+                            Transition::NeedsReauth { .. } => RunState::NeedsReauth,
+                            _ => RunState::Cancelled,
+                        };
+                        sqlx::query(concat!(
+                            "UPDATE runs SET state = ?, finished_at = ?, last_error = ?, \
+                             lease_owner = NULL, lease_expires_at = NULL WHERE ",
+                            held!()
+                        ))
+                        .bind(state.as_str())
+                        .bind(now)
+                        .bind(message)
+                    }
                 };
-                sqlx::query(concat!(
-                    "UPDATE runs SET state = ?, finished_at = ?, last_error = ?, \
-                     lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                    held!()
-                ))
-                .bind(state.as_str())
-                .bind(now)
-                .bind(message)
-            }
-        };
-        let done = query
-            .bind(run_id.to_string())
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+                let done = query
+                    .bind(run_id.to_string())
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE runs SET \
-               state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retrying' END, \
-               run_after = CASE WHEN attempt >= max_attempts THEN run_after ELSE ?1 END, \
-               finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END, \
-               rescues = rescues + 1, last_error = 'lease expired (worker lost)', \
-               lease_owner = NULL, lease_expires_at = NULL \
-             WHERE state = 'running' AND lease_expires_at <= ?1",
-        )
-        .bind(micros(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE runs SET \
+                       state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retrying' END, \
+                       run_after = CASE WHEN attempt >= max_attempts THEN run_after ELSE ?1 END, \
+                       finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END, \
+                       rescues = rescues + 1, last_error = 'lease expired (worker lost)', \
+                       lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE state = 'running' AND lease_expires_at <= ?1",
+                )
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
     }
 
     async fn set_progress(&self, run_id: Uuid, owner: &str, progress: Value) -> StoreResult<bool> {
-        let done = sqlx::query(concat!("UPDATE runs SET progress = ? WHERE ", held!()))
-            .bind(progress.to_string())
-            .bind(run_id.to_string())
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let owner = owner.to_owned();
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query(concat!("UPDATE runs SET progress = ? WHERE ", held!()))
+                    .bind(progress.to_string())
+                    .bind(run_id.to_string())
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     async fn get_run(&self, run_id: Uuid) -> StoreResult<Option<Run>> {
@@ -629,11 +881,17 @@ impl Store for SqliteStore {
     }
 
     async fn delete_schedule(&self, job_name: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM schedules WHERE job_name = ?")
-            .bind(job_name)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let job_name = job_name.to_owned();
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM schedules WHERE job_name = ?")
+                    .bind(job_name)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn acquire_lease(
@@ -643,28 +901,40 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
-               expires_at = excluded.expires_at \
-             WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(micros(until(now, ttl)))
-        .bind(micros(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+                       expires_at = excluded.expires_at \
+                     WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4",
+                )
+                .bind(name)
+                .bind(owner)
+                .bind(micros(until(now, ttl)))
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     async fn release_lease(&self, name: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM leases WHERE name = ? AND owner = ?")
-            .bind(name)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM leases WHERE name = ? AND owner = ?")
+                    .bind(name)
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn get_checkpoint(&self, job_name: &str, key: &str) -> StoreResult<Option<Value>> {
@@ -687,34 +957,45 @@ impl Store for SqliteStore {
         value: Value,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        // One statement: the fence and the write see the same state under SQLite's write lock.
-        let done = sqlx::query(concat!(
-            "INSERT INTO checkpoints (job_name, key, value, updated_at) \
-             SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE ",
-            held!(),
-            ") ON CONFLICT (job_name, key) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at"
-        ))
-        .bind(job_name)
-        .bind(key)
-        .bind(value.to_string())
-        .bind(micros(now))
-        .bind(run_id.to_string())
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (owner, job_name, key) = (owner.to_owned(), job_name.to_owned(), key.to_owned());
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                // The fence and the write in one statement under SQLite's write lock.
+                let done = sqlx::query(concat!(
+                    "INSERT INTO checkpoints (job_name, key, value, updated_at) \
+                     SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE ",
+                    held!(),
+                    ") ON CONFLICT (job_name, key) DO UPDATE SET value = excluded.value, \
+                     updated_at = excluded.updated_at"
+                ))
+                .bind(job_name)
+                .bind(key)
+                .bind(value.to_string())
+                .bind(micros(now))
+                .bind(run_id.to_string())
+                .bind(owner)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "DELETE FROM runs WHERE finished_at < ? AND state NOT IN \
-             ('queued', 'retrying', 'running')",
-        )
-        .bind(micros(before))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "DELETE FROM runs WHERE finished_at < ? AND state NOT IN \
+                     ('queued', 'retrying', 'running')",
+                )
+                .bind(micros(before))
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
     }
 }
 
