@@ -44,6 +44,10 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     /// Simple GETs per second the simulator serves on one core.
     Sim(super::bench_sim::BenchSimArgs),
+    /// Queue throughput: enqueue, claim and complete runs on SQLite (or `--url`).
+    Queue(super::bench_daemon::QueueBenchArgs),
+    /// Scheduler overhead with many schedules.
+    Scheduler(super::bench_daemon::SchedulerBenchArgs),
     /// The per-token rate budget against the simulator: utilization, 429s, CPU, memory.
     Budget(BudgetBenchArgs),
 }
@@ -124,6 +128,8 @@ struct Outcome {
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     match args.target {
         BenchTarget::Budget(args) => budget(args).await,
+        BenchTarget::Queue(args) => super::bench_daemon::queue(args).await,
+        BenchTarget::Scheduler(args) => super::bench_daemon::scheduler(args).await,
         // Builds its own runtimes (simulator on one thread, load on another); the CLI runs it
         // before creating one, this arm only serves callers already inside a runtime.
         BenchTarget::Sim(args) => {

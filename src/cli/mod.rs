@@ -2,6 +2,7 @@
 //! to documented exit codes.
 
 pub mod bench;
+pub mod bench_daemon;
 pub mod bench_sim;
 pub mod common;
 pub mod demo;
@@ -63,7 +64,7 @@ pub fn main(cli: Cli) -> ExitCode {
     // The daemon sets its logging up from its settings (text or JSON, OTLP).
     match (&cli.command, &cli.log) {
         (Command::Run(_), _) => {}
-        (Command::Demo(_), None) => init_logging("warn"),
+        (Command::Demo(_) | Command::Bench(_), None) => init_logging("warn"),
         (_, level) => init_logging(level.as_deref().unwrap_or("info")),
     }
     let command = match cli.command {

@@ -284,8 +284,17 @@ impl Scheduler {
             return Ok(report);
         }
         let jobs = self.jobs.borrow().clone();
+        // One query for every schedule per tick, not one per job: with thousands of jobs the
+        // tick stays a single read plus work for the jobs that are due.
+        let mut schedules: std::collections::HashMap<String, ScheduleRow> = self
+            .store
+            .list_schedules()
+            .await?
+            .into_iter()
+            .map(|row| (row.job_name.clone(), row))
+            .collect();
         for job in jobs.iter().filter(|job| job.enabled) {
-            let stored = self.store.get_schedule(&job.name).await?;
+            let stored = schedules.remove(&job.name);
             let due = stored.as_ref().is_none_or(|row| {
                 row.next_fire_at <= now || row.definition != job.schedule_definition()
             });
