@@ -383,3 +383,86 @@ async fn the_cli_reports_bad_input_with_exit_code_two_and_runs_with_wait() {
     signal(&daemon, libc::SIGTERM);
     assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_reports_stopping() {
+    let setup = Setup::new().await;
+    let socket_path = setup.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let log = std::fs::File::create(setup.dir.path().join("systemd.log")).unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        let n = socket
+            .recv(&mut buffer)
+            .expect("a notification within 20 s");
+        seen.push(String::from_utf8_lossy(&buffer[..n]).to_string());
+    }
+    signal(&daemon, libc::SIGTERM);
+    loop {
+        let n = socket.recv(&mut buffer).expect("STOPPING=1 before exit");
+        let message = String::from_utf8_lossy(&buffer[..n]).to_string();
+        if message.contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
+    let ready_index = seen.iter().position(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        seen[..ready_index].iter().all(|m| !m.contains("WATCHDOG")),
+        "watchdog pings start once ready: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_never_show_the_token() {
+    let setup = Setup::new().await;
+    let log = std::fs::File::create(setup.dir.path().join("json.log")).unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .env("ASANA_WORKER__LOG__FORMAT", "json")
+        .env("ASANA_WORKER__LOG__LEVEL", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    setup.wait_ready(&mut daemon).await;
+    let id = enqueue(&setup, "check");
+    let store = setup.store().await;
+    wait_for_state(&store, id, &[RunState::Completed], Duration::from_secs(20)).await;
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
+    let text = setup.log("json");
+    let mut lines = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("timestamp").is_some(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines > 5, "{text}");
+    assert!(text.contains("Run completed"));
+    let token = setup.sim.token("service-account").unwrap();
+    assert!(
+        !text.contains(&token),
+        "the token leaked into trace-level logs"
+    );
+}

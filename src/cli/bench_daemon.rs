@@ -54,7 +54,11 @@ pub async fn queue(args: QueueBenchArgs) -> anyhow::Result<u8> {
     println!("{report}");
     println!(
         "  target 1,000 jobs/s: {} (ratio {:.2})",
-        if report.total_per_sec >= 1000.0 { "met" } else { "NOT met" },
+        if report.total_per_sec >= 1000.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
         report.total_per_sec / 1000.0
     );
     Ok(super::EXIT_OK)
@@ -78,8 +82,11 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<u8> {
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("bench.sqlite").display());
     let store = crate::store::open(&url).await?;
-    let jobs: Vec<JobSpec> = (0..args.schedules).map(bench_job).collect::<Result<_, _>>()?;
-    let start = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:30Z")?.with_timezone(&chrono::Utc);
+    let jobs: Vec<JobSpec> = (0..args.schedules)
+        .map(bench_job)
+        .collect::<Result<_, _>>()?;
+    let start =
+        chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:30Z")?.with_timezone(&chrono::Utc);
     let clock = ManualClock::new(start);
     let (_jobs_tx, jobs_rx) = watch::channel::<JobSet>(Arc::new(jobs));
     let shared: SharedClock = Arc::new(clock.clone());
@@ -91,7 +98,10 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<u8> {
         std::time::Duration::from_secs(1),
         std::time::Duration::from_secs(3600),
     );
-    println!("Scheduler overhead: {} cron schedules (one fire per hour each, spread over the minutes), SQLite", args.schedules);
+    println!(
+        "Scheduler overhead: {} cron schedules (one fire per hour each, spread over the minutes), SQLite",
+        args.schedules
+    );
     let started = Instant::now();
     scheduler.tick().await?;
     let first = started.elapsed();
@@ -110,9 +120,19 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<u8> {
     let due = started.elapsed();
     let idle_avg = idle.iter().sum::<std::time::Duration>() / idle.len() as u32;
     let per_job_us = idle_avg.as_secs_f64() * 1e6 / args.schedules as f64;
-    println!("  first tick (creates every schedule)  {:>9.1} ms", first.as_secs_f64() * 1e3);
-    println!("  idle tick (nothing due), average     {:>9.1} ms  ({per_job_us:.2} µs per schedule)", idle_avg.as_secs_f64() * 1e3);
-    println!("  tick with {:>5} fires due            {:>9.1} ms", report.enqueued, due.as_secs_f64() * 1e3);
+    println!(
+        "  first tick (creates every schedule)  {:>9.1} ms",
+        first.as_secs_f64() * 1e3
+    );
+    println!(
+        "  idle tick (nothing due), average     {:>9.1} ms  ({per_job_us:.2} µs per schedule)",
+        idle_avg.as_secs_f64() * 1e3
+    );
+    println!(
+        "  tick with {:>5} fires due            {:>9.1} ms",
+        report.enqueued,
+        due.as_secs_f64() * 1e3
+    );
     println!(
         "  share of a 1 s tick interval spent idle: {:.1} %",
         idle_avg.as_secs_f64() * 100.0
