@@ -130,17 +130,27 @@ pub fn paginate(
     params: &Params,
     gids: &[String],
 ) -> ApiResult {
-    let render = |gid: &String| {
+    paginate_with(state, path, params, gids, |gid| {
         world::render(world, gid, params.fields(), Detail::Compact)
             .unwrap_or_else(|| serde_json::json!({ "gid": gid }))
-    };
+    })
+}
+
+/// The pagination every list endpoint shares, over any items and a renderer for one item.
+pub fn paginate_with<T>(
+    state: &SimState,
+    path: &str,
+    params: &Params,
+    items: &[T],
+    render: impl Fn(&T) -> serde_json::Value,
+) -> ApiResult {
     let Some(limit) = params.limit else {
-        if gids.len() > wire::UNPAGINATED_MAX {
+        if items.len() > wire::UNPAGINATED_MAX {
             return Err(ApiError::bad_request(
                 "The result is too large. You should use pagination (may require specifying a workspace)",
             ));
         }
-        return wire::page(gids.iter().map(render).collect(), None, false);
+        return wire::page(items.iter().map(render).collect(), None, false);
     };
     let scope = params.scope(path);
     let now = state.now_unix();
@@ -153,14 +163,14 @@ pub fn paginate(
             .map_err(|_| ApiError::bad_request("offset: Invalid offset."))?,
         None => 0,
     };
-    let end = (start + limit).min(gids.len());
-    let data = gids
-        .get(start.min(gids.len())..end)
+    let end = (start + limit).min(items.len());
+    let data = items
+        .get(start.min(items.len())..end)
         .unwrap_or_default()
         .iter()
         .map(render)
         .collect();
-    let next = (end < gids.len()).then(|| {
+    let next = (end < items.len()).then(|| {
         let ttl = state.config.timing.offset_ttl_secs as i64;
         let offset = state
             .offsets

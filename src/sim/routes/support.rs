@@ -184,40 +184,7 @@ pub fn paginate_values(
     items: &[Value],
     compact: &[&str],
 ) -> ApiResult {
-    let render =
-        |item: &Value| wire::project(item, compact, params.fields(), Detail::Compact, world);
-    let Some(limit) = params.limit else {
-        if items.len() > wire::UNPAGINATED_MAX {
-            return Err(ApiError::bad_request(
-                "The result is too large. You should use pagination (may require specifying a workspace)",
-            ));
-        }
-        return wire::page(items.iter().map(render).collect(), None, false);
-    };
-    let scope = params.scope(path);
-    let now = state.now_unix();
-    let start = match &params.offset {
-        Some(offset) => state
-            .offsets
-            .decode(offset, &scope, now)?
-            .key
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request("offset: Invalid offset."))?,
-        None => 0,
-    };
-    let end = (start + limit).min(items.len());
-    let data = items
-        .get(start.min(items.len())..end)
-        .unwrap_or_default()
-        .iter()
-        .map(render)
-        .collect();
-    let next = (end < items.len()).then(|| {
-        let ttl = state.config.timing.offset_ttl_secs as i64;
-        let offset = state
-            .offsets
-            .encode(&end.to_string(), &scope, now, now + ttl);
-        wire::next_page(&state.base_url, path, &params.query, &offset)
-    });
-    wire::page(data, next, true)
+    super::paginate_with(state, path, params, items, |item: &Value| {
+        wire::project(item, compact, params.fields(), Detail::Compact, world)
+    })
 }
