@@ -256,3 +256,37 @@ async fn another_client_spending_the_quota_is_felt_by_the_token() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_batch_counts_as_as_many_concurrent_requests_as_it_has_actions() {
+    let config = SimConfig {
+        limits: LimitSpec {
+            concurrent_reads: 5,
+            ..LimitSpec::default()
+        },
+        ..SimConfig::default()
+    };
+    let server = SimServer::start(config).await.expect("sim");
+    let http = client();
+    let token = server.token("pat-paid").unwrap();
+    let batch = |n: usize| {
+        let actions: Vec<Value> = (0..n)
+            .map(|_| serde_json::json!({"relative_path": "/users/me", "method": "get"}))
+            .collect();
+        http.post(format!("{}/batch", server.base_url()))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"data": {"actions": actions}}))
+            .send()
+    };
+    assert_eq!(batch(5).await.unwrap().status(), StatusCode::OK);
+    let refused = batch(6).await.unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "six reads do not fit in five slots"
+    );
+    let stats = stats(&http, &server, "pat-paid").await;
+    assert_eq!(stats["peak_concurrent_reads"], 5);
+    assert_eq!(stats["rejected"]["concurrent_reads"], 1);
+    server.shutdown().await;
+}

@@ -295,6 +295,56 @@ impl Limits {
         }
     }
 
+    /// Takes `reads` read slots and `writes` write slots at once, for the actions of a batch (a
+    /// batch of N actions counts as N concurrent requests). All or nothing: when they do not fit,
+    /// nothing is held and the cause is returned with a `Retry-After`.
+    pub fn hold_concurrent(
+        &self,
+        token: &str,
+        reads: u32,
+        writes: u32,
+    ) -> Result<Vec<InFlight>, (RejectCause, u64)> {
+        let mut tokens = self.lock();
+        let limiter = tokens.entry(token.to_string()).or_default();
+        if limiter.reads_in_flight + reads > self.spec.concurrent_reads {
+            *limiter
+                .stats
+                .rejected
+                .entry(RejectCause::ConcurrentReads)
+                .or_default() += 1;
+            return Err((RejectCause::ConcurrentReads, CONCURRENCY_RETRY_AFTER_SECS));
+        }
+        if limiter.writes_in_flight + writes > self.spec.concurrent_writes {
+            *limiter
+                .stats
+                .rejected
+                .entry(RejectCause::ConcurrentWrites)
+                .or_default() += 1;
+            return Err((RejectCause::ConcurrentWrites, CONCURRENCY_RETRY_AFTER_SECS));
+        }
+        limiter.reads_in_flight += reads;
+        limiter.writes_in_flight += writes;
+        limiter.stats.peak_concurrent_reads = limiter
+            .stats
+            .peak_concurrent_reads
+            .max(limiter.reads_in_flight);
+        limiter.stats.peak_concurrent_writes = limiter
+            .stats
+            .peak_concurrent_writes
+            .max(limiter.writes_in_flight);
+        let mut held = Vec::with_capacity((reads + writes) as usize);
+        for class in std::iter::repeat_n(RequestClass::Read, reads as usize)
+            .chain(std::iter::repeat_n(RequestClass::Write, writes as usize))
+        {
+            held.push(InFlight {
+                limits: self.clone(),
+                token: token.to_string(),
+                class,
+            });
+        }
+        Ok(held)
+    }
+
     /// Counts `extra` more requests against a token's quota at simulated time `now`: a batch of N
     /// actions counts as N requests, and the batch request itself was already counted once by
     /// [`Limits::admit`]. When they do not all fit, returns `Retry-After` (simulated seconds) and

@@ -57,6 +57,14 @@ async fn batch(
     ) {
         return Err(ApiError::too_many_requests(retry_after));
     }
+    // The actions also count as concurrent requests of their own class; the batch request
+    // already holds one write slot, which stands for one write action when there is one.
+    let reads = actions.iter().filter(|a| is_read_action(a)).count() as u32;
+    let writes = (actions.len() as u32 - reads).saturating_sub(1);
+    let _slots = state
+        .limits
+        .hold_concurrent(&caller.token, reads, writes)
+        .map_err(|(_, retry_after)| ApiError::too_many_requests(retry_after))?;
     let router = super::api_routes()
         .fallback(|| async { ApiError::no_route() })
         .with_state(state.clone());
@@ -209,4 +217,12 @@ async fn describe(response: Response) -> Value {
         "headers": headers,
         "body": body,
     })
+}
+
+/// Whether a batch action is a read (GET or HEAD) for the concurrency limits.
+fn is_read_action(action: &Value) -> bool {
+    action
+        .get("method")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.eq_ignore_ascii_case("get") || m.eq_ignore_ascii_case("head"))
 }
