@@ -302,6 +302,9 @@ impl WorkerPool {
                         .await;
                     match claimed {
                         Ok(Some(run)) => {
+                            // Count the run against its kind before the next claim looks at
+                            // the caps; `execute` gives the count back when it ends.
+                            *self.running_by_kind.lock().await.entry(run.kind.clone()).or_default() += 1;
                             let pool = self.clone();
                             let cancel = jobs_cancel.child_token();
                             tracker.spawn(async move {
@@ -348,12 +351,6 @@ impl WorkerPool {
     /// Runs one claimed run to its transition.
     async fn execute(&self, run: Run, cancel: CancellationToken) {
         let kind = run.kind.clone();
-        *self
-            .running_by_kind
-            .lock()
-            .await
-            .entry(kind.clone())
-            .or_default() += 1;
         metrics::gauge!("asana_worker_runs_in_progress", "kind" => kind.clone()).increment(1.0);
         let started = tokio::time::Instant::now();
         let run_id = run.id;
