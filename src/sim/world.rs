@@ -1616,7 +1616,9 @@ mod tests {
 
     #[test]
     fn late_audit_events_are_inserted_in_order() {
-        let now = Utc::now();
+        let now = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut world = World::generate(1, &WorldSize::default(), now);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let late = world.make_audit_event(&mut rng, now - Duration::days(3), None);
