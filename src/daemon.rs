@@ -113,7 +113,7 @@ pub async fn run(
             metrics: crate::telemetry::install_metrics(),
             scheduler_last_tick: last_tick.clone(),
             scheduler_stall_after: Duration::from_millis(
-                (settings.scheduler.tick_ms * 5).max(10_000),
+                settings.scheduler.tick_ms.saturating_mul(5).max(10_000),
             ),
             accepting: accepting.clone(),
             clock: clock.clone(),
@@ -210,42 +210,12 @@ fn notify(states: &[sd_notify::NotifyState]) {
 
 fn sd_watchdog_interval() -> Option<Duration> {
     let micros: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    Some(Duration::from_micros(micros / 2))
+    Some(Duration::from_micros(micros / 2).max(Duration::from_millis(1)))
 }
 
-/// Hides the password in a database URL for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:****{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use crate::store::redact_url;
 
 /// The config file path given on the command line or in `ASANA_WORKER_CONFIG`.
 pub fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
     explicit.or_else(|| std::env::var_os("ASANA_WORKER_CONFIG").map(PathBuf::from))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db/asana"),
-            "postgres://app:****@db/asana"
-        );
-        assert_eq!(
-            redact_url("postgres://app@db/asana"),
-            "postgres://app@db/asana"
-        );
-        assert_eq!(redact_url("sqlite://x.sqlite"), "sqlite://x.sqlite");
-    }
 }

@@ -267,3 +267,39 @@ fn a_changed_schedule_restarts_from_now() {
     );
     assert_eq!(plan.next_fire_at, Some(at(9) + Duration::minutes(15)));
 }
+
+#[test]
+fn a_catch_up_longer_than_the_cap_continues_on_the_next_tick_and_records_every_fire() {
+    use asana_worker::scheduler::MAX_FIRES_PER_TICK;
+    let job = job("* * * * *", "UTC", "misfire = \"once\"");
+    let down_from = at(0);
+    // Down for MAX + 300 minutes: the first tick handles MAX fires, the second the rest.
+    let now =
+        down_from + Duration::minutes(MAX_FIRES_PER_TICK as i64 + 300) + Duration::seconds(90);
+    let first = plan(&job, Some(&row(&job, down_from)), now, false);
+    assert_eq!(first.runs.len(), MAX_FIRES_PER_TICK);
+    assert!(
+        first.runs.iter().all(|r| r.state == RunState::Skipped),
+        "nothing runs until the catch-up reaches now"
+    );
+    let resume = first.next_fire_at.unwrap();
+    assert_eq!(
+        resume,
+        down_from + Duration::minutes(MAX_FIRES_PER_TICK as i64)
+    );
+    let mut stored = row(&job, resume);
+    stored.last_fire_at = first.last_fire_at;
+    let second = plan(&job, Some(&stored), now, false);
+    assert_eq!(
+        second.runs.len(),
+        302,
+        "the remaining missed fires, up to now"
+    );
+    let queued: Vec<_> = second
+        .runs
+        .iter()
+        .filter(|r| r.state == RunState::Queued)
+        .collect();
+    assert_eq!(queued.len(), 1, "misfire = once runs the latest fire only");
+    assert!(second.next_fire_at.unwrap() > now);
+}

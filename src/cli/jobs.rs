@@ -129,7 +129,8 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
             if !wait {
                 return Ok(super::EXIT_OK);
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+            let deadline = tokio::time::Instant::now()
+                + Duration::from_secs(timeout_secs.min(365 * 24 * 3600));
             let mut last_line = String::new();
             loop {
                 let Some(current) = store.get_run(run.id).await? else {

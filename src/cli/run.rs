@@ -46,12 +46,25 @@ fn spawn_signal_handlers(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
+        let mut stopping = false;
         loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM received"); shutdown.cancel(); break; }
-                _ = int.recv() => { tracing::info!("SIGINT received"); shutdown.cancel(); break; }
-                _ = hup.recv() => { tracing::info!("SIGHUP received: reloading job files"); let _ = reload.try_send(()); }
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading job files");
+                    let _ = reload.try_send(());
+                    continue;
+                }
+            };
+            if stopping {
+                // A second request to stop while draining: the operator wants out now.
+                eprintln!("{name} received again while draining; exiting at once");
+                std::process::exit(130);
             }
+            tracing::info!("{name} received");
+            stopping = true;
+            shutdown.cancel();
         }
     });
     Ok(())

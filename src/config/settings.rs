@@ -287,7 +287,7 @@ impl Settings {
             ));
         }
         if self.worker.heartbeat_secs == 0
-            || self.worker.heartbeat_secs * 2 > self.worker.lease_secs
+            || self.worker.heartbeat_secs.saturating_mul(2) > self.worker.lease_secs
         {
             return Err(SettingsError::Invalid(format!(
                 "worker.heartbeat_secs ({}) must be at least 1 and at most half of worker.lease_secs ({})",

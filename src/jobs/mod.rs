@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::asana::{AsanaClient, AsanaError, CallContext};
-use crate::budget::Priority;
+use crate::budget::{BudgetError, Priority};
 use crate::config::jobs::{JobKind, JobSpec};
-use crate::credentials::ClientPool;
+use crate::credentials::{ClientPool, CredentialError};
 use crate::scheduler::JobSet;
 use crate::store::Trigger;
 use crate::worker::{JobOutcome, JobRunner, RunContext};
@@ -32,12 +32,31 @@ pub fn outcome_for_error(credential: &str, error: &AsanaError) -> JobOutcome {
                 ),
             }
         }
-        AsanaError::Cancelled => JobOutcome::Interrupted,
+        AsanaError::Cancelled | AsanaError::Budget(BudgetError::Cancelled) => {
+            JobOutcome::Interrupted
+        }
         error if error.is_transient() => JobOutcome::Retry {
             delay: None,
             error: error.to_string(),
         },
         error => JobOutcome::Failed {
+            error: error.to_string(),
+        },
+    }
+}
+
+/// Maps a problem obtaining a credential's client: an unreadable or half-written token file is
+/// transient, a credential missing from the configuration or a client that cannot be built is a
+/// configuration error; neither is a rejection by Asana.
+fn outcome_for_credential_error(error: &CredentialError) -> JobOutcome {
+    match error {
+        CredentialError::ReadFile { .. }
+        | CredentialError::Empty(_)
+        | CredentialError::MissingEnv { .. } => JobOutcome::Retry {
+            delay: None,
+            error: error.to_string(),
+        },
+        _ => JobOutcome::Failed {
             error: error.to_string(),
         },
     }
@@ -76,11 +95,7 @@ impl JobRunner for KindRunner {
         };
         let client = match self.clients.client(&job.credential) {
             Ok(client) => client,
-            Err(error) => {
-                return JobOutcome::NeedsReauth {
-                    error: error.to_string(),
-                };
-            }
+            Err(error) => return outcome_for_credential_error(&error),
         };
         let priority = match ctx.run.trigger {
             Trigger::Manual => Priority::Manual,
@@ -98,5 +113,44 @@ impl JobRunner for KindRunner {
 
     fn timeout(&self, job_name: &str) -> Option<Duration> {
         self.job(job_name).map(|job| job.timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_outcomes() {
+        let cancelled = AsanaError::Budget(BudgetError::Cancelled);
+        assert_eq!(
+            outcome_for_error("sa", &cancelled),
+            JobOutcome::Interrupted,
+            "waiting for budget at shutdown releases the run"
+        );
+        let rejected = AsanaError::Unauthorized {
+            message: "Not Authorized".into(),
+        };
+        assert!(matches!(
+            outcome_for_error("sa", &rejected),
+            JobOutcome::NeedsReauth { .. }
+        ));
+        let missing = AsanaError::NotFound {
+            message: "task: Unknown object".into(),
+        };
+        assert!(matches!(
+            outcome_for_error("sa", &missing),
+            JobOutcome::Failed { .. }
+        ));
+        let unreadable = CredentialError::Empty("sa".into());
+        assert!(matches!(
+            outcome_for_credential_error(&unreadable),
+            JobOutcome::Retry { .. }
+        ));
+        let unknown = CredentialError::Unknown("sa".into());
+        assert!(matches!(
+            outcome_for_credential_error(&unknown),
+            JobOutcome::Failed { .. }
+        ));
     }
 }

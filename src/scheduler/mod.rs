@@ -88,9 +88,11 @@ pub fn plan(
         fires.push(fire);
         cursor = job.next_fire_after(fire);
     }
+    // When the cap cut the catch-up short, the next tick continues from where this one
+    // stopped, so no missed fire goes unrecorded.
     let next_fire_at = match cursor {
-        Some(next) if next > now => Some(next),
-        _ => job.next_fire_after(now),
+        Some(next) => Some(next),
+        None => job.next_fire_after(now),
     };
     let grace = chrono::Duration::from_std(ON_TIME_GRACE).unwrap_or_default();
     let on_time = fires.last().copied().filter(|fire| now - *fire <= grace);
@@ -111,7 +113,9 @@ pub fn plan(
             }
         }
         MisfirePolicy::Once => {
-            let run_one = on_time.is_none();
+            // A catch-up cut short by the cap runs nothing yet: a later tick holds later fires.
+            let capped = cursor.is_some_and(|next| next <= now);
+            let run_one = on_time.is_none() && !capped;
             for (i, fire) in missed.iter().enumerate() {
                 if run_one && i + 1 == missed.len() {
                     to_run.push((*fire, Trigger::Misfire));
@@ -340,6 +344,12 @@ impl Scheduler {
                 / 1000.0;
             metrics::gauge!("asana_worker_scheduler_lag_seconds", "job" => job.name.clone())
                 .set(lag);
+        }
+        // Schedules of jobs that were removed or disabled are forgotten, so a job enabled again
+        // starts from its next fire instead of treating the whole pause as missed fires.
+        for name in schedules.keys() {
+            self.store.delete_schedule(name).await?;
+            tracing::info!(job = %name, "Forgot the schedule of a removed or disabled job");
         }
         metrics::counter!("asana_worker_scheduler_fires_total", "outcome" => "enqueued")
             .increment(report.enqueued as u64);

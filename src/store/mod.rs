@@ -482,10 +482,42 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Arc::new(postgres::PgStore::connect(url).await?)
     } else {
-        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        return Err(StoreError::UnsupportedUrl(redact_url(url)));
     };
     store.migrate().await?;
     Ok(store)
+}
+
+/// Hides passwords in a database URL for logs and errors: the password of the user part (the
+/// user part ends at the last `@` before the path) and any `password=` query value.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:****@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=****"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{}{authority}{tail}", &url[..scheme_end])
 }
 
 /// Delay before retry number `attempt` (1-based): exponential from `initial`, capped at `max`,
@@ -509,6 +541,28 @@ mod tests {
             assert_eq!(state.as_str().parse::<RunState>().unwrap(), state);
         }
         assert!("exploded".parse::<RunState>().is_err());
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db/asana"),
+            "postgres://app:****@db/asana"
+        );
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db:5432/asana"),
+            "postgres://app:****@db:5432/asana"
+        );
+        assert_eq!(
+            redact_url("postgres://db/asana?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/asana?user=app&password=****&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/asana"),
+            "postgres://app@db/asana"
+        );
+        assert_eq!(redact_url("sqlite://x.sqlite"), "sqlite://x.sqlite");
+        assert_eq!(redact_url("postgress://u:pw@h/d"), "postgress://u:****@h/d");
     }
 
     #[test]

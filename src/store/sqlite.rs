@@ -82,7 +82,8 @@ impl SqliteStore {
     /// called inside a Tokio runtime (it starts the writer task, which ends when the store
     /// and its clones are dropped).
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let path = sqlite_path(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+        let path =
+            sqlite_path(url).ok_or_else(|| StoreError::UnsupportedUrl(super::redact_url(url)))?;
         let options = SqliteConnectOptions::new()
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);

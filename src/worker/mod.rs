@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::RngExt;
 use serde_json::Value;
-use tokio::sync::{Mutex, Semaphore};
+use std::sync::Mutex;
+
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -216,6 +218,41 @@ pub struct PoolSettings {
     pub shutdown_grace: Duration,
 }
 
+/// A run counted against its kind's cap; gives the count back when dropped, also when the job
+/// panicked, so a crashing job cannot use up its kind's slots for good.
+#[derive(Debug)]
+struct KindSlot {
+    counts: Arc<Mutex<BTreeMap<String, usize>>>,
+    kind: String,
+}
+
+impl KindSlot {
+    fn take(counts: &Arc<Mutex<BTreeMap<String, usize>>>, kind: &str) -> Self {
+        *counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind.to_string())
+            .or_default() += 1;
+        Self {
+            counts: counts.clone(),
+            kind: kind.to_string(),
+        }
+    }
+}
+
+impl Drop for KindSlot {
+    fn drop(&mut self) {
+        if let Some(count) = self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&self.kind)
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
 /// The pool.
 #[derive(Debug)]
 pub struct WorkerPool {
@@ -243,11 +280,14 @@ impl WorkerPool {
         }
     }
 
-    async fn claimable_kinds(&self) -> Option<Vec<String>> {
+    fn claimable_kinds(&self) -> Option<Vec<String>> {
         if self.settings.per_kind.is_empty() {
             return None;
         }
-        let running = self.running_by_kind.lock().await;
+        let running = self
+            .running_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // Only restrict when some kind is at its cap; kinds without a cap stay claimable by
         // listing every capped kind that still has room plus a wildcard handled by the store
         // call below.
@@ -295,20 +335,25 @@ impl WorkerPool {
                 }
                 permit = slots.clone().acquire_owned() => {
                     let Ok(permit) = permit else { break };
-                    let kinds = self.claimable_kinds().await;
+                    let kinds = self.claimable_kinds();
+                    // Each claim gets its own lease owner: a run rescued and re-claimed by this
+                    // same process must not let the old attempt's heartbeats and checkpoints
+                    // pass the fence.
+                    let claim_owner = format!("{}#{}", self.settings.owner, uuid::Uuid::new_v4().simple());
                     let claimed = self
                         .store
-                        .claim(&self.settings.owner, self.clock.now(), self.settings.lease, kinds.as_deref())
+                        .claim(&claim_owner, self.clock.now(), self.settings.lease, kinds.as_deref())
                         .await;
                     match claimed {
                         Ok(Some(run)) => {
                             // Count the run against its kind before the next claim looks at
                             // the caps; `execute` gives the count back when it ends.
-                            *self.running_by_kind.lock().await.entry(run.kind.clone()).or_default() += 1;
+                            let kind_slot = KindSlot::take(&self.running_by_kind, &run.kind);
                             let pool = self.clone();
                             let cancel = jobs_cancel.child_token();
                             tracker.spawn(async move {
-                                pool.execute(run, cancel).await;
+                                pool.execute(run, claim_owner, cancel).await;
+                                drop(kind_slot);
                                 drop(permit);
                             });
                         }
@@ -348,8 +393,47 @@ impl WorkerPool {
         }
     }
 
+    /// Records a run's transition, retrying a failing store for as long as the lease would last
+    /// (renewing it meanwhile), so a completed run is not later rescued and counted as lost.
+    async fn record_outcome(
+        &self,
+        run_id: uuid::Uuid,
+        owner: &str,
+        job_name: &str,
+        transition: Transition,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.settings.lease;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self
+                .store
+                .finish(run_id, owner, transition.clone(), self.clock.now())
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(job = %job_name, %run_id, "Run finished after its lease was lost; its outcome was discarded");
+                    return;
+                }
+                Err(error) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(job = %job_name, %run_id, %error, "Could not record the outcome of a run; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    let _ = self
+                        .store
+                        .heartbeat(run_id, owner, self.clock.now(), self.settings.lease)
+                        .await;
+                }
+                Err(error) => {
+                    tracing::error!(job = %job_name, %run_id, %error, "Could not record the outcome of a run; its lease will expire and it will be retried");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Runs one claimed run to its transition.
-    async fn execute(&self, run: Run, cancel: CancellationToken) {
+    async fn execute(&self, run: Run, owner: String, cancel: CancellationToken) {
         let kind = run.kind.clone();
         metrics::gauge!("asana_worker_runs_in_progress", "kind" => kind.clone()).increment(1.0);
         let started = tokio::time::Instant::now();
@@ -360,7 +444,7 @@ impl WorkerPool {
         let heartbeat = {
             let store = self.store.clone();
             let clock = self.clock.clone();
-            let owner = self.settings.owner.clone();
+            let owner = owner.clone();
             let every = self.settings.heartbeat;
             let lease = self.settings.lease;
             let attempt_cancel = attempt_cancel.clone();
@@ -368,10 +452,18 @@ impl WorkerPool {
             async move {
                 let mut ticker = tokio::time::interval(every);
                 ticker.tick().await;
+                let mut renewed = clock.now();
                 loop {
                     ticker.tick().await;
-                    match store.heartbeat(run_id, &owner, clock.now(), lease).await {
-                        Ok(true) => {}
+                    let now = clock.now();
+                    if now - renewed > chrono::Duration::from_std(lease).unwrap_or_default() {
+                        tracing::warn!(%run_id, "Could not renew the lease for longer than it lasts; stopping the run so that the rescuing worker alone owns it");
+                        lease_lost.cancel();
+                        attempt_cancel.cancel();
+                        return;
+                    }
+                    match store.heartbeat(run_id, &owner, now, lease).await {
+                        Ok(true) => renewed = now,
                         Ok(false) => {
                             tracing::warn!(%run_id, "Lost the lease of a run (another worker rescued it); stopping it");
                             lease_lost.cancel();
@@ -392,7 +484,7 @@ impl WorkerPool {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 run_id,
-                owner: self.settings.owner.clone(),
+                owner: owner.clone(),
                 job_name: job_name.clone(),
             },
             clock: self.clock.clone(),
@@ -447,19 +539,8 @@ impl WorkerPool {
         if lease_lost.is_cancelled() {
             tracing::warn!(job = %job_name, %run_id, "Run abandoned after losing its lease; the rescuing worker owns it now");
         } else {
-            match self
-                .store
-                .finish(run_id, &self.settings.owner, transition, self.clock.now())
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(job = %job_name, %run_id, "Run finished after its lease was lost; its outcome was discarded")
-                }
-                Err(error) => {
-                    tracing::error!(job = %job_name, %run_id, %error, "Could not record the outcome of a run; its lease will expire and it will be retried")
-                }
-            }
+            self.record_outcome(run_id, &owner, &job_name, transition)
+                .await;
         }
         match &outcome {
             JobOutcome::Completed { .. } => {
@@ -486,8 +567,5 @@ impl WorkerPool {
         metrics::counter!("asana_worker_runs_total", "job" => job_name.clone(), "kind" => kind.clone(), "outcome" => label).increment(1);
         metrics::histogram!("asana_worker_run_duration_seconds", "job" => job_name, "kind" => kind.clone()).record(elapsed.as_secs_f64());
         metrics::gauge!("asana_worker_runs_in_progress", "kind" => kind.clone()).decrement(1.0);
-        if let Some(count) = self.running_by_kind.lock().await.get_mut(&kind) {
-            *count = count.saturating_sub(1);
-        }
     }
 }
