@@ -75,7 +75,12 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let store_ok = state.store.ping().await;
+    // A hung database must not hang the probe: the orchestrator's own timeout would then read
+    // as a failure with no reason attached.
+    let store_ok = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("the database did not answer within 2 s".to_string()),
+    };
     let last_tick = state.scheduler_last_tick.load(Ordering::Relaxed);
     let since_tick_ms = state.clock.now().timestamp_millis() - last_tick;
     let scheduler_ok =
@@ -84,7 +89,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let ready = store_ok.is_ok() && scheduler_ok && accepting;
     let body = json!({
         "ready": ready,
-        "store": store_ok.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "store": store_ok.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone()),
         "scheduler": if scheduler_ok { "ok".to_string() } else if last_tick == 0 { "not started".to_string() } else { format!("last tick {since_tick_ms} ms ago") },
         "accepting": accepting,
     });
