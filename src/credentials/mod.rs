@@ -5,6 +5,8 @@
 //! Secret or systemd credential takes effect without a restart). Tokens are held in
 //! [`SecretString`] and never logged.
 
+pub mod crypto;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
