@@ -38,7 +38,9 @@ const FORMAT_HINT: &str = "each line is `vN:KEY` with KEY 32 bytes in base64 or 
 #[non_exhaustive]
 pub enum CryptoError {
     /// The key file could not be read or written.
-    #[error("cannot access the master key file {path}: {source}; check master_key_file and its permissions")]
+    #[error(
+        "cannot access the master key file {path}: {source}; check master_key_file and its permissions"
+    )]
     Io {
         /// File.
         path: String,
@@ -237,10 +239,7 @@ impl KeyRing {
             };
             let bytes = decode_key(key)
                 .ok_or_else(|| format(index + 1, "the key is not 32 bytes of base64 or hex"))?;
-            if keys
-                .insert(version, MasterKey { version, bytes })
-                .is_some()
-            {
+            if keys.insert(version, MasterKey { version, bytes }).is_some() {
                 return Err(format(index + 1, "this version appears twice"));
             }
         }
@@ -252,12 +251,13 @@ impl KeyRing {
 
     /// Reads a key file.
     pub fn load(path: &Path) -> Result<Self, CryptoError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            CryptoError::Io {
-                path: path.display().to_string(),
-                source,
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| CryptoError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            );
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -328,14 +328,14 @@ impl KeyRing {
 
     /// Opens a sealed token of credential `id`.
     pub fn open(&self, id: Uuid, name: &str, sealed: &Sealed) -> Result<SecretString, CryptoError> {
-        let key = self
-            .keys
-            .get(&sealed.key_version)
-            .ok_or_else(|| CryptoError::UnknownVersion {
-                name: name.to_string(),
-                version: sealed.key_version,
-                known: self.versions(),
-            })?;
+        let key =
+            self.keys
+                .get(&sealed.key_version)
+                .ok_or_else(|| CryptoError::UnknownVersion {
+                    name: name.to_string(),
+                    version: sealed.key_version,
+                    known: self.versions(),
+                })?;
         let decrypt = || CryptoError::Decrypt {
             name: name.to_string(),
             version: sealed.key_version,

@@ -744,5 +744,4 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(changed)
     }
-
 }

@@ -1174,7 +1174,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
 }
 
 #[cfg(test)]
