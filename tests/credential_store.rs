@@ -57,7 +57,10 @@ async fn behaves(store: Arc<dyn Store>) {
     // A second row of the same name is refused without --replace, and changes nothing.
     let second = row(&ring, "alpha", "canary-alpha-2");
     assert!(!store.put_credential(&second, false).await.unwrap());
-    assert_eq!(store.get_credential("alpha").await.unwrap().unwrap().id, first.id);
+    assert_eq!(
+        store.get_credential("alpha").await.unwrap().unwrap().id,
+        first.id
+    );
     assert!(store.put_credential(&second, true).await.unwrap());
     let stored = store.get_credential("alpha").await.unwrap().unwrap();
     assert_eq!(stored.id, second.id);
@@ -120,7 +123,11 @@ async fn behaves(store: Arc<dyn Store>) {
     // Re-encryption applies only to rows still under the version they were read with.
     let rotated = KeyRing::single(MasterKey::generate(2));
     let new_beta = rotated
-        .seal(beta.id, "beta", &SecretString::from("canary-beta".to_string()))
+        .seal(
+            beta.id,
+            "beta",
+            &SecretString::from("canary-beta".to_string()),
+        )
         .unwrap();
     let batch = vec![
         Reencrypted {
@@ -153,7 +160,12 @@ async fn behaves(store: Arc<dyn Store>) {
         Err(CryptoError::UnknownVersion { version: 2, .. })
     ));
     assert_eq!(
-        store.get_credential("alpha").await.unwrap().unwrap().key_version,
+        store
+            .get_credential("alpha")
+            .await
+            .unwrap()
+            .unwrap()
+            .key_version,
         1
     );
 
@@ -204,7 +216,10 @@ async fn a_tampered_row_or_a_wrong_key_gives_a_clear_error_and_no_plaintext() {
         .unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, CryptoError::Decrypt { .. }));
-    assert!(message.contains("gamma") && message.contains("tampered"), "{message}");
+    assert!(
+        message.contains("gamma") && message.contains("tampered"),
+        "{message}"
+    );
     assert!(!message.contains(canary));
 
     // The right bytes under the wrong key.

@@ -33,6 +33,7 @@ pub struct CredsArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AddKind {
     /// A service account token (Enterprise).
+    #[value(name = "service_account", alias = "service-account")]
     ServiceAccount,
     /// A personal access token.
     Pat,
@@ -346,7 +347,12 @@ async fn rotate(
     let old = key_ring(settings)?;
     let ring = KeyRing::load(new_key_file)?;
     let new_version = ring.current_version();
-    if new_version < old.current_version() {
+    // A new key needs a version of its own; reusing one would make rows sealed under the old
+    // key of that version look already rotated (and unreadable).
+    let already_present = old.same_key(&ring, new_version);
+    if !already_present && old.versions().contains(&new_version)
+        || new_version < old.current_version()
+    {
         return Err(CryptoError::StaleVersion {
             new: new_version,
             current: old.current_version(),

@@ -295,6 +295,14 @@ impl KeyRing {
         self.keys.keys().copied().collect()
     }
 
+    /// Whether both rings hold the very same key under `version`.
+    pub fn same_key(&self, other: &KeyRing, version: u32) -> bool {
+        match (self.keys.get(&version), other.keys.get(&version)) {
+            (Some(a), Some(b)) => *a.bytes == *b.bytes,
+            _ => false,
+        }
+    }
+
     /// Adds the keys of `other` (for rotation: old keys to read, the new one to write).
     pub fn merge(&mut self, other: KeyRing) {
         self.keys.extend(other.keys);
