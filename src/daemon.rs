@@ -39,18 +39,39 @@ pub enum DaemonError {
     /// The admin server could not listen.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The stored credentials cannot be used (no master key, wrong key, tampered row).
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
 }
 
-/// The validation context of the configured credentials.
+/// The validation context of the credentials declared in configuration.
 pub fn validation_context(settings: &Settings) -> ValidationContext {
+    validation_context_with(settings, &[])
+}
+
+/// The validation context of the configured credentials plus those `stored` in the database.
+pub fn validation_context_with(settings: &Settings, stored: &[String]) -> ValidationContext {
     ValidationContext {
-        credentials: settings.credentials.keys().cloned().collect(),
+        credentials: settings
+            .credentials
+            .keys()
+            .cloned()
+            .chain(stored.iter().cloned())
+            .collect(),
     }
 }
 
-/// Loads and validates the job files named by `settings`.
+/// Loads and validates the job files named by `settings` (credentials from configuration only).
 pub fn load_jobs(settings: &Settings) -> Result<Vec<JobSpec>, Diagnostics> {
-    jobs::load_dir(&settings.jobs.dir, &validation_context(settings))
+    load_jobs_with(settings, &[])
+}
+
+/// Loads and validates the job files, which may also name the `stored` credentials.
+pub fn load_jobs_with(settings: &Settings, stored: &[String]) -> Result<Vec<JobSpec>, Diagnostics> {
+    jobs::load_dir(
+        &settings.jobs.dir,
+        &validation_context_with(settings, stored),
+    )
 }
 
 /// A unique id for this process's leases.
@@ -86,10 +107,15 @@ pub async fn run(
     started: impl FnOnce(DaemonHandle) + Send,
 ) -> Result<(), DaemonError> {
     let store = store::open(&settings.database.url).await?;
-    let initial = load_jobs(&settings).map_err(DaemonError::Jobs)?;
+    let stored = crate::credentials::load_stored(&*store, &settings).await?;
+    let stored_names: Vec<String> = stored.iter().map(|c| c.name.clone()).collect();
+    if !stored_names.is_empty() {
+        tracing::info!(count = stored_names.len(), "Loaded stored credentials");
+    }
+    let initial = load_jobs_with(&settings, &stored_names).map_err(DaemonError::Jobs)?;
     tracing::info!(jobs = initial.len(), dir = %settings.jobs.dir.display(), database = %redact_url(&settings.database.url), "Loaded job definitions");
     let (jobs_tx, jobs_rx) = watch::channel::<JobSet>(Arc::new(initial));
-    let clients = ClientPool::from_settings(&settings);
+    let clients = ClientPool::with_stored(&settings, stored);
     let owner = process_owner();
     let tracker = TaskTracker::new();
     let components = CancellationToken::new();
@@ -161,7 +187,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(()) = reload.recv() => reload_jobs(&settings, &jobs_tx),
+            Some(()) = reload.recv() => reload_jobs(&settings, &stored_names, &jobs_tx),
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = prune_tick.tick() => {
                 let cutoff = clock.now() - chrono::Duration::days(i64::from(settings.worker.history_retention_days));
@@ -186,8 +212,8 @@ pub async fn run(
 }
 
 /// Re-reads the job files; keeps the running set when the new one is invalid.
-fn reload_jobs(settings: &Settings, jobs: &watch::Sender<JobSet>) {
-    match load_jobs(settings) {
+fn reload_jobs(settings: &Settings, stored: &[String], jobs: &watch::Sender<JobSet>) {
+    match load_jobs_with(settings, stored) {
         Ok(new_jobs) => {
             tracing::info!(jobs = new_jobs.len(), "Reloaded job definitions");
             metrics::counter!("asana_worker_config_reloads_total").increment(1);

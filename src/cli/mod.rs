@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_daemon;
 pub mod bench_sim;
 pub mod common;
+pub mod creds;
 pub mod demo;
 pub mod jobs;
 pub mod migrate;
@@ -57,6 +58,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks that print figures and ratios (`bench sim`, `bench budget`).
     Bench(bench::BenchArgs),
+    /// Stored, encrypted credentials: add, list, delete, rotate the master key.
+    Creds(creds::CredsArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -97,6 +100,7 @@ async fn run_async(command: Command) -> anyhow::Result<u8> {
         Command::Sim(args) => sim::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Creds(args) => creds::run(args).await,
     }
 }
 

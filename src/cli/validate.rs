@@ -18,7 +18,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<u8> {
         .config
         .load()
         .map_err(|e| UsageError(format!("{e:#}")))?;
-    match crate::daemon::load_jobs(&settings) {
+    match crate::daemon::load_jobs_with(&settings, &super::creds::stored_names(&settings).await) {
         Ok(jobs) => {
             println!(
                 "{} job(s) in {} are valid",

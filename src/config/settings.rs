@@ -43,6 +43,18 @@ pub struct Settings {
     pub asana: AsanaSettings,
     /// Credentials declared in configuration (token read from a file or the environment).
     pub credentials: BTreeMap<String, CredentialSettings>,
+    /// Credentials stored (encrypted) in the database by `creds add`.
+    pub credentials_store: CredentialsStoreSettings,
+}
+
+/// Where the master key of stored credentials comes from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CredentialsStoreSettings {
+    /// File holding the master key(s), one `vN:KEY` per line (mode 0600). When unset,
+    /// `$CREDENTIALS_DIRECTORY/master-key` (systemd `LoadCredential=`) is used, then the
+    /// environment variable `ASANA_WORKER_MASTER_KEY` (with a warning).
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Database settings.

@@ -5,6 +5,8 @@
 //! Secret or systemd credential takes effect without a restart). Tokens are held in
 //! [`SecretString`] and never logged.
 
+pub mod crypto;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -56,6 +58,17 @@ pub enum CredentialError {
         /// Why.
         message: String,
     },
+    /// A stored credential could not be decrypted, or no master key is configured.
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
+    /// The stored credentials could not be read.
+    #[error("cannot read the stored credentials: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A name is both declared in config.toml and stored in the database.
+    #[error(
+        "credential {0:?} is both declared under [credentials.{0}] in config.toml and stored in the database (`creds add`); remove one of them"
+    )]
+    Duplicate(String),
 }
 
 /// Where a token comes from.
@@ -65,6 +78,8 @@ pub enum TokenSource {
     File(PathBuf),
     /// An environment variable.
     Env(String),
+    /// Stored encrypted in the database (`creds add`), decrypted when the pool was built.
+    Stored,
 }
 
 /// Resolves `$CREDENTIALS_DIRECTORY/…` for systemd `LoadCredential=`: a relative `token_file`
@@ -96,6 +111,7 @@ pub fn read_token(name: &str, source: &TokenSource) -> Result<SecretString, Cred
             name: name.to_string(),
             var: var.clone(),
         })?,
+        TokenSource::Stored => return Err(CredentialError::Unknown(name.to_string())),
     };
     let token = text.trim();
     if token.is_empty() {
@@ -109,7 +125,7 @@ fn modified(source: &TokenSource) -> Option<SystemTime> {
         TokenSource::File(path) => std::fs::metadata(resolve_token_path(path))
             .and_then(|m| m.modified())
             .ok(),
-        TokenSource::Env(_) => None,
+        TokenSource::Env(_) | TokenSource::Stored => None,
     }
 }
 
@@ -150,10 +166,68 @@ struct CachedClient {
     modified: Option<SystemTime>,
 }
 
+/// A credential stored in the database, decrypted.
+pub struct StoredCredential {
+    /// Name jobs refer to.
+    pub name: String,
+    /// Rate-limit tier.
+    pub tier: Tier,
+    /// The token.
+    pub token: SecretString,
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("name", &self.name)
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads and decrypts every credential stored in `store`. Needs no master key when there are
+/// none; with some and no key configured it fails with [`crypto::CryptoError::NoKey`], and a
+/// wrong key or a tampered row fails with the name of the credential (never its plaintext).
+pub async fn load_stored(
+    store: &dyn crate::store::Store,
+    settings: &Settings,
+) -> Result<Vec<StoredCredential>, CredentialError> {
+    let rows = store.list_credentials().await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ring =
+        crypto::KeyRing::from_settings(settings.credentials_store.master_key_file.as_deref())?
+            .ok_or(crypto::CryptoError::NoKey)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if settings.credentials.contains_key(&row.name) {
+            return Err(CredentialError::Duplicate(row.name));
+        }
+        let sealed = crypto::Sealed {
+            key_version: u32::try_from(row.key_version).unwrap_or(u32::MAX),
+            nonce: row.nonce,
+            ciphertext: row.ciphertext,
+        };
+        let token = ring.open(row.id, &row.name, &sealed)?;
+        out.push(StoredCredential {
+            tier: if row.tier == "free" {
+                Tier::Free
+            } else {
+                Tier::Paid
+            },
+            name: row.name,
+            token,
+        });
+    }
+    Ok(out)
+}
+
 /// Hands out one client per credential for the whole process (so every job using a token shares
 /// its budget), re-reading token files that changed.
 pub struct ClientPool {
     specs: BTreeMap<String, CredentialSpec>,
+    stored: BTreeMap<String, SecretString>,
     asana: AsanaSettings,
     budgets: BudgetRegistry,
     clients: Mutex<BTreeMap<String, CachedClient>>,
@@ -170,13 +244,33 @@ impl std::fmt::Debug for ClientPool {
 impl ClientPool {
     /// A pool over the credentials declared in `settings`.
     pub fn from_settings(settings: &Settings) -> Arc<Self> {
-        let specs = settings
+        Self::with_stored(settings, Vec::new())
+    }
+
+    /// A pool over the credentials declared in `settings` plus `stored` ones (see
+    /// [`load_stored`]).
+    pub fn with_stored(settings: &Settings, stored: Vec<StoredCredential>) -> Arc<Self> {
+        let mut specs: BTreeMap<String, CredentialSpec> = settings
             .credentials
             .iter()
             .map(|(name, s)| (name.clone(), CredentialSpec::from_settings(name, s)))
             .collect();
+        let mut tokens = BTreeMap::new();
+        for credential in stored {
+            specs.insert(
+                credential.name.clone(),
+                CredentialSpec {
+                    name: credential.name.clone(),
+                    source: TokenSource::Stored,
+                    tier: credential.tier,
+                    requests_per_minute: None,
+                },
+            );
+            tokens.insert(credential.name, credential.token);
+        }
         Arc::new(Self {
             specs,
+            stored: tokens,
             asana: settings.asana.clone(),
             budgets: BudgetRegistry::new(),
             clients: Mutex::new(BTreeMap::new()),
@@ -205,7 +299,14 @@ impl ClientPool {
             }
             return Ok(cached.client.clone());
         }
-        let token = read_token(name, &spec.source)?;
+        let token = match &spec.source {
+            TokenSource::Stored => self
+                .stored
+                .get(name)
+                .cloned()
+                .ok_or_else(|| CredentialError::Unknown(name.to_string()))?,
+            source => read_token(name, source)?,
+        };
         let mut budget_config = BudgetConfig::new(name, spec.tier);
         budget_config.time_scale = self.asana.time_scale;
         if let Some(limit) = spec.requests_per_minute {

@@ -348,6 +348,80 @@ pub struct JobSummary {
     pub last_success_at: Option<DateTime<Utc>>,
 }
 
+/// A stored credential. The token is only ever here sealed (`nonce` + `ciphertext` under the
+/// master key `key_version`, bound to `id`); see `credentials::crypto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRow {
+    /// Id (the associated data of the ciphertext).
+    pub id: Uuid,
+    /// Name jobs refer to; unique.
+    pub name: String,
+    /// `service_account`, `pat` or `oauth`.
+    pub kind: String,
+    /// `free` or `paid`.
+    pub tier: String,
+    /// Who the credential is for (a team or customer label), if anyone.
+    pub tenant: Option<String>,
+    /// Version of the master key that sealed the token.
+    pub key_version: i32,
+    /// Nonce.
+    pub nonce: Vec<u8>,
+    /// Sealed token.
+    pub ciphertext: Vec<u8>,
+    /// Asana user behind the token, once validated.
+    pub owner_gid: Option<String>,
+    /// Their name.
+    pub owner_name: Option<String>,
+    /// Their email.
+    pub owner_email: Option<String>,
+    /// `active`, `refreshing`, `expired`, `revoked` or `error`.
+    pub state: String,
+    /// Added at.
+    pub created_at: DateTime<Utc>,
+    /// Last used by a job.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Last checked against Asana.
+    pub last_validated_at: Option<DateTime<Utc>>,
+    /// Last problem seen (never contains the token).
+    pub last_error: Option<String>,
+}
+
+/// The states a stored credential can be in (the CHECK constraint lists exactly these).
+pub const CREDENTIAL_STATES: [&str; 5] = ["active", "refreshing", "expired", "revoked", "error"];
+
+/// A credential's status after a check against Asana.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialStatus {
+    /// One of [`CREDENTIAL_STATES`].
+    pub state: String,
+    /// Asana user gid.
+    pub owner_gid: Option<String>,
+    /// Their name.
+    pub owner_name: Option<String>,
+    /// Their email.
+    pub owner_email: Option<String>,
+    /// When it was checked.
+    pub validated_at: Option<DateTime<Utc>>,
+    /// What went wrong, if anything.
+    pub last_error: Option<String>,
+}
+
+/// One row re-sealed by key rotation; applied only while the row is still sealed under
+/// `from_version` (a concurrent `creds add` replacing it wins).
+#[derive(Debug, Clone)]
+pub struct Reencrypted {
+    /// Row id.
+    pub id: Uuid,
+    /// The version it was read under.
+    pub from_version: i32,
+    /// New version.
+    pub key_version: i32,
+    /// New nonce.
+    pub nonce: Vec<u8>,
+    /// New ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
 /// What `enqueue` did.
 #[derive(Debug, Clone)]
 pub enum Enqueued {
@@ -471,6 +545,33 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes terminal runs that finished before `before`. Returns how many.
     async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Stores a credential. With `replace`, a credential of the same name is replaced (in one
+    /// transaction); without, an existing name leaves everything unchanged and returns false.
+    async fn put_credential(&self, row: &CredentialRow, replace: bool) -> StoreResult<bool>;
+
+    /// A credential by name.
+    async fn get_credential(&self, name: &str) -> StoreResult<Option<CredentialRow>>;
+
+    /// Every credential, by name.
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>>;
+
+    /// Deletes a credential. False when there was none of that name.
+    async fn delete_credential(&self, name: &str) -> StoreResult<bool>;
+
+    /// Records the outcome of a check. False when there is no credential of that name.
+    async fn set_credential_status(
+        &self,
+        name: &str,
+        status: &CredentialStatus,
+    ) -> StoreResult<bool>;
+
+    /// Records that a job used the credential.
+    async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Applies a batch of re-sealed rows in one transaction. Returns how many rows changed
+    /// (a row whose version moved meanwhile is left alone).
+    async fn reencrypt_credentials(&self, batch: Vec<Reencrypted>) -> StoreResult<u64>;
 }
 
 /// Opens the store named by `url` and applies pending migrations: `sqlite://PATH` (created

@@ -15,9 +15,40 @@ use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use super::{
-    Enqueued, JobSummary, NewRun, Run, RunFilter, RunState, ScheduleRow, Store, StoreError,
-    StoreResult, Transition, Trigger,
+    CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
+    RunState, ScheduleRow, Store, StoreError, StoreResult, Transition, Trigger,
 };
+
+/// The columns of `credentials`, in the order [`credential_from_row`] reads them.
+macro_rules! credential_columns {
+    () => {
+        "id, name, kind, tier, tenant, key_version, nonce, ciphertext, owner_gid, owner_name, \
+         owner_email, state, created_at, last_used_at, last_validated_at, last_error"
+    };
+}
+
+/// Decodes a `credentials` row.
+fn credential_from_row(row: &PgRow) -> StoreResult<CredentialRow> {
+    const T: &str = "credentials";
+    Ok(CredentialRow {
+        id: column(row, T, "id")?,
+        name: column(row, T, "name")?,
+        kind: column(row, T, "kind")?,
+        tier: column(row, T, "tier")?,
+        tenant: column(row, T, "tenant")?,
+        key_version: column(row, T, "key_version")?,
+        nonce: column(row, T, "nonce")?,
+        ciphertext: column(row, T, "ciphertext")?,
+        owner_gid: column(row, T, "owner_gid")?,
+        owner_name: column(row, T, "owner_name")?,
+        owner_email: column(row, T, "owner_email")?,
+        state: column(row, T, "state")?,
+        created_at: column(row, T, "created_at")?,
+        last_used_at: column(row, T, "last_used_at")?,
+        last_validated_at: column(row, T, "last_validated_at")?,
+        last_error: column(row, T, "last_error")?,
+    })
+}
 
 /// The columns of `runs`, in the order [`run_from_row`] reads them.
 macro_rules! run_columns {
@@ -593,5 +624,124 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+    async fn put_credential(&self, row: &CredentialRow, replace: bool) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        if replace {
+            sqlx::query("DELETE FROM credentials WHERE name = $1")
+                .bind(&row.name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(concat!(
+            "INSERT INTO credentials (",
+            credential_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (name) DO NOTHING"
+        ))
+        .bind(row.id)
+        .bind(&row.name)
+        .bind(&row.kind)
+        .bind(&row.tier)
+        .bind(&row.tenant)
+        .bind(row.key_version)
+        .bind(&row.nonce)
+        .bind(&row.ciphertext)
+        .bind(&row.owner_gid)
+        .bind(&row.owner_name)
+        .bind(&row.owner_email)
+        .bind(&row.state)
+        .bind(row.created_at)
+        .bind(row.last_used_at)
+        .bind(row.last_validated_at)
+        .bind(&row.last_error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_credential(&self, name: &str) -> StoreResult<Option<CredentialRow>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM credentials WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM credentials ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    async fn delete_credential(&self, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_credential_status(
+        &self,
+        name: &str,
+        status: &CredentialStatus,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE credentials SET state = $1, owner_gid = COALESCE($2, owner_gid), \
+               owner_name = COALESCE($3, owner_name), owner_email = COALESCE($4, owner_email), \
+               last_validated_at = COALESCE($5, last_validated_at), last_error = $6 \
+             WHERE name = $7",
+        )
+        .bind(&status.state)
+        .bind(&status.owner_gid)
+        .bind(&status.owner_name)
+        .bind(&status.owner_email)
+        .bind(status.validated_at)
+        .bind(&status.last_error)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE credentials SET last_used_at = $1 WHERE name = $2")
+            .bind(at)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn reencrypt_credentials(&self, batch: Vec<Reencrypted>) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for row in batch {
+            let done = sqlx::query(
+                "UPDATE credentials SET key_version = $1, nonce = $2, ciphertext = $3 \
+                 WHERE id = $4 AND key_version = $5",
+            )
+            .bind(row.key_version)
+            .bind(row.nonce)
+            .bind(row.ciphertext)
+            .bind(row.id)
+            .bind(row.from_version)
+            .execute(&mut *tx)
+            .await?;
+            changed += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 }

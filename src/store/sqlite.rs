@@ -27,9 +27,17 @@ use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::{
-    Enqueued, JobSummary, NewRun, Run, RunFilter, RunState, ScheduleRow, Store, StoreError,
-    StoreResult, Transition, Trigger,
+    CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
+    RunState, ScheduleRow, Store, StoreError, StoreResult, Transition, Trigger,
 };
+
+/// The columns of `credentials`, in the order [`credential_from_row`] reads them.
+macro_rules! credential_columns {
+    () => {
+        "id, name, kind, tier, tenant, key_version, nonce, ciphertext, owner_gid, owner_name, \
+         owner_email, state, created_at, last_used_at, last_validated_at, last_error"
+    };
+}
 
 /// How long a writer waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -401,6 +409,30 @@ fn json_column(row: &SqliteRow, table: &'static str, name: &str) -> StoreResult<
     let text: String = column(row, table, name)?;
     serde_json::from_str(&text)
         .map_err(|error| corrupt(table, format!("column {name}: invalid JSON: {error}")))
+}
+
+/// Decodes a `credentials` row.
+fn credential_from_row(row: &SqliteRow) -> StoreResult<CredentialRow> {
+    const T: &str = "credentials";
+    let id: String = column(row, T, "id")?;
+    Ok(CredentialRow {
+        id: Uuid::parse_str(&id).map_err(|error| corrupt(T, format!("id {id:?}: {error}")))?,
+        name: column(row, T, "name")?,
+        kind: column(row, T, "kind")?,
+        tier: column(row, T, "tier")?,
+        tenant: column(row, T, "tenant")?,
+        key_version: column(row, T, "key_version")?,
+        nonce: column(row, T, "nonce")?,
+        ciphertext: column(row, T, "ciphertext")?,
+        owner_gid: column(row, T, "owner_gid")?,
+        owner_name: column(row, T, "owner_name")?,
+        owner_email: column(row, T, "owner_email")?,
+        state: column(row, T, "state")?,
+        created_at: required_time(row, T, "created_at")?,
+        last_used_at: time_column(row, T, "last_used_at")?,
+        last_validated_at: time_column(row, T, "last_validated_at")?,
+        last_error: column(row, T, "last_error")?,
+    })
 }
 
 /// Decodes a `runs` row; anything this binary does not understand is [`StoreError::Corrupt`].
@@ -994,6 +1026,151 @@ impl Store for SqliteStore {
                 .execute(&mut *conn)
                 .await?;
                 Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+    async fn put_credential(&self, row: &CredentialRow, replace: bool) -> StoreResult<bool> {
+        let row = row.clone();
+        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                if replace {
+                    sqlx::query("DELETE FROM credentials WHERE name = ?")
+                        .bind(&row.name)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                let done = sqlx::query(concat!(
+                    "INSERT INTO credentials (",
+                    credential_columns!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (name) DO NOTHING"
+                ))
+                .bind(row.id.to_string())
+                .bind(row.name)
+                .bind(row.kind)
+                .bind(row.tier)
+                .bind(row.tenant)
+                .bind(row.key_version)
+                .bind(row.nonce)
+                .bind(row.ciphertext)
+                .bind(row.owner_gid)
+                .bind(row.owner_name)
+                .bind(row.owner_email)
+                .bind(row.state)
+                .bind(micros(row.created_at))
+                .bind(opt_micros(row.last_used_at))
+                .bind(opt_micros(row.last_validated_at))
+                .bind(row.last_error)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn get_credential(&self, name: &str) -> StoreResult<Option<CredentialRow>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM credentials WHERE name = ?"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM credentials ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    async fn delete_credential(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query("DELETE FROM credentials WHERE name = ?")
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn set_credential_status(
+        &self,
+        name: &str,
+        status: &CredentialStatus,
+    ) -> StoreResult<bool> {
+        let (name, status) = (name.to_owned(), status.clone());
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE credentials SET state = ?, owner_gid = COALESCE(?, owner_gid), \
+                       owner_name = COALESCE(?, owner_name), \
+                       owner_email = COALESCE(?, owner_email), \
+                       last_validated_at = COALESCE(?, last_validated_at), last_error = ? \
+                     WHERE name = ?",
+                )
+                .bind(status.state)
+                .bind(status.owner_gid)
+                .bind(status.owner_name)
+                .bind(status.owner_email)
+                .bind(opt_micros(status.validated_at))
+                .bind(status.last_error)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                sqlx::query("UPDATE credentials SET last_used_at = ? WHERE name = ?")
+                    .bind(micros(at))
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn reencrypt_credentials(&self, batch: Vec<Reencrypted>) -> StoreResult<u64> {
+        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let mut changed = 0;
+                for row in batch {
+                    let done = sqlx::query(
+                        "UPDATE credentials SET key_version = ?, nonce = ?, ciphertext = ? \
+                         WHERE id = ? AND key_version = ?",
+                    )
+                    .bind(row.key_version)
+                    .bind(row.nonce)
+                    .bind(row.ciphertext)
+                    .bind(row.id.to_string())
+                    .bind(row.from_version)
+                    .execute(&mut *conn)
+                    .await?;
+                    changed += done.rows_affected();
+                }
+                Ok(changed)
             })
         })
         .await
