@@ -136,12 +136,16 @@ impl Setup {
                 "the token is in argv"
             );
         }
-        child
+        // A process that fails before reading its input (the cases that expect a refusal)
+        // closes the pipe first: a broken pipe here is part of the outcome, not a test error.
+        if let Err(error) = child
             .stdin
             .take()
             .unwrap()
             .write_all(format!("{token}\n").as_bytes())
-            .unwrap();
+        {
+            assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+        }
         child.wait_with_output().unwrap()
     }
 
