@@ -21,7 +21,7 @@ pub async fn run(
 ) -> JobOutcome {
     let me = match client.me(&["name", "email", "workspaces.name"]).await {
         Ok(me) => me,
-        Err(error) => return super::outcome_for_error(&job.credential, &error),
+        Err(error) => return super::outcome_for_error(job, &error),
     };
     let owner = json!({
         "gid": me.gid,

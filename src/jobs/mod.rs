@@ -23,12 +23,14 @@ use crate::worker::{JobOutcome, JobRunner, RunContext};
 
 /// Maps a client error to an outcome: what every kind does with errors it has no special
 /// handling for.
-pub fn outcome_for_error(credential: &str, error: &AsanaError) -> JobOutcome {
+pub fn outcome_for_error(job: &JobSpec, error: &AsanaError) -> JobOutcome {
+    let credential = &job.credential;
+    let job_name = &job.name;
     match error {
         AsanaError::Unauthorized { .. } | AsanaError::TokenExpired { .. } => {
             JobOutcome::NeedsReauth {
                 error: format!(
-                    "credential {credential:?} was rejected by Asana: {error}. Replace its token (update the token file or variable) and run `asana-worker jobs run NAME` to retry"
+                    "credential {credential:?} was rejected by Asana: {error}. Replace its token (the token file or variable, or `asana-worker creds add {credential} --replace`), then run `asana-worker jobs run {job_name}`"
                 ),
             }
         }
@@ -120,26 +122,41 @@ impl JobRunner for KindRunner {
 mod tests {
     use super::*;
 
+    fn test_job() -> JobSpec {
+        let context = crate::config::jobs::ValidationContext {
+            credentials: ["sa".to_string()].into_iter().collect(),
+        };
+        crate::config::jobs::parse_job(
+            std::path::Path::new("jobs/check.toml"),
+            "name = \"check\"\nkind = \"credential_check\"\nevery = \"5m\"\ncredential = \"sa\"\n",
+            &context,
+        )
+        .expect("valid job")
+    }
+
     #[test]
     fn errors_map_to_outcomes() {
         let cancelled = AsanaError::Budget(BudgetError::Cancelled);
         assert_eq!(
-            outcome_for_error("sa", &cancelled),
+            outcome_for_error(&test_job(), &cancelled),
             JobOutcome::Interrupted,
             "waiting for budget at shutdown releases the run"
         );
         let rejected = AsanaError::Unauthorized {
             message: "Not Authorized".into(),
         };
-        assert!(matches!(
-            outcome_for_error("sa", &rejected),
-            JobOutcome::NeedsReauth { .. }
-        ));
+        match outcome_for_error(&test_job(), &rejected) {
+            JobOutcome::NeedsReauth { error } => {
+                assert!(error.contains("credential \"sa\""), "{error}");
+                assert!(error.contains("asana-worker jobs run check"), "{error}");
+            }
+            other => panic!("a rejected token needs re-authorization, got {other:?}"),
+        }
         let missing = AsanaError::NotFound {
             message: "task: Unknown object".into(),
         };
         assert!(matches!(
-            outcome_for_error("sa", &missing),
+            outcome_for_error(&test_job(), &missing),
             JobOutcome::Failed { .. }
         ));
         let unreadable = CredentialError::Empty("sa".into());
