@@ -210,17 +210,4 @@ mod tests {
             .sum();
         assert_eq!(active, 0);
     }
-
-    /// The figure for the report: `cargo test --release --lib queue_throughput_figures --
-    /// --ignored --nocapture` (SQLite in a tempdir; `ASANA_WORKER_BENCH_URL` overrides).
-    #[tokio::test(flavor = "multi_thread")]
-    #[ignore = "a measurement, not a test; prints its figures"]
-    async fn queue_throughput_figures() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = std::env::var("ASANA_WORKER_BENCH_URL")
-            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
-        let report = queue_throughput(&url, 5_000, 4).await.unwrap();
-        println!("{report}");
-        assert_eq!(report.runs, 5_000);
-    }
 }

@@ -589,6 +589,19 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// Turns `(state, count)` rows of a `GROUP BY state` into a count for every state in
+/// [`RunState::ALL`] order (zero where no row exists), as both stores report them.
+fn counts_in_state_order(rows: Vec<(String, i64)>) -> StoreResult<Vec<(RunState, i64)>> {
+    let mut counts: Vec<(RunState, i64)> = RunState::ALL.iter().map(|s| (*s, 0)).collect();
+    for (state, n) in rows {
+        let state: RunState = state.parse()?;
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+            slot.1 = n;
+        }
+    }
+    Ok(counts)
+}
+
 /// Hides passwords in a database URL for logs and errors: the password of the user part (the
 /// user part ends at the last `@` before the path) and any `password=` query value.
 pub fn redact_url(url: &str) -> String {

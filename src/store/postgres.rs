@@ -477,15 +477,16 @@ impl Store for PgStore {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
-        let mut counts: Vec<(RunState, i64)> = RunState::ALL.iter().map(|s| (*s, 0)).collect();
-        for row in &rows {
-            let state = RunState::from_str(&column::<String>(row, "runs", "state")?)?;
-            let n: i64 = column(row, "runs", "n")?;
-            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
-                slot.1 = n;
-            }
-        }
-        Ok(counts)
+        let pairs = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    column::<String>(row, "runs", "state")?,
+                    column::<i64>(row, "runs", "n")?,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        super::counts_in_state_order(pairs)
     }
 
     async fn job_summaries(&self) -> StoreResult<Vec<JobSummary>> {
