@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod jobs;
 pub mod scheduler;
 pub mod sim;
+pub mod sinks;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -207,6 +207,25 @@ impl ValidationContext {
     }
 }
 
+/// Reads a duration setting written as a string (`"30s"`, `"7d"`) into a [`Duration`]; for
+/// `#[serde(deserialize_with = …)]` in kinds' settings structs, whose keys were already checked
+/// by [`SettingType::Duration`].
+pub fn de_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Like [`de_duration`] for an optional setting.
+pub fn de_opt_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|text| parse_duration(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// See [`ValidationContext::check_writable_dir`]; usable without a context.
 pub fn check_writable_dir(path: &Path) -> Result<(), String> {
     if path.as_os_str().is_empty() {
@@ -292,6 +311,11 @@ pub enum SettingType {
     /// A directory the job writes into; checked with
     /// [`ValidationContext::check_writable_dir`].
     OutputDir,
+    /// An array of strings, e.g. `["task", "project"]`.
+    StringList,
+    /// A table choosing a sink by `type` (see [`crate::sinks`]); its keys are checked against
+    /// [`crate::sinks::settings_info`] of that type, each at its own place.
+    Sink,
 }
 
 impl SettingType {
@@ -302,6 +326,8 @@ impl SettingType {
             SettingType::String => "string",
             SettingType::Duration => "duration",
             SettingType::OutputDir => "directory path",
+            SettingType::StringList => "list of strings",
+            SettingType::Sink => "sink table",
         }
     }
 }
@@ -313,11 +339,15 @@ pub struct SettingInfo {
     pub name: &'static str,
     /// Its type.
     pub ty: SettingType,
-    /// Its default, as written in a job file.
+    /// Its default, as written in a job file; [`REQUIRED`] for settings without a default,
+    /// whose absence is reported at the `[settings]` table.
     pub default: &'static str,
     /// What it does.
     pub doc: &'static str,
 }
+
+/// The `default` of a [`SettingInfo`] that must be given.
+pub const REQUIRED: &str = "required";
 
 const CREDENTIAL_CHECK_SETTINGS: &[SettingInfo] = &[SettingInfo {
     name: "expected_owner",
@@ -1084,6 +1114,12 @@ fn check_settings(
             SettingType::String => format!("{} = \"…\"", info.name),
             SettingType::Duration => format!("{} = \"30s\"", info.name),
             SettingType::OutputDir => format!("{} = \"/var/lib/asana-worker/out\"", info.name),
+            SettingType::StringList => format!("{} = [\"…\", \"…\"]", info.name),
+            SettingType::Sink => format!(
+                "[settings.{}] with type = \"{}\"",
+                info.name,
+                crate::sinks::SINK_TYPES.join("\" | \"")
+            ),
         };
         match info.ty {
             SettingType::Bool => {
@@ -1109,8 +1145,99 @@ fn check_settings(
                     );
                 }
             }
+            SettingType::StringList => match value.get_ref() {
+                toml::de::DeValue::Array(items) => {
+                    for item in items {
+                        if !matches!(item.get_ref(), toml::de::DeValue::String(_)) {
+                            check.at(
+                                item.span(),
+                                format!(
+                                    "`{}` must hold only strings, found {}",
+                                    info.name,
+                                    article(item.get_ref().type_str())
+                                ),
+                                format!("e.g. {example}"),
+                            );
+                        }
+                    }
+                }
+                _ => check.wrong_type(key.get_ref(), value, "an array of strings", &example),
+            },
+            SettingType::Sink => check_sink(check, info.name, value, &example, context),
         }
     }
+    let missing: Vec<&str> = infos
+        .iter()
+        .filter(|info| info.default == REQUIRED)
+        .filter(|info| {
+            !settings
+                .iter()
+                .any(|(key, _)| key.get_ref().as_ref() == info.name)
+        })
+        .map(|info| info.name)
+        .collect();
+    for name in missing {
+        let doc = infos
+            .iter()
+            .find(|info| info.name == name)
+            .map(|info| info.doc)
+            .unwrap_or_default();
+        check.whole(
+            format!("missing required setting `{name}` for kind {kind:?}"),
+            format!("add `{name}` under [settings]: {doc}"),
+        );
+    }
+}
+
+/// Checks a nested sink table: its `type` names a sink and every other key is one that sink
+/// declares in [`crate::sinks::settings_info`].
+fn check_sink(
+    check: &mut Checker<'_>,
+    name: &str,
+    value: &Spanned<toml::de::DeValue<'_>>,
+    example: &str,
+    context: &ValidationContext,
+) {
+    let toml::de::DeValue::Table(table) = value.get_ref() else {
+        check.wrong_type(name, value, "a table", example);
+        return;
+    };
+    let type_entry = lookup(table, "type");
+    let Some(sink_type) = check.string(type_entry, example) else {
+        if type_entry.is_none() {
+            check.at(
+                value.span(),
+                format!("the sink `{name}` has no `type`"),
+                format!(
+                    "add type = one of {:?} under [settings.{name}]",
+                    crate::sinks::SINK_TYPES
+                ),
+            );
+        }
+        return;
+    };
+    let Some(infos) = crate::sinks::settings_info(sink_type.get_ref()) else {
+        let hint = match did_you_mean(
+            sink_type.get_ref(),
+            crate::sinks::SINK_TYPES.iter().copied(),
+        ) {
+            Some(close) => format!(
+                "did you mean {close:?}? sink types: {:?}",
+                crate::sinks::SINK_TYPES
+            ),
+            None => format!("sink types: {:?}", crate::sinks::SINK_TYPES),
+        };
+        check.at(
+            sink_type.span(),
+            format!("unknown sink type {:?}", sink_type.get_ref()),
+            hint,
+        );
+        return;
+    };
+    let mut rest = table.clone();
+    rest.remove("type");
+    let label = format!("{} sink", sink_type.get_ref());
+    check_settings(check, &label, infos, &rest, context);
 }
 
 /// Levenshtein distance, for "did you mean" hints.
