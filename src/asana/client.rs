@@ -296,6 +296,22 @@ pub fn segment(text: &str) -> String {
     out
 }
 
+/// Where a client's bearer token comes from when it is not a fixed string: an OAuth credential
+/// whose access token expires and is refreshed. The client asks for the token before every
+/// attempt (so a refresh ahead of expiry happens before the request, not after a 401), and on a
+/// `401` "token expired" asks for a refresh of exactly the token that was rejected and retries
+/// the request once. Implementations make refreshes single-flight: many jobs asking at once
+/// cause one exchange at the token endpoint.
+#[async_trait::async_trait]
+pub trait TokenProvider: Send + Sync + fmt::Debug {
+    /// The token to send now, refreshed first when it is about to expire.
+    async fn token(&self) -> Result<SecretString, AsanaError>;
+
+    /// Called after Asana answered 401 "expired" to `rejected`: returns a fresh token (refreshing
+    /// unless another caller already replaced `rejected`).
+    async fn refresh_rejected(&self, rejected: &SecretString) -> Result<SecretString, AsanaError>;
+}
+
 /// The Asana REST client. Cheap to clone; clones share the connection pool, the token and the
 /// budget. [`AsanaClient::for_job`] gives each job its own [`CallContext`].
 #[derive(Clone)]
@@ -310,6 +326,8 @@ struct Inner {
     /// The bearer token; replaced in place when an OAuth credential is refreshed, so every clone
     /// (every job) uses the new one.
     token: std::sync::RwLock<SecretString>,
+    /// When set, the token comes from here instead of `token` (OAuth credentials).
+    provider: Option<Arc<dyn TokenProvider>>,
     budget: Budget,
     config: ClientConfig,
     /// `Asana-Change` names already logged, so each is logged once per process.
@@ -367,6 +385,25 @@ impl AsanaClient {
         token: SecretString,
         budget: Budget,
     ) -> Result<Self, AsanaError> {
+        Self::build(config, token, None, budget)
+    }
+
+    /// A client whose token comes from `provider` (refreshed OAuth access tokens), spending
+    /// `budget` like any other.
+    pub fn with_provider(
+        config: ClientConfig,
+        provider: Arc<dyn TokenProvider>,
+        budget: Budget,
+    ) -> Result<Self, AsanaError> {
+        Self::build(config, SecretString::from(String::new()), Some(provider), budget)
+    }
+
+    fn build(
+        config: ClientConfig,
+        token: SecretString,
+        provider: Option<Arc<dyn TokenProvider>>,
+        budget: Budget,
+    ) -> Result<Self, AsanaError> {
         let base = validate_base_url(&config.base_url)?;
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -397,6 +434,7 @@ impl AsanaClient {
                 http,
                 base,
                 token: std::sync::RwLock::new(token),
+                provider,
                 budget,
                 config,
                 changes_seen: Mutex::new(HashSet::new()),
@@ -460,13 +498,25 @@ impl AsanaClient {
         let demand = Demand::new(request.class, self.ctx.priority, self.ctx.job.clone())
             .with_cost(request.cost);
         let mut attempt = 0u32;
+        // An expired access token is refreshed and the request retried once, outside the backoff
+        // sequence: the refresh, not time, is what fixes it.
+        let mut refreshed = false;
         loop {
             attempt += 1;
-            let result = self.attempt(request, &demand).await;
+            let token = self.current_token().await?;
+            let result = self.attempt(request, &demand, &token).await;
             let error = match result {
                 Ok(body) => return Ok(body),
                 Err(error) => error,
             };
+            if let (AsanaError::TokenExpired { .. }, Some(provider), false) =
+                (&error, &self.inner.provider, refreshed)
+            {
+                refreshed = true;
+                tracing::debug!(path = %request.path, "Access token expired; refreshing and retrying once");
+                provider.refresh_rejected(&token).await?;
+                continue;
+            }
             if !request.may_retry(&error) {
                 return Err(error);
             }
@@ -512,8 +562,33 @@ impl AsanaClient {
         }
     }
 
+    /// The token for the next attempt: the provider's (refreshed ahead of expiry), or the fixed
+    /// one.
+    async fn current_token(&self) -> Result<SecretString, AsanaError> {
+        match &self.inner.provider {
+            Some(provider) => {
+                tokio::select! {
+                    biased;
+                    () = self.ctx.cancel.cancelled() => Err(AsanaError::Cancelled),
+                    token = provider.token() => token,
+                }
+            }
+            None => Ok(self
+                .inner
+                .token
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()),
+        }
+    }
+
     /// One attempt: permit, send, read the body, classify.
-    async fn attempt(&self, request: &ApiRequest, demand: &Demand) -> Result<Value, AsanaError> {
+    async fn attempt(
+        &self,
+        request: &ApiRequest,
+        demand: &Demand,
+        token: &SecretString,
+    ) -> Result<Value, AsanaError> {
         let budget = &self.inner.budget;
         let permit = budget.acquire(demand.clone(), &self.ctx.cancel).await?;
         let token_name = budget.config().name.clone();
@@ -522,7 +597,7 @@ impl AsanaClient {
         let outcome = tokio::select! {
             biased;
             () = self.ctx.cancel.cancelled() => Err(AsanaError::Cancelled),
-            outcome = self.send(request) => outcome,
+            outcome = self.send(request, token) => outcome,
         };
         metrics::histogram!("asana_request_duration_seconds", "class" => class)
             .record(sent.elapsed().as_secs_f64());
@@ -574,15 +649,14 @@ impl AsanaClient {
     async fn send(
         &self,
         request: &ApiRequest,
+        token: &SecretString,
     ) -> Result<(reqwest::StatusCode, HeaderMap, bytes::Bytes), AsanaError> {
         let url = format!("{}{}", self.inner.base, request.path);
-        let mut builder = {
-            let token = self.inner.token.read().unwrap_or_else(|p| p.into_inner());
-            self.inner
-                .http
-                .request(request.method.clone(), url)
-                .bearer_auth(token.expose_secret())
-        };
+        let mut builder = self
+            .inner
+            .http
+            .request(request.method.clone(), url)
+            .bearer_auth(token.expose_secret());
         if !request.query.pairs().is_empty() {
             builder = builder.query(request.query.pairs());
         }

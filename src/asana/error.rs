@@ -167,6 +167,16 @@ pub enum AsanaError {
         /// The parser's description.
         message: String,
     },
+    /// The credential's token provider could not supply a token: a refresh failed (transient:
+    /// the token endpoint was unreachable, or the new tokens could not be stored), or the
+    /// credential is known to be revoked (not transient).
+    #[error("{message}")]
+    Credential {
+        /// What happened and what to do next (never a token).
+        message: String,
+        /// Whether trying again later may succeed.
+        transient: bool,
+    },
     /// The caller's cancellation token fired.
     #[error("cancelled; the request was abandoned because the job is stopping")]
     Cancelled,
@@ -203,7 +213,25 @@ impl AsanaError {
                 | AsanaError::Server { .. }
                 | AsanaError::Timeout(_)
                 | AsanaError::Transport(_)
+                | AsanaError::Credential {
+                    transient: true,
+                    ..
+                }
         )
+    }
+
+    /// Whether the error means a person must authorize the credential again: Asana rejected
+    /// the token (401), the OAuth grant is gone (`invalid_grant`, `invalid_client`), or the
+    /// credential is already known to be revoked.
+    pub fn needs_reauth(&self) -> bool {
+        match self {
+            AsanaError::Unauthorized { .. } | AsanaError::TokenExpired { .. } => true,
+            AsanaError::OAuth { error, .. } => {
+                matches!(error.as_str(), "invalid_grant" | "invalid_client" | "unauthorized_client")
+            }
+            AsanaError::Credential { transient, .. } => !transient,
+            _ => false,
+        }
     }
 
     /// Metric label of the error's class.
@@ -212,6 +240,7 @@ impl AsanaError {
             AsanaError::Timeout(_) => "timeout",
             AsanaError::Transport(_) => "transport",
             AsanaError::Decode { .. } => "decode",
+            AsanaError::Credential { .. } => "credential",
             AsanaError::Cancelled | AsanaError::Budget(_) => "cancelled",
             _ => "error",
         }

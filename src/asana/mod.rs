@@ -24,7 +24,7 @@ mod types;
 
 pub use client::{
     ApiRequest, AsanaClient, CallContext, ClientConfig, DEFAULT_BASE_URL, Idempotency, Query,
-    RetryConfig, USER_AGENT, segment, validate_base_url,
+    RetryConfig, TokenProvider, USER_AGENT, segment, validate_base_url,
 };
 pub use endpoints::MAX_BATCH_ACTIONS;
 pub use error::{AsanaError, retry_after};

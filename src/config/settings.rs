@@ -45,16 +45,88 @@ pub struct Settings {
     pub credentials: BTreeMap<String, CredentialSettings>,
     /// Credentials stored (encrypted) in the database by `creds add`.
     pub credentials_store: CredentialsStoreSettings,
+    /// OAuth credentials (`creds authorize`): the authorization server and token refresh.
+    pub oauth: OAuthSettings,
 }
 
-/// Where the master key of stored credentials comes from.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// OAuth settings. The client secret and tokens are never here: `creds authorize` reads the
+/// secret from a file, standard input or an environment variable and stores everything
+/// encrypted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// Origin of the OAuth endpoints (`/-/oauth_authorize`, `/-/oauth_token`,
+    /// `/-/oauth_revoke`). Unset: `asana.base_url` without its `/api/1.0` path
+    /// (`https://app.asana.com`, or the simulator's origin).
+    pub auth_base_url: Option<String>,
+    /// Refresh an access token this many seconds before it expires, so no request is sent
+    /// with a token about to lapse (Asana's tokens live one hour).
+    pub refresh_margin_secs: u64,
+    /// Where `creds authorize` listens for the browser's redirect; loopback only, port 0
+    /// picks a free one (register `http://127.0.0.1:PORT/callback` with a fixed port in the
+    /// Asana app when it requires an exact redirect URI).
+    pub callback_listen: SocketAddr,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        Self {
+            auth_base_url: None,
+            refresh_margin_secs: 300,
+            callback_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl Settings {
+    /// The origin of the OAuth endpoints: `oauth.auth_base_url`, or `asana.base_url` without
+    /// its `/api/1.0` path.
+    pub fn oauth_base_url(&self) -> String {
+        match &self.oauth.auth_base_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let base = self.asana.base_url.trim_end_matches('/');
+                base.strip_suffix("/api/1.0")
+                    .unwrap_or(base)
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// Where the master key of stored credentials comes from, how often the daemon re-reads them,
+/// and the hygiene thresholds of `creds list` and the hygiene metric.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CredentialsStoreSettings {
     /// File holding the master key(s), one `vN:KEY` per line (mode 0600). When unset,
     /// `$CREDENTIALS_DIRECTORY/master-key` (systemd `LoadCredential=`) is used, then the
     /// environment variable `ASANA_WORKER_MASTER_KEY` (with a warning).
     pub master_key_file: Option<PathBuf>,
+    /// The daemon re-reads stored credentials this often (and on SIGHUP), so `creds add
+    /// --replace` or `creds authorize --replace` takes effect without a restart.
+    pub reload_interval_secs: u64,
+    /// Warn about personal access tokens older than this many days (rotate them).
+    pub pat_max_age_days: u32,
+    /// Warn about credentials no job has used for this many days (delete them).
+    pub unused_warning_days: u32,
+    /// How often the daemon recomputes the hygiene metric.
+    pub hygiene_interval_secs: u64,
+    /// `last_used_at` is written at most this often per credential (it is a hint, not a log).
+    pub last_used_write_secs: u64,
+}
+
+impl Default for CredentialsStoreSettings {
+    fn default() -> Self {
+        Self {
+            master_key_file: None,
+            reload_interval_secs: 30,
+            pat_max_age_days: 90,
+            unused_warning_days: 30,
+            hygiene_interval_secs: 300,
+            last_used_write_secs: 60,
+        }
+    }
 }
 
 /// Database settings.

@@ -6,6 +6,8 @@
 //! [`SecretString`] and never logged.
 
 pub mod crypto;
+pub mod monitor;
+pub mod oauth;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::asana::{AsanaClient, ClientConfig};
 use crate::budget::{BudgetConfig, BudgetRegistry, Tier};
+use crate::clock::SharedClock;
 use crate::config::settings::{AsanaSettings, CredentialSettings, CredentialTier, Settings};
 
 /// Errors obtaining a credential's token or client.
@@ -64,6 +67,9 @@ pub enum CredentialError {
     /// The stored credentials could not be read.
     #[error("cannot read the stored credentials: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// A stored credential decrypted but its content is not what this version expects.
+    #[error("{0}")]
+    Corrupt(String),
     /// A name is both declared in config.toml and stored in the database.
     #[error(
         "credential {0:?} is both declared under [credentials.{0}] in config.toml and stored in the database (`creds add`); remove one of them"
@@ -166,23 +172,88 @@ struct CachedClient {
     modified: Option<SystemTime>,
 }
 
+/// The decrypted secret of a stored credential.
+#[derive(Clone)]
+pub enum StoredSecret {
+    /// A PAT or service account token.
+    Token(SecretString),
+    /// An OAuth credential (client, refresh and access tokens).
+    OAuth(oauth::OAuthSecret),
+}
+
 /// A credential stored in the database, decrypted.
 pub struct StoredCredential {
+    /// Row id; a replaced credential (`--replace`) has a new one.
+    pub id: uuid::Uuid,
     /// Name jobs refer to.
     pub name: String,
+    /// `service_account`, `pat` or `oauth`.
+    pub kind: String,
     /// Rate-limit tier.
     pub tier: Tier,
-    /// The token.
-    pub token: SecretString,
+    /// State recorded in the store.
+    pub state: String,
+    /// The secret.
+    pub secret: StoredSecret,
+}
+
+impl StoredCredential {
+    /// The bearer token to use now: the PAT, or the OAuth access token as stored.
+    pub fn token(&self) -> SecretString {
+        match &self.secret {
+            StoredSecret::Token(token) => token.clone(),
+            StoredSecret::OAuth(secret) => secret.access_token.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for StoredCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredCredential")
             .field("name", &self.name)
+            .field("kind", &self.kind)
             .field("tier", &self.tier)
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
+}
+
+/// The master key ring of `settings`, or [`crypto::CryptoError::NoKey`].
+pub fn key_ring(settings: &Settings) -> Result<crypto::KeyRing, CredentialError> {
+    Ok(
+        crypto::KeyRing::from_settings(settings.credentials_store.master_key_file.as_deref())?
+            .ok_or(crypto::CryptoError::NoKey)?,
+    )
+}
+
+/// Decrypts one row.
+pub fn open_row(
+    ring: &crypto::KeyRing,
+    row: &crate::store::CredentialRow,
+) -> Result<StoredCredential, CredentialError> {
+    let sealed = crypto::Sealed {
+        key_version: u32::try_from(row.key_version).unwrap_or(u32::MAX),
+        nonce: row.nonce.clone(),
+        ciphertext: row.ciphertext.clone(),
+    };
+    let plaintext = ring.open(row.id, &row.name, &sealed)?;
+    let secret = if row.kind == "oauth" {
+        StoredSecret::OAuth(oauth::OAuthSecret::from_plaintext(&row.name, &plaintext)?)
+    } else {
+        StoredSecret::Token(plaintext)
+    };
+    Ok(StoredCredential {
+        id: row.id,
+        tier: if row.tier == "free" {
+            Tier::Free
+        } else {
+            Tier::Paid
+        },
+        name: row.name.clone(),
+        kind: row.kind.clone(),
+        state: row.state.clone(),
+        secret,
+    })
 }
 
 /// Reads and decrypts every credential stored in `store`. Needs no master key when there are
@@ -196,39 +267,61 @@ pub async fn load_stored(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ring =
-        crypto::KeyRing::from_settings(settings.credentials_store.master_key_file.as_deref())?
-            .ok_or(crypto::CryptoError::NoKey)?;
+    let ring = key_ring(settings)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         if settings.credentials.contains_key(&row.name) {
             return Err(CredentialError::Duplicate(row.name));
         }
-        let sealed = crypto::Sealed {
-            key_version: u32::try_from(row.key_version).unwrap_or(u32::MAX),
-            nonce: row.nonce,
-            ciphertext: row.ciphertext,
-        };
-        let token = ring.open(row.id, &row.name, &sealed)?;
-        out.push(StoredCredential {
-            tier: if row.tier == "free" {
-                Tier::Free
-            } else {
-                Tier::Paid
-            },
-            name: row.name,
-            token,
-        });
+        out.push(open_row(&ring, &row)?);
     }
     Ok(out)
 }
 
+/// What the pool needs beyond settings to run OAuth credentials and record states: the store
+/// (refreshed tokens are written back, states and use recorded), the clock, and the key ring.
+#[derive(Clone)]
+pub struct PoolRuntime {
+    /// The store of stored credentials.
+    pub store: Option<Arc<dyn crate::store::Store>>,
+    /// Wall time (token expiry, last use).
+    pub clock: SharedClock,
+    /// Master keys, to seal refreshed tokens.
+    pub ring: Option<Arc<crypto::KeyRing>>,
+}
+
+impl std::fmt::Debug for PoolRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolRuntime").finish_non_exhaustive()
+    }
+}
+
+impl Default for PoolRuntime {
+    fn default() -> Self {
+        Self {
+            store: None,
+            clock: Arc::new(crate::clock::SystemClock),
+            ring: None,
+        }
+    }
+}
+
+struct StoredEntry {
+    id: uuid::Uuid,
+    state: String,
+    secret: StoredSecret,
+}
+
 /// Hands out one client per credential for the whole process (so every job using a token shares
-/// its budget), re-reading token files that changed.
+/// its budget), re-reading token files that changed and stored credentials that were replaced.
 pub struct ClientPool {
-    specs: BTreeMap<String, CredentialSpec>,
-    stored: BTreeMap<String, SecretString>,
+    specs: Mutex<BTreeMap<String, CredentialSpec>>,
+    stored: Mutex<BTreeMap<String, StoredEntry>>,
     asana: AsanaSettings,
+    oauth_base: String,
+    refresh_margin: chrono::Duration,
+    runtime: PoolRuntime,
+    monitor: Arc<monitor::CredentialMonitor>,
     budgets: BudgetRegistry,
     clients: Mutex<BTreeMap<String, CachedClient>>,
 }
@@ -236,9 +329,13 @@ pub struct ClientPool {
 impl std::fmt::Debug for ClientPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientPool")
-            .field("credentials", &self.specs.keys().collect::<Vec<_>>())
+            .field("credentials", &self.names())
             .finish()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClientPool {
@@ -248,47 +345,118 @@ impl ClientPool {
     }
 
     /// A pool over the credentials declared in `settings` plus `stored` ones (see
-    /// [`load_stored`]).
+    /// [`load_stored`]), without a store to write refreshed tokens or states back to.
     pub fn with_stored(settings: &Settings, stored: Vec<StoredCredential>) -> Arc<Self> {
-        let mut specs: BTreeMap<String, CredentialSpec> = settings
+        Self::with_runtime(settings, stored, PoolRuntime::default())
+    }
+
+    /// The daemon's pool: configured and `stored` credentials, OAuth refreshes written back to
+    /// `runtime.store`, states and use recorded there.
+    pub fn with_runtime(
+        settings: &Settings,
+        stored: Vec<StoredCredential>,
+        runtime: PoolRuntime,
+    ) -> Arc<Self> {
+        let specs: BTreeMap<String, CredentialSpec> = settings
             .credentials
             .iter()
             .map(|(name, s)| (name.clone(), CredentialSpec::from_settings(name, s)))
             .collect();
-        let mut tokens = BTreeMap::new();
-        for credential in stored {
+        let monitor = monitor::CredentialMonitor::new(
+            runtime.store.clone(),
+            runtime.clock.clone(),
+            std::time::Duration::from_secs(settings.credentials_store.last_used_write_secs),
+        );
+        let pool = Arc::new(Self {
+            specs: Mutex::new(specs),
+            stored: Mutex::new(BTreeMap::new()),
+            asana: settings.asana.clone(),
+            oauth_base: settings.oauth_base_url(),
+            refresh_margin: chrono::Duration::seconds(
+                i64::try_from(settings.oauth.refresh_margin_secs).unwrap_or(300),
+            ),
+            runtime,
+            monitor,
+            budgets: BudgetRegistry::new(),
+            clients: Mutex::new(BTreeMap::new()),
+        });
+        pool.reload_stored(stored);
+        pool
+    }
+
+    /// The monitor recording states, use and owners.
+    pub fn monitor(&self) -> &Arc<monitor::CredentialMonitor> {
+        &self.monitor
+    }
+
+    /// Names of the known credentials.
+    pub fn names(&self) -> Vec<String> {
+        lock(&self.specs).keys().cloned().collect()
+    }
+
+    /// Replaces the stored credentials with `stored` (freshly read from the database): a
+    /// credential whose row was replaced (new id) gets a new client on next use, one deleted is
+    /// forgotten, a new one becomes usable. Clients already handed out keep working on the old
+    /// token until their job ends. Returns the names whose credential changed.
+    pub fn reload_stored(&self, stored: Vec<StoredCredential>) -> Vec<String> {
+        let mut specs = lock(&self.specs);
+        let mut entries = lock(&self.stored);
+        let mut clients = lock(&self.clients);
+        let mut changed = Vec::new();
+        let fresh: BTreeMap<String, StoredCredential> =
+            stored.into_iter().map(|c| (c.name.clone(), c)).collect();
+        let gone: Vec<String> = entries
+            .keys()
+            .filter(|name| !fresh.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            entries.remove(&name);
+            specs.remove(&name);
+            clients.remove(&name);
+            changed.push(name);
+        }
+        for (name, credential) in fresh {
+            let same = entries.get(&name).is_some_and(|e| e.id == credential.id);
+            if same {
+                continue;
+            }
+            let first_load = !entries.contains_key(&name);
+            clients.remove(&name);
             specs.insert(
-                credential.name.clone(),
+                name.clone(),
                 CredentialSpec {
-                    name: credential.name.clone(),
+                    name: name.clone(),
                     source: TokenSource::Stored,
                     tier: credential.tier,
                     requests_per_minute: None,
                 },
             );
-            tokens.insert(credential.name, credential.token);
+            self.monitor.set_state(&name, &credential.state);
+            entries.insert(
+                name.clone(),
+                StoredEntry {
+                    id: credential.id,
+                    state: credential.state,
+                    secret: credential.secret,
+                },
+            );
+            if !first_load {
+                tracing::info!(credential = %name, "Stored credential was replaced; new runs use the new one");
+            }
+            changed.push(name);
         }
-        Arc::new(Self {
-            specs,
-            stored: tokens,
-            asana: settings.asana.clone(),
-            budgets: BudgetRegistry::new(),
-            clients: Mutex::new(BTreeMap::new()),
-        })
-    }
-
-    /// Names of the known credentials.
-    pub fn names(&self) -> Vec<String> {
-        self.specs.keys().cloned().collect()
+        self.monitor.set_stored(entries.keys().cloned());
+        changed
     }
 
     /// The client of `name`: built on first use, its token refreshed when the token file changed.
     pub fn client(&self, name: &str) -> Result<AsanaClient, CredentialError> {
-        let spec = self
-            .specs
+        let spec = lock(&self.specs)
             .get(name)
+            .cloned()
             .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = lock(&self.clients);
         let now_modified = modified(&spec.source);
         if let Some(cached) = clients.get_mut(name) {
             if cached.modified != now_modified {
@@ -299,36 +467,70 @@ impl ClientPool {
             }
             return Ok(cached.client.clone());
         }
-        let token = match &spec.source {
-            TokenSource::Stored => self
-                .stored
-                .get(name)
-                .cloned()
-                .ok_or_else(|| CredentialError::Unknown(name.to_string()))?,
-            source => read_token(name, source)?,
-        };
         let mut budget_config = BudgetConfig::new(name, spec.tier);
         budget_config.time_scale = self.asana.time_scale;
         if let Some(limit) = spec.requests_per_minute {
             budget_config.requests_per_minute = Some(limit);
         }
+        let build_error = |message: String| CredentialError::Client {
+            name: name.to_string(),
+            message,
+        };
         let budget = self
             .budgets
             .budget(budget_config, &format!("credential:{name}"))
-            .map_err(|e| CredentialError::Client {
-                name: name.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| build_error(e.to_string()))?;
         let config = ClientConfig {
             connect_timeout_secs: self.asana.connect_timeout_secs,
             request_timeout_secs: self.asana.request_timeout_secs,
             ..ClientConfig::with_base_url(self.asana.base_url.clone())
         };
-        let client =
-            AsanaClient::new(config, token, budget).map_err(|e| CredentialError::Client {
-                name: name.to_string(),
-                message: e.to_string(),
-            })?;
+        let client = match &spec.source {
+            TokenSource::Stored => {
+                let entries = lock(&self.stored);
+                let entry = entries
+                    .get(name)
+                    .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
+                match &entry.secret {
+                    StoredSecret::Token(token) => {
+                        AsanaClient::new(config, token.clone(), budget)
+                    }
+                    StoredSecret::OAuth(secret) => {
+                        let endpoints = oauth::OAuthEndpoints::new(
+                            &self.oauth_base,
+                            std::time::Duration::from_secs(
+                                self.asana.request_timeout_secs.max(1),
+                            ),
+                        )
+                        .map_err(|e| build_error(e.to_string()))?;
+                        let persist = match (&self.runtime.store, &self.runtime.ring) {
+                            (Some(store), Some(ring)) => Some(oauth::Persist {
+                                store: store.clone(),
+                                ring: ring.clone(),
+                            }),
+                            _ => None,
+                        };
+                        let provider = oauth::OAuthProvider::new(
+                            entry.id,
+                            name,
+                            secret.clone(),
+                            entry.state == "revoked",
+                            endpoints,
+                            self.runtime.clock.clone(),
+                            oauth::ProviderOptions {
+                                margin: self.refresh_margin,
+                                time_scale: self.asana.time_scale,
+                            },
+                            persist,
+                            self.monitor.clone(),
+                        );
+                        AsanaClient::with_provider(config, Arc::new(provider), budget)
+                    }
+                }
+            }
+            source => AsanaClient::new(config, read_token(name, source)?, budget),
+        }
+        .map_err(|e| build_error(e.to_string()))?;
         clients.insert(
             name.to_string(),
             CachedClient {

@@ -27,13 +27,11 @@ pub fn outcome_for_error(job: &JobSpec, error: &AsanaError) -> JobOutcome {
     let credential = &job.credential;
     let job_name = &job.name;
     match error {
-        AsanaError::Unauthorized { .. } | AsanaError::TokenExpired { .. } => {
-            JobOutcome::NeedsReauth {
-                error: format!(
-                    "credential {credential:?} was rejected by Asana: {error}. Replace its token (the token file or variable, or `asana-worker creds add {credential} --replace`), then run `asana-worker jobs run {job_name}`"
-                ),
-            }
-        }
+        error if error.needs_reauth() => JobOutcome::NeedsReauth {
+            error: format!(
+                "credential {credential:?} was rejected by Asana: {error}. Replace its token (the token file or variable, `asana-worker creds add {credential} --replace`, or for OAuth `asana-worker creds authorize {credential} --replace`), then run `asana-worker jobs run {job_name}`"
+            ),
+        },
         AsanaError::Cancelled | AsanaError::Budget(BudgetError::Cancelled) => {
             JobOutcome::Interrupted
         }

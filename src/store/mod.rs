@@ -566,6 +566,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         status: &CredentialStatus,
     ) -> StoreResult<bool>;
 
+    /// Replaces the sealed secret of the credential with id `id` (an OAuth refresh persisting its
+    /// new tokens) and sets its state, clearing `last_error`. Keyed by id, not name, so a
+    /// credential replaced meanwhile (`creds add --replace` gives a new id) is never overwritten
+    /// with the old one's tokens. False when no row has that id.
+    async fn update_credential_secret(
+        &self,
+        id: Uuid,
+        key_version: i32,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+        state: &str,
+    ) -> StoreResult<bool>;
+
     /// Records that a job used the credential.
     async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()>;
 

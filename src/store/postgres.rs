@@ -716,6 +716,28 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn update_credential_secret(
+        &self,
+        id: Uuid,
+        key_version: i32,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+        state: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE credentials SET key_version = $1, nonce = $2, ciphertext = $3, state = $4, \
+               last_error = NULL WHERE id = $5",
+        )
+        .bind(key_version)
+        .bind(nonce)
+        .bind(ciphertext)
+        .bind(state)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query("UPDATE credentials SET last_used_at = $1 WHERE name = $2")
             .bind(at)

@@ -1138,6 +1138,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_credential_secret(
+        &self,
+        id: Uuid,
+        key_version: i32,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+        state: &str,
+    ) -> StoreResult<bool> {
+        let state = state.to_owned();
+        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE credentials SET key_version = ?, nonce = ?, ciphertext = ?, \
+                       state = ?, last_error = NULL WHERE id = ?",
+                )
+                .bind(key_version)
+                .bind(nonce)
+                .bind(ciphertext)
+                .bind(state)
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
     async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
         let name = name.to_owned();
         self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
