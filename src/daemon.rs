@@ -20,7 +20,7 @@ use crate::clock::SharedClock;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::jobs::{self, JobSpec, ValidationContext};
 use crate::config::settings::Settings;
-use crate::credentials::ClientPool;
+use crate::credentials::{ClientPool, PoolRuntime};
 use crate::jobs::KindRunner;
 use crate::scheduler::{JobSet, Scheduler};
 use crate::store::{self, Store, StoreError};
@@ -115,7 +115,22 @@ pub async fn run(
     let initial = load_jobs_with(&settings, &stored_names).map_err(DaemonError::Jobs)?;
     tracing::info!(jobs = initial.len(), dir = %settings.jobs.dir.display(), database = %redact_url(&settings.database.url), "Loaded job definitions");
     let (jobs_tx, jobs_rx) = watch::channel::<JobSet>(Arc::new(initial));
-    let clients = ClientPool::with_stored(&settings, stored);
+    // The key ring seals refreshed OAuth tokens; without stored credentials a missing key is
+    // no error (one added later is loaded by the periodic reload, which needs the key anyway).
+    let ring = match crate::credentials::key_ring(&settings) {
+        Ok(ring) => Some(Arc::new(ring)),
+        Err(error) if !stored.is_empty() => return Err(error.into()),
+        Err(_) => None,
+    };
+    let clients = ClientPool::with_runtime(
+        &settings,
+        stored,
+        PoolRuntime {
+            store: Some(store.clone()),
+            clock: clock.clone(),
+            ring,
+        },
+    );
     let owner = process_owner();
     let tracker = TaskTracker::new();
     let components = CancellationToken::new();
@@ -152,7 +167,7 @@ pub async fn run(
         let stop = components.clone();
         tracker.spawn(async move { scheduler.run(stop).await });
     }
-    let runner = Arc::new(KindRunner::new(jobs_rx.clone(), clients));
+    let runner = Arc::new(KindRunner::new(jobs_rx.clone(), clients.clone()));
     let pool = Arc::new(WorkerPool::new(
         store.clone(),
         clock.clone(),
@@ -184,10 +199,41 @@ pub async fn run(
     let watchdog = sd_watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut credentials_tick = tokio::time::interval(Duration::from_secs(
+        settings.credentials_store.reload_interval_secs.max(1),
+    ));
+    credentials_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hygiene_tick = tokio::time::interval(Duration::from_secs(
+        settings.credentials_store.hygiene_interval_secs.max(1),
+    ));
+    hygiene_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stored_names = stored_names;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(()) = reload.recv() => reload_jobs(&settings, &stored_names, &jobs_tx),
+            Some(()) = reload.recv() => {
+                if let Some(names) = reload_credentials(&settings, &*store, &clients).await {
+                    stored_names = names;
+                }
+                reload_jobs(&settings, &stored_names, &jobs_tx);
+            }
+            _ = credentials_tick.tick() => {
+                if let Some(names) = reload_credentials(&settings, &*store, &clients).await
+                    && names != stored_names
+                {
+                    // A credential was added or removed: job files naming it become valid.
+                    stored_names = names;
+                    reload_jobs(&settings, &stored_names, &jobs_tx);
+                }
+            }
+            _ = hygiene_tick.tick() => {
+                match store.list_credentials().await {
+                    Ok(rows) => {
+                        crate::credentials::monitor::export_hygiene(&rows, clock.now(), &settings.credentials_store);
+                    }
+                    Err(error) => tracing::warn!(%error, "Could not read the stored credentials for the hygiene check"),
+                }
+            }
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = prune_tick.tick() => {
                 let cutoff = clock.now() - chrono::Duration::days(i64::from(settings.worker.history_retention_days));
@@ -209,6 +255,31 @@ pub async fn run(
     tracker.wait().await;
     tracing::info!("Stopped");
     Ok(())
+}
+
+/// Re-reads the stored credentials into the pool (a `creds add --replace` or `creds authorize
+/// --replace` takes effect without a restart). Returns their names, or None when they cannot be
+/// read (the credentials in use keep working).
+async fn reload_credentials(
+    settings: &Settings,
+    store: &dyn Store,
+    clients: &ClientPool,
+) -> Option<Vec<String>> {
+    match crate::credentials::load_stored(store, settings).await {
+        Ok(stored) => {
+            let mut names: Vec<String> = stored.iter().map(|c| c.name.clone()).collect();
+            names.sort();
+            let changed = clients.reload_stored(stored);
+            if !changed.is_empty() {
+                tracing::info!(credentials = ?changed, "Reloaded stored credentials");
+            }
+            Some(names)
+        }
+        Err(error) => {
+            tracing::error!(%error, "Could not reload the stored credentials; the ones loaded before stay in use");
+            None
+        }
+    }
 }
 
 /// Re-reads the job files; keeps the running set when the new one is invalid.

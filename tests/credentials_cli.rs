@@ -449,7 +449,7 @@ async fn rotate_key_reencrypts_every_row_and_the_old_key_stops_working() {
         .iter()
         .map(|c| {
             use secrecy::ExposeSecret;
-            (c.name.clone(), c.token.expose_secret().to_string())
+            (c.name.clone(), c.token().expose_secret().to_string())
         })
         .collect();
     got.sort();

@@ -395,7 +395,12 @@ impl AsanaClient {
         provider: Arc<dyn TokenProvider>,
         budget: Budget,
     ) -> Result<Self, AsanaError> {
-        Self::build(config, SecretString::from(String::new()), Some(provider), budget)
+        Self::build(
+            config,
+            SecretString::from(String::new()),
+            Some(provider),
+            budget,
+        )
     }
 
     fn build(

@@ -227,7 +227,10 @@ impl AsanaError {
         match self {
             AsanaError::Unauthorized { .. } | AsanaError::TokenExpired { .. } => true,
             AsanaError::OAuth { error, .. } => {
-                matches!(error.as_str(), "invalid_grant" | "invalid_client" | "unauthorized_client")
+                matches!(
+                    error.as_str(),
+                    "invalid_grant" | "invalid_client" | "unauthorized_client"
+                )
             }
             AsanaError::Credential { transient, .. } => !transient,
             _ => false,

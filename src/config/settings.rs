@@ -86,9 +86,7 @@ impl Settings {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => {
                 let base = self.asana.base_url.trim_end_matches('/');
-                base.strip_suffix("/api/1.0")
-                    .unwrap_or(base)
-                    .to_string()
+                base.strip_suffix("/api/1.0").unwrap_or(base).to_string()
             }
         }
     }

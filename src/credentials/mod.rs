@@ -492,15 +492,11 @@ impl ClientPool {
                     .get(name)
                     .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
                 match &entry.secret {
-                    StoredSecret::Token(token) => {
-                        AsanaClient::new(config, token.clone(), budget)
-                    }
+                    StoredSecret::Token(token) => AsanaClient::new(config, token.clone(), budget),
                     StoredSecret::OAuth(secret) => {
                         let endpoints = oauth::OAuthEndpoints::new(
                             &self.oauth_base,
-                            std::time::Duration::from_secs(
-                                self.asana.request_timeout_secs.max(1),
-                            ),
+                            std::time::Duration::from_secs(self.asana.request_timeout_secs.max(1)),
                         )
                         .map_err(|e| build_error(e.to_string()))?;
                         let persist = match (&self.runtime.store, &self.runtime.ring) {

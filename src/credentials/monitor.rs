@@ -3,8 +3,8 @@
 //! Metrics:
 //! - `asana_worker_credential_state{credential, state}` (gauge): 1 for the credential's current
 //!   state (`active`, `refreshing`, `expired`, `revoked`, `error`), 0 for the others.
-//! - `asana_worker_credential_rejections_total{credential}` (counter): runs ended because
-//!   Asana (or the OAuth server) rejected the credential.
+//! - `asana_worker_credential_rejections_total{credential}` (counter): runs ended as
+//!   `needs_reauth` because Asana (or the OAuth server) rejected the credential.
 //! - `asana_worker_credential_hygiene_warnings{credential, reason}` (gauge): 1 while a hygiene
 //!   warning holds (`pat_age`, `unused`, `rejected`), recomputed periodically.
 //! - `asana_worker_oauth_refreshes_total{credential, outcome}` (counter; `ok`, `error`,
@@ -45,7 +45,10 @@ pub struct CredentialMonitor {
 impl std::fmt::Debug for CredentialMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialMonitor")
-            .field("states", &self.states.lock().unwrap_or_else(|p| p.into_inner()))
+            .field(
+                "states",
+                &self.states.lock().unwrap_or_else(|p| p.into_inner()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -112,8 +115,6 @@ impl CredentialMonitor {
     pub async fn rejected(&self, name: &str, message: &str) {
         let first = self.state(name).as_deref() != Some("revoked");
         self.set_state(name, "revoked");
-        metrics::counter!("asana_worker_credential_rejections_total", "credential" => name.to_string())
-            .increment(1);
         let stored = self.is_stored(name);
         let next = if stored {
             format!(
@@ -137,6 +138,12 @@ impl CredentialMonitor {
                 tracing::warn!(credential = %name, %error, "Could not record the credential as revoked");
             }
         }
+    }
+
+    /// A run of a job using `name` ended as `needs_reauth`.
+    pub fn count_rejected_run(&self, name: &str) {
+        metrics::counter!("asana_worker_credential_rejections_total", "credential" => name.to_string())
+            .increment(1);
     }
 
     /// A job used `name` successfully: state `active`; `last_used_at` written at most once per

@@ -449,7 +449,10 @@ impl OAuthProvider {
                         "cannot refresh the access token of credential {name:?}: {error}"
                     ),
                     transient: error.is_transient()
-                        || matches!(error, AsanaError::Decode { .. } | AsanaError::UnexpectedStatus { .. }),
+                        || matches!(
+                            error,
+                            AsanaError::Decode { .. } | AsanaError::UnexpectedStatus { .. }
+                        ),
                 });
             }
         };

@@ -85,6 +85,42 @@ impl KindRunner {
     }
 }
 
+impl KindRunner {
+    /// Records what the run taught about its credential: rejected (state `revoked`, metric,
+    /// error log naming what to run next), or used (and, for `credential_check`, validated).
+    async fn note_credential(&self, job: &JobSpec, outcome: &JobOutcome) {
+        let monitor = self.clients.monitor();
+        match outcome {
+            JobOutcome::NeedsReauth { error } => {
+                if monitor.state(&job.credential).as_deref() != Some("revoked") {
+                    monitor.rejected(&job.credential, error).await;
+                }
+                monitor.count_rejected_run(&job.credential);
+            }
+            JobOutcome::Completed { progress } => {
+                monitor.used(&job.credential).await;
+                if matches!(job.kind, JobKind::CredentialCheck(_))
+                    && let Some(gid) = progress.get("gid").and_then(|v| v.as_str())
+                {
+                    let text = |key: &str| {
+                        progress
+                            .get(key)
+                            .and_then(|v| v.as_str())
+                            .map(str::to_string)
+                    };
+                    let owner = crate::credentials::monitor::Owner {
+                        gid: gid.to_string(),
+                        name: text("name"),
+                        email: text("email"),
+                    };
+                    monitor.validated(&job.credential, &owner).await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[async_trait]
 impl JobRunner for KindRunner {
     async fn run(&self, ctx: RunContext) -> JobOutcome {
@@ -104,11 +140,13 @@ impl JobRunner for KindRunner {
         };
         let client: AsanaClient =
             client.for_job(CallContext::new(&job.name, priority).with_cancel(ctx.cancel.clone()));
-        match &job.kind {
+        let outcome = match &job.kind {
             JobKind::CredentialCheck(settings) => {
                 credential_check::run(&ctx, &job, settings, &client).await
             }
-        }
+        };
+        self.note_credential(&job, &outcome).await;
+        outcome
     }
 
     fn timeout(&self, job_name: &str) -> Option<Duration> {

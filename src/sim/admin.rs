@@ -31,6 +31,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/consume", post(consume))
         .route("/audit_events", post(append_audit_events))
         .route("/clock", get(clock))
+        .route("/users/{user_gid}/deactivate", post(deactivate_user))
         .route(
             "/tasks/{task_gid}",
             post(super::routes::events::admin_change_task),
@@ -228,6 +229,22 @@ async fn append_audit_events(
         world.insert_audit_event(event);
     }
     axum::Json(json!({ "gids": gids })).into_response()
+}
+
+/// Deactivates a user, as an admin removing them from the organization would: their tokens
+/// (PATs, OAuth access tokens) answer 401 from then on, so owner checks fail.
+async fn deactivate_user(
+    State(state): State<SharedState>,
+    axum::extract::Path(user_gid): axum::extract::Path<String>,
+) -> Response {
+    let mut world = state.world_mut();
+    match world.users.get_mut(&user_gid) {
+        Some(user) => {
+            user.active = false;
+            axum::Json(json!({ "gid": user_gid, "active": false })).into_response()
+        }
+        None => admin_error(StatusCode::NOT_FOUND, format!("no user {user_gid:?}")),
+    }
 }
 
 async fn clock(State(state): State<SharedState>) -> Response {

@@ -31,6 +31,15 @@ pub fn authenticate(state: &SharedState, request: &Request) -> Result<Caller, Ap
     if record.revoked {
         return Err(ApiError::unauthorized());
     }
+    // A deactivated user's tokens stop working (`POST /_sim/users/{gid}/deactivate`).
+    if state
+        .world()
+        .users
+        .get(&record.user_gid)
+        .is_some_and(|user| !user.active)
+    {
+        return Err(ApiError::unauthorized());
+    }
     if let Some(expires_at) = record.expires_at
         && state.clock.now() >= expires_at
     {
