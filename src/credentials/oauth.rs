@@ -332,6 +332,9 @@ struct Tokens {
     /// Set once the grant is known to be gone; every later call fails at once, without asking
     /// the token endpoint again.
     revoked: Option<String>,
+    /// The refresh margin for the current token: the configured one, but at most half the
+    /// token's lifetime, so short-lived tokens are not refreshed on every request.
+    margin: chrono::Duration,
 }
 
 /// The [`TokenProvider`] of one OAuth credential. See the module documentation.
@@ -395,6 +398,7 @@ impl OAuthProvider {
             monitor,
             tokens: tokio::sync::Mutex::new(Tokens {
                 secret,
+                margin: options.margin,
                 revoked: revoked.then(|| {
                     format!(
                         "credential {name:?} is recorded as revoked; run `asana-worker creds authorize {name} --replace`"
@@ -504,6 +508,9 @@ impl OAuthProvider {
         metrics::counter!("asana_worker_oauth_refreshes_total", "credential" => name.clone(), "outcome" => "ok").increment(1);
         tracing::info!(credential = %name, expires_at = %fresh.expires_at, "Refreshed the OAuth access token");
         tokens.secret = fresh;
+        tokens.margin = self
+            .margin
+            .min(chrono::Duration::milliseconds(lifetime_ms / 2));
         self.monitor.set_state(name, "active");
         Ok(())
     }
@@ -516,7 +523,7 @@ impl TokenProvider for OAuthProvider {
         if let Some(message) = &tokens.revoked {
             return Err(Self::revoked_error(message));
         }
-        if self.clock.now() + self.margin >= tokens.secret.expires_at {
+        if self.clock.now() + tokens.margin >= tokens.secret.expires_at {
             self.refresh_locked(&mut tokens).await?;
         }
         Ok(tokens.secret.access_token.clone())

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
 
+pub mod oauth;
 pub mod pg;
 pub mod spec;
