@@ -21,11 +21,12 @@ use asana_worker::store::{Enqueued, RunState};
 use support::oauth::{self, CLIENT_ID, CLIENT_SECRET};
 use tokio_util::sync::CancellationToken;
 
-const JOBS: [(&str, &str); 4] = [
+const JOBS: [(&str, &str); 5] = [
     ("check-sa-0", "sa"),
     ("check-sa-1", "sa"),
     ("check-ora-0", "ora"),
     ("check-ora-1", "ora"),
+    ("check-pat-0", "pat"),
 ];
 
 /// Runs every job once and returns each run's final state and error.
@@ -73,6 +74,51 @@ async fn metrics(handle: &DaemonHandle) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_an_oauth_grant_mid_run_ends_only_its_jobs_and_a_replacement_is_picked_up() {
+    scenario(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_postgres() {
+    let Some(db) = support::pg::TestDatabase::create("daemon OAuth revocation on PostgreSQL").await
+    else {
+        return;
+    };
+    scenario(Some(db.url.clone())).await;
+}
+
+/// A stored PAT row (as `creds add` writes it).
+async fn store_pat(
+    store: &Arc<dyn asana_worker::store::Store>,
+    ring: &KeyRing,
+    name: &str,
+    token: &str,
+) {
+    let id = uuid::Uuid::new_v4();
+    let sealed = ring
+        .seal(id, name, &secrecy::SecretString::from(token.to_string()))
+        .unwrap();
+    let row = asana_worker::store::CredentialRow {
+        id,
+        name: name.into(),
+        kind: "pat".into(),
+        tier: "paid".into(),
+        tenant: None,
+        key_version: sealed.key_version as i32,
+        nonce: sealed.nonce,
+        ciphertext: sealed.ciphertext,
+        owner_gid: None,
+        owner_name: None,
+        owner_email: None,
+        state: "active".into(),
+        created_at: SystemClock.now(),
+        last_used_at: None,
+        last_validated_at: None,
+        last_error: None,
+    };
+    assert!(store.put_credential(&row, true).await.unwrap());
+}
+
+async fn scenario(pg_url: Option<String>) {
     let mut sim_config = SimConfig::default();
     sim_config.timing.activity_per_minute = 0.0;
     sim_config.timing.audit_events_per_minute = 0.0;
@@ -94,7 +140,8 @@ async fn revoking_an_oauth_grant_mid_run_ends_only_its_jobs_and_a_replacement_is
     let ring = KeyRing::load(&key_file).unwrap();
 
     let mut settings = Settings::default();
-    settings.database.url = format!("sqlite://{}", dir.path().join("state.sqlite").display());
+    settings.database.url =
+        pg_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("state.sqlite").display()));
     settings.jobs.dir = jobs_dir;
     settings.asana.base_url = sim.base_url();
     settings.admin.listen = "127.0.0.1:0".parse().unwrap();
@@ -119,6 +166,8 @@ async fn revoking_an_oauth_grant_mid_run_ends_only_its_jobs_and_a_replacement_is
         .unwrap();
     let secret = oauth::authorize(&sim, CLIENT_ID, CLIENT_SECRET, &SystemClock).await;
     oauth::store_oauth(&store, &ring, "ora", &secret, &SystemClock).await;
+    // A PAT stored with a wrong token: its job needs re-authorization until it is replaced.
+    store_pat(&store, &ring, "pat", "not-a-valid-token").await;
 
     let shutdown = CancellationToken::new();
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
@@ -137,11 +186,33 @@ async fn revoking_an_oauth_grant_mid_run_ends_only_its_jobs_and_a_replacement_is
     };
     let handle = handle_rx.await.unwrap();
 
-    // Both credentials work; owners and last use are recorded for the stored one.
+    // Both credentials work; owners and last use are recorded for the stored one. The wrong
+    // PAT ends its own run only.
     let first = run_all(&handle).await;
     for (job, (state, error)) in &first {
-        assert_eq!(*state, RunState::Completed, "{job}: {error:?}");
+        if job.contains("-pat-") {
+            assert_eq!(*state, RunState::NeedsReauth, "{job}: {error:?}");
+            assert!(
+                error
+                    .as_deref()
+                    .unwrap()
+                    .contains("creds add pat --replace"),
+                "{error:?}"
+            );
+        } else {
+            assert_eq!(*state, RunState::Completed, "{job}: {error:?}");
+        }
     }
+    assert_eq!(
+        handle
+            .store
+            .get_credential("pat")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "revoked"
+    );
     let row = handle.store.get_credential("ora").await.unwrap().unwrap();
     assert!(
         row.owner_gid.is_some() && row.last_validated_at.is_some(),
@@ -153,7 +224,9 @@ async fn revoking_an_oauth_grant_mid_run_ends_only_its_jobs_and_a_replacement_is
     oauth::revoke(&sim, &secret.refresh_token).await;
     let second = run_all(&handle).await;
     for (job, (state, error)) in &second {
-        if job.contains("-ora-") {
+        if job.contains("-pat-") {
+            assert_eq!(*state, RunState::NeedsReauth, "{job}: {error:?}");
+        } else if job.contains("-ora-") {
             assert_eq!(*state, RunState::NeedsReauth, "{job}: {error:?}");
             let error = error.as_deref().unwrap();
             assert!(error.contains("credential \"ora\""), "{error}");
@@ -209,9 +282,11 @@ async fn revoking_an_oauth_grant_mid_run_ends_only_its_jobs_and_a_replacement_is
         assert!(!metrics(&handle).await.contains(secret_text.expose_secret()));
     }
 
-    // Authorize again and replace the stored credential: picked up without a restart.
+    // Authorize again and replace the stored credentials (as `creds authorize --replace` and
+    // `creds add --replace` do): picked up without a restart.
     let fresh = oauth::authorize(&sim, CLIENT_ID, CLIENT_SECRET, &SystemClock).await;
     oauth::store_oauth(&handle.store, &ring, "ora", &fresh, &SystemClock).await;
+    store_pat(&handle.store, &ring, "pat", &sim.token("pat-paid").unwrap()).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let third = run_all(&handle).await;

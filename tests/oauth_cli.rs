@@ -204,7 +204,15 @@ async fn authorize_check_list_and_revoke_end_to_end_without_leaking_a_secret() {
         .stderr(stderr_file)
         .spawn()
         .unwrap();
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+    // Wait for the exec, then read the argv every user can see.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let cmdline = loop {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+        if contains(&cmdline, "authorize") || Instant::now() > deadline {
+            break cmdline;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert!(contains(&cmdline, "authorize"), "argv was not read");
     assert!(
         !contains(&cmdline, &setup.client_secret),
@@ -365,6 +373,14 @@ async fn authorize_check_list_and_revoke_end_to_end_without_leaking_a_secret() {
     assert!(
         stderr.contains("rejected credential \"ora\"")
             && stderr.contains("creds authorize ora --replace"),
+        "{stderr}"
+    );
+    // Logged at error level, naming the credential and what to run next.
+    assert!(
+        stderr.lines().any(|l| l.contains("ERROR")
+            && l.contains("Credential rejected")
+            && l.contains("ora")
+            && l.contains("creds authorize ora --replace")),
         "{stderr}"
     );
     transcript.push_str(&stderr);

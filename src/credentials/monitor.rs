@@ -285,3 +285,62 @@ pub fn export_hygiene(
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn row(
+        kind: &str,
+        state: &str,
+        created_days_ago: i64,
+        used_days_ago: Option<i64>,
+    ) -> CredentialRow {
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+        CredentialRow {
+            id: uuid::Uuid::nil(),
+            name: "c".into(),
+            kind: kind.into(),
+            tier: "paid".into(),
+            tenant: None,
+            key_version: 1,
+            nonce: Vec::new(),
+            ciphertext: Vec::new(),
+            owner_gid: Some("42".into()),
+            owner_name: None,
+            owner_email: Some("a@example.com".into()),
+            state: state.into(),
+            created_at: now - chrono::Duration::days(created_days_ago),
+            last_used_at: used_days_ago.map(|d| now - chrono::Duration::days(d)),
+            last_validated_at: None,
+            last_error: None,
+        }
+    }
+
+    fn reasons(row: &CredentialRow) -> Vec<&'static str> {
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+        hygiene(row, now, &CredentialsStoreSettings::default())
+            .into_iter()
+            .map(|w| w.reason)
+            .collect()
+    }
+
+    #[test]
+    fn hygiene_flags_old_pats_idle_credentials_and_rejected_owners() {
+        assert!(reasons(&row("pat", "active", 10, Some(1))).is_empty());
+        assert_eq!(reasons(&row("pat", "active", 90, Some(1))), ["pat_age"]);
+        // Only PATs age out; OAuth tokens are refreshed, service accounts are managed by admins.
+        assert!(reasons(&row("oauth", "active", 400, Some(1))).is_empty());
+        assert_eq!(reasons(&row("oauth", "active", 40, Some(30))), ["unused"]);
+        assert_eq!(
+            reasons(&row("service_account", "active", 31, None)),
+            ["unused"]
+        );
+        assert_eq!(reasons(&row("oauth", "revoked", 1, Some(0))), ["rejected"]);
+        assert_eq!(
+            reasons(&row("pat", "error", 100, None)),
+            ["pat_age", "unused", "rejected"]
+        );
+    }
+}
