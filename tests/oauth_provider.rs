@@ -231,3 +231,22 @@ async fn invalid_grant_marks_the_credential_revoked_and_the_job_needs_reauth() {
         .unwrap_err();
     assert!(error.needs_reauth(), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_token_endpoint_after_expiry_is_transient_and_marks_the_credential_expired()
+{
+    let mut env = env(3600, None).await;
+    let secret = oauth::authorize(&env.sim, CLIENT_ID, CLIENT_SECRET, &env.clock).await;
+    oauth::store_oauth(&env.store, &env.ring, "ora", &secret, &env.clock).await;
+    // Nothing listens on port 1.
+    env.settings.oauth.auth_base_url = Some("http://127.0.0.1:1".into());
+    let pool = env.pool().await;
+    let client = pool.client("ora").unwrap();
+    env.clock.advance(chrono::Duration::hours(2));
+    let error = client.me(&["name"]).await.unwrap_err();
+    assert!(error.is_transient() && !error.needs_reauth(), "{error:?}");
+    let row = env.store.get_credential("ora").await.unwrap().unwrap();
+    assert_eq!(row.state, "expired");
+    assert!(row.last_error.unwrap().contains("cannot refresh"));
+    assert_eq!(pool.monitor().state("ora").as_deref(), Some("expired"));
+}

@@ -1,9 +1,12 @@
 //! Credentials: where tokens come from and the clients that use them.
 //!
-//! This module currently serves credentials declared in configuration (`[credentials.NAME]` with
-//! `token_file` or `token_env`). A token file is re-read when it changes (a rotated Kubernetes
-//! Secret or systemd credential takes effect without a restart). Tokens are held in
-//! [`SecretString`] and never logged.
+//! Credentials are declared in configuration (`[credentials.NAME]` with `token_file` or
+//! `token_env`; a changed token file is re-read, so a rotated Kubernetes Secret or systemd
+//! credential takes effect without a restart) or stored encrypted in the database (`creds add`,
+//! `creds authorize`; see [`crypto`]), re-read by the daemon so a replacement needs no restart
+//! either. OAuth credentials get an [`oauth::OAuthProvider`] that refreshes their access token;
+//! [`monitor`] records states, use, owners and hygiene. Tokens are held in [`SecretString`] and
+//! never logged.
 
 pub mod crypto;
 pub mod monitor;

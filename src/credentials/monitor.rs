@@ -140,6 +140,26 @@ impl CredentialMonitor {
         }
     }
 
+    /// Records a state other than `revoked` that a person should see (`expired`: the access
+    /// token lapsed and could not be refreshed yet), in the gauge and, for a stored credential,
+    /// on its row with `message`.
+    pub async fn degraded(&self, name: &str, state: &str, message: &str) {
+        self.set_state(name, state);
+        tracing::warn!(credential = %name, state, error = %message, "Credential degraded");
+        if self.is_stored(name)
+            && let Some(store) = &self.store
+        {
+            let status = CredentialStatus {
+                state: state.into(),
+                last_error: Some(message.to_string()),
+                ..CredentialStatus::default()
+            };
+            if let Err(error) = store.set_credential_status(name, &status).await {
+                tracing::warn!(credential = %name, %error, "Could not record the credential's state");
+            }
+        }
+    }
+
     /// A run of a job using `name` ended as `needs_reauth`.
     pub fn count_rejected_run(&self, name: &str) {
         metrics::counter!("asana_worker_credential_rejections_total", "credential" => name.to_string())

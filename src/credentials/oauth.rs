@@ -426,6 +426,8 @@ impl OAuthProvider {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         let name = &self.name;
         tracing::debug!(credential = %name, "Refreshing the OAuth access token");
+        let previous_state = self.monitor.state(name);
+        self.monitor.set_state(name, "refreshing");
         let answer = self
             .endpoints
             .refresh(
@@ -447,11 +449,18 @@ impl OAuthProvider {
             }
             Err(error) => {
                 metrics::counter!("asana_worker_oauth_refreshes_total", "credential" => name.clone(), "outcome" => "error").increment(1);
-                tracing::warn!(credential = %name, %error, "Could not refresh the OAuth access token; the job will retry");
+                let message =
+                    format!("cannot refresh the access token of credential {name:?}: {error}");
+                if self.clock.now() >= tokens.secret.expires_at {
+                    // The access token has lapsed: nothing works until a refresh succeeds.
+                    self.monitor.degraded(name, "expired", &message).await;
+                } else {
+                    self.monitor
+                        .set_state(name, previous_state.as_deref().unwrap_or("active"));
+                    tracing::warn!(credential = %name, %error, "Could not refresh the OAuth access token ahead of expiry; the job will retry");
+                }
                 return Err(AsanaError::Credential {
-                    message: format!(
-                        "cannot refresh the access token of credential {name:?}: {error}"
-                    ),
+                    message,
                     transient: error.is_transient()
                         || matches!(
                             error,
@@ -496,6 +505,8 @@ impl OAuthProvider {
                 ),
                 Err(error) => {
                     metrics::counter!("asana_worker_oauth_refreshes_total", "credential" => name.clone(), "outcome" => "error").increment(1);
+                    self.monitor
+                        .set_state(name, previous_state.as_deref().unwrap_or("active"));
                     return Err(AsanaError::Credential {
                         message: format!(
                             "refreshed the access token of credential {name:?} but could not store it ({error}); it was not used, the job will retry"
