@@ -2,8 +2,9 @@
 //! server, and runs them until shutdown.
 //!
 //! Lifecycle: the daemon takes its shutdown token and its clock as arguments (the CLI wires
-//! SIGTERM/SIGINT to the token; tests cancel it themselves). SIGHUP re-reads the stored credentials
-//! (also re-read every `reload_interval_secs`) and the job files; an invalid new set keeps the old one running, is logged with every problem, and counted in
+//! SIGTERM/SIGINT to the token; tests cancel it themselves). SIGHUP re-reads the stored
+//! credentials (also re-read every `reload_interval_secs`) and the job files; an invalid new set
+//! keeps the old one running, is logged with every problem, and counted in
 //! `asana_worker_config_reload_failures_total`. Under systemd (`NOTIFY_SOCKET` set) it reports
 //! `READY=1` once every component runs, pings the watchdog, and reports `STOPPING=1` on drain.
 

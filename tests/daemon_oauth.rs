@@ -74,7 +74,12 @@ async fn metrics(handle: &DaemonHandle) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_an_oauth_grant_mid_run_ends_only_its_jobs_and_a_replacement_is_picked_up() {
-    scenario(None).await;
+    scenario(None, Reload::Periodic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_is_picked_up_on_sighup() {
+    scenario(None, Reload::Sighup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +88,7 @@ async fn the_same_on_postgres() {
     else {
         return;
     };
-    scenario(Some(db.url.clone())).await;
+    scenario(Some(db.url.clone()), Reload::Periodic).await;
 }
 
 /// A stored PAT row (as `creds add` writes it).
@@ -118,7 +123,16 @@ async fn store_pat(
     assert!(store.put_credential(&row, true).await.unwrap());
 }
 
-async fn scenario(pg_url: Option<String>) {
+/// How the daemon learns of replaced credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    /// `reload_interval_secs = 1`.
+    Periodic,
+    /// Only SIGHUP (the interval is an hour).
+    Sighup,
+}
+
+async fn scenario(pg_url: Option<String>, reload: Reload) {
     let mut sim_config = SimConfig::default();
     sim_config.timing.activity_per_minute = 0.0;
     sim_config.timing.audit_events_per_minute = 0.0;
@@ -149,7 +163,10 @@ async fn scenario(pg_url: Option<String>) {
     settings.worker.poll_interval_ms = 20;
     settings.scheduler.tick_ms = 100;
     settings.credentials_store.master_key_file = Some(key_file);
-    settings.credentials_store.reload_interval_secs = 1;
+    settings.credentials_store.reload_interval_secs = match reload {
+        Reload::Periodic => 1,
+        Reload::Sighup => 3600,
+    };
     settings.credentials_store.hygiene_interval_secs = 1;
     settings.credentials.insert(
         "sa".into(),
@@ -170,7 +187,7 @@ async fn scenario(pg_url: Option<String>) {
     store_pat(&store, &ring, "pat", "not-a-valid-token").await;
 
     let shutdown = CancellationToken::new();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let (handle_tx, handle_rx) = tokio::sync::oneshot::channel::<DaemonHandle>();
     let task = {
         let shutdown = shutdown.clone();
@@ -287,6 +304,9 @@ async fn scenario(pg_url: Option<String>) {
     let fresh = oauth::authorize(&sim, CLIENT_ID, CLIENT_SECRET, &SystemClock).await;
     oauth::store_oauth(&handle.store, &ring, "ora", &fresh, &SystemClock).await;
     store_pat(&handle.store, &ring, "pat", &sim.token("pat-paid").unwrap()).await;
+    if reload == Reload::Sighup {
+        reload_tx.send(()).await.unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let third = run_all(&handle).await;

@@ -299,8 +299,8 @@ pub fn segment(text: &str) -> String {
 /// Where a client's bearer token comes from when it is not a fixed string: an OAuth credential
 /// whose access token expires and is refreshed. The client asks for the token before every
 /// attempt (so a refresh ahead of expiry happens before the request, not after a 401), and on a
-/// `401` "token expired" asks for a refresh of exactly the token that was rejected and retries
-/// the request once. Implementations make refreshes single-flight: many jobs asking at once
+/// `401` asks for a refresh of exactly the token that was rejected and retries the request once
+/// (a revoked grant then shows as the refresh's `invalid_grant`). Implementations make refreshes single-flight: many jobs asking at once
 /// cause one exchange at the token endpoint.
 #[async_trait::async_trait]
 pub trait TokenProvider: Send + Sync + fmt::Debug {
@@ -514,8 +514,14 @@ impl AsanaClient {
                 Ok(body) => return Ok(body),
                 Err(error) => error,
             };
-            if let (AsanaError::TokenExpired { .. }, Some(provider), false) =
-                (&error, &self.inner.provider, refreshed)
+            // Any 401 with a refreshable token: an expired token is fixed by the refresh, and a
+            // revoked grant is told apart from a transient rejection by the refresh's
+            // `invalid_grant`.
+            if let (
+                AsanaError::TokenExpired { .. } | AsanaError::Unauthorized { .. },
+                Some(provider),
+                false,
+            ) = (&error, &self.inner.provider, refreshed)
             {
                 refreshed = true;
                 tracing::debug!(path = %request.path, "Access token expired; refreshing and retrying once");
