@@ -383,6 +383,11 @@ impl ClientPool {
             budgets: BudgetRegistry::new(),
             clients: Mutex::new(BTreeMap::new()),
         });
+        // Configured credentials start as active (nothing is known against them yet); stored
+        // ones take the state on their row.
+        for name in settings.credentials.keys() {
+            pool.monitor.set_state(name, "active");
+        }
         pool.reload_stored(stored);
         pool
     }
@@ -459,6 +464,14 @@ impl ClientPool {
             .get(name)
             .cloned()
             .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
+        // Copied out first: `reload_stored` takes `stored` before `clients`, so this must never
+        // hold `clients` while waiting for `stored`.
+        let stored_entry = match &spec.source {
+            TokenSource::Stored => lock(&self.stored)
+                .get(name)
+                .map(|e| (e.id, e.state.clone(), e.secret.clone())),
+            _ => None,
+        };
         let mut clients = lock(&self.clients);
         let now_modified = modified(&spec.source);
         if let Some(cached) = clients.get_mut(name) {
@@ -490,11 +503,9 @@ impl ClientPool {
         };
         let client = match &spec.source {
             TokenSource::Stored => {
-                let entries = lock(&self.stored);
-                let entry = entries
-                    .get(name)
-                    .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
-                match &entry.secret {
+                let (id, state, secret) =
+                    stored_entry.ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
+                match secret {
                     StoredSecret::Token(token) => AsanaClient::new(config, token.clone(), budget),
                     StoredSecret::OAuth(secret) => {
                         let endpoints = oauth::OAuthEndpoints::new(
@@ -510,10 +521,10 @@ impl ClientPool {
                             _ => None,
                         };
                         let provider = oauth::OAuthProvider::new(
-                            entry.id,
+                            id,
                             name,
-                            secret.clone(),
-                            entry.state == "revoked",
+                            secret,
+                            state == "revoked",
                             endpoints,
                             self.runtime.clock.clone(),
                             oauth::ProviderOptions {
