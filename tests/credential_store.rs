@@ -120,6 +120,60 @@ async fn behaves(store: Arc<dyn Store>) {
     assert_eq!(beta_now.last_validated_at, Some(checked));
     assert_eq!(beta_now.last_used_at, Some(checked));
 
+    // An OAuth refresh writes its new secret by id, back to active with the error cleared; a
+    // row replaced meanwhile (new id) is left alone.
+    let resealed = ring
+        .seal(
+            beta.id,
+            "beta",
+            &SecretString::from("canary-beta-2".to_string()),
+        )
+        .unwrap();
+    assert!(
+        store
+            .update_credential_secret(
+                beta.id,
+                resealed.key_version as i32,
+                resealed.nonce.clone(),
+                resealed.ciphertext.clone(),
+                "active",
+            )
+            .await
+            .unwrap()
+    );
+    let refreshed = store.get_credential("beta").await.unwrap().unwrap();
+    assert_eq!(
+        (refreshed.state.as_str(), refreshed.last_error.as_deref()),
+        ("active", None)
+    );
+    assert_eq!(refreshed.ciphertext, resealed.ciphertext);
+    assert_eq!(refreshed.owner_email.as_deref(), Some("ada@example.com"));
+    let opened = ring
+        .open(
+            beta.id,
+            "beta",
+            &Sealed {
+                key_version: refreshed.key_version as u32,
+                nonce: refreshed.nonce.clone(),
+                ciphertext: refreshed.ciphertext.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(opened.expose_secret(), "canary-beta-2");
+    assert!(
+        !store
+            .update_credential_secret(Uuid::new_v4(), 1, vec![0; 24], vec![0; 32], "active")
+            .await
+            .unwrap()
+    );
+    // Put the earlier state back for the checks below.
+    let status = CredentialStatus {
+        state: "revoked".into(),
+        last_error: beta_now.last_error.clone(),
+        ..CredentialStatus::default()
+    };
+    assert!(store.set_credential_status("beta", &status).await.unwrap());
+
     // Re-encryption applies only to rows still under the version they were read with.
     let rotated = KeyRing::single(MasterKey::generate(2));
     let new_beta = rotated
