@@ -525,6 +525,9 @@ impl AsanaClient {
             {
                 refreshed = true;
                 tracing::debug!(path = %request.path, "Access token expired; refreshing and retrying once");
+                // Not raced against cancellation: a refresh abandoned between the token
+                // endpoint's answer and the store's write could lose a rotated refresh token.
+                // It is bounded by the HTTP timeout instead.
                 provider.refresh_rejected(&token).await?;
                 continue;
             }
@@ -577,12 +580,12 @@ impl AsanaClient {
     /// one.
     async fn current_token(&self) -> Result<SecretString, AsanaError> {
         match &self.inner.provider {
+            // Not raced against cancellation, for the same reason as the refresh after a 401.
             Some(provider) => {
-                tokio::select! {
-                    biased;
-                    () = self.ctx.cancel.cancelled() => Err(AsanaError::Cancelled),
-                    token = provider.token() => token,
+                if self.ctx.cancel.is_cancelled() {
+                    return Err(AsanaError::Cancelled);
                 }
+                provider.token().await
             }
             None => Ok(self
                 .inner
