@@ -457,3 +457,48 @@ async fn token_info_describes_access_and_refresh_tokens() {
     assert!(info["exp"].is_null());
     sim.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deactivated_users_tokens_answer_401_and_other_users_keep_working() {
+    let sim = Sim::start(config()).await;
+    let me = |token: String| {
+        let http = sim.http.clone();
+        let base = sim.server.base_url();
+        async move {
+            http.get(format!("{base}/users/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let pat = sim.server.token("pat-paid").unwrap();
+    let sa = sim.server.token("service-account").unwrap();
+    let body: Value = me(pat.clone()).await.json().await.unwrap();
+    let gid = body["data"]["gid"].as_str().unwrap().to_string();
+    let sa_body: Value = me(sa.clone()).await.json().await.unwrap();
+    assert_ne!(
+        sa_body["data"]["gid"], gid,
+        "the tokens belong to different users"
+    );
+
+    let response = sim
+        .http
+        .post(format!(
+            "{}/_sim/users/{gid}/deactivate",
+            sim.server.origin()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(me(pat).await.status().as_u16(), 401);
+    assert_eq!(me(sa).await.status().as_u16(), 200);
+    let unknown = sim
+        .http
+        .post(format!("{}/_sim/users/999/deactivate", sim.server.origin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+}
