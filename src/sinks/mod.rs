@@ -12,6 +12,7 @@
 
 pub mod file;
 pub mod http;
+pub mod manifest;
 pub mod s3;
 
 use std::path::PathBuf;
@@ -166,14 +167,15 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     async fn rotate_if_due(&self, stream: &str, now: DateTime<Utc>) -> Result<(), SinkError>;
 }
 
-/// Builds the sink a job's settings describe. (Sink implementations land with the audit-log
-/// and sinks work; until then this reports the sink as unavailable.)
+/// Builds the sink a job's settings describe.
 pub async fn build(
     settings: &SinkSettings,
     _context: &SinkContext,
 ) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
     let sink = match settings {
-        SinkSettings::File(_) => "file",
+        SinkSettings::File(file) => {
+            return Ok(std::sync::Arc::new(file::FileSink::new(file.clone())?));
+        }
         SinkSettings::Http(_) => "http",
         SinkSettings::S3(_) => "s3",
     };
