@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use asana_worker::sim::SimConfig;
 use asana_worker::sim::config::FaultSpec;
-use rand::{RngExt, SeedableRng};
 use audit_support::{AuditSetup, by_gid, kill, terminate};
+use rand::{RngExt, SeedableRng};
 
 const EVENTS: usize = 30_000;
 const KILLS: usize = 32;
@@ -68,7 +68,11 @@ async fn sigkills_during_a_pull_neither_lose_nor_duplicate_events() {
         assert!(
             counts.values().all(|n| *n == 1),
             "duplicates after kill {n}: {:?}",
-            counts.iter().filter(|(_, n)| **n > 1).take(5).collect::<Vec<_>>()
+            counts
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .take(5)
+                .collect::<Vec<_>>()
         );
     }
     // The last daemon finishes the pull.
@@ -84,9 +88,15 @@ async fn sigkills_during_a_pull_neither_lose_nor_duplicate_events() {
 
     let records = setup.records();
     let counts = by_gid(&records);
-    let missing: Vec<&String> = expected.keys().filter(|g| !counts.contains_key(*g)).collect();
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|g| !counts.contains_key(*g))
+        .collect();
     let twice: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    let unknown: Vec<&String> = counts.keys().filter(|g| !expected.contains_key(*g)).collect();
+    let unknown: Vec<&String> = counts
+        .keys()
+        .filter(|g| !expected.contains_key(*g))
+        .collect();
     assert!(
         missing.is_empty() && twice.is_empty() && unknown.is_empty(),
         "after {KILLS} kills (held after each: {progress:?}): {} missing (e.g. {:?}), {} twice (e.g. {:?}), {} unknown; log: {}",
@@ -95,7 +105,13 @@ async fn sigkills_during_a_pull_neither_lose_nor_duplicate_events() {
         twice.len(),
         twice.iter().take(3).collect::<Vec<_>>(),
         unknown.len(),
-        setup.log(KILLS).lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        setup
+            .log(KILLS)
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for record in &records {
         assert_eq!(

@@ -770,7 +770,10 @@ mod tests {
         let other = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
         let refused = other.commit(batch(2, 3..4, t0())).await.unwrap_err();
         assert!(refused.is_transient(), "{refused}");
-        assert!(refused.to_string().contains("being written by another run"), "{refused}");
+        assert!(
+            refused.to_string().contains("being written by another run"),
+            "{refused}"
+        );
         drop(other);
         drop(sink);
         // A new sink (a restarted process) sees what the first one committed.

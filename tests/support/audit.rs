@@ -233,8 +233,11 @@ pub fn read_records(dir: &Path) -> Vec<Value> {
             let bytes = std::fs::read(dir.join(file)).unwrap();
             let text = if file.ends_with(".gz") {
                 let mut out = String::new();
-                std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
-                    .unwrap();
+                std::io::Read::read_to_string(
+                    &mut flate2::read::GzDecoder::new(&bytes[..]),
+                    &mut out,
+                )
+                .unwrap();
                 out
             } else {
                 String::from_utf8(bytes).unwrap()
