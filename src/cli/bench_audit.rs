@@ -82,18 +82,16 @@ pub async fn run(args: AuditBenchArgs) -> anyhow::Result<u8> {
 
 fn print(f: &Figures) {
     let minutes = f.sim_secs / 60.0;
-    // The most a perfect client could send in the span: the full quota per minute, plus the
-    // first window's burst.
-    let quota = 1500.0 * (1.0 + minutes);
+    let per_minute = f.requests as f64 / minutes.max(f64::EPSILON);
     println!(
-        "  {:>2} slice(s): {:>7.1} s simulated ({:.1} min), {} events, {} requests ({:.0}/min), {:.0}% of the quota, {} throttled",
+        "  {:>2} slice(s): {:>7.1} s simulated ({:.1} min), {} events, {} requests, {:.0}/min = {:.0}% of the 1,500/min quota, {} throttled",
         f.slices,
         f.sim_secs,
         minutes,
         f.events,
         f.requests,
-        f.requests as f64 / minutes.max(f64::EPSILON),
-        100.0 * f.requests as f64 / quota,
+        per_minute,
+        100.0 * per_minute / 1500.0,
         f.rejected
     );
 }

@@ -173,6 +173,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let first = trigger_all(&handle).await?;
     println!("4. Ran every example job once:");
     print_runs(&first);
+    match crate::sinks::file::verify_stream_dir(&audit_dir.join("audit-log")) {
+        Ok(report) => println!(
+            "   audit-log wrote {} event(s) to {} ({} sealed segment(s)); manifest chain {}",
+            report.records + report.open_records,
+            audit_dir.display(),
+            report.segments,
+            if report.problems.is_empty() {
+                "verified"
+            } else {
+                "BROKEN"
+            }
+        ),
+        Err(error) => println!("   audit-log wrote nothing readable: {error}"),
+    }
 
     let revoke = reqwest::Client::new()
         .post(format!("{}/_sim/revoke", sim.origin()))

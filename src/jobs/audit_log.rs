@@ -282,6 +282,7 @@ pub async fn run(
     };
     // The sink may hold batches the checkpoint missed (a crash between commit and checkpoint);
     // on a tie the checkpoint knows at least as much (it is written after the commit).
+    let mut fresh = false;
     let cursor = match (stored, from_sink) {
         (Some(stored), Some(sunk)) if sunk.sequence > stored.sequence => sunk,
         (Some(stored), _) => stored,
@@ -295,6 +296,7 @@ pub async fn run(
                     ),
                 };
             }
+            fresh = true;
             Cursor::initial(now, settings.start, settings.backfill_slices)
         }
     };
@@ -309,7 +311,13 @@ pub async fn run(
             delivered: 0,
         }),
     };
-    let lost = runner.check_retention().await;
+    // A first run's range is what Asana holds right now (`start` is at most 90 days): the
+    // microseconds between choosing it and checking it are not a lost window.
+    let lost = if fresh {
+        None
+    } else {
+        runner.check_retention().await
+    };
     if let Err(Stop::Outcome(outcome)) = runner.pass().await {
         return outcome;
     }
