@@ -652,7 +652,7 @@ pub fn verify_stream_dir(dir: &Path) -> Result<StreamReport, SinkError> {
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .filter_map(|l| serde_json::from_slice::<JournalLine>(l).ok())
-            .last()
+            .next_back()
     {
         report.open_records = line.count;
     }
