@@ -283,6 +283,11 @@ async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, R
 fn print_runs(runs: &BTreeMap<String, Run>) {
     for (name, run) in runs {
         let detail = match run.state {
+            RunState::Completed if run.kind == "audit_log" => format!(
+                "delivered {} event(s), newest {}",
+                run.progress["events"].as_u64().unwrap_or(0),
+                run.progress["newest"].as_str().unwrap_or("-")
+            ),
             RunState::Completed => format!(
                 "acts as {} <{}>",
                 run.progress["name"].as_str().unwrap_or("?"),
