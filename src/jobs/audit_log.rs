@@ -155,6 +155,31 @@ impl Cursor {
         }
     }
 
+    /// Moves every slice whose position is before `cutoff` (Asana's retention) to the cutoff,
+    /// drops backfill slices wholly before it, and records the lost window; returns it.
+    pub fn skip_lost(&mut self, cutoff: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let oldest = self.oldest_needed();
+        if oldest >= cutoff {
+            return None;
+        }
+        for slice in self
+            .backfill
+            .iter_mut()
+            .chain(std::iter::once(&mut self.tail))
+        {
+            if slice.position() < cutoff {
+                slice.query_start = cutoff;
+                slice.offset = None;
+                slice.newest = None;
+                slice.newest_gids.clear();
+            }
+        }
+        self.backfill
+            .retain(|s| s.end.is_none_or(|end| end > cutoff));
+        self.lost.push((oldest, cutoff));
+        Some((oldest, cutoff))
+    }
+
     /// The oldest instant any slice still needs.
     pub fn oldest_needed(&self) -> DateTime<Utc> {
         self.backfill
@@ -394,22 +419,7 @@ impl Runner<'_> {
             return None;
         }
         let cursor = &mut shared.cursor;
-        for slice in cursor
-            .backfill
-            .iter_mut()
-            .chain(std::iter::once(&mut cursor.tail))
-        {
-            if slice.position() < cutoff {
-                slice.query_start = cutoff;
-                slice.offset = None;
-                slice.newest = None;
-                slice.newest_gids.clear();
-            }
-        }
-        cursor
-            .backfill
-            .retain(|s| s.end.is_none_or(|end| end > cutoff));
-        cursor.lost.push((oldest, cutoff));
+        cursor.skip_lost(cutoff);
         let error = format!(
             "audit-log events created from {} to {} were never delivered and are past Asana's 90-day retention: that window is lost. The job continues from {}; record the gap for your auditors and make the job run more often",
             rfc3339(oldest),
@@ -772,6 +782,45 @@ mod tests {
         assert_eq!(cursor.backfill[3].end, Some(now));
         assert_eq!(cursor.tail.start, now);
         assert_eq!(cursor.oldest_needed(), now - chrono::Duration::days(7));
+    }
+
+    #[test]
+    fn a_position_past_retention_names_the_lost_window_and_moves_on() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let now = t("2026-05-01T00:00:00Z");
+        let mut cursor = Cursor::initial(
+            t("2026-01-20T00:00:00Z"),
+            Duration::from_secs(10 * 86400),
+            2,
+        );
+        cursor.backfill[1].note(t("2026-01-17T00:00:00Z"), "7");
+        cursor.tail.note(t("2026-02-15T00:00:00Z"), "9");
+        let cutoff = now - RETENTION;
+        assert_eq!(cutoff, t("2026-01-31T00:00:00Z"));
+        let lost = cursor.skip_lost(cutoff);
+        // The oldest position was the first slice's start: 10 days before 2026-01-20.
+        assert_eq!(lost, Some((t("2026-01-10T00:00:00Z"), cutoff)));
+        assert!(
+            cursor.backfill.is_empty(),
+            "both slices ended before the cutoff"
+        );
+        assert_eq!(
+            cursor.tail.newest,
+            Some(t("2026-02-15T00:00:00Z")),
+            "the tail is kept"
+        );
+        assert_eq!(cursor.lost, vec![(t("2026-01-10T00:00:00Z"), cutoff)]);
+        assert_eq!(cursor.skip_lost(cutoff), None, "reported once");
+        // A tail behind the cutoff restarts at it.
+        let mut cursor = Cursor::initial(t("2026-01-20T00:00:00Z"), Duration::from_secs(86400), 1);
+        cursor.backfill.clear();
+        cursor.tail.offset = Some("x".into());
+        assert_eq!(
+            cursor.skip_lost(cutoff),
+            Some((t("2026-01-20T00:00:00Z"), cutoff))
+        );
+        assert_eq!(cursor.tail.query_start, cutoff);
+        assert!(cursor.tail.offset.is_none());
     }
 
     #[test]
