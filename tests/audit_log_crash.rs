@@ -1,5 +1,5 @@
 //! Exactly once across crashes: the daemon process (`asana-worker run`, SQLite store, file
-//! sink) is SIGKILLed at 32 random instants while it pulls 30,000 audit events from a
+//! sink) is SIGKILLed at 32 random instants while it pulls 40,000 audit events from a
 //! simulator that injects 5xx, 429s and connection resets. Afterwards the sink holds exactly
 //! the simulator's events — none missing, none twice, byte-equal as JSON — and `verify` passes.
 
@@ -13,7 +13,7 @@ use asana_worker::sim::config::FaultSpec;
 use audit_support::{AuditSetup, by_gid, kill, terminate};
 use rand::{RngExt, SeedableRng};
 
-const EVENTS: usize = 30_000;
+const EVENTS: usize = 40_000;
 const KILLS: usize = 32;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +51,7 @@ async fn sigkills_during_a_pull_neither_lose_nor_duplicate_events() {
     for n in 0..KILLS {
         let mut child = setup.start(n);
         setup.wait_ready(&mut child).await;
-        let delay = rng.random_range(300..2500);
+        let delay = rng.random_range(300..2000);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         kill(&mut child);
         let held = setup.records().len();
