@@ -37,7 +37,12 @@ const EXAMPLE_JOBS: &[(&str, &str)] = &[
         "check-pat-free.toml",
         include_str!("../../jobs/check-pat-free.toml"),
     ),
+    ("audit-log.toml", include_str!("../../jobs/audit-log.toml")),
 ];
+
+/// The sink directory written in `jobs/audit-log.toml`, replaced by one in the demo's
+/// temporary directory.
+const AUDIT_LOG_DIR: &str = "/var/lib/asana-worker/audit-log";
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -79,7 +84,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .tempdir()?;
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir)?;
+    let workspace = sim.state().world().workspace.gid.clone();
+    let audit_dir = dir.path().join("audit-log");
     for (name, text) in EXAMPLE_JOBS {
+        let text = text
+            .replace("WORKSPACE_GID", &workspace)
+            .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string());
         std::fs::write(jobs_dir.join(name), text)?;
     }
     let mut settings = Settings::default();
@@ -163,6 +173,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let first = trigger_all(&handle).await?;
     println!("4. Ran every example job once:");
     print_runs(&first);
+    match crate::sinks::file::verify_stream_dir(&audit_dir.join("audit-log")) {
+        Ok(report) => println!(
+            "   audit-log wrote {} event(s) to {} ({} sealed segment(s)); manifest chain {}",
+            report.records + report.open_records,
+            audit_dir.display(),
+            report.segments,
+            if report.problems.is_empty() {
+                "verified"
+            } else {
+                "BROKEN"
+            }
+        ),
+        Err(error) => println!("   audit-log wrote nothing readable: {error}"),
+    }
 
     let revoke = reqwest::Client::new()
         .post(format!("{}/_sim/revoke", sim.origin()))
@@ -259,6 +283,11 @@ async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, R
 fn print_runs(runs: &BTreeMap<String, Run>) {
     for (name, run) in runs {
         let detail = match run.state {
+            RunState::Completed if run.kind == "audit_log" => format!(
+                "delivered {} event(s), newest {}",
+                run.progress["events"].as_u64().unwrap_or(0),
+                run.progress["newest"].as_str().unwrap_or("-")
+            ),
             RunState::Completed => format!(
                 "acts as {} <{}>",
                 run.progress["name"].as_str().unwrap_or("?"),
