@@ -1,10 +1,21 @@
 //! The `http` sink: batched POSTs to a log collector (NDJSON, JSON array or Splunk HEC).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use rand::RngExt;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
+use super::{Batch, Recovered, Sink, SinkContext, SinkError};
+use crate::clock::Clock;
 use crate::config::jobs::{REQUIRED, SettingInfo, SettingType};
+use crate::credentials::TokenSource;
 
 /// Keys of a `type = "http"` sink table.
 pub const SETTINGS: &[SettingInfo] = &[
@@ -48,7 +59,19 @@ pub const SETTINGS: &[SettingInfo] = &[
         name: "max_attempts",
         ty: SettingType::Integer,
         default: "5",
-        doc: "attempts per batch before the run is retried later",
+        doc: "attempts per POST before the run is retried later",
+    },
+    SettingInfo {
+        name: "min_backoff",
+        ty: SettingType::Duration,
+        default: "\"500ms\"",
+        doc: "first delay before a retry (exponential, full jitter; Retry-After wins when longer)",
+    },
+    SettingInfo {
+        name: "max_backoff",
+        ty: SettingType::Duration,
+        default: "\"30s\"",
+        doc: "longest delay between retries; a Retry-After beyond 10 minutes ends the attempts",
     },
 ];
 
@@ -89,9 +112,21 @@ pub struct HttpSinkSettings {
         deserialize_with = "crate::config::jobs::de_duration"
     )]
     pub timeout: Duration,
-    /// Attempts per batch.
+    /// Attempts per POST, the first included.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// First retry delay.
+    #[serde(
+        default = "default_min_backoff",
+        deserialize_with = "crate::config::jobs::de_duration"
+    )]
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "crate::config::jobs::de_duration"
+    )]
+    pub max_backoff: Duration,
 }
 
 fn default_batch_events() -> u32 {
@@ -104,4 +139,460 @@ fn default_timeout() -> Duration {
 
 fn default_max_attempts() -> u32 {
     5
+}
+
+fn default_min_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The path Splunk's HTTP Event Collector takes JSON events on; used when a `splunk_hec` URL
+/// names only the host.
+pub const SPLUNK_HEC_PATH: &str = "/services/collector/event";
+
+/// Header carrying the per-POST idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// A Retry-After longer than this ends the attempts: the run fails as transient and the job's
+/// own retry picks the batch up later, instead of a worker sleeping for hours.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The HTTP sink: posts each batch in chunks of `batch_events`, then records the delivery in a
+/// local manifest so [`Sink::recover`] knows the last acknowledged batch.
+///
+/// At-least-once: a crash after a POST was acknowledged but before the manifest entry was
+/// written resends that batch at the next run, with the same `Idempotency-Key` per chunk
+/// (`<stream>-<sequence>-<chunk>`), so a collector that honours the key stores it once.
+pub struct HttpSink {
+    /// Where the POSTs go (Splunk's event path added for a bare `splunk_hec` host).
+    url: url::Url,
+    /// Checked settings.
+    settings: HttpSinkSettings,
+    /// The collector token, if one is configured; never logged.
+    token: Option<SecretString>,
+    /// Connection pool with the POST timeout.
+    client: reqwest::Client,
+    /// Directory of the per-stream delivery manifests.
+    state_dir: PathBuf,
+    /// One commit at a time, so manifest entries chain in order.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSink")
+            .field("url", &self.url.as_str())
+            .field("format", &self.settings.format)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("state_dir", &self.state_dir)
+            .finish()
+    }
+}
+
+fn config_error(message: impl Into<String>) -> SinkError {
+    SinkError::Config {
+        sink: "http",
+        message: message.into(),
+    }
+}
+
+impl HttpSink {
+    /// Checks the settings, reads the token and prepares the client; nothing is sent yet.
+    pub fn new(settings: &HttpSinkSettings, context: &SinkContext) -> Result<Self, SinkError> {
+        let base = crate::asana::validate_base_url(&settings.url)
+            .map_err(|e| config_error(format!("url: {e}")))?;
+        let mut url = url::Url::parse(&base).map_err(|e| config_error(format!("url: {e}")))?;
+        if settings.format == HttpFormat::SplunkHec && (url.path() == "/" || url.path().is_empty())
+        {
+            url.set_path(SPLUNK_HEC_PATH);
+        }
+        if settings.batch_events == 0 {
+            return Err(config_error("batch_events must be at least 1"));
+        }
+        if settings.max_attempts == 0 {
+            return Err(config_error("max_attempts must be at least 1"));
+        }
+        let source = match (&settings.token_file, &settings.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(config_error("set token_file or token_env, not both"));
+            }
+            (Some(path), None) => Some(TokenSource::File(path.clone())),
+            (None, Some(var)) => Some(TokenSource::Env(var.clone())),
+            (None, None) => None,
+        };
+        let token = match source {
+            Some(source) => Some(
+                crate::credentials::read_token("http sink", &source)
+                    .map_err(|e| config_error(format!("token: {e}")))?,
+            ),
+            None if settings.format == HttpFormat::SplunkHec => {
+                return Err(config_error(
+                    "splunk_hec needs the HEC token: set token_file or token_env",
+                ));
+            }
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .user_agent(concat!("asana-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            url,
+            settings: settings.clone(),
+            token,
+            client,
+            state_dir: context.state_dir.join("sinks").join("http"),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The URL the POSTs go to.
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+
+    /// The body of one POST and its content type.
+    fn encode(
+        &self,
+        stream: &str,
+        records: &[Box<RawValue>],
+        now: DateTime<Utc>,
+    ) -> (Vec<u8>, &'static str) {
+        let mut body = Vec::with_capacity(records.iter().map(|r| r.get().len() + 1).sum());
+        match self.settings.format {
+            HttpFormat::Ndjson => {
+                for record in records {
+                    body.extend_from_slice(record.get().as_bytes());
+                    body.push(b'\n');
+                }
+                (body, "application/x-ndjson")
+            }
+            HttpFormat::Json => {
+                body.push(b'[');
+                for (i, record) in records.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(record.get().as_bytes());
+                }
+                body.push(b']');
+                (body, "application/json")
+            }
+            HttpFormat::SplunkHec => {
+                for record in records {
+                    let envelope = HecEnvelope {
+                        event: record,
+                        time: event_time(record).unwrap_or(now).timestamp_millis() as f64 / 1000.0,
+                        source: stream,
+                    };
+                    // Serializing borrowed JSON and a float cannot fail.
+                    if let Ok(line) = serde_json::to_vec(&envelope) {
+                        body.extend_from_slice(&line);
+                    }
+                    body.push(b'\n');
+                }
+                (body, "application/json")
+            }
+        }
+    }
+
+    /// POSTs one body, retrying 429, 5xx, timeouts and connection failures with exponential
+    /// backoff (full jitter) and at least the collector's `Retry-After`.
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        content_type: &'static str,
+        key: &str,
+    ) -> Result<(), SinkError> {
+        let body = bytes::Bytes::from(body);
+        let mut backoff = ExponentialBuilder::new()
+            .with_min_delay(self.settings.min_backoff)
+            .with_max_delay(self.settings.max_backoff.max(self.settings.min_backoff))
+            .with_max_times(self.settings.max_attempts.saturating_sub(1) as usize)
+            .build();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let failure = match self.attempt(body.clone(), content_type, key).await {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Fatal(error)) => return Err(error),
+                Err(Attempt::Retry {
+                    message,
+                    retry_after,
+                }) => (message, retry_after),
+            };
+            let (message, retry_after) = failure;
+            let exhausted = || SinkError::Transient {
+                sink: "http",
+                message: format!(
+                    "POST to {} failed after {attempt} attempt(s): {message}",
+                    self.url
+                ),
+            };
+            let Some(delay) = backoff.next() else {
+                return Err(exhausted());
+            };
+            let jittered =
+                Duration::from_secs_f64(rand::rng().random_range(0.0..=delay.as_secs_f64()));
+            let wait = match retry_after {
+                Some(after) if after > LONGEST_RETRY_AFTER => return Err(exhausted()),
+                Some(after) => after.max(jittered),
+                None => jittered,
+            };
+            metrics::counter!("sink_http_retries_total").increment(1);
+            tracing::warn!(
+                url = %self.url, idempotency_key = key, attempt, error = %message,
+                wait_ms = wait.as_millis() as u64, "Retrying POST to the collector"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        body: bytes::Bytes,
+        content_type: &'static str,
+        key: &str,
+    ) -> Result<(), Attempt> {
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(IDEMPOTENCY_HEADER, key)
+            .body(body);
+        if let Some(token) = &self.token {
+            let scheme = match self.settings.format {
+                HttpFormat::SplunkHec => "Splunk",
+                _ => "Bearer",
+            };
+            let mut value = reqwest::header::HeaderValue::from_str(&format!(
+                "{scheme} {}",
+                token.expose_secret()
+            ))
+            .map_err(|_| {
+                Attempt::Fatal(config_error(
+                    "the token holds characters an HTTP header cannot carry",
+                ))
+            })?;
+            value.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                // reqwest's message names the URL and the cause, never request headers.
+                let kind = if error.is_timeout() {
+                    "timed out"
+                } else {
+                    "failed"
+                };
+                return Err(Attempt::Retry {
+                    message: format!("the request {kind}: {}", error_chain(&error)),
+                    retry_after: None,
+                });
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            // Drain the body so the connection can be reused.
+            let _ = response.bytes().await;
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = response.text().await.unwrap_or_default();
+        let message = format!("HTTP {status}: {}", self.redact(&snippet(&text)));
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
+            return Err(Attempt::Retry {
+                message,
+                retry_after,
+            });
+        }
+        let hint = match status.as_u16() {
+            401 | 403 => "; check the collector token (token_file / token_env)",
+            404 => "; check the sink's url",
+            413 => "; lower batch_events",
+            _ => "",
+        };
+        Err(Attempt::Fatal(SinkError::Rejected {
+            sink: "http",
+            message: format!("the collector at {} answered {message}{hint}", self.url),
+        }))
+    }
+
+    /// Removes the token from text that came from the collector (an echoing proxy).
+    fn redact(&self, text: &str) -> String {
+        match &self.token {
+            Some(token) if !token.expose_secret().is_empty() => {
+                text.replace(token.expose_secret(), "[redacted]")
+            }
+            _ => text.to_string(),
+        }
+    }
+}
+
+/// What one failed attempt means.
+enum Attempt {
+    /// Worth another attempt (after at least `retry_after`).
+    Retry {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help.
+    Fatal(SinkError),
+}
+
+/// A Splunk HEC event envelope.
+#[derive(serde::Serialize)]
+struct HecEnvelope<'a> {
+    event: &'a RawValue,
+    /// Seconds since the epoch, milliseconds as the fraction.
+    time: f64,
+    /// The stream (job name), so searches can tell jobs apart.
+    source: &'a str,
+}
+
+/// The record's `created_at`, when it has one.
+fn event_time(record: &RawValue) -> Option<DateTime<Utc>> {
+    #[derive(Deserialize)]
+    struct Stamp {
+        created_at: Option<String>,
+    }
+    let stamp: Stamp = serde_json::from_str(record.get()).ok()?;
+    DateTime::parse_from_rfc3339(&stamp.created_at?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `Retry-After` as seconds or an HTTP date (measured against the system clock, as the
+/// collector's own clock wrote it).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
+    let now = crate::clock::SystemClock.now();
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The first 200 characters of a response body, on one line.
+fn snippet(text: &str) -> String {
+    let line: String = text.chars().take(200).collect();
+    let line = line.replace(['\n', '\r'], " ");
+    if line.trim().is_empty() {
+        "(empty body)".into()
+    } else {
+        line.trim().to_string()
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
+        let _guard = self.lock.lock().await;
+        if let Some(last) = self.ledger_last(&batch.stream)?
+            && batch.sequence <= last.sequence
+        {
+            tracing::debug!(
+                stream = %batch.stream, sequence = batch.sequence,
+                "Batch already delivered; not posting it again"
+            );
+            return Ok(());
+        }
+        let mut hasher = Sha256::new();
+        let chunk_len = self.settings.batch_events.max(1) as usize;
+        for (chunk, records) in batch.records.chunks(chunk_len).enumerate() {
+            let (body, content_type) = self.encode(&batch.stream, records, batch.now);
+            hasher.update(&body);
+            let key = format!("{}-{}-{chunk}", batch.stream, batch.sequence);
+            self.post(body, content_type, &key).await?;
+            metrics::counter!("sink_http_events_total").increment(records.len() as u64);
+        }
+        let sha256 = hex::encode(hasher.finalize());
+        self.ledger_append(&batch, sha256)
+    }
+
+    async fn recover(&self, stream: &str) -> Result<Option<Recovered>, SinkError> {
+        let _guard = self.lock.lock().await;
+        self.ledger_last(stream)
+    }
+
+    /// Nothing to seal: every batch is posted when it is committed.
+    async fn rotate_if_due(&self, _stream: &str, _now: DateTime<Utc>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+// PROVISIONAL: replaced by the shared manifest module (src/sinks/manifest.rs) once it lands.
+impl HttpSink {
+    fn ledger_last(&self, stream: &str) -> Result<Option<Recovered>, SinkError> {
+        let path = self.state_dir.join(format!("{stream}.jsonl"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(SinkError::Io {
+                    action: "read",
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let Some(line) = text.lines().last() else {
+            return Ok(None);
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| SinkError::Corrupt {
+                sink: "http",
+                message: e.to_string(),
+            })?;
+        Ok(Some(Recovered {
+            sequence: value["sequence"].as_u64().unwrap_or_default(),
+            cursor: value["cursor"].clone(),
+        }))
+    }
+
+    fn ledger_append(&self, batch: &Batch, sha256: String) -> Result<(), SinkError> {
+        use std::io::Write;
+        let path = self.state_dir.join(format!("{}.jsonl", batch.stream));
+        let io = |action, source| SinkError::Io {
+            action,
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&self.state_dir).map_err(|e| io("create", e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io("open", e))?;
+        let line = serde_json::json!({"sequence": batch.sequence, "cursor": batch.cursor, "sha256": sha256});
+        writeln!(file, "{line}").map_err(|e| io("write", e))?;
+        file.sync_all().map_err(|e| io("sync", e))
+    }
 }

@@ -166,19 +166,19 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     async fn rotate_if_due(&self, stream: &str, now: DateTime<Utc>) -> Result<(), SinkError>;
 }
 
-/// Builds the sink a job's settings describe. (Sink implementations land with the audit-log
-/// and sinks work; until then this reports the sink as unavailable.)
+/// Builds the sink a job's settings describe.
 pub async fn build(
     settings: &SinkSettings,
-    _context: &SinkContext,
+    context: &SinkContext,
 ) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
-    let sink = match settings {
-        SinkSettings::File(_) => "file",
-        SinkSettings::Http(_) => "http",
-        SinkSettings::S3(_) => "s3",
-    };
-    Err(SinkError::Config {
-        sink,
-        message: "this sink is not implemented in this build".into(),
-    })
+    match settings {
+        SinkSettings::File(_) => Err(SinkError::Config {
+            sink: "file",
+            message: "this sink is not implemented in this build".into(),
+        }),
+        SinkSettings::Http(settings) => {
+            Ok(std::sync::Arc::new(http::HttpSink::new(settings, context)?))
+        }
+        SinkSettings::S3(settings) => Ok(std::sync::Arc::new(s3::S3Sink::new(settings)?)),
+    }
 }
