@@ -1,5 +1,6 @@
 //! The `http` sink: batched POSTs to a log collector (NDJSON, JSON array or Splunk HEC).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use super::manifest::{self, EntryBody, ManifestEntry};
 use super::{Batch, Recovered, Sink, SinkContext, SinkError};
 use crate::clock::Clock;
 use crate::config::jobs::{REQUIRED, SettingInfo, SettingType};
@@ -177,8 +179,9 @@ pub struct HttpSink {
     client: reqwest::Client,
     /// Directory of the per-stream delivery manifests.
     state_dir: PathBuf,
-    /// One commit at a time, so manifest entries chain in order.
-    lock: tokio::sync::Mutex<()>,
+    /// Newest manifest entry per stream, as read or written by this process; the lock also
+    /// keeps commits in order so entries chain.
+    last: tokio::sync::Mutex<HashMap<String, Option<ManifestEntry>>>,
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -246,7 +249,7 @@ impl HttpSink {
             token,
             client,
             state_dir: context.state_dir.join("sinks").join("http"),
-            lock: tokio::sync::Mutex::new(()),
+            last: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -514,9 +517,10 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[async_trait]
 impl Sink for HttpSink {
     async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
-        let _guard = self.lock.lock().await;
-        if let Some(last) = self.ledger_last(&batch.stream)?
-            && batch.sequence <= last.sequence
+        let mut cache = self.last.lock().await;
+        let newest = self.newest(&mut cache, &batch.stream)?;
+        if let Some(newest) = &newest
+            && batch.sequence <= newest.body.last_sequence
         {
             tracing::debug!(
                 stream = %batch.stream, sequence = batch.sequence,
@@ -525,21 +529,47 @@ impl Sink for HttpSink {
             return Ok(());
         }
         let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
         let chunk_len = self.settings.batch_events.max(1) as usize;
         for (chunk, records) in batch.records.chunks(chunk_len).enumerate() {
             let (body, content_type) = self.encode(&batch.stream, records, batch.now);
             hasher.update(&body);
+            bytes += body.len() as u64;
             let key = format!("{}-{}-{chunk}", batch.stream, batch.sequence);
             self.post(body, content_type, &key).await?;
             metrics::counter!("sink_http_events_total").increment(records.len() as u64);
         }
-        let sha256 = hex::encode(hasher.finalize());
-        self.ledger_append(&batch, sha256)
+        let body = EntryBody {
+            version: manifest::FORMAT_VERSION,
+            stream: batch.stream.clone(),
+            index: 0,
+            file: format!("{}-{}", batch.stream, batch.sequence),
+            count: batch.records.len() as u64,
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+            first: batch.first,
+            last: batch.last,
+            first_sequence: batch.sequence,
+            last_sequence: batch.sequence,
+            cursor: batch.cursor,
+            sealed_at: batch
+                .now
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            prev_hash: String::new(),
+        };
+        let entry = ManifestEntry::chain(body, newest.as_ref());
+        self.append(&entry)?;
+        cache.insert(batch.stream, Some(entry));
+        Ok(())
     }
 
     async fn recover(&self, stream: &str) -> Result<Option<Recovered>, SinkError> {
-        let _guard = self.lock.lock().await;
-        self.ledger_last(stream)
+        let mut cache = self.last.lock().await;
+        cache.remove(stream);
+        Ok(self.newest(&mut cache, stream)?.map(|entry| Recovered {
+            sequence: entry.body.last_sequence,
+            cursor: entry.body.cursor,
+        }))
     }
 
     /// Nothing to seal: every batch is posted when it is committed.
@@ -548,51 +578,135 @@ impl Sink for HttpSink {
     }
 }
 
-// PROVISIONAL: replaced by the shared manifest module (src/sinks/manifest.rs) once it lands.
+/// What [`HttpSink::verify`] checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Manifest entries (delivered batches) whose chain checked out.
+    pub entries: u64,
+    /// Records those batches held.
+    pub records: u64,
+}
+
+/// The delivery manifest: the shared manifest chain, one entry per acknowledged batch, kept in
+/// `<state_dir>/sinks/http/<stream>/manifest.jsonl`. An entry's `file` is the batch's
+/// idempotency key prefix (`<stream>-<sequence>`), its `sha256` and `bytes` cover the bodies
+/// posted, in chunk order.
 impl HttpSink {
-    fn ledger_last(&self, stream: &str) -> Result<Option<Recovered>, SinkError> {
-        let path = self.state_dir.join(format!("{stream}.jsonl"));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(SinkError::Io {
-                    action: "read",
-                    path: path.display().to_string(),
-                    source,
-                });
-            }
-        };
-        let Some(line) = text.lines().last() else {
-            return Ok(None);
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| SinkError::Corrupt {
-                sink: "http",
-                message: e.to_string(),
-            })?;
-        Ok(Some(Recovered {
-            sequence: value["sequence"].as_u64().unwrap_or_default(),
-            cursor: value["cursor"].clone(),
-        }))
+    /// The local manifest of `stream`.
+    pub fn manifest_path(&self, stream: &str) -> PathBuf {
+        self.state_dir.join(stream).join(manifest::MANIFEST_FILE)
     }
 
-    fn ledger_append(&self, batch: &Batch, sha256: String) -> Result<(), SinkError> {
-        use std::io::Write;
-        let path = self.state_dir.join(format!("{}.jsonl", batch.stream));
-        let io = |action, source| SinkError::Io {
+    fn io_error(path: &std::path::Path, action: &'static str, source: std::io::Error) -> SinkError {
+        SinkError::Io {
             action,
             path: path.display().to_string(),
             source,
+        }
+    }
+
+    /// Reads the manifest text of `stream`; a line torn by a crash during the last append
+    /// (no trailing newline) is cut off, since that batch was never recorded as delivered and
+    /// will be posted again.
+    fn read_manifest(&self, stream: &str) -> Result<String, SinkError> {
+        let path = self.manifest_path(stream);
+        let mut text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+            Err(e) => return Err(Self::io_error(&path, "read", e)),
         };
-        std::fs::create_dir_all(&self.state_dir).map_err(|e| io("create", e))?;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
+        if !text.is_empty() && !text.ends_with('\n') {
+            let keep = text.rfind('\n').map_or(0, |i| i + 1);
+            tracing::warn!(
+                manifest = %path.display(),
+                "Cutting off a manifest line torn by a crash; its batch will be posted again"
+            );
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Self::io_error(&path, "open", e))?;
+            file.set_len(keep as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Self::io_error(&path, "truncate", e))?;
+            text.truncate(keep);
+        }
+        Ok(text)
+    }
+
+    /// The newest manifest entry of `stream`, from the cache or the file.
+    fn newest(
+        &self,
+        cache: &mut HashMap<String, Option<ManifestEntry>>,
+        stream: &str,
+    ) -> Result<Option<ManifestEntry>, SinkError> {
+        if let Some(entry) = cache.get(stream) {
+            return Ok(entry.clone());
+        }
+        let text = self.read_manifest(stream)?;
+        let entry = match text.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(line) => Some(serde_json::from_str::<ManifestEntry>(line).map_err(|e| {
+                SinkError::Corrupt {
+                    sink: "http",
+                    message: format!(
+                        "the last line of {} is not a manifest entry ({e}); restore the file \
+                         or move it away to start a new chain (batches may then be resent)",
+                        self.manifest_path(stream).display()
+                    ),
+                }
+            })?),
+            None => None,
+        };
+        cache.insert(stream.to_string(), entry.clone());
+        Ok(entry)
+    }
+
+    /// Appends the entry of a delivered batch and fsyncs it (and the directory on creation).
+    fn append(&self, entry: &ManifestEntry) -> Result<(), SinkError> {
+        use std::io::Write;
+        let path = self.manifest_path(&entry.body.stream);
+        let dir = path.parent().unwrap_or(&self.state_dir).to_path_buf();
+        let created = !path.exists();
+        std::fs::create_dir_all(&dir).map_err(|e| Self::io_error(&dir, "create", e))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+        let mut file = options
             .open(&path)
-            .map_err(|e| io("open", e))?;
-        let line = serde_json::json!({"sequence": batch.sequence, "cursor": batch.cursor, "sha256": sha256});
-        writeln!(file, "{line}").map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("sync", e))
+            .map_err(|e| Self::io_error(&path, "open", e))?;
+        file.write_all(entry.to_line().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Self::io_error(&path, "write", e))?;
+        if created {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Self::io_error(&dir, "sync", e))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the delivery manifest of `stream` with the shared chain verification (hashes,
+    /// links, indexes, sequence order). The collector cannot be read back, so the posted bytes
+    /// themselves are not checked.
+    pub fn verify(&self, stream: &str) -> Result<DeliveryReport, SinkError> {
+        let path = self.manifest_path(stream);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Self::io_error(&path, "read", e)),
+        };
+        let (entries, mut problems) = manifest::parse_manifest(&text);
+        problems.extend(manifest::verify_chain(&entries));
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(SinkError::Corrupt {
+                sink: "http",
+                message: format!("{}: {}", path.display(), list.join("; ")),
+            });
+        }
+        Ok(DeliveryReport {
+            entries: entries.len() as u64,
+            records: entries.iter().map(|(_, e)| e.body.count).sum(),
+        })
     }
 }

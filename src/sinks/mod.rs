@@ -12,6 +12,7 @@
 
 pub mod file;
 pub mod http;
+pub mod manifest;
 pub mod s3;
 
 use std::path::PathBuf;

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use super::manifest::{self, EntryBody, ManifestEntry};
 use super::{Batch, Recovered, Sink, SinkError};
 
 use crate::config::jobs::{REQUIRED, SettingInfo, SettingType};
@@ -157,6 +158,14 @@ impl std::fmt::Debug for S3Sink {
     }
 }
 
+/// An access key pair for the bucket.
+pub struct S3Credentials {
+    /// The access key id.
+    pub access_key_id: SecretString,
+    /// The secret access key.
+    pub secret_access_key: SecretString,
+}
+
 /// What [`S3Sink::upload_file`] stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadedFile {
@@ -221,13 +230,27 @@ fn read_env(var: &str, what: &str) -> Result<SecretString, SinkError> {
 }
 
 impl S3Sink {
-    /// Checks the settings and reads the credentials from the environment; nothing is sent yet.
+    /// Checks the settings and reads the credentials from the environment variables they name;
+    /// nothing is sent yet.
     pub fn new(settings: &S3SinkSettings) -> Result<Self, SinkError> {
+        let credentials = S3Credentials {
+            access_key_id: read_env(&settings.access_key_id_env, "access key id")?,
+            secret_access_key: read_env(&settings.secret_access_key_env, "secret access key")?,
+        };
+        Self::with_credentials(settings, credentials)
+    }
+
+    /// Like [`S3Sink::new`] with credentials the caller already holds (read from elsewhere
+    /// than the environment, e.g. by a test that starts its own server).
+    pub fn with_credentials(
+        settings: &S3SinkSettings,
+        credentials: S3Credentials,
+    ) -> Result<Self, SinkError> {
         if settings.bucket.trim().is_empty() {
             return Err(config_error("bucket must not be empty"));
         }
-        let key_id = read_env(&settings.access_key_id_env, "access key id")?;
-        let secret = read_env(&settings.secret_access_key_env, "secret access key")?;
+        let key_id = credentials.access_key_id;
+        let secret = credentials.secret_access_key;
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&settings.bucket)
             .with_region(&settings.region)
@@ -270,14 +293,20 @@ impl S3Sink {
         }
     }
 
-    /// Key of the object holding batch `sequence` of `stream`.
-    pub fn data_key(&self, stream: &str, sequence: u64) -> Path {
+    /// Name of a batch's object relative to `<prefix>/<stream>/`, as its manifest entry
+    /// records it.
+    fn data_file(&self, sequence: u64) -> String {
         let ext = if self.settings.gzip {
             "jsonl.gz"
         } else {
             "jsonl"
         };
-        self.path(&format!("{stream}/data/{sequence:020}.{ext}"))
+        format!("data/{sequence:020}.{ext}")
+    }
+
+    /// Key of the object holding batch `sequence` of `stream`.
+    pub fn data_key(&self, stream: &str, sequence: u64) -> Path {
+        self.path(&format!("{stream}/{}", self.data_file(sequence)))
     }
 
     /// Key of the manifest entry of batch `sequence` of `stream`.
@@ -429,46 +458,57 @@ impl S3Sink {
         })
     }
 
-    /// Checks every manifest entry of `stream`, oldest first: the entry's own hash, its link to
-    /// the previous entry, and that its object exists with the recorded size and sha256.
-    /// Returns the first problem as [`SinkError::Corrupt`].
+    /// Checks every manifest entry of `stream` with the shared chain verification (each
+    /// entry's hash, its link to the previous entry, indexes, sequence order) and every object
+    /// against its entry (present, same sha256, same number of records). Returns every problem
+    /// found as one [`SinkError::Corrupt`]; "line N" in a problem means the N-th entry object in
+    /// key order.
     pub async fn verify(&self, stream: &str) -> Result<VerifyReport, SinkError> {
-        let mut previous: Option<ManifestEntry> = None;
-        let mut report = VerifyReport {
-            entries: 0,
-            records: 0,
-        };
-        for key in self.manifest_keys(stream).await? {
+        let mut entries = Vec::new();
+        let mut problems = Vec::new();
+        for (i, key) in self.manifest_keys(stream).await?.into_iter().enumerate() {
             let entry = self.read_entry(&key).await?;
-            check_entry(&entry, previous.as_ref()).map_err(|e| corrupt(format!("{key}: {e}")))?;
-            let object = Path::from(entry.object.as_str());
-            let bytes = match self.store.get(&object).await {
-                Ok(got) => got
-                    .bytes()
-                    .await
-                    .map_err(|e| store_error("read", &object, e))?,
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(corrupt(format!(
-                        "{key} names {object}, which is missing from the bucket"
-                    )));
-                }
+            if key != self.manifest_key(stream, entry.body.last_sequence) {
+                problems.push(format!(
+                    "{key} holds the entry of batch {}; the entry was moved",
+                    entry.body.last_sequence
+                ));
+            }
+            entries.push((i + 1, entry));
+        }
+        problems.extend(
+            manifest::verify_chain(&entries)
+                .iter()
+                .map(ToString::to_string),
+        );
+        for (_, entry) in &entries {
+            let object = self.path(&format!("{stream}/{}", entry.body.file));
+            let stored = match self.store.get(&object).await {
+                Ok(got) => Some(
+                    got.bytes()
+                        .await
+                        .map_err(|e| store_error("read", &object, e))?,
+                ),
+                Err(object_store::Error::NotFound { .. }) => None,
                 Err(e) => return Err(store_error("read", &object, e)),
             };
-            let sha256 = hex::encode(Sha256::digest(&bytes));
-            if sha256 != entry.sha256 || bytes.len() as u64 != entry.size {
-                return Err(corrupt(format!(
-                    "{object} was changed after it was written: the manifest entry {key} records \
-                     {} bytes with sha256 {}, the bucket holds {} bytes with sha256 {sha256}",
-                    entry.size,
-                    entry.sha256,
-                    bytes.len()
-                )));
-            }
-            report.entries += 1;
-            report.records += entry.count;
-            previous = Some(entry);
+            problems.extend(
+                manifest::verify_segment(entry, stored.as_deref())
+                    .iter()
+                    .map(ToString::to_string),
+            );
         }
-        Ok(report)
+        if !problems.is_empty() {
+            return Err(corrupt(format!(
+                "{}: {}",
+                self.manifest_dir(stream),
+                problems.join("; ")
+            )));
+        }
+        Ok(VerifyReport {
+            entries: entries.len() as u64,
+            records: entries.iter().map(|(_, e)| e.body.count).sum(),
+        })
     }
 }
 
@@ -497,7 +537,7 @@ impl Sink for S3Sink {
         let mut cache = self.last.lock().await;
         let newest = self.newest(&mut cache, &batch.stream).await?;
         if let Some(newest) = &newest
-            && batch.sequence <= newest.sequence
+            && batch.sequence <= newest.body.last_sequence
         {
             tracing::debug!(
                 stream = %batch.stream, sequence = batch.sequence,
@@ -507,7 +547,25 @@ impl Sink for S3Sink {
         }
         let bytes = encode(&batch.records, self.settings.gzip);
         let object = self.data_key(&batch.stream, batch.sequence);
-        let entry = ManifestEntry::new(&batch, &object, &bytes, newest.as_ref());
+        let body = EntryBody {
+            version: manifest::FORMAT_VERSION,
+            stream: batch.stream.clone(),
+            index: 0,
+            file: self.data_file(batch.sequence),
+            count: batch.records.len() as u64,
+            bytes: bytes.len() as u64,
+            sha256: manifest::sha256_hex(&bytes),
+            first: batch.first.clone(),
+            last: batch.last.clone(),
+            first_sequence: batch.sequence,
+            last_sequence: batch.sequence,
+            cursor: batch.cursor.clone(),
+            sealed_at: batch
+                .now
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            prev_hash: String::new(),
+        };
+        let entry = ManifestEntry::chain(body, newest.as_ref());
         self.put_bytes(&object, bytes).await?;
         let key = self.manifest_key(&batch.stream, batch.sequence);
         let json = serde_json::to_vec_pretty(&entry).map_err(|e| corrupt(e.to_string()))?;
@@ -527,8 +585,8 @@ impl Sink for S3Sink {
             .newest(&mut cache, stream)
             .await?
             .map(|entry| Recovered {
-                sequence: entry.sequence,
-                cursor: entry.cursor,
+                sequence: entry.body.last_sequence,
+                cursor: entry.body.cursor,
             }))
     }
 
@@ -536,53 +594,4 @@ impl Sink for S3Sink {
     async fn rotate_if_due(&self, _stream: &str, _now: DateTime<Utc>) -> Result<(), SinkError> {
         Ok(())
     }
-}
-
-// PROVISIONAL: replaced by the shared manifest module (src/sinks/manifest.rs) once it lands.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
-struct ManifestEntry {
-    sequence: u64,
-    object: String,
-    size: u64,
-    sha256: String,
-    count: u64,
-    cursor: serde_json::Value,
-    prev_hash: String,
-    hash: String,
-}
-
-impl ManifestEntry {
-    fn new(batch: &Batch, object: &Path, bytes: &[u8], prev: Option<&ManifestEntry>) -> Self {
-        let mut entry = ManifestEntry {
-            sequence: batch.sequence,
-            object: object.to_string(),
-            size: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(bytes)),
-            count: batch.records.len() as u64,
-            cursor: batch.cursor.clone(),
-            prev_hash: prev.map(|p| p.hash.clone()).unwrap_or_default(),
-            hash: String::new(),
-        };
-        entry.hash = entry.compute_hash();
-        entry
-    }
-
-    fn compute_hash(&self) -> String {
-        let mut copy = self.clone();
-        copy.hash = String::new();
-        hex::encode(Sha256::digest(
-            serde_json::to_vec(&copy).unwrap_or_default(),
-        ))
-    }
-}
-
-fn check_entry(entry: &ManifestEntry, prev: Option<&ManifestEntry>) -> Result<(), String> {
-    if entry.compute_hash() != entry.hash {
-        return Err("hash mismatch".into());
-    }
-    let want = prev.map(|p| p.hash.clone()).unwrap_or_default();
-    if entry.prev_hash != want {
-        return Err("chain broken".into());
-    }
-    Ok(())
 }

@@ -1,0 +1,400 @@
+//! The `s3` sink against a real S3-compatible server: moto's (`moto[server]`, pinned in
+//! `scripts/python-venv`), started here on a free loopback port with the project venv's Python.
+//! Commits, recovery from a reopened sink, idempotent recommits, gzip, the manifest chain and its
+//! verification (a tampered object is caught), and `upload_file` of a multi-megabyte file.
+//!
+//! The interpreter is `$ASANA_WORKER_TEST_PYTHON`, else `.venv/bin/python`; when neither can
+//! import moto, `scripts/python-venv` is run once, and if that fails the tests print SKIPPED
+//! with the command to run and return.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
+use asana_worker::sinks::{Batch, RecordMark, Recovered, Sink, SinkError};
+use chrono::{TimeZone, Utc};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use secrecy::SecretString;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn has_moto(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// An interpreter that can run moto's server, creating the venv if needed.
+fn python() -> Result<PathBuf, String> {
+    if let Ok(explicit) = std::env::var("ASANA_WORKER_TEST_PYTHON") {
+        let path = PathBuf::from(explicit);
+        if has_moto(&path) {
+            return Ok(path);
+        }
+    }
+    let venv = root().join(".venv/bin/python");
+    if has_moto(&venv) {
+        return Ok(venv);
+    }
+    let setup = Command::new(root().join("scripts/python-venv"))
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run scripts/python-venv: {e}"))?;
+    if !setup.status.success() {
+        return Err(format!(
+            "scripts/python-venv failed ({}): {}",
+            setup.status,
+            String::from_utf8_lossy(&setup.stderr).trim()
+        ));
+    }
+    if has_moto(&venv) {
+        Ok(venv)
+    } else {
+        Err(format!("{} cannot import moto", venv.display()))
+    }
+}
+
+/// moto's S3 server on a loopback port, killed when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts the server, or returns None after printing why the test is skipped.
+    async fn start(test: &str) -> Option<Moto> {
+        let python = match python() {
+            Ok(python) => python,
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED {test}: no Python with moto ({why}); create it with `scripts/python-venv`"
+                );
+                return None;
+            }
+        };
+        // A free port: bind, read it, release it for the server.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto server");
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if client
+                .get(format!("{}/moto-api/", moto.endpoint))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Some(moto);
+            }
+            assert!(Instant::now() < deadline, "moto did not start within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates a bucket (moto accepts unsigned requests).
+    async fn bucket(&self, name: &str) {
+        let status = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "create bucket: {status}");
+    }
+
+    fn settings(&self, bucket: &str, gzip: bool) -> S3SinkSettings {
+        S3SinkSettings {
+            bucket: bucket.to_string(),
+            prefix: "/audit-logs/".into(),
+            region: "us-east-1".into(),
+            endpoint: Some(self.endpoint.clone()),
+            allow_http: true,
+            access_key_id_env: "UNUSED".into(),
+            secret_access_key_env: "UNUSED".into(),
+            gzip,
+        }
+    }
+
+    fn sink(&self, settings: &S3SinkSettings) -> S3Sink {
+        S3Sink::with_credentials(
+            settings,
+            S3Credentials {
+                access_key_id: SecretString::from("testing".to_string()),
+                secret_access_key: SecretString::from("testing-secret".to_string()),
+            },
+        )
+        .unwrap()
+    }
+}
+
+fn event(gid: u64) -> Value {
+    json!({
+        "gid": gid.to_string(),
+        "created_at": format!("2026-03-01T10:{:02}:00.000Z", gid % 60),
+        "event_type": "task_deleted",
+    })
+}
+
+fn batch(stream: &str, sequence: u64, gids: std::ops::RangeInclusive<u64>) -> Batch {
+    let events: Vec<Value> = gids.clone().map(event).collect();
+    let mark = |v: &Value| RecordMark {
+        gid: v["gid"].as_str().unwrap().to_string(),
+        created_at: v["created_at"].as_str().unwrap().to_string(),
+    };
+    Batch {
+        stream: stream.to_string(),
+        sequence,
+        records: events
+            .iter()
+            .map(|v| RawValue::from_string(v.to_string()).unwrap())
+            .collect(),
+        first: mark(events.first().unwrap()),
+        last: mark(events.last().unwrap()),
+        cursor: json!({"offset": format!("after-{}", gids.end())}),
+        now: Utc.with_ymd_and_hms(2026, 3, 1, 11, 0, 0).unwrap(),
+    }
+}
+
+async fn object(sink: &S3Sink, key: &ObjectPath) -> Vec<u8> {
+    sink.store()
+        .get(key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+fn lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn commits_recover_after_reopening_and_recommits_are_idempotent() {
+    let Some(moto) = Moto::start("commits_recover_after_reopening").await else {
+        return;
+    };
+    moto.bucket("logs").await;
+    let settings = moto.settings("logs", false);
+    let sink = moto.sink(&settings);
+    assert_eq!(sink.recover("audit").await.unwrap(), None);
+
+    sink.commit(batch("audit", 1, 1..=3)).await.unwrap();
+    sink.commit(batch("audit", 2, 4..=5)).await.unwrap();
+    let key = sink.data_key("audit", 1);
+    assert_eq!(
+        key.as_ref(),
+        "audit-logs/audit/data/00000000000000000001.jsonl"
+    );
+    assert_eq!(
+        lines(&object(&sink, &key).await),
+        (1..=3).map(event).collect::<Vec<_>>()
+    );
+    let entry: Value =
+        serde_json::from_slice(&object(&sink, &sink.manifest_key("audit", 2)).await).unwrap();
+    assert_eq!(entry["count"], 2);
+    assert_eq!(entry["cursor"], json!({"offset": "after-5"}));
+    assert_eq!(entry["first"]["gid"], "4");
+    drop(sink);
+
+    // A new process reads the newest manifest entry.
+    let reopened = moto.sink(&settings);
+    assert_eq!(
+        reopened.recover("audit").await.unwrap(),
+        Some(Recovered {
+            sequence: 2,
+            cursor: json!({"offset": "after-5"})
+        })
+    );
+    // Committing batch 2 again (a job retrying after a crash) changes nothing.
+    let before = object(&reopened, &reopened.manifest_key("audit", 2)).await;
+    reopened.commit(batch("audit", 2, 4..=5)).await.unwrap();
+    assert_eq!(
+        object(&reopened, &reopened.manifest_key("audit", 2)).await,
+        before
+    );
+    let listed = reopened
+        .store()
+        .list(Some(&ObjectPath::from("audit-logs/audit")))
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(listed.len(), 4, "2 objects + 2 manifest entries");
+    reopened.commit(batch("audit", 3, 6..=6)).await.unwrap();
+    let report = reopened.verify("audit").await.unwrap();
+    assert_eq!((report.entries, report.records), (3, 6));
+    // Streams are independent.
+    assert_eq!(reopened.recover("other").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn gzip_objects_and_a_tampered_object_is_caught_by_verification() {
+    let Some(moto) = Moto::start("gzip_objects_and_tampering").await else {
+        return;
+    };
+    moto.bucket("gzipped").await;
+    let settings = moto.settings("gzipped", true);
+    let sink = moto.sink(&settings);
+    sink.commit(batch("audit", 1, 1..=4)).await.unwrap();
+    sink.commit(batch("audit", 2, 5..=9)).await.unwrap();
+    let key = sink.data_key("audit", 1);
+    assert!(key.as_ref().ends_with(".jsonl.gz"));
+    let stored = object(&sink, &key).await;
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(&stored[..])
+        .read_to_end(&mut text)
+        .unwrap();
+    assert_eq!(lines(&text), (1..=4).map(event).collect::<Vec<_>>());
+    let report = sink.verify("audit").await.unwrap();
+    assert_eq!((report.entries, report.records), (2, 9));
+
+    // Someone rewrites an object: the manifest's sha256 no longer matches.
+    let mut edited = Vec::new();
+    {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(&mut edited, flate2::Compression::fast());
+        encoder.write_all(b"{\"gid\":\"1\"}\n").unwrap();
+        encoder.finish().unwrap();
+    }
+    sink.store().put(&key, edited.into()).await.unwrap();
+    let err = sink.verify("audit").await.unwrap_err();
+    assert!(matches!(err, SinkError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("the file was edited"), "{err}");
+
+    // Someone deletes an entry: the chain shows the gap.
+    sink.store().put(&key, stored.into()).await.unwrap();
+    sink.verify("audit").await.unwrap();
+    sink.store()
+        .delete(&sink.manifest_key("audit", 1))
+        .await
+        .unwrap();
+    let err = sink.verify("audit").await.unwrap_err();
+    assert!(
+        err.to_string().contains("prev_hash does not match"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn upload_file_streams_a_multi_megabyte_file_with_its_sha256() {
+    let Some(moto) = Moto::start("upload_file").await else {
+        return;
+    };
+    moto.bucket("exports").await;
+    let sink = moto.sink(&moto.settings("exports", false));
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("export.json.gz");
+    // 21 MiB of varied bytes: three parts of 8 MiB (the last one shorter).
+    let mut content = Vec::with_capacity(21 << 20);
+    let mut x: u32 = 12345;
+    while content.len() < 21 << 20 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        content.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&local, &content).unwrap();
+    let uploaded = sink
+        .upload_file(&local, "org-export/2026-03-01/export.json.gz")
+        .await
+        .unwrap();
+    let expected = hex::encode(Sha256::digest(&content));
+    assert_eq!(uploaded.sha256, expected);
+    assert_eq!(uploaded.size, content.len() as u64);
+    assert_eq!(
+        uploaded.key,
+        "audit-logs/org-export/2026-03-01/export.json.gz"
+    );
+    let stored = object(&sink, &ObjectPath::from(uploaded.key.as_str())).await;
+    assert_eq!(stored.len(), content.len());
+    assert!(stored == content);
+    let sidecar = object(&sink, &ObjectPath::from(format!("{}.sha256", uploaded.key))).await;
+    assert_eq!(
+        String::from_utf8(sidecar).unwrap(),
+        format!("{expected}  export.json.gz\n")
+    );
+
+    // A missing local file is an I/O error naming it, and nothing is created.
+    let err = sink
+        .upload_file(&dir.path().join("absent"), "org-export/absent")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("absent"), "{err}");
+}
+
+#[test]
+fn missing_credentials_name_the_variables_to_set() {
+    let settings = S3SinkSettings {
+        bucket: "b".into(),
+        prefix: String::new(),
+        region: "us-east-1".into(),
+        endpoint: None,
+        allow_http: false,
+        access_key_id_env: "ASANA_WORKER_TEST_SURELY_UNSET_KEY_ID".into(),
+        secret_access_key_env: "ASANA_WORKER_TEST_SURELY_UNSET_SECRET".into(),
+        gzip: false,
+    };
+    let err = S3Sink::new(&settings).unwrap_err();
+    assert!(matches!(err, SinkError::Config { .. }));
+    assert!(
+        err.to_string()
+            .contains("ASANA_WORKER_TEST_SURELY_UNSET_KEY_ID"),
+        "{err}"
+    );
+    // Plain http needs allow_http.
+    let err = S3Sink::with_credentials(
+        &S3SinkSettings {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            ..settings
+        },
+        S3Credentials {
+            access_key_id: SecretString::from("k".to_string()),
+            secret_access_key: SecretString::from("s".to_string()),
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("allow_http"), "{err}");
+}
