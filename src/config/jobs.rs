@@ -44,16 +44,19 @@ use super::diagnostics::{Diagnostic, Diagnostics};
 pub enum JobKind {
     /// Calls `users/me` with the job's credential and records its owner and validity.
     CredentialCheck(CredentialCheckSettings),
+    /// Pulls a workspace's audit-log events into a sink, exactly once.
+    AuditLog(Box<AuditLogSettings>),
 }
 
 impl JobKind {
     /// Names accepted in `kind = "…"`.
-    pub const NAMES: &'static [&'static str] = &["credential_check"];
+    pub const NAMES: &'static [&'static str] = &["credential_check", "audit_log"];
 
     /// The kind's name.
     pub fn name(&self) -> &'static str {
         match self {
             JobKind::CredentialCheck(_) => "credential_check",
+            JobKind::AuditLog(_) => "audit_log",
         }
     }
 }
@@ -66,6 +69,72 @@ pub struct CredentialCheckSettings {
     /// belongs to someone else (a swapped or mis-pasted token).
     #[serde(default)]
     pub expected_owner: Option<String>,
+}
+
+/// Settings of `audit_log` jobs (see [`AUDIT_LOG_SETTINGS`] and `crate::jobs::audit_log`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSettings {
+    /// The workspace (organization) whose log is read.
+    pub workspace: String,
+    /// Only these event types: one is passed to Asana as a filter, several are filtered by
+    /// the worker (Asana's filter takes one value).
+    #[serde(default)]
+    pub event_type: Vec<String>,
+    /// Only this actor type.
+    #[serde(default)]
+    pub actor_type: Option<String>,
+    /// Only this actor.
+    #[serde(default)]
+    pub actor_gid: Option<String>,
+    /// Only this resource.
+    #[serde(default)]
+    pub resource_gid: Option<String>,
+    /// How far back the first run starts (at most 90 days: Asana's retention).
+    #[serde(default = "default_audit_start", deserialize_with = "de_duration")]
+    pub start: Duration,
+    /// The tail's window re-read on every run to catch late events.
+    #[serde(default = "default_audit_overlap", deserialize_with = "de_duration")]
+    pub overlap: Duration,
+    /// Time slices the initial range is split into and fetched concurrently.
+    #[serde(default = "default_backfill_slices")]
+    pub backfill_slices: u32,
+    /// Events per request (1..=100).
+    #[serde(default = "default_audit_page_size")]
+    pub page_size: u32,
+    /// Keep polling the tail for this long within one run (a continuous tail); none = one pass.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub tail_for: Option<Duration>,
+    /// Pause between polls of a continuous tail.
+    #[serde(default = "default_poll_interval", deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// Warn when the oldest position still needed is this close to the 90-day retention.
+    #[serde(
+        default = "default_retention_warning",
+        deserialize_with = "de_duration"
+    )]
+    pub retention_warning: Duration,
+    /// Where the events go.
+    pub sink: crate::sinks::SinkSettings,
+}
+
+fn default_audit_start() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_audit_overlap() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_backfill_slices() -> u32 {
+    8
+}
+fn default_audit_page_size() -> u32 {
+    100
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retention_warning() -> Duration {
+    Duration::from_secs(7 * 86400)
 }
 
 /// When a job fires.
@@ -356,12 +425,95 @@ const CREDENTIAL_CHECK_SETTINGS: &[SettingInfo] = &[SettingInfo {
     doc: "gid or email of the user the credential must act as (fails on a swapped token)",
 }];
 
+/// Keys of `audit_log` jobs' `[settings]`.
+pub const AUDIT_LOG_SETTINGS: &[SettingInfo] = &[
+    SettingInfo {
+        name: "workspace",
+        ty: SettingType::String,
+        default: REQUIRED,
+        doc: "gid of the workspace (organization) whose audit log is pulled",
+    },
+    SettingInfo {
+        name: "event_type",
+        ty: SettingType::StringList,
+        default: "[] (all)",
+        doc: "only these event types, e.g. [\"user_login_succeeded\"]",
+    },
+    SettingInfo {
+        name: "actor_type",
+        ty: SettingType::String,
+        default: "none",
+        doc: "only this actor type: user, asana, asana_support, anonymous, external_administrator",
+    },
+    SettingInfo {
+        name: "actor_gid",
+        ty: SettingType::String,
+        default: "none",
+        doc: "only events by this actor",
+    },
+    SettingInfo {
+        name: "resource_gid",
+        ty: SettingType::String,
+        default: "none",
+        doc: "only events about this resource",
+    },
+    SettingInfo {
+        name: "start",
+        ty: SettingType::Duration,
+        default: "\"7d\"",
+        doc: "how far back the first run starts (at most \"90d\")",
+    },
+    SettingInfo {
+        name: "overlap",
+        ty: SettingType::Duration,
+        default: "\"5m\"",
+        doc: "window re-read on every run to deliver late events (de-duplicated by gid)",
+    },
+    SettingInfo {
+        name: "backfill_slices",
+        ty: SettingType::Integer,
+        default: "8",
+        doc: "time slices the initial range is split into and fetched concurrently",
+    },
+    SettingInfo {
+        name: "page_size",
+        ty: SettingType::Integer,
+        default: "100",
+        doc: "events per request (1 to 100)",
+    },
+    SettingInfo {
+        name: "tail_for",
+        ty: SettingType::Duration,
+        default: "none",
+        doc: "keep polling the tail for this long within one run (a continuous tail)",
+    },
+    SettingInfo {
+        name: "poll_interval",
+        ty: SettingType::Duration,
+        default: "\"30s\"",
+        doc: "pause between polls of a continuous tail",
+    },
+    SettingInfo {
+        name: "retention_warning",
+        ty: SettingType::Duration,
+        default: "\"7d\"",
+        doc: "warn when the oldest position still needed is this close to the 90-day retention",
+    },
+    SettingInfo {
+        name: "sink",
+        ty: SettingType::Sink,
+        default: REQUIRED,
+        doc: "where events go: [settings.sink] with type = \"file\" (or \"http\", \"s3\")",
+    },
+];
+
 impl JobKind {
     /// The `[settings]` keys a kind accepts, or None for an unknown kind; used to validate
     /// settings and to list them in hints.
     pub fn settings_info(kind: &str) -> Option<&'static [SettingInfo]> {
         match kind {
             "credential_check" => Some(CREDENTIAL_CHECK_SETTINGS),
+            "audit_log" => Some(AUDIT_LOG_SETTINGS),
             _ => None,
         }
     }
@@ -1038,6 +1190,8 @@ fn check_kind(
         "credential_check" => {
             CredentialCheckSettings::deserialize(deserializer).map(JobKind::CredentialCheck)
         }
+        "audit_log" => AuditLogSettings::deserialize(deserializer)
+            .map(|settings| JobKind::AuditLog(Box::new(settings))),
         other => {
             check.at(
                 kind.span(),

@@ -95,6 +95,22 @@ pub struct SinkContext {
     pub state_dir: PathBuf,
 }
 
+impl SinkContext {
+    /// The state directory of a daemon: the directory of its SQLite database, or the working
+    /// directory with PostgreSQL.
+    pub fn from_settings(settings: &crate::config::settings::Settings) -> SinkContext {
+        let url = &settings.database.url;
+        let state_dir = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|path| path.split('?').next().unwrap_or(path))
+            .and_then(|path| std::path::Path::new(path).parent().map(PathBuf::from))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        SinkContext { state_dir }
+    }
+}
+
 /// Errors of sinks.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -173,10 +189,7 @@ pub async fn build(
     context: &SinkContext,
 ) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
     match settings {
-        SinkSettings::File(_) => Err(SinkError::Config {
-            sink: "file",
-            message: "this sink is not implemented in this build".into(),
-        }),
+        SinkSettings::File(file) => Ok(std::sync::Arc::new(file::FileSink::new(file.clone())?)),
         SinkSettings::Http(settings) => {
             Ok(std::sync::Arc::new(http::HttpSink::new(settings, context)?))
         }
