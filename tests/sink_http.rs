@@ -30,12 +30,15 @@ struct Received {
     body: String,
 }
 
+/// A scripted answer: status, Retry-After, body.
+type Scripted = (u16, Option<&'static str>, String);
+
 /// A collector that answers with scripted statuses first, then 200.
 #[derive(Clone, Default)]
 struct Collector {
     received: Arc<Mutex<Vec<Received>>>,
     /// (status, Retry-After, body) answered before the first 200s, in order.
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>, String)>>>,
+    script: Arc<Mutex<VecDeque<Scripted>>>,
 }
 
 impl Collector {

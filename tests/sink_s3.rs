@@ -264,10 +264,42 @@ async fn commits_recover_after_reopening_and_recommits_are_idempotent() {
         .list(Some(&ObjectPath::from("audit-logs/audit")))
         .collect::<Vec<_>>()
         .await;
-    assert_eq!(listed.len(), 4, "2 objects + 2 manifest entries");
+    assert_eq!(
+        listed.len(),
+        5,
+        "2 objects + 2 manifest entries + the latest-entry hint"
+    );
+    // The hint only saves listing: stale or gone, recovery still finds the newest entry.
+    let hint = ObjectPath::from("audit-logs/audit/manifest/latest");
+    reopened.store().put(&hint, "1".into()).await.unwrap();
+    assert_eq!(
+        reopened.recover("audit").await.unwrap().unwrap().sequence,
+        2
+    );
+    reopened.store().delete(&hint).await.unwrap();
+    assert_eq!(
+        reopened.recover("audit").await.unwrap().unwrap().sequence,
+        2
+    );
     reopened.commit(batch("audit", 3, 6..=6)).await.unwrap();
+    // A crash after an object was written but before its entry: the object is there (here
+    // with partial content), recovery ignores it, and the recommit replaces it.
+    reopened
+        .store()
+        .put(&reopened.data_key("audit", 4), "{\"gid\":\"7\"}\n".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened.recover("audit").await.unwrap().unwrap().sequence,
+        3
+    );
+    reopened.commit(batch("audit", 4, 7..=8)).await.unwrap();
+    assert_eq!(
+        lines(&object(&reopened, &reopened.data_key("audit", 4)).await),
+        vec![event(7), event(8)]
+    );
     let report = reopened.verify("audit").await.unwrap();
-    assert_eq!((report.entries, report.records), (3, 6));
+    assert_eq!((report.entries, report.records), (4, 8));
     // Streams are independent.
     assert_eq!(reopened.recover("other").await.unwrap(), None);
 }

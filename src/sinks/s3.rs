@@ -359,12 +359,60 @@ impl S3Sink {
         if let Some(entry) = cache.get(stream) {
             return Ok(entry.clone());
         }
-        let entry = match self.manifest_keys(stream).await?.last() {
-            Some(key) => Some(self.read_entry(key).await?),
+        // The hint names a recent entry; only keys after it are listed (S3 `start-after`), so
+        // a long stream is not listed whole at every run. Without a hint, list everything.
+        let dir = self.manifest_dir(stream);
+        let hint = self.latest_hint(stream).await?;
+        let mut keys: Vec<Path> = match &hint {
+            Some(after) => self.store.list_with_offset(Some(&dir), after),
+            None => self.store.list(Some(&dir)),
+        }
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .map_err(|e| store_error("list", &dir, e))?;
+        keys.retain(|key| key.as_ref().ends_with(".json"));
+        keys.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        let newest = keys.pop().or(hint);
+        let entry = match newest {
+            Some(key) => Some(self.read_entry(&key).await?),
             None => None,
         };
         cache.insert(stream.to_string(), entry.clone());
         Ok(entry)
+    }
+
+    /// Key of the object naming the newest manifest entry of `stream` (a hint, written after
+    /// each entry; an entry newer than the hint is found by listing after it).
+    fn latest_key(&self, stream: &str) -> Path {
+        self.path(&format!("{stream}/manifest/latest"))
+    }
+
+    /// The manifest entry key the hint names, if there is a hint and its entry exists.
+    async fn latest_hint(&self, stream: &str) -> Result<Option<Path>, SinkError> {
+        let key = self.latest_key(stream);
+        let bytes = match self.store.get(&key).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(|e| store_error("read", &key, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error("read", &key, e)),
+        };
+        let named = String::from_utf8_lossy(&bytes).trim().to_string();
+        let Ok(sequence) = named.parse::<u64>() else {
+            tracing::warn!(key = %key, "Ignoring a malformed latest-entry hint; listing the manifest");
+            return Ok(None);
+        };
+        let entry = self.manifest_key(stream, sequence);
+        match self.store.head(&entry).await {
+            Ok(_) => Ok(Some(entry)),
+            Err(object_store::Error::NotFound { .. }) => {
+                tracing::warn!(key = %key, "The latest-entry hint names a missing entry; listing the manifest");
+                Ok(None)
+            }
+            Err(e) => Err(store_error("read", &entry, e)),
+        }
     }
 
     /// Writes `bytes` to `key`: one PUT, or a multipart upload above the threshold; either way
@@ -573,6 +621,11 @@ impl Sink for S3Sink {
             .put(&key, PutPayload::from(json))
             .await
             .map_err(|e| store_error("write", &key, e))?;
+        let latest = self.latest_key(&batch.stream);
+        self.store
+            .put(&latest, PutPayload::from(batch.sequence.to_string()))
+            .await
+            .map_err(|e| store_error("write", &latest, e))?;
         metrics::counter!("sink_s3_records_total").increment(batch.records.len() as u64);
         cache.insert(batch.stream.clone(), Some(entry));
         Ok(())
