@@ -307,6 +307,7 @@ impl HttpSink {
     /// backoff (full jitter) and at least the collector's `Retry-After`.
     async fn post(
         &self,
+        stream: &str,
         body: Vec<u8>,
         content_type: &'static str,
         key: &str,
@@ -346,7 +347,8 @@ impl HttpSink {
                 Some(after) => after.max(jittered),
                 None => jittered,
             };
-            metrics::counter!("sink_http_retries_total").increment(1);
+            metrics::counter!("asana_worker_sink_http_retries_total", "job" => stream.to_string())
+                .increment(1);
             tracing::warn!(
                 url = %self.url, idempotency_key = key, attempt, error = %message,
                 wait_ms = wait.as_millis() as u64, "Retrying POST to the collector"
@@ -536,8 +538,9 @@ impl Sink for HttpSink {
             hasher.update(&body);
             bytes += body.len() as u64;
             let key = format!("{}-{}-{chunk}", batch.stream, batch.sequence);
-            self.post(body, content_type, &key).await?;
-            metrics::counter!("sink_http_events_total").increment(records.len() as u64);
+            self.post(&batch.stream, body, content_type, &key).await?;
+            metrics::counter!("asana_worker_sink_http_events_total", "job" => batch.stream.clone())
+                .increment(records.len() as u64);
         }
         let body = EntryBody {
             version: manifest::FORMAT_VERSION,

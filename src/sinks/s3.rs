@@ -498,6 +498,7 @@ impl S3Sink {
             .put(&sidecar, PutPayload::from(format!("{sha256}  {name}\n")))
             .await
             .map_err(|e| store_error("write", &sidecar, e))?;
+        metrics::counter!("asana_worker_sink_s3_uploaded_bytes_total").increment(size);
         tracing::info!(key = %path, size, %sha256, "Uploaded file to the s3 sink");
         Ok(UploadedFile {
             key: path.to_string(),
@@ -626,7 +627,8 @@ impl Sink for S3Sink {
             .put(&latest, PutPayload::from(batch.sequence.to_string()))
             .await
             .map_err(|e| store_error("write", &latest, e))?;
-        metrics::counter!("sink_s3_records_total").increment(batch.records.len() as u64);
+        metrics::counter!("asana_worker_sink_s3_records_total", "job" => batch.stream.clone())
+            .increment(batch.records.len() as u64);
         cache.insert(batch.stream.clone(), Some(entry));
         Ok(())
     }
