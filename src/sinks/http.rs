@@ -713,3 +713,55 @@ impl HttpSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every declared default that is a TOML value is the struct's default, and every
+    /// declared key is a field (`deny_unknown_fields` would refuse it otherwise).
+    #[test]
+    fn declared_settings_match_the_struct() {
+        let minimal: HttpSinkSettings = toml::from_str("url = \"https://c.example.com/\"").unwrap();
+        let mut full = String::from("url = \"https://c.example.com/\"\n");
+        for info in SETTINGS.iter().filter(|i| i.default != REQUIRED) {
+            if toml::from_str::<toml::Table>(&format!("v = {}", info.default)).is_ok() {
+                full.push_str(&format!("{} = {}\n", info.name, info.default));
+            }
+        }
+        let declared: HttpSinkSettings = toml::from_str(&full).unwrap();
+        assert_eq!(declared, minimal);
+        for info in SETTINGS.iter().filter(|i| i.name != "url") {
+            let value = match (info.name, info.ty) {
+                ("format", _) => "\"json\"",
+                (_, SettingType::Integer) => "1",
+                (_, SettingType::Duration) => "\"1s\"",
+                _ => "\"x\"",
+            };
+            let text = format!("url = \"https://c.example.com/\"\n{} = {value}", info.name);
+            toml::from_str::<HttpSinkSettings>(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn event_time_comes_from_created_at() {
+        let raw =
+            RawValue::from_string(r#"{"created_at":"2026-01-02T03:04:05.678Z"}"#.into()).unwrap();
+        assert_eq!(
+            event_time(&raw).unwrap().timestamp_millis(),
+            1_767_323_045_678
+        );
+        let raw = RawValue::from_string(r#"{"gid":"1"}"#.into()).unwrap();
+        assert_eq!(event_time(&raw), None);
+    }
+}

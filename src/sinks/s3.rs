@@ -650,3 +650,39 @@ impl Sink for S3Sink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::jobs::{REQUIRED, SettingType};
+
+    /// Every declared default that is a TOML value is the struct's default, and every
+    /// declared key is a field.
+    #[test]
+    fn declared_settings_match_the_struct() {
+        let minimal: S3SinkSettings = toml::from_str("bucket = \"b\"").unwrap();
+        let mut full = String::from("bucket = \"b\"\n");
+        for info in SETTINGS.iter().filter(|i| i.default != REQUIRED) {
+            if toml::from_str::<toml::Table>(&format!("v = {}", info.default)).is_ok() {
+                full.push_str(&format!("{} = {}\n", info.name, info.default));
+            }
+        }
+        let declared: S3SinkSettings = toml::from_str(&full).unwrap();
+        assert_eq!(declared, minimal);
+        for info in SETTINGS.iter().filter(|i| i.name != "bucket") {
+            let value = match info.ty {
+                SettingType::Bool => "true",
+                _ => "\"x\"",
+            };
+            let text = format!("bucket = \"b\"\n{} = {value}", info.name);
+            toml::from_str::<S3SinkSettings>(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn gzip_objects_are_deterministic() {
+        let records = vec![serde_json::value::RawValue::from_string("{\"a\":1}".into()).unwrap()];
+        assert_eq!(encode(&records, true), encode(&records, true));
+        assert_eq!(encode(&records, false), b"{\"a\":1}\n");
+    }
+}
