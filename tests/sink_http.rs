@@ -392,3 +392,74 @@ async fn plain_http_is_refused_except_on_loopback() {
         "{err}"
     );
 }
+
+/// `asana-worker verify --job NAME` checks an http sink's delivery manifest in the state
+/// directory (the SQLite database's directory).
+#[tokio::test]
+async fn verify_command_checks_the_delivery_manifest_of_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_collector, base, _server) = Collector::start().await;
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[database]\nurl = \"sqlite://{db}\"\n[jobs]\ndir = \"{jobs}\"\n\
+             [credentials.main]\nkind = \"pat\"\ntoken_env = \"ASANA_WORKER_TEST_UNUSED_TOKEN\"\n",
+            db = dir.path().join("state.sqlite").display(),
+            jobs = dir.path().join("jobs").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("jobs/audit-http.toml"),
+        format!(
+            "name = \"audit-http\"\nkind = \"audit_log\"\nevery = \"5m\"\ncredential = \"main\"\n\
+             [settings]\nworkspace = \"1\"\n[settings.sink]\ntype = \"http\"\nurl = \"{base}/ingest\"\n"
+        ),
+    )
+    .unwrap();
+    let settings = settings(&format!("{base}/ingest"), HttpFormat::Ndjson, None);
+    let sink = HttpSink::new(
+        &settings,
+        &SinkContext {
+            state_dir: dir.path().to_path_buf(),
+        },
+    )
+    .unwrap();
+    sink.commit(batch("audit-http", 1, 1..=3)).await.unwrap();
+    sink.commit(batch("audit-http", 2, 4..=4)).await.unwrap();
+
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_asana-worker"))
+            .env_remove("ASANA_WORKER_CONFIG")
+            .args(["verify", "--job", "audit-http", "--config"])
+            .arg(dir.path().join("config.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OK ") && stdout.contains("2 batch(es), 4 record(s)"),
+        "{stdout}"
+    );
+
+    // Remove the first entry: the chain no longer starts at genesis.
+    let manifest = sink.manifest_path("audit-http");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let rest: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&manifest, rest).unwrap();
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("prev_hash does not match"),
+        "{stdout}"
+    );
+}

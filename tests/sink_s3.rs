@@ -430,3 +430,70 @@ fn missing_credentials_name_the_variables_to_set() {
     .unwrap_err();
     assert!(err.to_string().contains("allow_http"), "{err}");
 }
+
+/// `asana-worker verify --job NAME` checks an s3 sink's manifest and objects in the bucket,
+/// with the credentials from the variables the job file names.
+#[tokio::test]
+async fn verify_command_checks_the_bucket_of_a_job() {
+    let Some(moto) = Moto::start("verify_command").await else {
+        return;
+    };
+    moto.bucket("verified").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[database]\nurl = \"sqlite://{db}\"\n[jobs]\ndir = \"{jobs}\"\n\
+             [credentials.main]\nkind = \"pat\"\ntoken_env = \"ASANA_WORKER_TEST_UNUSED_TOKEN\"\n",
+            db = dir.path().join("state.sqlite").display(),
+            jobs = dir.path().join("jobs").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("jobs/audit-s3.toml"),
+        format!(
+            "name = \"audit-s3\"\nkind = \"audit_log\"\nevery = \"5m\"\ncredential = \"main\"\n\
+             [settings]\nworkspace = \"1\"\n[settings.sink]\ntype = \"s3\"\nbucket = \"verified\"\n\
+             prefix = \"audit-logs\"\nendpoint = \"{}\"\nallow_http = true\n\
+             access_key_id_env = \"TEST_S3_KEY_ID\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let sink = moto.sink(&moto.settings("verified", false));
+    sink.commit(batch("audit-s3", 1, 1..=2)).await.unwrap();
+    sink.commit(batch("audit-s3", 2, 3..=5)).await.unwrap();
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_asana-worker"))
+            .env_remove("ASANA_WORKER_CONFIG")
+            .env("TEST_S3_KEY_ID", "testing")
+            .env("TEST_S3_SECRET", "testing-secret")
+            .args(["verify", "--job", "audit-s3", "--config"])
+            .arg(dir.path().join("config.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 batch(es), 5 record(s)"), "{stdout}");
+
+    sink.store()
+        .put(&sink.data_key("audit-s3", 2), "{}\n".into())
+        .await
+        .unwrap();
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("00000000000000000002.jsonl"),
+        "{stdout}"
+    );
+}
