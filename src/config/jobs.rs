@@ -1663,6 +1663,116 @@ mod tests {
         parse_job(Path::new("jobs/t.toml"), source, &context())
     }
 
+    fn audit_job(settings: &str) -> String {
+        format!(
+            "name = \"audit\"\nkind = \"audit_log\"\nevery = \"1m\"\ncredential = \"sa\"\n\n[settings]\n{settings}"
+        )
+    }
+
+    #[test]
+    fn an_audit_log_job_reads_its_string_list_and_nested_file_sink() {
+        let out = tempfile::tempdir().unwrap();
+        let source = audit_job(&format!(
+            "workspace = \"123\"\nevent_type = [\"user_login_succeeded\", \"task_deleted\"]\nstart = \"30d\"\n\n[settings.sink]\ntype = \"file\"\ndir = {:?}\ngzip = true\nrotate_every = \"15m\"\n",
+            out.path().display().to_string()
+        ));
+        let job = parse(&source).unwrap();
+        let JobKind::AuditLog(settings) = &job.kind else {
+            panic!("an audit_log job: {job:?}");
+        };
+        assert_eq!(settings.workspace, "123");
+        assert_eq!(
+            settings.event_type,
+            ["user_login_succeeded", "task_deleted"]
+        );
+        assert_eq!(settings.start, Duration::from_secs(30 * 86400));
+        assert_eq!(settings.overlap, Duration::from_secs(300), "default");
+        assert_eq!(settings.backfill_slices, 8, "default");
+        let crate::sinks::SinkSettings::File(file) = &settings.sink else {
+            panic!("a file sink");
+        };
+        assert_eq!(file.dir, out.path());
+        assert!(file.gzip);
+        assert_eq!(file.rotate_every, Duration::from_secs(900));
+        assert_eq!(file.rotate_bytes, 64 * 1024 * 1024, "default");
+    }
+
+    #[test]
+    fn audit_log_setting_errors_are_reported_at_their_place() {
+        let out = tempfile::tempdir().unwrap();
+        // Line 7: event_type with a number; the sink table from line 9 with an unknown type
+        // key, a wrong-typed gzip and a misspelt key.
+        let source = audit_job(&format!(
+            "event_type = [\"a\", 3]\n\n[settings.sink]\ntype = \"file\"\ndir = {:?}\ngzip = \"yes\"\nrotate_bites = 10\n",
+            out.path().display().to_string()
+        ));
+        let text: Vec<String> = parse(&source)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text.len(), 4, "{text:#?}");
+        assert!(
+            text[0].starts_with(
+                "jobs/t.toml: missing required setting `workspace` for kind \"audit_log\""
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with(
+                "jobs/t.toml:7:20: `event_type` must hold only strings, found an integer"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("jobs/t.toml:12:8: `gzip` must be true or false, found a string"),
+            "{text:#?}"
+        );
+        assert!(
+            text[3].starts_with(
+                "jobs/t.toml:13:1: unknown setting `rotate_bites` for kind \"file sink\""
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[3].contains("did you mean `rotate_bytes`?"),
+            "{text:#?}"
+        );
+
+        // A sink of an unknown type, and a sink without `type`.
+        let source = audit_job("workspace = \"1\"\n\n[settings.sink]\ntype = \"fiel\"\n");
+        let errors = parse(&source).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("jobs/t.toml:10:8: unknown sink type \"fiel\""),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].to_string().contains("did you mean \"file\"?"));
+        let source = audit_job("workspace = \"1\"\nsink = { dir = \"x\" }\n");
+        let errors = parse(&source).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("jobs/t.toml:8:8: the sink `sink` has no `type`"),
+            "{}",
+            errors[0]
+        );
+        // A missing sink is named.
+        let errors = parse(&audit_job("workspace = \"1\"\n")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("missing required setting `sink` for kind \"audit_log\""),
+            "{}",
+            errors[0]
+        );
+    }
+
     #[test]
     fn a_complete_job_parses_with_defaults() {
         let job = parse("name = \"a\"\nkind = \"credential_check\"\nschedule = \"@hourly\"\ncredential = \"sa\"\n").unwrap();

@@ -669,6 +669,10 @@ impl Runner<'_> {
             if page.data.is_empty() {
                 return Ok(());
             }
+            // The window is closed (`end_at`): a short page is its last one, so an idle run
+            // costs one request here, not two.
+            let last_page =
+                page.data.len() < self.settings.page_size.clamp(1, MAX_PAGE_SIZE) as usize;
             let mut shared = self.shared.lock().await;
             let mut cursor = shared.cursor.clone();
             let known: HashSet<String> = cursor.recent.iter().map(|s| s.gid.clone()).collect();
@@ -708,8 +712,8 @@ impl Runner<'_> {
             self.commit(&mut shared, cursor, records, marks).await?;
             drop(shared);
             match page.next_page {
-                Some(next) => offset = Some(next.offset),
-                None => return Ok(()),
+                Some(next) if !last_page => offset = Some(next.offset),
+                _ => return Ok(()),
             }
         }
     }

@@ -124,6 +124,43 @@ impl StreamState {
 pub struct FileSink {
     settings: FileSinkSettings,
     streams: Arc<Mutex<HashMap<String, StreamState>>>,
+    /// Exclusive locks on the streams this sink writes (`.lock`, flock), held until the sink
+    /// is dropped: a run whose lease was lost (a zombie) and the run that took over must never
+    /// write the same stream at once, in one process or several.
+    locks: Arc<Mutex<HashMap<String, std::fs::File>>>,
+}
+
+/// Name of a stream's lock file.
+pub const LOCK_FILE: &str = ".lock";
+
+fn lock_stream(dir: &Path) -> Result<std::fs::File, SinkError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(SinkError::Transient {
+                sink: "file",
+                message: format!(
+                    "{} is being written by another run (its lock {} is held); this run will retry once that run has ended",
+                    dir.display(),
+                    path.display()
+                ),
+            });
+        }
+        return Err(io("lock", &path)(error));
+    }
+    Ok(file)
 }
 
 impl FileSink {
@@ -133,6 +170,7 @@ impl FileSink {
         Ok(FileSink {
             settings,
             streams: Arc::new(Mutex::new(HashMap::new())),
+            locks: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -151,10 +189,18 @@ impl FileSink {
         check_stream_name(stream)?;
         let settings = self.settings.clone();
         let streams = self.streams.clone();
+        let locks = self.locks.clone();
         let stream = stream.to_string();
         let dir = self.stream_dir(&stream);
         tokio::task::spawn_blocking(move || {
             let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
+            {
+                let mut locks = locks.lock().unwrap_or_else(|p| p.into_inner());
+                if !locks.contains_key(&stream) {
+                    create_dir(&dir)?;
+                    locks.insert(stream.clone(), lock_stream(&dir)?);
+                }
+            }
             if !streams.contains_key(&stream) {
                 let state = load_stream(&dir)?;
                 streams.insert(stream.clone(), state);
@@ -720,6 +766,16 @@ mod tests {
         let sink = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
         sink.commit(batch(1, 0..3, t0())).await.unwrap();
         sink.commit(batch(1, 0..3, t0())).await.unwrap();
+        // While this sink holds the stream, another (a zombie run's) cannot write it.
+        let other = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
+        let refused = other.commit(batch(2, 3..4, t0())).await.unwrap_err();
+        assert!(refused.is_transient(), "{refused}");
+        assert!(
+            refused.to_string().contains("being written by another run"),
+            "{refused}"
+        );
+        drop(other);
+        drop(sink);
         // A new sink (a restarted process) sees what the first one committed.
         let again = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
         again.commit(batch(1, 0..3, t0())).await.unwrap();
@@ -772,6 +828,7 @@ mod tests {
         data.write_all(b"{\"gid\":\"2\"}\n{\"gid\":").unwrap();
         let mut journal = open_append(&dir.join(OPEN_JOURNAL)).unwrap();
         journal.write_all(b"{\"sequence\":2,").unwrap();
+        drop(sink);
         let restarted = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
         let recovered = restarted.recover("audit").await.unwrap().unwrap();
         assert_eq!(recovered.sequence, 1);
@@ -795,6 +852,7 @@ mod tests {
         // Put the open files back, as if the crash came before they were removed.
         std::fs::write(dir.join(OPEN_JOURNAL), journal).unwrap();
         std::fs::write(dir.join(OPEN_DATA), data).unwrap();
+        drop(sink);
         let restarted = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
         assert_eq!(
             restarted.recover("audit").await.unwrap().unwrap().sequence,
