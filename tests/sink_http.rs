@@ -196,6 +196,15 @@ async fn ndjson_posts_in_chunks_of_batch_events_and_recovers_after_reopening() {
     assert_eq!(collector.received().len(), 3);
     sink.commit(batch("audit", 2, 6..=6)).await.unwrap();
     assert_eq!(collector.received().len(), 4);
+
+    // While this sink (a run) holds the stream, another run cannot write its manifest.
+    let rival = HttpSink::new(&settings, &context(dir.path())).unwrap();
+    let err = rival.recover("audit").await.unwrap_err();
+    assert!(
+        err.is_transient() && err.to_string().contains("another run"),
+        "{err}"
+    );
+    drop(rival);
     drop(sink);
 
     // A new process finds the last acknowledged batch in the local manifest.

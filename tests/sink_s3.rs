@@ -153,6 +153,7 @@ impl Moto {
             access_key_id_env: "UNUSED".into(),
             secret_access_key_env: "UNUSED".into(),
             gzip,
+            conditional_put: true,
         }
     }
 
@@ -227,11 +228,14 @@ async fn commits_recover_after_reopening_and_recommits_are_idempotent() {
 
     sink.commit(batch("audit", 1, 1..=3)).await.unwrap();
     sink.commit(batch("audit", 2, 4..=5)).await.unwrap();
-    let key = sink.data_key("audit", 1);
-    assert_eq!(
-        key.as_ref(),
-        "audit-logs/audit/data/00000000000000000001.jsonl"
+    let key = sink.data_key("audit", 1).await.unwrap().unwrap();
+    assert!(
+        key.as_ref()
+            .starts_with("audit-logs/audit/data/00000000000000000001-")
+            && key.as_ref().ends_with(".jsonl"),
+        "{key}"
     );
+    assert_eq!(sink.data_key("audit", 3).await.unwrap(), None);
     assert_eq!(
         lines(&object(&sink, &key).await),
         (1..=3).map(event).collect::<Vec<_>>()
@@ -284,9 +288,11 @@ async fn commits_recover_after_reopening_and_recommits_are_idempotent() {
     reopened.commit(batch("audit", 3, 6..=6)).await.unwrap();
     // A crash after an object was written but before its entry: the object is there (here
     // with partial content), recovery ignores it, and the recommit replaces it.
+    let orphan =
+        ObjectPath::from("audit-logs/audit/data/00000000000000000004-0123456789abcdef.jsonl");
     reopened
         .store()
-        .put(&reopened.data_key("audit", 4), "{\"gid\":\"7\"}\n".into())
+        .put(&orphan, "{\"gid\":\"7\"}\n".into())
         .await
         .unwrap();
     assert_eq!(
@@ -295,7 +301,13 @@ async fn commits_recover_after_reopening_and_recommits_are_idempotent() {
     );
     reopened.commit(batch("audit", 4, 7..=8)).await.unwrap();
     assert_eq!(
-        lines(&object(&reopened, &reopened.data_key("audit", 4)).await),
+        lines(
+            &object(
+                &reopened,
+                &reopened.data_key("audit", 4).await.unwrap().unwrap()
+            )
+            .await
+        ),
         vec![event(7), event(8)]
     );
     let report = reopened.verify("audit").await.unwrap();
@@ -314,7 +326,7 @@ async fn gzip_objects_and_a_tampered_object_is_caught_by_verification() {
     let sink = moto.sink(&settings);
     sink.commit(batch("audit", 1, 1..=4)).await.unwrap();
     sink.commit(batch("audit", 2, 5..=9)).await.unwrap();
-    let key = sink.data_key("audit", 1);
+    let key = sink.data_key("audit", 1).await.unwrap().unwrap();
     assert!(key.as_ref().ends_with(".jsonl.gz"));
     let stored = object(&sink, &key).await;
     let mut text = Vec::new();
@@ -408,6 +420,7 @@ fn missing_credentials_name_the_variables_to_set() {
         access_key_id_env: "ASANA_WORKER_TEST_SURELY_UNSET_KEY_ID".into(),
         secret_access_key_env: "ASANA_WORKER_TEST_SURELY_UNSET_SECRET".into(),
         gzip: false,
+        conditional_put: true,
     };
     let err = S3Sink::new(&settings).unwrap_err();
     assert!(matches!(err, SinkError::Config { .. }));
@@ -485,15 +498,54 @@ async fn verify_command_checks_the_bucket_of_a_job() {
     );
     assert!(stdout.contains("2 batch(es), 5 record(s)"), "{stdout}");
 
-    sink.store()
-        .put(&sink.data_key("audit-s3", 2), "{}\n".into())
-        .await
-        .unwrap();
+    let key = sink.data_key("audit-s3", 2).await.unwrap().unwrap();
+    sink.store().put(&key, "{}\n".into()).await.unwrap();
     let out = verify();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("FAILED") && stdout.contains("00000000000000000002.jsonl"),
+        stdout.contains("FAILED") && stdout.contains("data/00000000000000000002-"),
         "{stdout}"
     );
+}
+
+/// Two runs of one job racing on the bucket (a stale run whose lease was taken over): one
+/// manifest entry per sequence wins, the loser's object is removed and its commit fails as
+/// transient, and the chain stays intact.
+#[tokio::test]
+async fn a_stale_run_cannot_overwrite_a_committed_batch() {
+    let Some(moto) = Moto::start("stale_run").await else {
+        return;
+    };
+    moto.bucket("raced").await;
+    let settings = moto.settings("raced", false);
+    let current = moto.sink(&settings);
+    let stale = moto.sink(&settings);
+    assert_eq!(stale.recover("audit").await.unwrap(), None);
+    current.commit(batch("audit", 1, 1..=3)).await.unwrap();
+
+    // The stale run still believes the stream is empty, and has other events for batch 1.
+    let err = stale.commit(batch("audit", 1, 10..=11)).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("another run"), "{err}");
+    let data = current
+        .store()
+        .list(Some(&ObjectPath::from("audit-logs/audit/data")))
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(data.len(), 1, "the loser's object was removed");
+    let report = current.verify("audit").await.unwrap();
+    assert_eq!((report.entries, report.records), (1, 3));
+    // Its next run recovers and continues the chain.
+    assert_eq!(stale.recover("audit").await.unwrap().unwrap().sequence, 1);
+    stale.commit(batch("audit", 2, 4..=4)).await.unwrap();
+    assert_eq!(current.verify("audit").await.unwrap().entries, 2);
+
+    // The same content for the same sequence (an attempt whose answer was lost) is fine.
+    let twin = moto.sink(&settings);
+    let fresh = moto.sink(&settings);
+    assert_eq!(fresh.recover("other").await.unwrap(), None);
+    twin.commit(batch("other", 1, 1..=2)).await.unwrap();
+    fresh.commit(batch("other", 1, 1..=2)).await.unwrap();
+    assert_eq!(fresh.verify("other").await.unwrap().entries, 1);
 }

@@ -182,6 +182,10 @@ pub struct HttpSink {
     /// Newest manifest entry per stream, as read or written by this process; the lock also
     /// keeps commits in order so entries chain.
     last: tokio::sync::Mutex<HashMap<String, Option<ManifestEntry>>>,
+    /// Exclusive locks (`.lock` beside each manifest) on the streams this sink touched, held
+    /// until it is dropped: a run whose lease was taken over and the run that took over must
+    /// never append to one manifest at once, in one process or several.
+    locks: std::sync::Mutex<HashMap<String, std::fs::File>>,
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -250,6 +254,7 @@ impl HttpSink {
             client,
             state_dir: context.state_dir.join("sinks").join("http"),
             last: tokio::sync::Mutex::new(HashMap::new()),
+            locks: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -636,12 +641,48 @@ impl HttpSink {
         Ok(text)
     }
 
+    /// Takes the stream's lock file, once per sink; fails as transient while another run
+    /// holds it.
+    fn lock_stream(&self, stream: &str) -> Result<(), SinkError> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.contains_key(stream) {
+            return Ok(());
+        }
+        let dir = self.state_dir.join(stream);
+        std::fs::create_dir_all(&dir).map_err(|e| Self::io_error(&dir, "create", e))?;
+        let path = dir.join(".lock");
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+        let file = options
+            .open(&path)
+            .map_err(|e| Self::io_error(&path, "open", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SinkError::Transient {
+                    sink: "http",
+                    message: format!(
+                        "the delivery manifest of job {stream:?} is being written by another run \
+                         (its lock {} is held); this run will retry once that run has ended",
+                        path.display()
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Self::io_error(&path, "lock", e)),
+        }
+        locks.insert(stream.to_string(), file);
+        Ok(())
+    }
+
     /// The newest manifest entry of `stream`, from the cache or the file.
     fn newest(
         &self,
         cache: &mut HashMap<String, Option<ManifestEntry>>,
         stream: &str,
     ) -> Result<Option<ManifestEntry>, SinkError> {
+        self.lock_stream(stream)?;
         if let Some(entry) = cache.get(stream) {
             return Ok(entry.clone());
         }

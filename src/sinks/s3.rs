@@ -2,13 +2,14 @@
 //! beside them.
 //!
 //! Layout under `<prefix>/<stream>/`: every committed batch is one object
-//! `data/<sequence:020>.jsonl` (`.jsonl.gz` with `gzip`), written with one atomic PUT (multipart
-//! above [`MULTIPART_THRESHOLD`]), and one manifest entry `manifest/<sequence:020>.json` that
-//! records the object's sha256, count, first/last event and the job cursor, chained to the
-//! previous entry's hash. The entry is written after its object, so an entry always names an
-//! object that exists; [`Sink::recover`] reads the newest entry. Keys are a function of
-//! `(stream, sequence)`, so a retried commit rewrites the same bytes to the same key and is
-//! stored once.
+//! `data/<sequence:020>-<sha256 prefix>.jsonl` (`.jsonl.gz` with `gzip`), written with one atomic
+//! PUT (multipart above [`MULTIPART_THRESHOLD`]), and one manifest entry
+//! `manifest/<sequence:020>.json` (the shared chain format of [`super::manifest`]) recording the
+//! object's sha256, count, first/last event and the job cursor, chained to the previous entry's
+//! hash and created only if absent. The entry is written after its object, so an entry always
+//! names a complete object; [`Sink::recover`] reads the newest entry. Keys are a function of
+//! `(stream, sequence, content)`, so a retried commit rewrites the same key with the same bytes
+//! and is stored once, and a stale run cannot overwrite a committed batch.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,7 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -81,6 +82,12 @@ pub const SETTINGS: &[SettingInfo] = &[
         default: "false",
         doc: "compress objects with gzip",
     },
+    SettingInfo {
+        name: "conditional_put",
+        ty: SettingType::Bool,
+        default: "true",
+        doc: "create manifest entries with If-None-Match (off only for stores without it)",
+    },
 ];
 
 /// Settings of the S3 sink.
@@ -110,6 +117,15 @@ pub struct S3SinkSettings {
     /// Gzip objects.
     #[serde(default)]
     pub gzip: bool,
+    /// Create manifest entries only if absent (`If-None-Match: *`), so two runs racing on one
+    /// stream cannot both write an entry for the same batch. Off only for S3-compatible stores
+    /// that refuse the header.
+    #[serde(default = "default_true")]
+    pub conditional_put: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_region() -> String {
@@ -294,19 +310,31 @@ impl S3Sink {
     }
 
     /// Name of a batch's object relative to `<prefix>/<stream>/`, as its manifest entry
-    /// records it.
-    fn data_file(&self, sequence: u64) -> String {
+    /// records it: the sequence and the first 16 hex digits of the content's sha256, so a
+    /// retried commit of the same batch rewrites the same key with the same bytes, while a
+    /// different content for the same sequence (a stale run racing a newer one) can never
+    /// overwrite the object an entry already names.
+    fn data_file(&self, sequence: u64, sha256: &str) -> String {
         let ext = if self.settings.gzip {
             "jsonl.gz"
         } else {
             "jsonl"
         };
-        format!("data/{sequence:020}.{ext}")
+        let short = sha256.get(..16).unwrap_or(sha256);
+        format!("data/{sequence:020}-{short}.{ext}")
     }
 
-    /// Key of the object holding batch `sequence` of `stream`.
-    pub fn data_key(&self, stream: &str, sequence: u64) -> Path {
-        self.path(&format!("{stream}/{}", self.data_file(sequence)))
+    /// Key of the object holding batch `sequence` of `stream`, read from its manifest entry
+    /// (None when the bucket holds no entry for it).
+    pub async fn data_key(&self, stream: &str, sequence: u64) -> Result<Option<Path>, SinkError> {
+        let key = self.manifest_key(stream, sequence);
+        match self.store.head(&key).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error("read", &key, e)),
+        }
+        let entry = self.read_entry(&key).await?;
+        Ok(Some(self.path(&format!("{stream}/{}", entry.body.file))))
     }
 
     /// Key of the manifest entry of batch `sequence` of `stream`.
@@ -595,15 +623,17 @@ impl Sink for S3Sink {
             return Ok(());
         }
         let bytes = encode(&batch.records, self.settings.gzip);
-        let object = self.data_key(&batch.stream, batch.sequence);
+        let sha256 = manifest::sha256_hex(&bytes);
+        let file = self.data_file(batch.sequence, &sha256);
+        let object = self.path(&format!("{}/{file}", batch.stream));
         let body = EntryBody {
             version: manifest::FORMAT_VERSION,
             stream: batch.stream.clone(),
             index: 0,
-            file: self.data_file(batch.sequence),
+            file,
             count: batch.records.len() as u64,
             bytes: bytes.len() as u64,
-            sha256: manifest::sha256_hex(&bytes),
+            sha256,
             first: batch.first.clone(),
             last: batch.last.clone(),
             first_sequence: batch.sequence,
@@ -618,10 +648,48 @@ impl Sink for S3Sink {
         self.put_bytes(&object, bytes).await?;
         let key = self.manifest_key(&batch.stream, batch.sequence);
         let json = serde_json::to_vec_pretty(&entry).map_err(|e| corrupt(e.to_string()))?;
-        self.store
-            .put(&key, PutPayload::from(json))
+        // Created only if absent: of two runs racing on one stream (a stale run whose lease
+        // was taken over), exactly one entry per sequence wins.
+        let create = PutOptions {
+            mode: if self.settings.conditional_put {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            },
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(json), create)
             .await
-            .map_err(|e| store_error("write", &key, e))?;
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                cache.remove(&batch.stream);
+                let existing = self.read_entry(&key).await?;
+                if existing.body.sha256 == entry.body.sha256
+                    && existing.body.prev_hash == entry.body.prev_hash
+                {
+                    // Our own earlier attempt (its answer was lost): the batch is stored.
+                    cache.insert(batch.stream.clone(), Some(existing));
+                    return Ok(());
+                }
+                if existing.body.file != entry.body.file
+                    && let Err(error) = self.store.delete(&object).await
+                {
+                    tracing::warn!(key = %object, %error, "Could not remove an object that lost a race");
+                }
+                return Err(SinkError::Transient {
+                    sink: "s3",
+                    message: format!(
+                        "another run of job {:?} stored batch {} first (a run whose lease was \
+                         taken over?); this run stops, and the next one resumes after that batch",
+                        batch.stream, batch.sequence
+                    ),
+                });
+            }
+            Err(e) => return Err(store_error("write", &key, e)),
+        }
         let latest = self.latest_key(&batch.stream);
         self.store
             .put(&latest, PutPayload::from(batch.sequence.to_string()))
