@@ -3,15 +3,14 @@
 //! Commits, recovery from a reopened sink, idempotent recommits, gzip, the manifest chain and its
 //! verification (a tampered object is caught), and `upload_file` of a multi-megabyte file.
 //!
-//! The interpreter is `$ASANA_WORKER_TEST_PYTHON`, else `.venv/bin/python`; when neither can
-//! import moto, `scripts/python-venv` is run once, and if that fails the tests print SKIPPED
-//! with the command to run and return.
+//! Without a Python that has moto (see `tests/support/moto.rs`), the tests print SKIPPED with
+//! the command that creates it, and return.
+
+#[path = "support/moto.rs"]
+mod moto;
 
 use std::io::Read;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
 use asana_worker::sinks::{Batch, RecordMark, Recovered, Sink, SinkError};
@@ -24,125 +23,15 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+use moto::Moto;
+
+/// The sink of a bucket on the test server.
+trait MotoSink {
+    fn settings(&self, bucket: &str, gzip: bool) -> S3SinkSettings;
+    fn sink(&self, settings: &S3SinkSettings) -> S3Sink;
 }
 
-fn has_moto(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import moto.server"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// An interpreter that can run moto's server, creating the venv if needed.
-fn python() -> Result<PathBuf, String> {
-    if let Ok(explicit) = std::env::var("ASANA_WORKER_TEST_PYTHON") {
-        let path = PathBuf::from(explicit);
-        if has_moto(&path) {
-            return Ok(path);
-        }
-    }
-    let venv = root().join(".venv/bin/python");
-    if has_moto(&venv) {
-        return Ok(venv);
-    }
-    let setup = Command::new(root().join("scripts/python-venv"))
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("cannot run scripts/python-venv: {e}"))?;
-    if !setup.status.success() {
-        return Err(format!(
-            "scripts/python-venv failed ({}): {}",
-            setup.status,
-            String::from_utf8_lossy(&setup.stderr).trim()
-        ));
-    }
-    if has_moto(&venv) {
-        Ok(venv)
-    } else {
-        Err(format!("{} cannot import moto", venv.display()))
-    }
-}
-
-/// moto's S3 server on a loopback port, killed when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    /// Starts the server, or returns None after printing why the test is skipped.
-    async fn start(test: &str) -> Option<Moto> {
-        let python = match python() {
-            Ok(python) => python,
-            Err(why) => {
-                eprintln!(
-                    "SKIPPED {test}: no Python with moto ({why}); create it with `scripts/python-venv`"
-                );
-                return None;
-            }
-        };
-        // A free port: bind, read it, release it for the server.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto server");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if client
-                .get(format!("{}/moto-api/", moto.endpoint))
-                .send()
-                .await
-                .is_ok()
-            {
-                return Some(moto);
-            }
-            assert!(Instant::now() < deadline, "moto did not start within 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Creates a bucket (moto accepts unsigned requests).
-    async fn bucket(&self, name: &str) {
-        let status = reqwest::Client::new()
-            .put(format!("{}/{name}", self.endpoint))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "create bucket: {status}");
-    }
-
+impl MotoSink for Moto {
     fn settings(&self, bucket: &str, gzip: bool) -> S3SinkSettings {
         S3SinkSettings {
             bucket: bucket.to_string(),
