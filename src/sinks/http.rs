@@ -66,7 +66,7 @@ pub const SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "min_backoff",
         ty: SettingType::Duration,
-        default: "\"500ms\"",
+        default: "\"1s\"",
         doc: "first delay before a retry (exponential, full jitter; Retry-After wins when longer)",
     },
     SettingInfo {
@@ -144,7 +144,7 @@ fn default_max_attempts() -> u32 {
 }
 
 fn default_min_backoff() -> Duration {
-    Duration::from_millis(500)
+    Duration::from_secs(1)
 }
 
 fn default_max_backoff() -> Duration {
