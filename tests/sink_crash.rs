@@ -83,7 +83,7 @@ fn daemon(setup: &AuditSetup, n: usize) -> Child {
 /// Runs the daemon `KILLS` times, killing it at random instants, then once to the end of the
 /// pull (`done` says when), and stops it.
 async fn crash_loop(setup: &AuditSetup, mut done: impl AsyncFnMut() -> bool) -> Vec<bool> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_5);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_5155);
     let mut finished_before = Vec::new();
     for n in 0..KILLS {
         let mut child = daemon(setup, n);
