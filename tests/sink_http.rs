@@ -247,6 +247,16 @@ async fn json_format_posts_one_array_per_chunk() {
     assert_eq!(first, (1..=3).map(event).collect::<Vec<_>>());
     assert_eq!(second, vec![event(4)]);
     assert_eq!(got[1].key.as_deref(), Some("audit-7-1"));
+
+    // A redirect is reported, not followed; a job name that is not a directory name is refused.
+    collector.push(307, None, "moved");
+    let err = sink.commit(batch("audit", 8, 5..=5)).await.unwrap_err();
+    assert!(
+        !err.is_transient() && err.to_string().contains("redirects"),
+        "{err}"
+    );
+    let err = sink.recover("..").await.unwrap_err();
+    assert!(matches!(err, SinkError::Config { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -244,6 +244,9 @@ impl HttpSink {
         };
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
+            // A redirect is reported, not followed: a POST turned into a GET, or a token sent on
+            // to another host, must not pass for a delivery.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("asana-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
@@ -429,6 +432,7 @@ impl HttpSink {
             });
         }
         let hint = match status.as_u16() {
+            300..=399 => "; the collector redirects: put the final URL in the sink's url",
             401 | 403 => "; check the collector token (token_file / token_env)",
             404 => "; check the sink's url",
             413 => "; lower batch_events",
@@ -600,6 +604,16 @@ pub struct DeliveryReport {
 /// idempotency key prefix (`<stream>-<sequence>`), its `sha256` and `bytes` cover the bodies
 /// posted, in chunk order.
 impl HttpSink {
+    /// Refuses a stream name that would leave the state directory (job names allow '.').
+    fn check_stream(stream: &str) -> Result<(), SinkError> {
+        if stream.is_empty() || stream == "." || stream == ".." || stream.contains(['/', '\\']) {
+            return Err(config_error(format!(
+                "the stream name {stream:?} cannot name a directory; rename the job"
+            )));
+        }
+        Ok(())
+    }
+
     /// The local manifest of `stream`.
     pub fn manifest_path(&self, stream: &str) -> PathBuf {
         self.state_dir.join(stream).join(manifest::MANIFEST_FILE)
@@ -644,6 +658,7 @@ impl HttpSink {
     /// Takes the stream's lock file, once per sink; fails as transient while another run
     /// holds it.
     fn lock_stream(&self, stream: &str) -> Result<(), SinkError> {
+        Self::check_stream(stream)?;
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if locks.contains_key(stream) {
             return Ok(());

@@ -589,6 +589,16 @@ impl S3Sink {
     }
 }
 
+/// Refuses a stream name that is not one plain key segment (job names allow '.').
+fn check_stream(stream: &str) -> Result<(), SinkError> {
+    if stream.is_empty() || stream == "." || stream == ".." || stream.contains('/') {
+        return Err(config_error(format!(
+            "the stream name {stream:?} cannot be a key segment; rename the job"
+        )));
+    }
+    Ok(())
+}
+
 /// The bytes of a batch's object: one record per line, gzipped if asked (deterministic: the
 /// gzip header carries no time, so a retried commit writes the same bytes).
 fn encode(records: &[Box<serde_json::value::RawValue>], gzip: bool) -> Vec<u8> {
@@ -611,6 +621,7 @@ fn encode(records: &[Box<serde_json::value::RawValue>], gzip: bool) -> Vec<u8> {
 #[async_trait]
 impl Sink for S3Sink {
     async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
+        check_stream(&batch.stream)?;
         let mut cache = self.last.lock().await;
         let newest = self.newest(&mut cache, &batch.stream).await?;
         if let Some(newest) = &newest
@@ -702,6 +713,7 @@ impl Sink for S3Sink {
     }
 
     async fn recover(&self, stream: &str) -> Result<Option<Recovered>, SinkError> {
+        check_stream(stream)?;
         let mut cache = self.last.lock().await;
         cache.remove(stream);
         Ok(self
