@@ -50,6 +50,8 @@ pub enum BenchTarget {
     Scheduler(super::bench_daemon::SchedulerBenchArgs),
     /// The per-token rate budget against the simulator: utilization, 429s, CPU, memory.
     Budget(BudgetBenchArgs),
+    /// A 90-day audit-log backfill: sequential page walk versus concurrent time slices.
+    AuditLog(super::bench_audit::AuditBenchArgs),
 }
 
 /// Arguments of `bench budget`.
@@ -128,6 +130,7 @@ struct Outcome {
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     match args.target {
         BenchTarget::Budget(args) => budget(args).await,
+        BenchTarget::AuditLog(args) => super::bench_audit::run(args).await,
         BenchTarget::Queue(args) => super::bench_daemon::queue(args).await,
         BenchTarget::Scheduler(args) => super::bench_daemon::scheduler(args).await,
         // Builds its own runtimes (simulator on one thread, load on another); the CLI runs it

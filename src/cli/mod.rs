@@ -2,6 +2,7 @@
 //! to documented exit codes.
 
 pub mod bench;
+pub mod bench_audit;
 pub mod bench_daemon;
 pub mod bench_sim;
 pub mod common;
