@@ -39,6 +39,8 @@ struct Collector {
     received: Arc<Mutex<Vec<Received>>>,
     /// (status, Retry-After, body) answered before the first 200s, in order.
     script: Arc<Mutex<VecDeque<Scripted>>>,
+    /// Delays before answering, one per request, in order (after the request is recorded).
+    delays: Arc<Mutex<VecDeque<Duration>>>,
 }
 
 impl Collector {
@@ -47,7 +49,14 @@ impl Collector {
         let state = collector.clone();
         let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
             let state = state.clone();
-            async move { state.handle(uri, headers, body) }
+            async move {
+                let response = state.handle(uri, headers, body);
+                let delay = state.delays.lock().unwrap().pop_front();
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                response
+            }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -481,4 +490,24 @@ async fn verify_command_checks_the_delivery_manifest_of_a_job() {
         stdout.contains("FAILED") && stdout.contains("prev_hash does not match"),
         "{stdout}"
     );
+}
+
+#[tokio::test]
+async fn a_slow_collector_times_out_and_the_post_is_retried_with_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, base, _server) = Collector::start().await;
+    let mut settings = settings(&format!("{base}/ingest"), HttpFormat::Ndjson, None);
+    settings.timeout = Duration::from_millis(300);
+    let sink = HttpSink::new(&settings, &context(dir.path())).unwrap();
+    collector
+        .delays
+        .lock()
+        .unwrap()
+        .push_back(Duration::from_secs(2));
+    sink.commit(batch("audit", 1, 1..=1)).await.unwrap();
+    let got = collector.received();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].key, got[1].key);
+    assert_eq!(got[0].body, got[1].body);
+    assert_eq!(sink.recover("audit").await.unwrap().unwrap().sequence, 1);
 }

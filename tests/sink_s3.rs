@@ -438,3 +438,28 @@ async fn a_stale_run_cannot_overwrite_a_committed_batch() {
     fresh.commit(batch("other", 1, 1..=2)).await.unwrap();
     assert_eq!(fresh.verify("other").await.unwrap().entries, 1);
 }
+
+/// A batch above the multipart threshold is uploaded in parts and still verifies.
+#[tokio::test]
+async fn a_large_batch_is_uploaded_in_parts() {
+    let Some(moto) = Moto::start("large_batch").await else {
+        return;
+    };
+    moto.bucket("large").await;
+    let sink = moto.sink(&moto.settings("large", false));
+    let mut large = batch("audit", 1, 1..=3);
+    let padding = "x".repeat(asana_worker::sinks::s3::MULTIPART_THRESHOLD / 2);
+    large.records = (1..=3)
+        .map(|gid| {
+            let mut value = event(gid);
+            value["padding"] = Value::String(padding.clone());
+            RawValue::from_string(value.to_string()).unwrap()
+        })
+        .collect();
+    sink.commit(large).await.unwrap();
+    let key = sink.data_key("audit", 1).await.unwrap().unwrap();
+    let meta = sink.store().head(&key).await.unwrap();
+    assert!(meta.size > asana_worker::sinks::s3::MULTIPART_THRESHOLD as u64);
+    let report = sink.verify("audit").await.unwrap();
+    assert_eq!((report.entries, report.records), (1, 3));
+}
