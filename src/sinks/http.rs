@@ -627,32 +627,60 @@ impl HttpSink {
         }
     }
 
-    /// Reads the manifest text of `stream`; a line torn by a crash during the last append
-    /// (no trailing newline) is cut off, since that batch was never recorded as delivered and
-    /// will be posted again.
-    fn read_manifest(&self, stream: &str) -> Result<String, SinkError> {
+    /// The last complete line of the manifest of `stream` (None when it has none), read from
+    /// the end of the file so a long manifest is not read whole at every run. A line torn by a
+    /// crash during the last append (no trailing newline) is cut off: that batch was never
+    /// recorded as delivered and will be posted again.
+    fn last_line(&self, stream: &str) -> Result<Option<String>, SinkError> {
+        use std::io::{Read, Seek, SeekFrom};
         let path = self.manifest_path(stream);
-        let mut text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-            Err(e) => return Err(Self::io_error(&path, "read", e)),
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io_error(&path, "open", e)),
         };
-        if !text.is_empty() && !text.ends_with('\n') {
-            let keep = text.rfind('\n').map_or(0, |i| i + 1);
+        let len = file
+            .metadata()
+            .map_err(|e| Self::io_error(&path, "read", e))?
+            .len();
+        // Read ever larger tails until one holds a line start (or the whole file).
+        let mut window = 64 * 1024u64;
+        let (start, tail) = loop {
+            let start = len.saturating_sub(window);
+            let mut tail = Vec::with_capacity((len - start) as usize);
+            file.seek(SeekFrom::Start(start))
+                .and_then(|_| (&mut file).take(len - start).read_to_end(&mut tail))
+                .map_err(|e| Self::io_error(&path, "read", e))?;
+            // The complete lines of the tail (a torn last line excluded), without the final
+            // newline: one more newline in them marks where the last complete line starts.
+            let complete = tail.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+            if start == 0 || tail[..complete].contains(&b'\n') {
+                break (start, tail);
+            }
+            window *= 4;
+        };
+        let mut tail = tail;
+        if !tail.is_empty() && !tail.ends_with(b"\n") {
+            let keep = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
             tracing::warn!(
                 manifest = %path.display(),
                 "Cutting off a manifest line torn by a crash; its batch will be posted again"
             );
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Self::io_error(&path, "open", e))?;
-            file.set_len(keep as u64)
+            file.set_len(start + keep as u64)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Self::io_error(&path, "truncate", e))?;
-            text.truncate(keep);
+            tail.truncate(keep);
         }
-        Ok(text)
+        let text = String::from_utf8_lossy(&tail);
+        Ok(text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_string))
     }
 
     /// Takes the stream's lock file, once per sink; fails as transient while another run
@@ -701,9 +729,8 @@ impl HttpSink {
         if let Some(entry) = cache.get(stream) {
             return Ok(entry.clone());
         }
-        let text = self.read_manifest(stream)?;
-        let entry = match text.lines().rev().find(|l| !l.trim().is_empty()) {
-            Some(line) => Some(serde_json::from_str::<ManifestEntry>(line).map_err(|e| {
+        let entry = match self.last_line(stream)? {
+            Some(line) => Some(serde_json::from_str::<ManifestEntry>(&line).map_err(|e| {
                 SinkError::Corrupt {
                     sink: "http",
                     message: format!(
@@ -797,6 +824,41 @@ mod tests {
             let text = format!("url = \"https://c.example.com/\"\n{} = {value}", info.name);
             toml::from_str::<HttpSinkSettings>(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
+    }
+
+    #[test]
+    fn the_last_manifest_line_is_read_from_the_end_and_a_torn_line_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings: HttpSinkSettings =
+            toml::from_str("url = \"https://c.example.com/\"").unwrap();
+        let sink = HttpSink::new(
+            &settings,
+            &SinkContext {
+                state_dir: dir.path().to_path_buf(),
+            },
+        )
+        .unwrap();
+        assert_eq!(sink.last_line("s").unwrap(), None);
+        let path = sink.manifest_path("s");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Many lines, then one longer than the first read window, then a torn one.
+        let mut text: String = (0..3000).map(|i| format!("line {i:0>90}\n")).collect();
+        let long = format!("long {}", "y".repeat(200_000));
+        text.push_str(&long);
+        text.push('\n');
+        let complete = text.len() as u64;
+        text.push_str("{\"torn");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(sink.last_line("s").unwrap().as_deref(), Some(long.as_str()));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), complete);
+        // Short lines only: the last one.
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(sink.last_line("s").unwrap().as_deref(), Some("c"));
+        std::fs::write(&path, "a\nb\nc").unwrap();
+        assert_eq!(sink.last_line("s").unwrap().as_deref(), Some("b"));
+        std::fs::write(&path, "only-torn").unwrap();
+        assert_eq!(sink.last_line("s").unwrap(), None);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 
     #[test]
