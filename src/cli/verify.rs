@@ -4,7 +4,8 @@
 //!
 //! `--dir DIR` names a stream directory (holding `manifest.jsonl`) or a sink directory (each of
 //! its subdirectories with a manifest is verified); `--job NAME` reads the job's file sink
-//! directory from its job file.
+//! directory from its job file, or checks the manifest of its `s3` sink (in the bucket, every
+//! object included) or `http` sink (the local delivery manifest).
 
 use std::path::{Path, PathBuf};
 
@@ -58,10 +59,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
                 ))
                 .into());
             };
-            let SinkSettings::File(file) = &kind.sink else {
-                return Err(UsageError(format!("job {job:?} does not write to a file sink; only file sinks keep a local manifest")).into());
-            };
-            (file.dir.clone(), Some(job.clone()))
+            match &kind.sink {
+                SinkSettings::File(file) => (file.dir.clone(), Some(job.clone())),
+                remote => return verify_remote(remote, job, &settings).await,
+            }
         }
         (None, None) => {
             return Err(UsageError("give --dir DIR or --job NAME".into()).into());
@@ -139,4 +140,41 @@ fn stream_dirs(dir: &Path, only: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
         );
     }
     Ok(streams)
+}
+
+/// Verifies the manifest an `s3` sink keeps in its bucket (entries, chain, every object) or an
+/// `http` sink keeps in the state directory (entries and chain: a collector cannot be read back).
+async fn verify_remote(
+    sink: &SinkSettings,
+    job: &str,
+    settings: &crate::config::settings::Settings,
+) -> anyhow::Result<u8> {
+    let (place, result) = match sink {
+        SinkSettings::S3(s3) => {
+            let sink = crate::sinks::s3::S3Sink::new(s3)?;
+            let place = format!("s3 bucket {} ({job})", s3.bucket);
+            (
+                place,
+                sink.verify(job).await.map(|r| (r.entries, r.records)),
+            )
+        }
+        SinkSettings::Http(http) => {
+            let context = crate::sinks::SinkContext::from_settings(settings);
+            let sink = crate::sinks::http::HttpSink::new(http, &context)?;
+            let place = sink.manifest_path(job).display().to_string();
+            (place, sink.verify(job).map(|r| (r.entries, r.records)))
+        }
+        SinkSettings::File(_) => bail!("job {job:?} writes to a file sink: verify its directory"),
+    };
+    match result {
+        Ok((entries, records)) => {
+            println!("OK {place}: {entries} batch(es), {records} record(s), chain intact");
+            Ok(super::EXIT_OK)
+        }
+        Err(crate::sinks::SinkError::Corrupt { message, .. }) => {
+            println!("FAILED {place}: {message}");
+            Ok(super::EXIT_FAILURE)
+        }
+        Err(error) => Err(error.into()),
+    }
 }

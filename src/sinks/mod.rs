@@ -186,17 +186,13 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
 /// Builds the sink a job's settings describe.
 pub async fn build(
     settings: &SinkSettings,
-    _context: &SinkContext,
+    context: &SinkContext,
 ) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
-    let sink = match settings {
-        SinkSettings::File(file) => {
-            return Ok(std::sync::Arc::new(file::FileSink::new(file.clone())?));
+    match settings {
+        SinkSettings::File(file) => Ok(std::sync::Arc::new(file::FileSink::new(file.clone())?)),
+        SinkSettings::Http(settings) => {
+            Ok(std::sync::Arc::new(http::HttpSink::new(settings, context)?))
         }
-        SinkSettings::Http(_) => "http",
-        SinkSettings::S3(_) => "s3",
-    };
-    Err(SinkError::Config {
-        sink,
-        message: "this sink is not implemented in this build".into(),
-    })
+        SinkSettings::S3(settings) => Ok(std::sync::Arc::new(s3::S3Sink::new(settings)?)),
+    }
 }
