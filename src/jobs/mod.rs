@@ -6,6 +6,10 @@
 //! needs re-authorization, everything else fails with Asana's message.
 
 pub mod credential_check;
+pub mod export;
+pub mod graph_export;
+pub mod org_export;
+pub mod resource_export;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +113,13 @@ impl JobRunner for KindRunner {
         match &job.kind {
             JobKind::CredentialCheck(settings) => {
                 credential_check::run(&ctx, &job, settings, &client).await
+            }
+            JobKind::OrgExport(settings) => org_export::run(&ctx, &job, settings, &client).await,
+            JobKind::GraphExport(settings) => {
+                graph_export::run(&ctx, &job, settings, &client).await
+            }
+            JobKind::ResourceExport(settings) => {
+                resource_export::run(&ctx, &job, settings, &client).await
             }
         }
     }
