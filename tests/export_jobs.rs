@@ -189,7 +189,9 @@ token_file = "{token}"
     }
 
     async fn sim_exports(&self) -> Vec<Value> {
-        let list = self.admin(reqwest::Method::GET, "/_sim/exports", None).await;
+        let list = self
+            .admin(reqwest::Method::GET, "/_sim/exports", None)
+            .await;
         list["exports"].as_array().cloned().unwrap_or_default()
     }
 
@@ -260,6 +262,24 @@ async fn wait_for_checkpoint(
     }
 }
 
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -279,7 +299,11 @@ fn manifests(dir: &Path) -> Vec<Value> {
 async fn eight_export_jobs_of_one_user_never_exceed_five_concurrent_exports() {
     let setup = Setup::new(sim_config(3)).await;
     let projects = setup.projects();
-    assert!(projects.len() >= 8, "the world has {} projects", projects.len());
+    assert!(
+        projects.len() >= 8,
+        "the world has {} projects",
+        projects.len()
+    );
     for (i, project) in projects.iter().take(8).enumerate() {
         setup.job(
             &format!("graph-{i}"),
@@ -289,7 +313,9 @@ async fn eight_export_jobs_of_one_user_never_exceed_five_concurrent_exports() {
     }
     let mut daemon = setup.start("daemon");
     setup.wait_ready(&mut daemon).await;
-    let ids: Vec<_> = (0..8).map(|i| setup.enqueue(&format!("graph-{i}"))).collect();
+    let ids: Vec<_> = (0..8)
+        .map(|i| setup.enqueue(&format!("graph-{i}")))
+        .collect();
     let store = setup.store().await;
     for id in ids {
         wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(120)).await;
@@ -360,7 +386,11 @@ async fn sigkill_while_polling_and_while_downloading_resumes_the_same_export() {
     assert_eq!(downloading["export_gid"], json!(gid), "the same export");
     let offset = downloading["partial_offset"].as_u64().unwrap();
     kill(&mut second);
-    assert!(setup.log("second").contains("Resuming the export requested earlier"));
+    assert!(
+        setup
+            .log("second")
+            .contains("Resuming the export requested earlier")
+    );
 
     let mut third = setup.start("third");
     setup.wait_ready(&mut third).await;
@@ -379,8 +409,11 @@ async fn sigkill_while_polling_and_while_downloading_resumes_the_same_export() {
     assert_eq!(json!(sha256_file(&file)), exports[0]["sha256"]);
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
-    let log = setup.log("third");
-    assert!(log.contains("Resuming the export requested earlier"), "{log}");
+    let log = strip_ansi(&setup.log("third"));
+    assert!(
+        log.contains("Resuming the export requested earlier"),
+        "{log}"
+    );
     let resumed = log
         .lines()
         .find(|l| l.contains("Downloaded the export"))
@@ -396,10 +429,19 @@ async fn sigkill_while_polling_and_while_downloading_resumes_the_same_export() {
         resumed_from >= offset && resumed_from > 0,
         "the download resumed with Range from the synced offset {offset}: {resumed}"
     );
-    let checkpoint = store.get_checkpoint("org", "export").await.unwrap().unwrap();
+    let checkpoint = store
+        .get_checkpoint("org", "export")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(checkpoint["phase"], "done");
     assert!(
-        !setup.out().join(".partial").read_dir().unwrap().any(|_| true),
+        !setup
+            .out()
+            .join(".partial")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
         "no partial file left"
     );
     stop(&third);
@@ -423,20 +465,33 @@ async fn a_failed_export_ends_the_run_with_the_reason_and_the_next_run_requests_
     let waited = setup.cli(&["jobs", "run", "graph", "--wait", "--timeout-secs", "60"]);
     let stdout = String::from_utf8_lossy(&waited.stdout);
     assert_eq!(waited.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("polling"), "progress shown while waiting: {stdout}");
+    assert!(
+        stdout.contains("polling"),
+        "progress shown while waiting: {stdout}"
+    );
     assert!(
         stdout.contains("Asana reports it as \"failed\""),
         "the reason is shown: {stdout}"
     );
     let first = setup.sim_exports().await;
     assert_eq!(first.len(), 1);
-    assert!(stdout.contains(first[0]["gid"].as_str().unwrap()), "{stdout}");
+    assert!(
+        stdout.contains(first[0]["gid"].as_str().unwrap()),
+        "{stdout}"
+    );
 
     let again = setup.cli(&["jobs", "run", "graph", "--wait", "--timeout-secs", "60"]);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{stdout}");
-    assert!(stdout.contains("downloading") || stdout.contains("done"), "{stdout}");
-    assert_eq!(setup.sim_exports().await.len(), 2, "a new export after the failure");
+    assert!(
+        stdout.contains("downloading") || stdout.contains("done"),
+        "{stdout}"
+    );
+    assert_eq!(
+        setup.sim_exports().await.len(),
+        2,
+        "a new export after the failure"
+    );
     stop(&daemon);
     daemon.wait().unwrap();
 }
@@ -569,13 +624,18 @@ async fn downloads_refuse_plain_http_elsewhere_and_recognise_an_expired_url() {
     let offsets = Offsets::default();
 
     // A worker talking to the real Asana (https) refuses a plain-http URL.
-    let strict = Downloader::new(DownloadPolicy::for_base_url("https://app.asana.com/api/1.0"))
-        .unwrap();
+    let strict = Downloader::new(DownloadPolicy::for_base_url(
+        "https://app.asana.com/api/1.0",
+    ))
+    .unwrap();
     let refused = strict
         .fetch(&url, &partial, 0, &offsets, &cancel)
         .await
         .unwrap_err();
-    assert!(matches!(refused, DownloadError::UrlRefused { .. }), "{refused}");
+    assert!(
+        matches!(refused, DownloadError::UrlRefused { .. }),
+        "{refused}"
+    );
     assert!(refused.to_string().contains("https"), "{refused}");
     assert!(!partial.exists(), "nothing was fetched");
 

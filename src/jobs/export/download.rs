@@ -628,7 +628,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DownloadError> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| DownloadError::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DownloadError::io("cannot rename into place", path, e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| DownloadError::io("cannot rename into place", path, e))?;
     sync_dir(path)
 }
 
@@ -649,16 +650,27 @@ mod tests {
     fn only_https_or_the_simulators_loopback_host_is_allowed() {
         let sim = DownloadPolicy::for_base_url("http://127.0.0.1:4010/api/1.0");
         assert!(sim.check("http://127.0.0.1:4010/_sim/downloads/x").is_ok());
-        assert!(sim.check("https://s3.amazonaws.com/bucket/key?X-Amz=1").is_ok());
+        assert!(
+            sim.check("https://s3.amazonaws.com/bucket/key?X-Amz=1")
+                .is_ok()
+        );
         let error = sim.check("http://example.com/file.gz").unwrap_err();
         assert!(matches!(error, DownloadError::UrlRefused { .. }), "{error}");
         assert!(sim.check("ftp://127.0.0.1/file").is_err());
         assert!(sim.check("https://user:pw@example.com/file").is_err());
         let real = DownloadPolicy::for_base_url("https://app.asana.com/api/1.0");
-        assert!(real.check("http://127.0.0.1:4010/_sim/downloads/x").is_err());
-        assert!(real.check("https://asana-export.s3.amazonaws.com/x").is_ok());
+        assert!(
+            real.check("http://127.0.0.1:4010/_sim/downloads/x")
+                .is_err()
+        );
+        assert!(
+            real.check("https://asana-export.s3.amazonaws.com/x")
+                .is_ok()
+        );
         // The signature never appears in the error.
-        let error = real.check("http://example.com/f?X-Amz-Signature=secret").unwrap_err();
+        let error = real
+            .check("http://example.com/f?X-Amz-Signature=secret")
+            .unwrap_err();
         assert!(!error.to_string().contains("secret"), "{error}");
     }
 
@@ -671,7 +683,9 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
         assert_eq!(
-            s3_code("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"),
+            s3_code(
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            ),
             "AccessDenied: Request has expired"
         );
     }

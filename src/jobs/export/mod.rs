@@ -480,16 +480,16 @@ impl Exporter<'_> {
         if state.phase == Phase::Delivering {
             if let Some(sink) = &self.settings.deliver {
                 let file = self.settings.output_dir.join(&manifest.file);
-                deliver(sink, &file, &manifest).await.map_err(|error| {
-                    JobOutcome::Retry {
+                deliver(sink, &file, &manifest)
+                    .await
+                    .map_err(|error| JobOutcome::Retry {
                         delay: None,
                         error: format!(
                             "export {} was downloaded to {} but its delivery failed: {error}",
                             state.export_gid,
                             file.display()
                         ),
-                    }
-                })?;
+                    })?;
                 tracing::info!(job = %self.job.name, export = %state.export_gid, "Delivered the export file");
             }
             state.phase = Phase::Done;
@@ -644,7 +644,9 @@ impl Exporter<'_> {
             let status = match self.target.status(self.client, &state.export_gid).await {
                 Ok(status) => status,
                 Err(AsanaError::NotFound { message }) => {
-                    return Err(self.failed(state, format!("it no longer exists ({message})")).await);
+                    return Err(self
+                        .failed(state, format!("it no longer exists ({message})"))
+                        .await);
                 }
                 Err(error) => return Err(super::outcome_for_error(self.job, &error)),
             };
@@ -757,7 +759,9 @@ impl Exporter<'_> {
                         .await);
                 }
                 Err(AsanaError::NotFound { message }) => {
-                    return Err(self.failed(state, format!("it no longer exists ({message})")).await);
+                    return Err(self
+                        .failed(state, format!("it no longer exists ({message})"))
+                        .await);
                 }
                 Err(error) => return Err(super::outcome_for_error(self.job, &error)),
             };
@@ -825,13 +829,16 @@ impl Exporter<'_> {
                         });
                     }
                     tracing::info!(job = %self.job.name, export = %state.export_gid, %message, offset = state.partial_offset, "Download interrupted; resuming");
-                    self.sleep(Duration::from_secs(1 << failures.min(5))).await?;
+                    self.sleep(Duration::from_secs(1 << failures.min(5)))
+                        .await?;
                 }
                 Err(DownloadError::Cancelled) => return Err(JobOutcome::Interrupted),
                 Err(DownloadError::Progress(message)) if message.contains("lease") => {
                     return Err(JobOutcome::Interrupted);
                 }
-                Err(error @ (DownloadError::UrlRefused { .. } | DownloadError::TooLarge { .. })) => {
+                Err(
+                    error @ (DownloadError::UrlRefused { .. } | DownloadError::TooLarge { .. }),
+                ) => {
                     return Err(JobOutcome::Failed {
                         error: format!("export {}: {error}", state.export_gid),
                     });

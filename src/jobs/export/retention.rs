@@ -83,7 +83,9 @@ pub fn manifests(dir: &Path, job: &str) -> Result<Vec<(PathBuf, Manifest)>, Rete
         match manifest {
             Some(manifest) if manifest.job == job => found.push((path, manifest)),
             Some(_) => {}
-            None => tracing::warn!(path = %path.display(), "Skipping an unreadable export manifest"),
+            None => {
+                tracing::warn!(path = %path.display(), "Skipping an unreadable export manifest")
+            }
         }
     }
     found.sort_by(|a, b| {
