@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_daemon;
+pub mod bench_export;
 pub mod bench_sim;
 pub mod common;
 pub mod creds;

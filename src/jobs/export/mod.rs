@@ -1016,3 +1016,75 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o750)
         .create(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::jobs::{JobKind, ValidationContext, parse_job};
+
+    fn parse(text: &str) -> Result<JobSpec, Vec<String>> {
+        let context = ValidationContext {
+            credentials: ["sa".to_string()].into_iter().collect(),
+        };
+        parse_job(Path::new("jobs/e.toml"), text, &context)
+            .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn export_kinds_parse_with_shared_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out").display().to_string();
+        let job = parse(&format!(
+            "name = \"o\"\nkind = \"org_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\norganization = \"1\"\noutput_dir = \"{out}\"\nkeep_for = \"30d\"\n"
+        ))
+        .unwrap();
+        let JobKind::OrgExport(settings) = job.kind else {
+            panic!("{:?}", job.kind)
+        };
+        assert_eq!(settings.organization, "1");
+        assert_eq!(settings.export.poll_interval, Duration::from_secs(30));
+        assert_eq!(settings.export.keep_last, 7);
+        assert_eq!(
+            settings.export.keep_for,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(settings.export.deliver, None);
+        let policy = settings
+            .export
+            .download_policy("https://app.asana.com/api/1.0");
+        assert!(policy.http_hosts.is_empty());
+        assert_eq!(policy.max_bytes, 102_400 << 20);
+
+        let job = parse(&format!(
+            "name = \"r\"\nkind = \"resource_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\nworkspace = \"1\"\nresource_types = [\"task\", \"team\"]\noutput_dir = \"{out}\"\n[settings.deliver]\ntype = \"s3\"\nbucket = \"b\"\n"
+        ))
+        .unwrap();
+        let JobKind::ResourceExport(settings) = job.kind else {
+            panic!("{:?}", job.kind)
+        };
+        assert_eq!(settings.resource_types, ["task", "team"]);
+        assert!(matches!(settings.export.deliver, Some(SinkSettings::S3(_))));
+    }
+
+    #[test]
+    fn export_settings_problems_are_reported_in_place() {
+        let errors = parse(
+            "name = \"g\"\nkind = \"graph_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\npoll_interval = 5\nresource_types = [1]\n",
+        )
+        .unwrap_err();
+        let text = errors.join("\n");
+        assert!(text.contains("missing required setting `parent`"), "{text}");
+        assert!(
+            text.contains("missing required setting `output_dir`"),
+            "{text}"
+        );
+        assert!(text.contains("jobs/e.toml:6:17"), "{text}");
+        assert!(text.contains("unknown setting `resource_types`"), "{text}");
+    }
+
+    #[test]
+    fn file_names_are_safe() {
+        assert_eq!(sanitize("../12/a b"), "_12_a_b");
+        assert_eq!(sanitize("1200042000000001"), "1200042000000001");
+    }
+}
