@@ -171,6 +171,13 @@ pub async fn run(args: ExportBenchArgs) -> anyhow::Result<u8> {
             figures["verify_secs"].as_f64().unwrap_or_default(),
             figures["vm_hwm_kib"].as_f64().unwrap_or_default() / 1024.0
         );
+        println!(
+            "           writer thread: write {:.2} s, sha256 {:.2} s, final fsync {:.2} s, waiting for the network {:.2} s",
+            figures["write_secs"].as_f64().unwrap_or_default(),
+            figures["hash_secs"].as_f64().unwrap_or_default(),
+            figures["fsync_secs"].as_f64().unwrap_or_default(),
+            figures["writer_idle_secs"].as_f64().unwrap_or_default(),
+        );
         if best_worker.as_ref().is_none_or(|(best, _)| secs < *best) {
             best_worker = Some((secs, figures));
         }
@@ -284,6 +291,10 @@ async fn child(url: &str, base_url: &str, out: &Path) -> anyhow::Result<u8> {
             "download_secs": download_secs,
             "verify_secs": verify_secs,
             "vm_hwm_kib": vm_hwm_kib,
+            "write_secs": fetched.timings.write.as_secs_f64(),
+            "hash_secs": fetched.timings.hash.as_secs_f64(),
+            "fsync_secs": fetched.timings.fsync.as_secs_f64(),
+            "writer_idle_secs": fetched.timings.idle.as_secs_f64(),
         })
     );
     Ok(super::EXIT_OK)

@@ -355,6 +355,10 @@ pub struct ExportState {
     /// Why it failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// The run that requested it: a retry of that run after the export is `done` (a crash
+    /// between the last checkpoint and the run's completion) completes without a new export.
+    #[serde(default)]
+    pub run_id: Option<String>,
 }
 
 impl ExportState {
@@ -458,6 +462,16 @@ impl Exporter<'_> {
                 tracing::info!(
                     job = %self.job.name, export = %state.export_gid, phase = ?state.phase,
                     "Resuming the export requested earlier"
+                );
+                (state, None)
+            }
+            Some(state)
+                if state.phase == Phase::Done
+                    && state.run_id.as_deref() == Some(self.ctx.run.id.to_string().as_str()) =>
+            {
+                tracing::info!(
+                    job = %self.job.name, export = %state.export_gid,
+                    "This run's export is already complete"
                 );
                 (state, None)
             }
@@ -604,6 +618,7 @@ impl Exporter<'_> {
                         file: None,
                         sha256: None,
                         error: None,
+                        run_id: Some(self.ctx.run.id.to_string()),
                     };
                     if let Err(outcome) = self.save(&state).await {
                         tracing::error!(
