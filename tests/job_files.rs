@@ -520,7 +520,9 @@ fn a_valid_directory_loads_with_every_field() {
 
     let full = &jobs[0];
     assert_eq!(full.kind.name(), "credential_check");
-    let JobKind::CredentialCheck(settings) = &full.kind;
+    let JobKind::CredentialCheck(settings) = &full.kind else {
+        panic!("{:?}", full.kind)
+    };
     assert_eq!(
         settings.expected_owner.as_deref(),
         Some("service-account@example.com")
@@ -543,7 +545,9 @@ fn a_valid_directory_loads_with_every_field() {
     );
 
     let minimal = &jobs[1];
-    let JobKind::CredentialCheck(settings) = &minimal.kind;
+    let JobKind::CredentialCheck(settings) = &minimal.kind else {
+        panic!("{:?}", minimal.kind)
+    };
     assert_eq!(settings.expected_owner, None);
     assert_eq!(minimal.schedule, Schedule::Every(Duration::from_secs(300)));
     assert_eq!(minimal.timezone, chrono_tz::UTC);

@@ -641,9 +641,8 @@ fn start_writeback(file: &File) {
     {
         use std::os::fd::AsRawFd;
         // SAFETY: a valid open file descriptor; the call only schedules writeback.
-        let _ = unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
-        };
+        let _ =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
     }
     #[cfg(not(target_os = "linux"))]
     let _ = file;
