@@ -152,7 +152,10 @@ pub async fn run(
         let stop = components.clone();
         tracker.spawn(async move { scheduler.run(stop).await });
     }
-    let runner = Arc::new(KindRunner::new(jobs_rx.clone(), clients));
+    let runner = Arc::new(
+        KindRunner::new(jobs_rx.clone(), clients)
+            .with_sink_context(crate::sinks::SinkContext::from_settings(&settings)),
+    );
     let pool = Arc::new(WorkerPool::new(
         store.clone(),
         clock.clone(),

@@ -3,7 +3,8 @@
 //! a 429; a SIGKILL while polling and again while downloading resumes the same export (no second
 //! export in the simulator) and the file's sha256 matches the simulator's; a failed export ends
 //! the run with the reason; retention prunes; a resource export meeting the one-per-workspace
-//! 403 waits and retries; downloads refuse non-https URLs and recognise expired ones.
+//! 403 waits and retries; downloads refuse non-https URLs and recognise expired ones; a
+//! downloaded file is delivered to an s3 sink (moto; SKIPPED without it).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,11 @@ use asana_worker::sim::{SimConfig, SimServer};
 use asana_worker::store::{self, RunState, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+#[path = "support/moto.rs"]
+mod moto;
+
+use moto::Moto;
 
 const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
 
@@ -123,6 +129,19 @@ token_file = "{token}"
             .args(["run", "--config"])
             .arg(self.config())
             .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn start_with_env(&self, name: &str, env: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -690,4 +709,78 @@ async fn downloads_refuse_plain_http_elsewhere_and_recognise_an_expired_url() {
         Err(DownloadError::Corrupt { .. })
     ));
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloaded_export_is_delivered_to_the_s3_sink_with_its_manifest() {
+    let Some(moto) = Moto::start("export delivery").await else {
+        return;
+    };
+    moto.bucket("exports").await;
+    let setup = Setup::new(sim_config(1)).await;
+    let workspace = setup.workspace();
+    setup.job(
+        "org",
+        "org_export",
+        &format!(
+            "organization = \"{workspace}\"\n[settings.deliver]\ntype = \"s3\"\nbucket = \"exports\"\nprefix = \"asana\"\nendpoint = \"{}\"\nallow_http = true\naccess_key_id_env = \"EXPORT_TEST_KEY\"\nsecret_access_key_env = \"EXPORT_TEST_SECRET\"",
+            moto.endpoint
+        ),
+    );
+    let mut daemon = setup.start_with_env(
+        "daemon",
+        &[
+            ("EXPORT_TEST_KEY", "testing"),
+            ("EXPORT_TEST_SECRET", "testing"),
+        ],
+    );
+    setup.wait_ready(&mut daemon).await;
+    let id = setup.enqueue("org");
+    let store = setup.store().await;
+    wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(60)).await;
+    let manifest = manifests(&setup.out()).remove(0);
+    let file = manifest["file"].as_str().unwrap();
+    let object = reqwest::get(format!("{}/exports/asana/org/{file}", moto.endpoint))
+        .await
+        .unwrap();
+    assert!(object.status().is_success(), "{}", object.status());
+    let bytes = object.bytes().await.unwrap();
+    assert_eq!(
+        json!(hex::encode(Sha256::digest(&bytes))),
+        manifest["sha256"]
+    );
+    let listing = reqwest::get(format!("{}/exports?list-type=2", moto.endpoint))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The sink's sha256 sidecars sit beside the file and the manifest.
+    for key in [
+        format!("asana/org/{file}"),
+        format!("asana/org/{file}.sha256"),
+        format!("asana/org/{file}.manifest.json"),
+        format!("asana/org/{file}.manifest.json.sha256"),
+    ] {
+        assert!(
+            listing.contains(&format!("<Key>{key}</Key>")),
+            "{key}: {listing}"
+        );
+    }
+    let uploaded_manifest = reqwest::get(format!(
+        "{}/exports/asana/org/{file}.manifest.json",
+        moto.endpoint
+    ))
+    .await
+    .unwrap();
+    assert!(uploaded_manifest.status().is_success());
+    let checkpoint = store
+        .get_checkpoint("org", "export")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint["phase"], "done");
+    assert!(setup.log("daemon").contains("Delivered the export file"));
+    stop(&daemon);
+    daemon.wait().unwrap();
 }

@@ -521,7 +521,7 @@ fn a_valid_directory_loads_with_every_field() {
     let full = &jobs[0];
     assert_eq!(full.kind.name(), "credential_check");
     let JobKind::CredentialCheck(settings) = &full.kind else {
-        panic!("{:?}", full.kind)
+        panic!("a credential_check job");
     };
     assert_eq!(
         settings.expected_owner.as_deref(),
@@ -546,7 +546,7 @@ fn a_valid_directory_loads_with_every_field() {
 
     let minimal = &jobs[1];
     let JobKind::CredentialCheck(settings) = &minimal.kind else {
-        panic!("{:?}", minimal.kind)
+        panic!("a credential_check job");
     };
     assert_eq!(settings.expected_owner, None);
     assert_eq!(minimal.schedule, Schedule::Every(Duration::from_secs(300)));

@@ -447,6 +447,19 @@ impl AsanaClient {
     /// pauses the whole token for its `Retry-After` (the budget makes every job wait), after
     /// which the attempt is repeated without further delay.
     pub async fn execute(&self, request: &ApiRequest) -> Result<Value, AsanaError> {
+        let raw = self.execute_raw(request).await?;
+        serde_json::from_str(raw.get()).map_err(|e| AsanaError::Decode {
+            context: format!("{} {}", request.method, request.path),
+            message: e.to_string(),
+        })
+    }
+
+    /// Like [`AsanaClient::execute`], returning the body's bytes exactly as Asana sent them
+    /// (checked to be JSON), for data that must be stored unchanged (audit-log events).
+    pub async fn execute_raw(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<Box<serde_json::value::RawValue>, AsanaError> {
         let retry = &self.inner.config.retry;
         let mut backoff = ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(retry.min_delay_ms))
@@ -513,7 +526,11 @@ impl AsanaClient {
     }
 
     /// One attempt: permit, send, read the body, classify.
-    async fn attempt(&self, request: &ApiRequest, demand: &Demand) -> Result<Value, AsanaError> {
+    async fn attempt(
+        &self,
+        request: &ApiRequest,
+        demand: &Demand,
+    ) -> Result<Box<serde_json::value::RawValue>, AsanaError> {
         let budget = &self.inner.budget;
         let permit = budget.acquire(demand.clone(), &self.ctx.cancel).await?;
         let token_name = budget.config().name.clone();
@@ -546,12 +563,16 @@ impl AsanaClient {
         if status.is_success() {
             drop(permit);
             if body.is_empty() {
-                return Ok(Value::Null);
+                return Ok(
+                    serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
+                );
             }
-            return serde_json::from_slice(&body).map_err(|e| AsanaError::Decode {
-                context: format!("{} {}", request.method, request.path),
-                message: e.to_string(),
-            });
+            return serde_json::from_slice::<&serde_json::value::RawValue>(&body)
+                .map(ToOwned::to_owned)
+                .map_err(|e| AsanaError::Decode {
+                    context: format!("{} {}", request.method, request.path),
+                    message: e.to_string(),
+                });
         }
         let error = AsanaError::from_response(status, &headers, &body);
         if let AsanaError::RateLimited { retry_after, .. } = &error {

@@ -52,6 +52,8 @@ pub enum BenchTarget {
     Budget(BudgetBenchArgs),
     /// Downloading a large export from the simulator: peak RSS and speed against curl.
     ExportDownload(super::bench_export::ExportBenchArgs),
+    /// A 90-day audit-log backfill: sequential page walk versus concurrent time slices.
+    AuditLog(super::bench_audit::AuditBenchArgs),
 }
 
 /// Arguments of `bench budget`.
@@ -130,6 +132,7 @@ struct Outcome {
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     match args.target {
         BenchTarget::Budget(args) => budget(args).await,
+        BenchTarget::AuditLog(args) => super::bench_audit::run(args).await,
         BenchTarget::Queue(args) => super::bench_daemon::queue(args).await,
         BenchTarget::Scheduler(args) => super::bench_daemon::scheduler(args).await,
         BenchTarget::ExportDownload(args) => super::bench_export::run(args).await,

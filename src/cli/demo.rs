@@ -37,7 +37,12 @@ const EXAMPLE_JOBS: &[(&str, &str)] = &[
         "check-pat-free.toml",
         include_str!("../../jobs/check-pat-free.toml"),
     ),
+    ("audit-log.toml", include_str!("../../jobs/audit-log.toml")),
 ];
+
+/// The sink directory written in `jobs/audit-log.toml`, replaced by one in the demo's
+/// temporary directory.
+const AUDIT_LOG_DIR: &str = "/var/lib/asana-worker/audit-log";
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -79,7 +84,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .tempdir()?;
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir)?;
+    let workspace = sim.state().world().workspace.gid.clone();
+    let audit_dir = dir.path().join("audit-log");
     for (name, text) in EXAMPLE_JOBS {
+        let text = text
+            .replace("WORKSPACE_GID", &workspace)
+            .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string());
         std::fs::write(jobs_dir.join(name), text)?;
     }
     let mut settings = Settings::default();

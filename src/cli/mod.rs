@@ -2,6 +2,7 @@
 //! to documented exit codes.
 
 pub mod bench;
+pub mod bench_audit;
 pub mod bench_daemon;
 pub mod bench_export;
 pub mod bench_sim;
@@ -14,6 +15,7 @@ pub mod run;
 pub mod runs;
 pub mod sim;
 pub mod validate;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -61,6 +63,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Stored, encrypted credentials: add, list, delete, rotate the master key.
     Creds(creds::CredsArgs),
+    /// Check a file sink's manifest chain and segments (exit 1 on any tampering).
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -102,6 +106,7 @@ async fn run_async(command: Command) -> anyhow::Result<u8> {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Creds(args) => creds::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }
 

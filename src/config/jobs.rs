@@ -50,6 +50,8 @@ pub enum JobKind {
     GraphExport(crate::jobs::graph_export::GraphExportSettings),
     /// Exports a workspace's objects of some types and downloads the file.
     ResourceExport(crate::jobs::resource_export::ResourceExportSettings),
+    /// Pulls a workspace's audit-log events into a sink, exactly once.
+    AuditLog(Box<AuditLogSettings>),
 }
 
 impl JobKind {
@@ -59,6 +61,7 @@ impl JobKind {
         "org_export",
         "graph_export",
         "resource_export",
+        "audit_log",
     ];
 
     /// The kind's name.
@@ -68,6 +71,7 @@ impl JobKind {
             JobKind::OrgExport(_) => "org_export",
             JobKind::GraphExport(_) => "graph_export",
             JobKind::ResourceExport(_) => "resource_export",
+            JobKind::AuditLog(_) => "audit_log",
         }
     }
 }
@@ -80,6 +84,72 @@ pub struct CredentialCheckSettings {
     /// belongs to someone else (a swapped or mis-pasted token).
     #[serde(default)]
     pub expected_owner: Option<String>,
+}
+
+/// Settings of `audit_log` jobs (see [`AUDIT_LOG_SETTINGS`] and `crate::jobs::audit_log`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSettings {
+    /// The workspace (organization) whose log is read.
+    pub workspace: String,
+    /// Only these event types: one is passed to Asana as a filter, several are filtered by
+    /// the worker (Asana's filter takes one value).
+    #[serde(default)]
+    pub event_type: Vec<String>,
+    /// Only this actor type.
+    #[serde(default)]
+    pub actor_type: Option<String>,
+    /// Only this actor.
+    #[serde(default)]
+    pub actor_gid: Option<String>,
+    /// Only this resource.
+    #[serde(default)]
+    pub resource_gid: Option<String>,
+    /// How far back the first run starts (at most 90 days: Asana's retention).
+    #[serde(default = "default_audit_start", deserialize_with = "de_duration")]
+    pub start: Duration,
+    /// The tail's window re-read on every run to catch late events.
+    #[serde(default = "default_audit_overlap", deserialize_with = "de_duration")]
+    pub overlap: Duration,
+    /// Time slices the initial range is split into and fetched concurrently.
+    #[serde(default = "default_backfill_slices")]
+    pub backfill_slices: u32,
+    /// Events per request (1..=100).
+    #[serde(default = "default_audit_page_size")]
+    pub page_size: u32,
+    /// Keep polling the tail for this long within one run (a continuous tail); none = one pass.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub tail_for: Option<Duration>,
+    /// Pause between polls of a continuous tail.
+    #[serde(default = "default_poll_interval", deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// Warn when the oldest position still needed is this close to the 90-day retention.
+    #[serde(
+        default = "default_retention_warning",
+        deserialize_with = "de_duration"
+    )]
+    pub retention_warning: Duration,
+    /// Where the events go.
+    pub sink: crate::sinks::SinkSettings,
+}
+
+fn default_audit_start() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_audit_overlap() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_backfill_slices() -> u32 {
+    8
+}
+fn default_audit_page_size() -> u32 {
+    100
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retention_warning() -> Duration {
+    Duration::from_secs(7 * 86400)
 }
 
 /// When a job fires.
@@ -370,6 +440,88 @@ const CREDENTIAL_CHECK_SETTINGS: &[SettingInfo] = &[SettingInfo {
     doc: "gid or email of the user the credential must act as (fails on a swapped token)",
 }];
 
+/// Keys of `audit_log` jobs' `[settings]`.
+pub const AUDIT_LOG_SETTINGS: &[SettingInfo] = &[
+    SettingInfo {
+        name: "workspace",
+        ty: SettingType::String,
+        default: REQUIRED,
+        doc: "gid of the workspace (organization) whose audit log is pulled",
+    },
+    SettingInfo {
+        name: "event_type",
+        ty: SettingType::StringList,
+        default: "[] (all)",
+        doc: "only these event types, e.g. [\"user_login_succeeded\"]",
+    },
+    SettingInfo {
+        name: "actor_type",
+        ty: SettingType::String,
+        default: "none",
+        doc: "only this actor type: user, asana, asana_support, anonymous, external_administrator",
+    },
+    SettingInfo {
+        name: "actor_gid",
+        ty: SettingType::String,
+        default: "none",
+        doc: "only events by this actor",
+    },
+    SettingInfo {
+        name: "resource_gid",
+        ty: SettingType::String,
+        default: "none",
+        doc: "only events about this resource",
+    },
+    SettingInfo {
+        name: "start",
+        ty: SettingType::Duration,
+        default: "\"7d\"",
+        doc: "how far back the first run starts (at most \"90d\")",
+    },
+    SettingInfo {
+        name: "overlap",
+        ty: SettingType::Duration,
+        default: "\"5m\"",
+        doc: "window re-read on every run to deliver late events (de-duplicated by gid)",
+    },
+    SettingInfo {
+        name: "backfill_slices",
+        ty: SettingType::Integer,
+        default: "8",
+        doc: "time slices the initial range is split into and fetched concurrently",
+    },
+    SettingInfo {
+        name: "page_size",
+        ty: SettingType::Integer,
+        default: "100",
+        doc: "events per request (1 to 100)",
+    },
+    SettingInfo {
+        name: "tail_for",
+        ty: SettingType::Duration,
+        default: "none",
+        doc: "keep polling the tail for this long within one run (a continuous tail)",
+    },
+    SettingInfo {
+        name: "poll_interval",
+        ty: SettingType::Duration,
+        default: "\"30s\"",
+        doc: "pause between polls of a continuous tail",
+    },
+    SettingInfo {
+        name: "retention_warning",
+        ty: SettingType::Duration,
+        default: "\"7d\"",
+        doc: "warn when the oldest position still needed is this close to the 90-day retention",
+    },
+    SettingInfo {
+        name: "sink",
+        ty: SettingType::Sink,
+        default: REQUIRED,
+        doc: "where events go: [settings.sink] with type = \"file\" (or \"http\", \"s3\")",
+    },
+];
+
 impl JobKind {
     /// The `[settings]` keys a kind accepts, or None for an unknown kind; used to validate
     /// settings and to list them in hints.
@@ -379,6 +531,7 @@ impl JobKind {
             "org_export" => Some(crate::jobs::org_export::SETTINGS),
             "graph_export" => Some(crate::jobs::graph_export::SETTINGS),
             "resource_export" => Some(crate::jobs::resource_export::SETTINGS),
+            "audit_log" => Some(AUDIT_LOG_SETTINGS),
             _ => None,
         }
     }
@@ -1063,6 +1216,8 @@ fn check_kind(
             crate::jobs::resource_export::ResourceExportSettings::deserialize(deserializer)
                 .map(JobKind::ResourceExport)
         }
+        "audit_log" => AuditLogSettings::deserialize(deserializer)
+            .map(|settings| JobKind::AuditLog(Box::new(settings))),
         other => {
             check.at(
                 kind.span(),
@@ -1532,6 +1687,116 @@ mod tests {
 
     fn parse(source: &str) -> Result<JobSpec, Vec<Diagnostic>> {
         parse_job(Path::new("jobs/t.toml"), source, &context())
+    }
+
+    fn audit_job(settings: &str) -> String {
+        format!(
+            "name = \"audit\"\nkind = \"audit_log\"\nevery = \"1m\"\ncredential = \"sa\"\n\n[settings]\n{settings}"
+        )
+    }
+
+    #[test]
+    fn an_audit_log_job_reads_its_string_list_and_nested_file_sink() {
+        let out = tempfile::tempdir().unwrap();
+        let source = audit_job(&format!(
+            "workspace = \"123\"\nevent_type = [\"user_login_succeeded\", \"task_deleted\"]\nstart = \"30d\"\n\n[settings.sink]\ntype = \"file\"\ndir = {:?}\ngzip = true\nrotate_every = \"15m\"\n",
+            out.path().display().to_string()
+        ));
+        let job = parse(&source).unwrap();
+        let JobKind::AuditLog(settings) = &job.kind else {
+            panic!("an audit_log job: {job:?}");
+        };
+        assert_eq!(settings.workspace, "123");
+        assert_eq!(
+            settings.event_type,
+            ["user_login_succeeded", "task_deleted"]
+        );
+        assert_eq!(settings.start, Duration::from_secs(30 * 86400));
+        assert_eq!(settings.overlap, Duration::from_secs(300), "default");
+        assert_eq!(settings.backfill_slices, 8, "default");
+        let crate::sinks::SinkSettings::File(file) = &settings.sink else {
+            panic!("a file sink");
+        };
+        assert_eq!(file.dir, out.path());
+        assert!(file.gzip);
+        assert_eq!(file.rotate_every, Duration::from_secs(900));
+        assert_eq!(file.rotate_bytes, 64 * 1024 * 1024, "default");
+    }
+
+    #[test]
+    fn audit_log_setting_errors_are_reported_at_their_place() {
+        let out = tempfile::tempdir().unwrap();
+        // Line 7: event_type with a number; the sink table from line 9 with an unknown type
+        // key, a wrong-typed gzip and a misspelt key.
+        let source = audit_job(&format!(
+            "event_type = [\"a\", 3]\n\n[settings.sink]\ntype = \"file\"\ndir = {:?}\ngzip = \"yes\"\nrotate_bites = 10\n",
+            out.path().display().to_string()
+        ));
+        let text: Vec<String> = parse(&source)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text.len(), 4, "{text:#?}");
+        assert!(
+            text[0].starts_with(
+                "jobs/t.toml: missing required setting `workspace` for kind \"audit_log\""
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with(
+                "jobs/t.toml:7:20: `event_type` must hold only strings, found an integer"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("jobs/t.toml:12:8: `gzip` must be true or false, found a string"),
+            "{text:#?}"
+        );
+        assert!(
+            text[3].starts_with(
+                "jobs/t.toml:13:1: unknown setting `rotate_bites` for kind \"file sink\""
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[3].contains("did you mean `rotate_bytes`?"),
+            "{text:#?}"
+        );
+
+        // A sink of an unknown type, and a sink without `type`.
+        let source = audit_job("workspace = \"1\"\n\n[settings.sink]\ntype = \"fiel\"\n");
+        let errors = parse(&source).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("jobs/t.toml:10:8: unknown sink type \"fiel\""),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].to_string().contains("did you mean \"file\"?"));
+        let source = audit_job("workspace = \"1\"\nsink = { dir = \"x\" }\n");
+        let errors = parse(&source).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("jobs/t.toml:8:8: the sink `sink` has no `type`"),
+            "{}",
+            errors[0]
+        );
+        // A missing sink is named.
+        let errors = parse(&audit_job("workspace = \"1\"\n")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("missing required setting `sink` for kind \"audit_log\""),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

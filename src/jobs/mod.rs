@@ -5,6 +5,7 @@
 //! errors to outcomes the same way for every kind: transient errors retry, a rejected credential
 //! needs re-authorization, everything else fails with Asana's message.
 
+pub mod audit_log;
 pub mod credential_check;
 pub mod export;
 pub mod graph_export;
@@ -22,6 +23,7 @@ use crate::budget::{BudgetError, Priority};
 use crate::config::jobs::{JobKind, JobSpec};
 use crate::credentials::{ClientPool, CredentialError};
 use crate::scheduler::JobSet;
+use crate::sinks::SinkContext;
 use crate::store::Trigger;
 use crate::worker::{JobOutcome, JobRunner, RunContext};
 
@@ -74,12 +76,25 @@ fn outcome_for_credential_error(error: &CredentialError) -> JobOutcome {
 pub struct KindRunner {
     jobs: watch::Receiver<JobSet>,
     clients: Arc<ClientPool>,
+    sink_context: SinkContext,
 }
 
 impl KindRunner {
     /// A runner over the live job set and the process's clients.
     pub fn new(jobs: watch::Receiver<JobSet>, clients: Arc<ClientPool>) -> Self {
-        Self { jobs, clients }
+        Self {
+            jobs,
+            clients,
+            sink_context: SinkContext {
+                state_dir: std::path::PathBuf::from("."),
+            },
+        }
+    }
+
+    /// Sets what sinks are built with (the daemon's state directory).
+    pub fn with_sink_context(mut self, sink_context: SinkContext) -> Self {
+        self.sink_context = sink_context;
+        self
     }
 
     fn job(&self, name: &str) -> Option<JobSpec> {
@@ -120,6 +135,9 @@ impl JobRunner for KindRunner {
             }
             JobKind::ResourceExport(settings) => {
                 resource_export::run(&ctx, &job, settings, &client).await
+            }
+            JobKind::AuditLog(settings) => {
+                audit_log::run(&ctx, &job, settings, &client, &self.sink_context).await
             }
         }
     }

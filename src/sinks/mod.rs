@@ -12,6 +12,7 @@
 
 pub mod file;
 pub mod http;
+pub mod manifest;
 pub mod s3;
 
 use std::path::PathBuf;
@@ -94,6 +95,22 @@ pub struct SinkContext {
     pub state_dir: PathBuf,
 }
 
+impl SinkContext {
+    /// The state directory of a daemon: the directory of its SQLite database, or the working
+    /// directory with PostgreSQL.
+    pub fn from_settings(settings: &crate::config::settings::Settings) -> SinkContext {
+        let url = &settings.database.url;
+        let state_dir = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|path| path.split('?').next().unwrap_or(path))
+            .and_then(|path| std::path::Path::new(path).parent().map(PathBuf::from))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        SinkContext { state_dir }
+    }
+}
+
 /// Errors of sinks.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -166,19 +183,16 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     async fn rotate_if_due(&self, stream: &str, now: DateTime<Utc>) -> Result<(), SinkError>;
 }
 
-/// Builds the sink a job's settings describe. (Sink implementations land with the audit-log
-/// and sinks work; until then this reports the sink as unavailable.)
+/// Builds the sink a job's settings describe.
 pub async fn build(
     settings: &SinkSettings,
-    _context: &SinkContext,
+    context: &SinkContext,
 ) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
-    let sink = match settings {
-        SinkSettings::File(_) => "file",
-        SinkSettings::Http(_) => "http",
-        SinkSettings::S3(_) => "s3",
-    };
-    Err(SinkError::Config {
-        sink,
-        message: "this sink is not implemented in this build".into(),
-    })
+    match settings {
+        SinkSettings::File(file) => Ok(std::sync::Arc::new(file::FileSink::new(file.clone())?)),
+        SinkSettings::Http(settings) => {
+            Ok(std::sync::Arc::new(http::HttpSink::new(settings, context)?))
+        }
+        SinkSettings::S3(settings) => Ok(std::sync::Arc::new(s3::S3Sink::new(settings)?)),
+    }
 }

@@ -494,16 +494,7 @@ impl Exporter<'_> {
         if state.phase == Phase::Delivering {
             if let Some(sink) = &self.settings.deliver {
                 let file = self.settings.output_dir.join(&manifest.file);
-                deliver(sink, &file, &manifest)
-                    .await
-                    .map_err(|error| JobOutcome::Retry {
-                        delay: None,
-                        error: format!(
-                            "export {} was downloaded to {} but its delivery failed: {error}",
-                            state.export_gid,
-                            file.display()
-                        ),
-                    })?;
+                deliver(sink, &file, &manifest).await?;
                 tracing::info!(job = %self.job.name, export = %state.export_gid, "Delivered the export file");
             }
             state.phase = Phase::Done;
@@ -996,16 +987,46 @@ impl ProgressSink for StateSink<'_, '_> {
     }
 }
 
-/// Uploads a downloaded export file to the `deliver` sink.
-async fn deliver(sink: &SinkSettings, file: &Path, manifest: &Manifest) -> Result<(), String> {
-    let _ = (file, manifest);
-    match sink {
-        SinkSettings::S3(_) => Err(
-            "delivery to the s3 sink is not available in this build yet (the S3 sink has no upload of local files); remove `deliver` from the job or upgrade"
-                .into(),
-        ),
-        _ => Err("only an s3 sink can receive export files".into()),
+/// Uploads a downloaded export file, then its manifest, to the `deliver` sink under
+/// `<prefix>/<job>/<file>`; the sink stores a `.sha256` beside each object. The file's hash as
+/// uploaded must match the manifest's (the file did not change on disk since the download).
+async fn deliver(sink: &SinkSettings, file: &Path, manifest: &Manifest) -> Result<(), JobOutcome> {
+    let SinkSettings::S3(settings) = sink else {
+        return Err(JobOutcome::Failed {
+            error: "only an s3 sink can receive export files (deliver.type = \"s3\")".into(),
+        });
+    };
+    let fail = |error: crate::sinks::SinkError| {
+        let transient = error.is_transient();
+        let error = format!(
+            "export {} was downloaded to {} but its delivery failed: {error}",
+            manifest.export_gid,
+            file.display()
+        );
+        if transient {
+            JobOutcome::Retry { delay: None, error }
+        } else {
+            JobOutcome::Failed { error }
+        }
+    };
+    let s3 = crate::sinks::s3::S3Sink::new(settings).map_err(fail)?;
+    let key = format!("{}/{}", sanitize(&manifest.job), manifest.file);
+    let uploaded = s3.upload_file(file, &key).await.map_err(fail)?;
+    if uploaded.sha256 != manifest.sha256 {
+        return Err(JobOutcome::Failed {
+            error: format!(
+                "the export file {} hashes to {} as uploaded but to {} when downloaded: it changed on disk; delete it, its manifest and the checkpoint {CHECKPOINT_KEY:?} to export again",
+                file.display(),
+                uploaded.sha256,
+                manifest.sha256
+            ),
+        });
     }
+    let manifest_path = file.with_file_name(format!("{}{MANIFEST_SUFFIX}", manifest.file));
+    s3.upload_file(&manifest_path, &format!("{key}{MANIFEST_SUFFIX}"))
+        .await
+        .map_err(fail)?;
+    Ok(())
 }
 
 /// A gid or name as a file-name part: anything but ASCII letters, digits, `-`, `_` and `.`

@@ -1,0 +1,783 @@
+//! `audit_log`: pulls a workspace's audit-log events into a sink, completely and exactly once.
+//!
+//! The log is read as *slices* of time. On the first run the initial range (`start`, default 7
+//! days back) is split into `backfill_slices` closed slices `[start, end)` fetched concurrently —
+//! the token's budget, not a sequential page walk, sets the pace — plus the open-ended *tail*
+//! that starts where the backfill ends and is followed forever after. Each slice keeps its own
+//! position:
+//!
+//! - the latest `next_page.offset` (Asana's cursor),
+//! - the `start_at` its walk was started with (offsets are only valid with the same filters),
+//! - the newest `created_at` delivered and the gids seen at that instant — the fallback: an
+//!   expired or rejected offset restarts the slice from `start_at = newest`, dropping the gids
+//!   already delivered, never from scratch and never skipping.
+//!
+//! Every page with new events is one [`Batch`] committed to the sink *with the whole cursor*;
+//! the checkpoint in the store is written after the sink holds the batch. A restarted run
+//! resumes from whichever of the two has the higher batch sequence ([`Sink::recover`]), so a
+//! crash at any instant neither loses nor duplicates an event (DESIGN invariant 1).
+//!
+//! Late events (Asana may list an event after newer ones) are caught by re-reading the tail's
+//! last `overlap` window on every run and delivering the gids not delivered before. Slices of a
+//! backfill are committed in the order each slice's pages arrive: within a slice the order is
+//! Asana's, across slices it is not (each record carries its `created_at`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::Mutex;
+
+use crate::asana::{ApiRequest, AsanaClient, AsanaError, MAX_PAGE_SIZE, Query, segment};
+use crate::config::jobs::{AuditLogSettings, JobSpec};
+use crate::sinks::{Batch, RecordMark, Sink, SinkContext};
+use crate::worker::{CheckpointError, JobOutcome, RunContext};
+
+/// Checkpoint key of the cursor.
+pub const CURSOR_KEY: &str = "cursor";
+
+/// Asana keeps audit-log events for this long.
+pub const RETENTION: chrono::Duration = chrono::Duration::days(90);
+
+/// One slice of the log and how far it has been delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slice {
+    /// Where the slice begins (inclusive); for the tail, where the backfill ended.
+    pub start: DateTime<Utc>,
+    /// Where it ends (exclusive); None for the tail.
+    pub end: Option<DateTime<Utc>>,
+    /// The `start_at` of the walk the offset belongs to.
+    pub query_start: DateTime<Utc>,
+    /// Asana's `next_page.offset` after the last page read.
+    pub offset: Option<String>,
+    /// Newest `created_at` delivered from this slice.
+    pub newest: Option<DateTime<Utc>>,
+    /// Gids delivered with `created_at == newest` (dropped when the slice restarts there).
+    pub newest_gids: Vec<String>,
+}
+
+impl Slice {
+    fn new(start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Slice {
+        Slice {
+            start,
+            end,
+            query_start: start,
+            offset: None,
+            newest: None,
+            newest_gids: Vec::new(),
+        }
+    }
+
+    /// Where the slice would resume without its offset.
+    fn position(&self) -> DateTime<Utc> {
+        self.newest.unwrap_or(self.query_start)
+    }
+
+    /// Restarts from the fallback: `start_at` at the newest delivered instant.
+    fn fall_back(&mut self) {
+        self.query_start = self.position();
+        self.offset = None;
+    }
+
+    fn already_delivered(&self, at: DateTime<Utc>, gid: &str) -> bool {
+        match self.newest {
+            Some(newest) => {
+                at < newest || (at == newest && self.newest_gids.iter().any(|g| g == gid))
+            }
+            None => false,
+        }
+    }
+
+    fn note(&mut self, at: DateTime<Utc>, gid: &str) {
+        match self.newest {
+            Some(newest) if at < newest => {}
+            Some(newest) if at == newest => self.newest_gids.push(gid.to_string()),
+            _ => {
+                self.newest = Some(at);
+                self.newest_gids = vec![gid.to_string()];
+            }
+        }
+    }
+}
+
+/// An event delivered recently, remembered to de-duplicate the overlap re-read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Its `created_at`.
+    pub at: DateTime<Utc>,
+    /// Its gid.
+    pub gid: String,
+}
+
+/// The job's cursor: stored in the checkpoint and with every batch in the sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Sequence of the last batch committed.
+    pub sequence: u64,
+    /// Backfill slices not finished yet (empty once the backfill is done).
+    pub backfill: Vec<Slice>,
+    /// The open-ended tail.
+    pub tail: Slice,
+    /// Tail events inside the overlap window, for de-duplication.
+    pub recent: Vec<Seen>,
+    /// When an event was last delivered (job clock).
+    pub last_delivery_at: Option<DateTime<Utc>>,
+    /// Windows lost to retention, for the record (reported once, when found).
+    #[serde(default)]
+    pub lost: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Cursor {
+    /// A first run's cursor: `[now - start, now)` split into `slices` closed slices, and the tail
+    /// from `now`.
+    pub fn initial(now: DateTime<Utc>, start: Duration, slices: u32) -> Cursor {
+        let begin = now - chrono::Duration::from_std(start).unwrap_or(RETENTION);
+        let slices = slices.max(1) as i64;
+        let span = (now - begin).num_milliseconds().max(0);
+        let backfill = (0..slices)
+            .map(|i| {
+                let from = begin + chrono::Duration::milliseconds(span * i / slices);
+                let to = begin + chrono::Duration::milliseconds(span * (i + 1) / slices);
+                Slice::new(from, Some(to))
+            })
+            .filter(|slice| slice.end.is_some_and(|end| end > slice.start))
+            .collect();
+        Cursor {
+            sequence: 0,
+            backfill,
+            tail: Slice::new(now, None),
+            recent: Vec::new(),
+            last_delivery_at: None,
+            lost: Vec::new(),
+        }
+    }
+
+    /// The oldest instant any slice still needs.
+    pub fn oldest_needed(&self) -> DateTime<Utc> {
+        self.backfill
+            .iter()
+            .map(Slice::position)
+            .chain(std::iter::once(self.tail.position()))
+            .min()
+            .unwrap_or(self.tail.position())
+    }
+}
+
+/// The fields of an event the job reads; the event itself is kept as raw bytes.
+#[derive(Debug, Deserialize)]
+struct EventHead {
+    gid: String,
+    created_at: String,
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPage<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
+    #[serde(default)]
+    next_page: Option<NextPage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NextPage {
+    offset: String,
+}
+
+/// Which slice a page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Backfill(usize),
+    Tail,
+}
+
+/// What a run shares between its concurrent slice walks.
+struct Shared {
+    cursor: Cursor,
+    delivered: u64,
+}
+
+struct Runner<'a> {
+    ctx: &'a RunContext,
+    job: &'a JobSpec,
+    settings: &'a AuditLogSettings,
+    client: &'a AsanaClient,
+    sink: Arc<dyn Sink>,
+    shared: Mutex<Shared>,
+}
+
+/// Why a walk stopped early.
+enum Stop {
+    Outcome(JobOutcome),
+}
+
+impl From<AsanaError> for Stop {
+    fn from(error: AsanaError) -> Self {
+        Stop::Outcome(JobOutcome::Retry {
+            delay: None,
+            error: error.to_string(),
+        })
+    }
+}
+
+/// Runs one pull.
+pub async fn run(
+    ctx: &RunContext,
+    job: &JobSpec,
+    settings: &AuditLogSettings,
+    client: &AsanaClient,
+    sink_context: &SinkContext,
+) -> JobOutcome {
+    let sink = match crate::sinks::build(&settings.sink, sink_context).await {
+        Ok(sink) => sink,
+        Err(error) if error.is_transient() => {
+            return JobOutcome::Retry {
+                delay: None,
+                error: error.to_string(),
+            };
+        }
+        Err(error) => {
+            return JobOutcome::Failed {
+                error: error.to_string(),
+            };
+        }
+    };
+    let now = ctx.clock.now();
+    let stored = match ctx.checkpoints.get(CURSOR_KEY).await {
+        Ok(value) => value,
+        Err(error) => return checkpoint_outcome(error),
+    };
+    let stored: Option<Cursor> = match stored.map(serde_json::from_value).transpose() {
+        Ok(cursor) => cursor,
+        Err(error) => {
+            return JobOutcome::Failed {
+                error: format!(
+                    "the stored cursor of job {:?} is unreadable ({error}); the sink still holds its own cursor: delete the checkpoint to resume from the sink",
+                    job.name
+                ),
+            };
+        }
+    };
+    let recovered = match sink.recover(&job.name).await {
+        Ok(recovered) => recovered,
+        Err(error) => return sink_outcome(error),
+    };
+    let from_sink: Option<Cursor> = match recovered
+        .map(|r| serde_json::from_value::<Cursor>(r.cursor))
+        .transpose()
+    {
+        Ok(cursor) => cursor,
+        Err(error) => {
+            return JobOutcome::Failed {
+                error: format!(
+                    "the cursor stored in the sink for stream {:?} is unreadable: {error}",
+                    job.name
+                ),
+            };
+        }
+    };
+    // The sink may hold batches the checkpoint missed (a crash between commit and checkpoint);
+    // on a tie the checkpoint knows at least as much (it is written after the commit).
+    let cursor = match (stored, from_sink) {
+        (Some(stored), Some(sunk)) if sunk.sequence > stored.sequence => sunk,
+        (Some(stored), _) => stored,
+        (None, Some(sunk)) => sunk,
+        (None, None) => {
+            if settings.start > RETENTION.to_std().unwrap_or_default() {
+                return JobOutcome::Failed {
+                    error: format!(
+                        "`start` is {}, but Asana keeps audit-log events for 90 days; use at most \"90d\"",
+                        humantime::format_duration(settings.start)
+                    ),
+                };
+            }
+            Cursor::initial(now, settings.start, settings.backfill_slices)
+        }
+    };
+    let runner = Runner {
+        ctx,
+        job,
+        settings,
+        client,
+        sink: sink.clone(),
+        shared: Mutex::new(Shared {
+            cursor,
+            delivered: 0,
+        }),
+    };
+    let lost = runner.check_retention().await;
+    if let Err(Stop::Outcome(outcome)) = runner.pass().await {
+        return outcome;
+    }
+    if let Some(tail_for) = settings.tail_for {
+        let until = ctx.clock.now() + chrono::Duration::from_std(tail_for).unwrap_or_default();
+        while ctx.clock.now() < until {
+            tokio::select! {
+                () = ctx.cancel.cancelled() => break,
+                () = tokio::time::sleep(settings.poll_interval) => {}
+            }
+            if let Err(Stop::Outcome(outcome)) = runner.pass().await {
+                return outcome;
+            }
+        }
+    }
+    if let Err(error) = sink.rotate_if_due(&job.name, ctx.clock.now()).await {
+        return sink_outcome(error);
+    }
+    let shared = runner.shared.lock().await;
+    let progress = runner.report(&shared);
+    if let Some(error) = lost {
+        return JobOutcome::Failed { error };
+    }
+    JobOutcome::Completed { progress }
+}
+
+fn checkpoint_outcome(error: CheckpointError) -> JobOutcome {
+    match error {
+        CheckpointError::LeaseLost => JobOutcome::Interrupted,
+        other => JobOutcome::Retry {
+            delay: None,
+            error: other.to_string(),
+        },
+    }
+}
+
+fn sink_outcome(error: crate::sinks::SinkError) -> JobOutcome {
+    if error.is_transient() {
+        JobOutcome::Retry {
+            delay: None,
+            error: error.to_string(),
+        }
+    } else {
+        JobOutcome::Failed {
+            error: error.to_string(),
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+impl Runner<'_> {
+    /// Warns when the oldest position nears Asana's retention; when it is past it, records the
+    /// exact window lost, moves the slices past it and returns the error to report.
+    async fn check_retention(&self) -> Option<String> {
+        let now = self.ctx.clock.now();
+        let cutoff = now - RETENTION;
+        let mut shared = self.shared.lock().await;
+        let oldest = shared.cursor.oldest_needed();
+        let headroom = oldest - cutoff;
+        metrics::gauge!("asana_worker_audit_log_retention_headroom_seconds", "job" => self.job.name.clone())
+            .set(headroom.num_seconds() as f64);
+        let warning =
+            chrono::Duration::from_std(self.settings.retention_warning).unwrap_or_default();
+        if oldest >= cutoff {
+            if headroom < warning {
+                tracing::warn!(
+                    job = %self.job.name, oldest_needed = %rfc3339(oldest), retention_cutoff = %rfc3339(cutoff),
+                    "Audit-log cursor is close to Asana's 90-day retention; events older than the cutoff will be lost unless the job catches up"
+                );
+            }
+            return None;
+        }
+        let cursor = &mut shared.cursor;
+        for slice in cursor
+            .backfill
+            .iter_mut()
+            .chain(std::iter::once(&mut cursor.tail))
+        {
+            if slice.position() < cutoff {
+                slice.query_start = cutoff;
+                slice.offset = None;
+                slice.newest = None;
+                slice.newest_gids.clear();
+            }
+        }
+        cursor
+            .backfill
+            .retain(|s| s.end.is_none_or(|end| end > cutoff));
+        cursor.lost.push((oldest, cutoff));
+        let error = format!(
+            "audit-log events created from {} to {} were never delivered and are past Asana's 90-day retention: that window is lost. The job continues from {}; record the gap for your auditors and make the job run more often",
+            rfc3339(oldest),
+            rfc3339(cutoff),
+            rfc3339(cutoff)
+        );
+        tracing::error!(job = %self.job.name, lost_from = %rfc3339(oldest), lost_to = %rfc3339(cutoff), "Audit-log window lost to retention");
+        metrics::counter!("asana_worker_audit_log_lost_windows_total", "job" => self.job.name.clone()).increment(1);
+        let value = serde_json::to_value(&*cursor).unwrap_or_default();
+        drop(shared);
+        if let Err(error) = self.ctx.checkpoints.put(CURSOR_KEY, value).await {
+            tracing::warn!(%error, "Could not store the cursor after a lost window");
+        }
+        Some(error)
+    }
+
+    /// One pass: every unfinished backfill slice and the tail concurrently until caught up, then
+    /// the tail's overlap window.
+    async fn pass(&self) -> Result<(), Stop> {
+        let slices = self.shared.lock().await.cursor.backfill.len();
+        let mut walks: Vec<_> = (0..slices).map(|i| self.walk(Which::Backfill(i))).collect();
+        walks.push(self.walk(Which::Tail));
+        let results = futures::future::join_all(walks).await;
+        {
+            let mut shared = self.shared.lock().await;
+            // Finished slices were marked with an empty range; drop them.
+            shared
+                .cursor
+                .backfill
+                .retain(|s| s.end.is_none_or(|end| end > s.start));
+        }
+        for result in results {
+            result?;
+        }
+        self.overlap().await?;
+        self.metrics().await;
+        Ok(())
+    }
+
+    fn filters(&self, query: Query) -> Query {
+        let settings = self.settings;
+        let event_type = (settings.event_type.len() == 1).then(|| settings.event_type[0].clone());
+        query
+            .param_opt("event_type", event_type)
+            .param_opt("actor_type", settings.actor_type.clone())
+            .param_opt("actor_gid", settings.actor_gid.clone())
+            .param_opt("resource_gid", settings.resource_gid.clone())
+            .param(
+                "limit",
+                settings.page_size.clamp(1, MAX_PAGE_SIZE).to_string(),
+            )
+    }
+
+    async fn fetch(&self, query: Query) -> Result<Box<RawValue>, AsanaError> {
+        let path = format!(
+            "/workspaces/{}/audit_log_events",
+            segment(&self.settings.workspace)
+        );
+        self.client.execute_raw(&ApiRequest::get(path, query)).await
+    }
+
+    /// Walks one slice until it is caught up (`data: []`), committing every page.
+    async fn walk(&self, which: Which) -> Result<(), Stop> {
+        let mut fallbacks = 0u32;
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(Stop::Outcome(JobOutcome::Interrupted));
+            }
+            let slice = {
+                let shared = self.shared.lock().await;
+                match which {
+                    Which::Tail => shared.cursor.tail.clone(),
+                    Which::Backfill(i) => shared.cursor.backfill[i].clone(),
+                }
+            };
+            let mut query = self
+                .filters(Query::new())
+                .param("start_at", rfc3339(slice.query_start));
+            if let Some(end) = slice.end {
+                query = query.param("end_at", rfc3339(end));
+            }
+            if let Some(offset) = &slice.offset {
+                query = query.param("offset", offset.clone());
+            }
+            let body = match self.fetch(query).await {
+                Ok(body) => body,
+                Err(AsanaError::OffsetExpired { .. } | AsanaError::BadRequest { .. })
+                    if slice.offset.is_some() && fallbacks < 3 =>
+                {
+                    // An expired or rejected offset: resume from the newest delivered instant.
+                    fallbacks += 1;
+                    metrics::counter!("asana_worker_audit_log_offset_fallbacks_total", "job" => self.job.name.clone()).increment(1);
+                    tracing::info!(job = %self.job.name, resume_at = %rfc3339(slice.position()), "Audit-log offset refused; resuming from the newest delivered event with start_at");
+                    let mut shared = self.shared.lock().await;
+                    match which {
+                        Which::Tail => shared.cursor.tail.fall_back(),
+                        Which::Backfill(i) => shared.cursor.backfill[i].fall_back(),
+                    }
+                    continue;
+                }
+                Err(AsanaError::Cancelled) => return Err(Stop::Outcome(JobOutcome::Interrupted)),
+                Err(error) => {
+                    return Err(Stop::Outcome(super::outcome_for_error(self.job, &error)));
+                }
+            };
+            fallbacks = 0;
+            let page: RawPage<'_> = serde_json::from_str(body.get()).map_err(|e| {
+                Stop::Outcome(JobOutcome::Retry {
+                    delay: None,
+                    error: format!("an audit-log page is not what Asana documents: {e}"),
+                })
+            })?;
+            let caught_up = page.data.is_empty();
+            let mut shared = self.shared.lock().await;
+            let mut cursor = shared.cursor.clone();
+            let slice = match which {
+                Which::Tail => &mut cursor.tail,
+                Which::Backfill(i) => &mut cursor.backfill[i],
+            };
+            let recent: HashSet<&str> = cursor.recent.iter().map(|s| s.gid.as_str()).collect();
+            let mut records = Vec::new();
+            let mut marks = Vec::new();
+            let mut seen = Vec::new();
+            for raw in &page.data {
+                let head: EventHead = serde_json::from_str(raw.get()).map_err(|e| {
+                    Stop::Outcome(JobOutcome::Failed {
+                        error: format!("an audit-log event has no gid or created_at ({e}); nothing after it was delivered"),
+                    })
+                })?;
+                let at = DateTime::parse_from_rfc3339(&head.created_at)
+                    .map_err(|e| {
+                        Stop::Outcome(JobOutcome::Failed {
+                            error: format!(
+                                "audit-log event {} has an unreadable created_at {:?}: {e}",
+                                head.gid, head.created_at
+                            ),
+                        })
+                    })?
+                    .with_timezone(&Utc);
+                if slice.already_delivered(at, &head.gid)
+                    || (which == Which::Tail && recent.contains(head.gid.as_str()))
+                {
+                    continue;
+                }
+                slice.note(at, &head.gid);
+                if !self.settings.event_type.is_empty()
+                    && !head
+                        .event_type
+                        .as_ref()
+                        .is_some_and(|t| self.settings.event_type.contains(t))
+                {
+                    continue;
+                }
+                records.push((*raw).to_owned());
+                marks.push(RecordMark {
+                    gid: head.gid.clone(),
+                    created_at: head.created_at.clone(),
+                });
+                if which == Which::Tail {
+                    seen.push(Seen { at, gid: head.gid });
+                }
+            }
+            drop(recent);
+            if let Some(next) = page.next_page {
+                slice.offset = Some(next.offset);
+            }
+            if caught_up && let Which::Backfill(_) = which {
+                // Finished: an empty range marks it for removal at the end of the pass.
+                if let Some(end) = slice.end {
+                    slice.start = end;
+                }
+            }
+            if which == Which::Tail {
+                cursor.recent.extend(seen);
+                let keep_from = cursor.tail.newest.unwrap_or(cursor.tail.start)
+                    - chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+                cursor.recent.retain(|s| s.at >= keep_from);
+            }
+            self.commit(&mut shared, cursor, records, marks).await?;
+            if caught_up {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Commits records (if any) with `cursor` to the sink, then the checkpoint.
+    async fn commit(
+        &self,
+        shared: &mut Shared,
+        mut cursor: Cursor,
+        records: Vec<Box<RawValue>>,
+        marks: Vec<RecordMark>,
+    ) -> Result<(), Stop> {
+        if records.is_empty() {
+            // Nothing to store: the new offsets are kept in memory and stored with the next
+            // batch (re-reading them after a crash only finds events already delivered).
+            shared.cursor = cursor;
+            return Ok(());
+        }
+        let now = self.ctx.clock.now();
+        cursor.sequence += 1;
+        cursor.last_delivery_at = Some(now);
+        let count = records.len() as u64;
+        let batch = Batch {
+            stream: self.job.name.clone(),
+            sequence: cursor.sequence,
+            first: marks.first().cloned().expect("records is not empty"),
+            last: marks.last().cloned().expect("records is not empty"),
+            records,
+            cursor: serde_json::to_value(&cursor).unwrap_or_default(),
+            now,
+        };
+        let value = batch.cursor.clone();
+        if let Err(error) = self.sink.commit(batch).await {
+            return Err(Stop::Outcome(sink_outcome(error)));
+        }
+        shared.cursor = cursor;
+        shared.delivered += count;
+        metrics::counter!("asana_worker_audit_log_events_total", "job" => self.job.name.clone())
+            .increment(count);
+        if let Err(error) = self.ctx.checkpoints.put(CURSOR_KEY, value).await {
+            // The sink holds the batch and its cursor: the next run recovers from it.
+            return Err(Stop::Outcome(checkpoint_outcome(error)));
+        }
+        Ok(())
+    }
+
+    /// Re-reads the tail's last `overlap` window and delivers events not delivered before.
+    async fn overlap(&self) -> Result<(), Stop> {
+        let (from, to) = {
+            let shared = self.shared.lock().await;
+            let tail = &shared.cursor.tail;
+            let Some(newest) = tail.newest else {
+                return Ok(());
+            };
+            let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+            ((newest - overlap).max(tail.start), newest)
+        };
+        if from >= to {
+            return Ok(());
+        }
+        let base = self
+            .filters(Query::new())
+            .param("start_at", rfc3339(from))
+            .param("end_at", rfc3339(to));
+        let mut offset: Option<String> = None;
+        loop {
+            let mut query = base.clone();
+            if let Some(offset) = &offset {
+                query = query.param("offset", offset.clone());
+            }
+            let body = match self.fetch(query).await {
+                Ok(body) => body,
+                Err(AsanaError::Cancelled) => return Err(Stop::Outcome(JobOutcome::Interrupted)),
+                Err(error) => {
+                    return Err(Stop::Outcome(super::outcome_for_error(self.job, &error)));
+                }
+            };
+            let page: RawPage<'_> = serde_json::from_str(body.get()).map_err(|e| {
+                Stop::Outcome(JobOutcome::Retry {
+                    delay: None,
+                    error: format!("an audit-log page is not what Asana documents: {e}"),
+                })
+            })?;
+            if page.data.is_empty() {
+                return Ok(());
+            }
+            // The window is closed (`end_at`): a short page is its last one, so an idle run
+            // costs one request here, not two.
+            let last_page =
+                page.data.len() < self.settings.page_size.clamp(1, MAX_PAGE_SIZE) as usize;
+            let mut shared = self.shared.lock().await;
+            let mut cursor = shared.cursor.clone();
+            let known: HashSet<String> = cursor.recent.iter().map(|s| s.gid.clone()).collect();
+            let mut records = Vec::new();
+            let mut marks = Vec::new();
+            for raw in &page.data {
+                let Ok(head) = serde_json::from_str::<EventHead>(raw.get()) else {
+                    continue;
+                };
+                let Ok(at) = DateTime::parse_from_rfc3339(&head.created_at) else {
+                    continue;
+                };
+                let at = at.with_timezone(&Utc);
+                if known.contains(&head.gid) || at >= to {
+                    continue;
+                }
+                cursor.recent.push(Seen {
+                    at,
+                    gid: head.gid.clone(),
+                });
+                if !self.settings.event_type.is_empty()
+                    && !head
+                        .event_type
+                        .as_ref()
+                        .is_some_and(|t| self.settings.event_type.contains(t))
+                {
+                    continue;
+                }
+                tracing::info!(job = %self.job.name, gid = %head.gid, created_at = %head.created_at, "Late audit-log event found in the overlap window");
+                metrics::counter!("asana_worker_audit_log_late_events_total", "job" => self.job.name.clone()).increment(1);
+                records.push((*raw).to_owned());
+                marks.push(RecordMark {
+                    gid: head.gid,
+                    created_at: head.created_at,
+                });
+            }
+            self.commit(&mut shared, cursor, records, marks).await?;
+            drop(shared);
+            match page.next_page {
+                Some(next) if !last_page => offset = Some(next.offset),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn metrics(&self) {
+        let shared = self.shared.lock().await;
+        let now = self.ctx.clock.now();
+        let job = self.job.name.clone();
+        if let Some(newest) = shared.cursor.tail.newest {
+            metrics::gauge!("asana_worker_audit_log_lag_seconds", "job" => job.clone())
+                .set((now - newest).num_milliseconds() as f64 / 1000.0);
+        }
+        if let Some(at) = shared.cursor.last_delivery_at {
+            metrics::gauge!("asana_worker_audit_log_seconds_since_last_event", "job" => job.clone())
+                .set((now - at).num_milliseconds() as f64 / 1000.0);
+        }
+        metrics::gauge!("asana_worker_audit_log_events_per_run", "job" => job)
+            .set(shared.delivered as f64);
+    }
+
+    fn report(&self, shared: &Shared) -> serde_json::Value {
+        let cursor = &shared.cursor;
+        serde_json::json!({
+            "events": shared.delivered,
+            "sequence": cursor.sequence,
+            "backfill_slices_left": cursor.backfill.len(),
+            "newest": cursor.tail.newest.map(rfc3339),
+            "lost_windows": cursor.lost.iter().map(|(a, b)| format!("{}..{}", rfc3339(*a), rfc3339(*b))).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initial_range_is_split_without_gaps() {
+        let now = DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let cursor = Cursor::initial(now, Duration::from_secs(7 * 86400), 4);
+        assert_eq!(cursor.backfill.len(), 4);
+        assert_eq!(cursor.backfill[0].start, now - chrono::Duration::days(7));
+        for pair in cursor.backfill.windows(2) {
+            assert_eq!(pair[0].end, Some(pair[1].start));
+        }
+        assert_eq!(cursor.backfill[3].end, Some(now));
+        assert_eq!(cursor.tail.start, now);
+        assert_eq!(cursor.oldest_needed(), now - chrono::Duration::days(7));
+    }
+
+    #[test]
+    fn a_slice_drops_what_it_delivered_when_it_falls_back() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let mut slice = Slice::new(t("2026-05-01T00:00:00Z"), None);
+        slice.note(t("2026-05-01T00:00:05Z"), "1");
+        slice.note(t("2026-05-01T00:00:05Z"), "2");
+        slice.offset = Some("x".into());
+        slice.fall_back();
+        assert_eq!(slice.query_start, t("2026-05-01T00:00:05Z"));
+        assert!(slice.offset.is_none());
+        assert!(slice.already_delivered(t("2026-05-01T00:00:05Z"), "2"));
+        assert!(!slice.already_delivered(t("2026-05-01T00:00:05Z"), "3"));
+        assert!(slice.already_delivered(t("2026-05-01T00:00:04Z"), "9"));
+    }
+}

@@ -1,0 +1,296 @@
+//! The `audit_log` job against the simulator through the real binary: an expired offset resumes
+//! from the fallback without loss or duplicates, late events inside the overlap window are
+//! delivered once, an idle job polls without a request storm, filters (server-side and
+//! client-side) hold, and `verify` names tampering exactly.
+
+#[path = "support/audit.rs"]
+mod audit_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use asana_worker::sim::SimConfig;
+use audit_support::{AuditSetup, by_gid, terminate};
+use serde_json::{Value, json};
+
+fn quiet(events: usize, time_scale: f64) -> SimConfig {
+    let mut config = SimConfig {
+        time_scale,
+        ..SimConfig::default()
+    };
+    config.world.audit_events = events;
+    config.world.audit_backfill_days = 1;
+    config.timing.audit_events_per_minute = 0.0;
+    config.timing.activity_per_minute = 0.0;
+    config
+}
+
+fn assert_exactly(setup: &AuditSetup, expected: &BTreeSet<String>) {
+    let counts = by_gid(&setup.records());
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let held: BTreeSet<String> = counts.keys().cloned().collect();
+    let missing: Vec<_> = expected.difference(&held).collect();
+    let extra: Vec<_> = held.difference(expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+}
+
+async fn stats(setup: &AuditSetup) -> Value {
+    reqwest::get(format!("{}/_sim/stats", setup.sim.origin()))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["tokens"]["service-account"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_offset_resumes_from_the_newest_event_without_loss_or_duplicates() {
+    // 600x: the simulator's 15-minute offsets expire after 1.5 s.
+    let setup = AuditSetup::new(
+        quiet(300, 600.0),
+        "every = \"1h\"",
+        "start = \"2d\"\nbackfill_slices = 3",
+    )
+    .await;
+    let mut daemon = setup.start(0);
+    setup.wait_ready(&mut daemon).await;
+    setup.run_job();
+    let mut expected: BTreeSet<String> = setup.sim_events().keys().cloned().collect();
+    assert_exactly(&setup, &expected);
+    // Events that share one instant, after the tail's offset has expired.
+    expected.extend(setup.append(json!({ "count": 4 })).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = stats(&setup).await["statuses"]["400"].as_u64().unwrap_or(0);
+    setup.run_job();
+    let after = stats(&setup).await["statuses"]["400"].as_u64().unwrap_or(0);
+    assert!(after > before, "the stored offset was refused as expired");
+    assert_exactly(&setup, &expected);
+    // And again: the fallback's `start_at` equals the newest instant, whose gids are dropped.
+    expected.extend(setup.append(json!({ "count": 2 })).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    setup.run_job();
+    assert_exactly(&setup, &expected);
+    terminate(&mut daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_inside_the_overlap_are_delivered_once_and_idle_polls_are_cheap() {
+    // 60x: the simulated clock runs well ahead of where the tail started.
+    let setup = AuditSetup::new(
+        quiet(200, 60.0),
+        "every = \"1h\"",
+        "start = \"2d\"\nbackfill_slices = 2\noverlap = \"10m\"",
+    )
+    .await;
+    let mut daemon = setup.start(0);
+    setup.wait_ready(&mut daemon).await;
+    setup.run_job();
+    let mut expected: BTreeSet<String> = setup.sim_events().keys().cloned().collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    expected.extend(setup.append(json!({ "count": 3 })).await);
+    setup.run_job();
+    assert_exactly(&setup, &expected);
+    // Two events appear late: created a minute before the newest one delivered.
+    let clock: Value = reqwest::get(format!("{}/_sim/clock", setup.sim.origin()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339(clock["now"].as_str().unwrap()).unwrap();
+    let newest = setup
+        .records()
+        .iter()
+        .filter_map(|r| chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str()?).ok())
+        .max()
+        .unwrap();
+    assert!(newest <= now);
+    let late_at = newest - chrono::Duration::seconds(60);
+    let late = setup
+        .append(json!({ "count": 2, "created_at": late_at.to_rfc3339() }))
+        .await;
+    expected.extend(late.iter().cloned());
+    setup.run_job();
+    assert_exactly(&setup, &expected);
+    setup.run_job();
+    assert_exactly(&setup, &expected);
+
+    // Caught up: each run asks for the tail once and re-reads the overlap once.
+    reqwest::Client::new()
+        .post(format!("{}/_sim/stats/reset", setup.sim.origin()))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        setup.run_job();
+    }
+    let requests = setup.requests().await;
+    assert!(
+        requests <= 10,
+        "5 idle runs made {requests} requests (at most 2 each expected)"
+    );
+    assert_exactly(&setup, &expected);
+    terminate(&mut daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_select_exactly_the_matching_events() {
+    let types = ["user_login_succeeded", "task_deleted"];
+    let setup = AuditSetup::new(
+        quiet(600, 60.0),
+        "every = \"1h\"",
+        &format!(
+            "start = \"2d\"\nevent_type = [\"{}\", \"{}\"]\nactor_type = \"user\"",
+            types[0], types[1]
+        ),
+    )
+    .await;
+    let mut daemon = setup.start(0);
+    setup.wait_ready(&mut daemon).await;
+    setup.run_job();
+    let expected: BTreeSet<String> = setup
+        .sim_events()
+        .iter()
+        .filter(|(_, e)| {
+            types.contains(&e["event_type"].as_str().unwrap_or_default())
+                && e["actor"]["actor_type"] == "user"
+        })
+        .map(|(gid, _)| gid.clone())
+        .collect();
+    assert!(!expected.is_empty(), "the world has matching events");
+    assert_exactly(&setup, &expected);
+    terminate(&mut daemon);
+}
+
+/// Writes two segments and an open batch with the library's file sink, then tampers.
+#[tokio::test]
+async fn verify_names_an_edited_file_a_removed_file_and_an_edited_manifest_line() {
+    use asana_worker::sinks::file::{FileSink, FileSinkSettings};
+    use asana_worker::sinks::{Batch, RecordMark, Sink};
+    let temp = tempfile::tempdir().unwrap();
+    let sink = FileSink::new(FileSinkSettings {
+        dir: temp.path().to_path_buf(),
+        gzip: true,
+        rotate_bytes: 1,
+        rotate_every: Duration::from_secs(3600),
+    })
+    .unwrap();
+    for sequence in 1..=3u64 {
+        let record =
+            format!("{{\"gid\":\"{sequence}\",\"created_at\":\"2026-01-01T00:00:0{sequence}Z\"}}");
+        let mark = RecordMark {
+            gid: sequence.to_string(),
+            created_at: format!("2026-01-01T00:00:0{sequence}Z"),
+        };
+        sink.commit(Batch {
+            stream: "audit".into(),
+            sequence,
+            records: vec![serde_json::value::RawValue::from_string(record).unwrap()],
+            first: mark.clone(),
+            last: mark,
+            cursor: json!({ "sequence": sequence }),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    }
+    drop(sink);
+    let verify = || {
+        let output = std::process::Command::new(audit_support::BIN)
+            .args(["verify", "--dir"])
+            .arg(temp.path())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+        )
+    };
+    let (code, text) = verify();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("3 sealed segment(s), 3 record(s), chain intact"),
+        "{text}"
+    );
+
+    let dir = temp.path().join("audit");
+    let manifest_path = dir.join("manifest.jsonl");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let entries: Vec<Value> = manifest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let file = |i: usize| entries[i]["file"].as_str().unwrap().to_string();
+
+    // An edited segment.
+    let first = dir.join(file(0));
+    let original = std::fs::read(&first).unwrap();
+    let mut edited = original.clone();
+    let last = edited.len() - 1;
+    edited[last] ^= 1;
+    std::fs::write(&first, &edited).unwrap();
+    let (code, text) = verify();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("segment 1 ({}): sha256 is ", file(0))),
+        "{text}"
+    );
+    assert!(text.contains("the file was edited"), "{text}");
+    std::fs::write(&first, &original).unwrap();
+
+    // A removed segment.
+    let second = dir.join(file(1));
+    let kept = std::fs::read(&second).unwrap();
+    std::fs::remove_file(&second).unwrap();
+    let (code, text) = verify();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "segment 2 ({}) is missing; it was removed after being sealed",
+            file(1)
+        )),
+        "{text}"
+    );
+    std::fs::write(&second, &kept).unwrap();
+
+    // An edited manifest line (a count changed to hide a removed record).
+    let tampered = manifest.replacen("\"count\":1", "\"count\":2", 2);
+    let tampered = {
+        let mut lines: Vec<&str> = tampered.lines().collect();
+        let original_lines: Vec<&str> = manifest.lines().collect();
+        lines[0] = original_lines[0];
+        lines.join("\n") + "\n"
+    };
+    std::fs::write(&manifest_path, &tampered).unwrap();
+    let (code, text) = verify();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("manifest line 2 (segment 2, {}): the entry's hash does not match its content; the manifest line was edited", file(1))),
+        "{text}"
+    );
+    // A removed manifest line.
+    let without: String = manifest
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&manifest_path, &without).unwrap();
+    let (code, text) = verify();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("prev_hash does not match the previous entry"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("segment file {} is not in the manifest", file(1))),
+        "{text}"
+    );
+    std::fs::write(&manifest_path, &manifest).unwrap();
+    assert_eq!(verify().0, Some(0));
+}

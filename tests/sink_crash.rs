@@ -1,0 +1,291 @@
+//! The `s3` and `http` sinks across crashes: the daemon process is SIGKILLed at random instants
+//! while the `audit_log` job pulls from a simulator injecting 5xx, 429s and resets. Afterwards
+//! the bucket holds every simulator event exactly once (and `verify --job` passes), and the
+//! collector has every event, each under one idempotency key only: what a collector that
+//! honours the key stores is exactly once. A key posted again after a crash must carry the same
+//! body, or deduplicating by it would drop events.
+
+#[path = "support/audit.rs"]
+mod audit_support;
+#[path = "support/moto.rs"]
+mod moto;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use asana_worker::sim::SimConfig;
+use asana_worker::sim::config::FaultSpec;
+use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
+use audit_support::{AuditSetup, BIN, kill, terminate};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use futures::StreamExt;
+use moto::Moto;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use rand::{RngExt, SeedableRng};
+use secrecy::SecretString;
+use serde_json::Value;
+
+const EVENTS: usize = 4_000;
+const KILLS: usize = 10;
+
+fn faulty() -> SimConfig {
+    let mut config = SimConfig {
+        time_scale: 4.0,
+        faults: FaultSpec {
+            error_500: 0.02,
+            error_503: 0.02,
+            error_429: 0.02,
+            retry_after_secs: 1,
+            reset: 0.02,
+            latency_ms: 2,
+            jitter_ms: 3,
+            ..FaultSpec::default()
+        },
+        ..SimConfig::default()
+    };
+    config.world.audit_events = EVENTS;
+    config.world.audit_backfill_days = 7;
+    config.timing.audit_events_per_minute = 0.0;
+    config.timing.activity_per_minute = 0.0;
+    config
+}
+
+fn write_job(setup: &AuditSetup, sink: &str) {
+    let workspace = setup.sim.state().world().workspace.gid.clone();
+    let job = format!(
+        "name = \"audit\"\nkind = \"audit_log\"\nevery = \"1s\"\ncredential = \"sa\"\n\
+         max_attempts = 1000\nretry_initial = \"1s\"\nretry_max = \"2s\"\ntimeout = \"10m\"\n\n\
+         [settings]\nworkspace = \"{workspace}\"\nstart = \"8d\"\nbackfill_slices = 4\n\
+         page_size = 15\noverlap = \"1m\"\n\n[settings.sink]\n{sink}\n"
+    );
+    std::fs::write(setup.dir.path().join("jobs/audit.toml"), job).unwrap();
+}
+
+fn daemon(setup: &AuditSetup, n: usize) -> Child {
+    let log = std::fs::File::create(setup.dir.path().join(format!("daemon-{n}.log"))).unwrap();
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .env("ASANA_WORKER__LOG__LEVEL", "info")
+        .env("TEST_S3_KEY_ID", "testing")
+        .env("TEST_S3_SECRET", "testing-secret")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Runs the daemon `KILLS` times, killing it at random instants, then once to the end of the
+/// pull (`done` says when), and stops it.
+async fn crash_loop(setup: &AuditSetup, mut done: impl AsyncFnMut() -> bool) -> Vec<bool> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_5155);
+    let mut finished_before = Vec::new();
+    for n in 0..KILLS {
+        let mut child = daemon(setup, n);
+        setup.wait_ready(&mut child).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
+        kill(&mut child);
+        finished_before.push(done().await);
+    }
+    let mut child = daemon(setup, KILLS);
+    setup.wait_ready(&mut child).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done().await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // One more scheduled run after the pull, so an extra delivery would show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    terminate(&mut child);
+    finished_before
+}
+
+/// Every event the bucket's manifest entries name, with repeats.
+async fn bucket_events(sink: &S3Sink) -> Vec<String> {
+    let store = sink.store();
+    let keys: Vec<ObjectPath> = store
+        .list(Some(&ObjectPath::from("asana/audit/manifest")))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|m| m.unwrap().location)
+        .filter(|p| p.as_ref().ends_with(".json"))
+        .collect();
+    let mut gids = Vec::new();
+    for key in keys {
+        let entry: Value =
+            serde_json::from_slice(&store.get(&key).await.unwrap().bytes().await.unwrap()).unwrap();
+        let object = ObjectPath::from(format!("asana/audit/{}", entry["file"].as_str().unwrap()));
+        let bytes = store.get(&object).await.unwrap().bytes().await.unwrap();
+        for line in String::from_utf8(bytes.to_vec()).unwrap().lines() {
+            let event: Value = serde_json::from_str(line).unwrap();
+            gids.push(event["gid"].as_str().unwrap().to_string());
+        }
+    }
+    gids
+}
+
+fn assert_once(gids: &[String], expected: &BTreeSet<String>, what: &str) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for gid in gids {
+        *counts.entry(gid).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    let held: BTreeSet<String> = counts.keys().map(|g| g.to_string()).collect();
+    let missing = expected.difference(&held).count();
+    let unknown = held.difference(expected).count();
+    assert!(
+        twice.is_empty() && missing == 0 && unknown == 0,
+        "{what}: {} twice (e.g. {twice:?}), {missing} missing, {unknown} unknown",
+        counts.values().filter(|n| **n > 1).count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_leave_the_bucket_with_every_event_exactly_once() {
+    let Some(moto) = Moto::start("sigkills_s3").await else {
+        return;
+    };
+    moto.bucket("crash-archive").await;
+    let setup = AuditSetup::new(faulty(), "every = \"1s\"", "").await;
+    write_job(
+        &setup,
+        &format!(
+            "type = \"s3\"\nbucket = \"crash-archive\"\nprefix = \"asana\"\nendpoint = \"{}\"\n\
+             allow_http = true\naccess_key_id_env = \"TEST_S3_KEY_ID\"\n\
+             secret_access_key_env = \"TEST_S3_SECRET\"",
+            moto.endpoint
+        ),
+    );
+    let expected: BTreeSet<String> = setup.sim_events().into_keys().collect();
+    let sink = S3Sink::with_credentials(
+        &S3SinkSettings {
+            bucket: "crash-archive".into(),
+            prefix: "asana".into(),
+            region: "us-east-1".into(),
+            endpoint: Some(moto.endpoint.clone()),
+            allow_http: true,
+            access_key_id_env: String::new(),
+            secret_access_key_env: String::new(),
+            gzip: false,
+            conditional_put: true,
+        },
+        S3Credentials {
+            access_key_id: SecretString::from("testing".to_string()),
+            secret_access_key: SecretString::from("testing-secret".to_string()),
+        },
+    )
+    .unwrap();
+    let finished = crash_loop(&setup, async || {
+        let gids = bucket_events(&sink).await;
+        let distinct: BTreeSet<&String> = gids.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            gids.len(),
+            "an event was stored twice mid-pull"
+        );
+        gids.len() >= EVENTS
+    })
+    .await;
+    assert!(
+        finished.iter().filter(|f| !**f).count() >= KILLS / 2,
+        "most kills fell during the pull: {finished:?}"
+    );
+    assert_once(&bucket_events(&sink).await, &expected, "bucket");
+    let report = sink.verify("audit").await.unwrap();
+    assert_eq!(report.records, EVENTS as u64);
+}
+
+/// Accepted bodies by idempotency key; a key seen again with another body is recorded.
+#[derive(Clone, Default)]
+struct Collector {
+    by_key: Arc<Mutex<BTreeMap<String, String>>>,
+    conflicts: Arc<Mutex<Vec<String>>>,
+    posts: Arc<Mutex<u64>>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_leave_the_collector_with_every_event_under_one_key() {
+    let collector = Collector::default();
+    let state = collector.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let state = state.clone();
+        async move {
+            let n = {
+                let mut posts = state.posts.lock().unwrap();
+                *posts += 1;
+                *posts
+            };
+            if n % 7 == 0 {
+                return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+            }
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let previous = state
+                .by_key
+                .lock()
+                .unwrap()
+                .insert(key.clone(), body.clone());
+            if previous.is_some_and(|p| p != body) {
+                state.conflicts.lock().unwrap().push(key);
+            }
+            (StatusCode::OK, "ok").into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let setup = AuditSetup::new(faulty(), "every = \"1s\"", "").await;
+    write_job(
+        &setup,
+        &format!(
+            "type = \"http\"\nurl = \"http://{addr}/ingest\"\nbatch_events = 50\nmin_backoff = \"1s\"\nmax_backoff = \"1s\""
+        ),
+    );
+    let expected: BTreeSet<String> = setup.sim_events().into_keys().collect();
+    let events = |c: &Collector| -> Vec<String> {
+        c.by_key
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|body| {
+                body.lines()
+                    .map(|l| {
+                        serde_json::from_str::<Value>(l).unwrap()["gid"]
+                            .as_str()
+                            .unwrap()
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let probe = collector.clone();
+    let finished = crash_loop(&setup, async || events(&probe).len() >= EVENTS).await;
+    assert!(
+        finished.iter().filter(|f| !**f).count() >= KILLS / 2,
+        "most kills fell during the pull: {finished:?}"
+    );
+    let conflicts = collector.conflicts.lock().unwrap().clone();
+    assert!(
+        conflicts.is_empty(),
+        "keys posted again with another body: {conflicts:?}"
+    );
+    assert_once(&events(&collector), &expected, "collector, by key");
+    let out = setup.cli(&["verify", "--job", "audit"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
