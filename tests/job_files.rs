@@ -386,7 +386,7 @@ const CASES: &[(&str, &[Expected])] = &[
         "unknown_kind",
         &[(
             "2:8",
-            "unknown job kind \"org_export\"",
+            "unknown job kind \"digest\"",
             "known kinds: credential_check",
         )],
     ),
@@ -619,7 +619,7 @@ fn a_directory_named_like_a_job_file_is_reported_with_the_other_problems() {
     );
     assert!(
         shown[2].starts_with(&format!(
-            "{}:2:8: unknown job kind \"org_export\"",
+            "{}:2:8: unknown job kind \"digest\"",
             place("c.toml")
         )),
         "{shown:#?}"

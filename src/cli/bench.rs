@@ -50,6 +50,8 @@ pub enum BenchTarget {
     Scheduler(super::bench_daemon::SchedulerBenchArgs),
     /// The per-token rate budget against the simulator: utilization, 429s, CPU, memory.
     Budget(BudgetBenchArgs),
+    /// Downloading a large export from the simulator: peak RSS and speed against curl.
+    ExportDownload(super::bench_export::ExportBenchArgs),
     /// A 90-day audit-log backfill: sequential page walk versus concurrent time slices.
     AuditLog(super::bench_audit::AuditBenchArgs),
 }
@@ -133,6 +135,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         BenchTarget::AuditLog(args) => super::bench_audit::run(args).await,
         BenchTarget::Queue(args) => super::bench_daemon::queue(args).await,
         BenchTarget::Scheduler(args) => super::bench_daemon::scheduler(args).await,
+        BenchTarget::ExportDownload(args) => super::bench_export::run(args).await,
         // Builds its own runtimes (simulator on one thread, load on another); the CLI runs it
         // before creating one, this arm only serves callers already inside a runtime.
         BenchTarget::Sim(args) => {

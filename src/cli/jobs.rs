@@ -138,8 +138,12 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
                     anyhow::bail!("run {} disappeared (pruned?)", run.id);
                 };
                 let line = format!(
-                    "{} attempt {}/{} {}",
-                    current.state, current.attempt, current.max_attempts, current.progress
+                    "{} attempt {}/{}{} {}",
+                    current.state,
+                    current.attempt,
+                    current.max_attempts,
+                    progress_summary(&current.progress),
+                    current.progress
                 );
                 if line != last_line {
                     println!("  {line}");
@@ -165,5 +169,27 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
+    }
+}
+
+/// A readable summary of a run's progress figures for `--wait`: the phase, and bytes and
+/// percent while an export downloads (the JSON itself follows it).
+fn progress_summary(progress: &serde_json::Value) -> String {
+    let Some(phase) = progress.get("phase").and_then(|p| p.as_str()) else {
+        return String::new();
+    };
+    let mib = |v: &serde_json::Value| v.as_f64().map(|b| b / (1024.0 * 1024.0));
+    match (
+        mib(&progress["bytes"]),
+        mib(&progress["total_bytes"]),
+        progress["percent"].as_f64(),
+    ) {
+        (Some(bytes), Some(total), Some(percent)) if phase == "downloading" => {
+            format!(" {phase} {percent:.1}% ({bytes:.1} of {total:.1} MiB)")
+        }
+        _ => match progress.get("asana_state").and_then(|s| s.as_str()) {
+            Some(state) => format!(" {phase} (Asana: {state})"),
+            None => format!(" {phase}"),
+        },
     }
 }

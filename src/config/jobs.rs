@@ -44,18 +44,33 @@ use super::diagnostics::{Diagnostic, Diagnostics};
 pub enum JobKind {
     /// Calls `users/me` with the job's credential and records its owner and validity.
     CredentialCheck(CredentialCheckSettings),
+    /// Exports the organization and downloads the file.
+    OrgExport(crate::jobs::org_export::OrgExportSettings),
+    /// Exports a project, portfolio, team or goal graph and downloads the file.
+    GraphExport(crate::jobs::graph_export::GraphExportSettings),
+    /// Exports a workspace's objects of some types and downloads the file.
+    ResourceExport(crate::jobs::resource_export::ResourceExportSettings),
     /// Pulls a workspace's audit-log events into a sink, exactly once.
     AuditLog(Box<AuditLogSettings>),
 }
 
 impl JobKind {
     /// Names accepted in `kind = "…"`.
-    pub const NAMES: &'static [&'static str] = &["credential_check", "audit_log"];
+    pub const NAMES: &'static [&'static str] = &[
+        "credential_check",
+        "org_export",
+        "graph_export",
+        "resource_export",
+        "audit_log",
+    ];
 
     /// The kind's name.
     pub fn name(&self) -> &'static str {
         match self {
             JobKind::CredentialCheck(_) => "credential_check",
+            JobKind::OrgExport(_) => "org_export",
+            JobKind::GraphExport(_) => "graph_export",
+            JobKind::ResourceExport(_) => "resource_export",
             JobKind::AuditLog(_) => "audit_log",
         }
     }
@@ -513,6 +528,9 @@ impl JobKind {
     pub fn settings_info(kind: &str) -> Option<&'static [SettingInfo]> {
         match kind {
             "credential_check" => Some(CREDENTIAL_CHECK_SETTINGS),
+            "org_export" => Some(crate::jobs::org_export::SETTINGS),
+            "graph_export" => Some(crate::jobs::graph_export::SETTINGS),
+            "resource_export" => Some(crate::jobs::resource_export::SETTINGS),
             "audit_log" => Some(AUDIT_LOG_SETTINGS),
             _ => None,
         }
@@ -1189,6 +1207,14 @@ fn check_kind(
     let result = match *kind.get_ref() {
         "credential_check" => {
             CredentialCheckSettings::deserialize(deserializer).map(JobKind::CredentialCheck)
+        }
+        "org_export" => crate::jobs::org_export::OrgExportSettings::deserialize(deserializer)
+            .map(JobKind::OrgExport),
+        "graph_export" => crate::jobs::graph_export::GraphExportSettings::deserialize(deserializer)
+            .map(JobKind::GraphExport),
+        "resource_export" => {
+            crate::jobs::resource_export::ResourceExportSettings::deserialize(deserializer)
+                .map(JobKind::ResourceExport)
         }
         "audit_log" => AuditLogSettings::deserialize(deserializer)
             .map(|settings| JobKind::AuditLog(Box::new(settings))),

@@ -7,6 +7,10 @@
 
 pub mod audit_log;
 pub mod credential_check;
+pub mod export;
+pub mod graph_export;
+pub mod org_export;
+pub mod resource_export;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +162,13 @@ impl JobRunner for KindRunner {
         let outcome = match &job.kind {
             JobKind::CredentialCheck(settings) => {
                 credential_check::run(&ctx, &job, settings, &client).await
+            }
+            JobKind::OrgExport(settings) => org_export::run(&ctx, &job, settings, &client).await,
+            JobKind::GraphExport(settings) => {
+                graph_export::run(&ctx, &job, settings, &client).await
+            }
+            JobKind::ResourceExport(settings) => {
+                resource_export::run(&ctx, &job, settings, &client).await
             }
             JobKind::AuditLog(settings) => {
                 audit_log::run(&ctx, &job, settings, &client, &self.sink_context).await

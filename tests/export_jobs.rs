@@ -1,0 +1,786 @@
+//! Export jobs end to end: the real daemon binary (`asana-worker run`) against the simulator,
+//! with a real SQLite store. Eight export jobs of one user stay within the 5-export cap without
+//! a 429; a SIGKILL while polling and again while downloading resumes the same export (no second
+//! export in the simulator) and the file's sha256 matches the simulator's; a failed export ends
+//! the run with the reason; retention prunes; a resource export meeting the one-per-workspace
+//! 403 waits and retries; downloads refuse non-https URLs and recognise expired ones; a
+//! downloaded file is delivered to an s3 sink (moto; SKIPPED without it).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use asana_worker::asana::{AsanaClient, ClientConfig};
+use asana_worker::budget::{Budget, BudgetConfig, Tier};
+use asana_worker::jobs::export::download::{
+    DownloadError, DownloadPolicy, Downloader, ProgressSink,
+};
+use asana_worker::sim::{SimConfig, SimServer};
+use asana_worker::store::{self, RunState, Store};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+#[path = "support/moto.rs"]
+mod moto;
+
+use moto::Moto;
+
+const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
+
+struct Setup {
+    dir: tempfile::TempDir,
+    sim: SimServer,
+    admin_port: u16,
+}
+
+fn sim_config(running_secs: u64) -> SimConfig {
+    let mut config = SimConfig::default();
+    config.world.tasks_per_project = 12;
+    config.world.audit_events = 50;
+    config.timing.activity_per_minute = 0.0;
+    config.timing.audit_events_per_minute = 0.0;
+    config.timing.export_pending_secs = 1;
+    config.timing.export_running_secs = running_secs;
+    config
+}
+
+impl Setup {
+    async fn new(config: SimConfig) -> Setup {
+        let sim = SimServer::start(config).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("jobs")).unwrap();
+        let token_path = dir.path().join("sa.token");
+        std::fs::write(&token_path, sim.token("service-account").unwrap()).unwrap();
+        let admin_port = free_port();
+        let config = format!(
+            r#"
+[database]
+url = "sqlite://{db}"
+[jobs]
+dir = "{jobs}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[worker]
+concurrency = 10
+lease_secs = 2
+heartbeat_secs = 1
+poll_interval_ms = 100
+shutdown_grace_secs = 5
+[scheduler]
+tick_ms = 200
+[asana]
+base_url = "{base}"
+[credentials.sa]
+kind = "service_account"
+token_file = "{token}"
+"#,
+            db = dir.path().join("state.sqlite").display(),
+            jobs = dir.path().join("jobs").display(),
+            base = sim.base_url(),
+            token = token_path.display(),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        Setup {
+            dir,
+            sim,
+            admin_port,
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("exports")
+    }
+
+    fn workspace(&self) -> String {
+        self.sim.state().world().workspace.gid.clone()
+    }
+
+    fn projects(&self) -> Vec<String> {
+        self.sim
+            .state()
+            .world()
+            .projects
+            .iter()
+            .map(|p| p.gid.clone())
+            .collect()
+    }
+
+    /// A job file of `kind` with `own` settings (TOML lines) and fast polling.
+    fn job(&self, name: &str, kind: &str, own: &str) {
+        let text = format!(
+            "name = \"{name}\"\nkind = \"{kind}\"\nevery = \"24h\"\ncredential = \"sa\"\nmax_attempts = 3\nretry_initial = \"1s\"\ntimeout = \"5m\"\n[settings]\noutput_dir = \"{out}\"\npoll_interval = \"1s\"\npoll_max_interval = \"2s\"\n{own}\n",
+            out = self.out().display()
+        );
+        std::fs::write(
+            self.dir.path().join("jobs").join(format!("{name}.toml")),
+            text,
+        )
+        .unwrap();
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    fn start(&self, name: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn start_with_env(&self, name: &str, env: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    async fn store(&self) -> std::sync::Arc<dyn Store> {
+        store::open(&format!(
+            "sqlite://{}",
+            self.dir.path().join("state.sqlite").display()
+        ))
+        .await
+        .unwrap()
+    }
+
+    async fn wait_ready(&self, child: &mut Child) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the daemon exited early with {status}");
+            }
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .unwrap()
+    }
+
+    fn enqueue(&self, job: &str) -> uuid::Uuid {
+        let output = self.cli(&["jobs", "run", job]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        uuid::Uuid::parse_str(stdout.split_whitespace().nth(2).unwrap()).unwrap()
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request =
+            reqwest::Client::new().request(method, format!("{}{path}", self.sim.origin()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn sim_exports(&self) -> Vec<Value> {
+        let list = self
+            .admin(reqwest::Method::GET, "/_sim/exports", None)
+            .await;
+        list["exports"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn token_stats(&self) -> Value {
+        let stats = self.admin(reqwest::Method::GET, "/_sim/stats", None).await;
+        stats["tokens"]["service-account"].clone()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn kill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn stop(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+async fn wait_for_run(
+    store: &std::sync::Arc<dyn Store>,
+    id: uuid::Uuid,
+    states: &[RunState],
+    within: Duration,
+) -> store::Run {
+    let deadline = Instant::now() + within;
+    loop {
+        let run = store.get_run(id).await.unwrap().unwrap();
+        if states.contains(&run.state) {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run stayed {} (wanted {states:?}): {run:?}",
+            run.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_checkpoint(
+    store: &std::sync::Arc<dyn Store>,
+    job: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = store.get_checkpoint(job, "export").await.unwrap()
+            && done(&value)
+        {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint of {job} never matched: {:?}",
+            store.get_checkpoint(job, "export").await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn manifests(dir: &Path) -> Vec<Value> {
+    let mut found: Vec<Value> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    found.sort_by_key(|m| m["downloaded_at"].as_str().unwrap_or_default().to_string());
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_export_jobs_of_one_user_never_exceed_five_concurrent_exports() {
+    let setup = Setup::new(sim_config(3)).await;
+    let projects = setup.projects();
+    assert!(
+        projects.len() >= 8,
+        "the world has {} projects",
+        projects.len()
+    );
+    for (i, project) in projects.iter().take(8).enumerate() {
+        setup.job(
+            &format!("graph-{i}"),
+            "graph_export",
+            &format!("parent = \"{project}\""),
+        );
+    }
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let ids: Vec<_> = (0..8)
+        .map(|i| setup.enqueue(&format!("graph-{i}")))
+        .collect();
+    let store = setup.store().await;
+    for id in ids {
+        wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(120)).await;
+    }
+    let stats = setup.token_stats().await;
+    let peak = stats["peak_concurrent_jobs"].as_u64().unwrap();
+    assert!(peak <= 5, "the cap was exceeded: {stats}");
+    assert!(peak >= 2, "exports ran concurrently: {stats}");
+    assert!(
+        stats["rejected"]["jobs"].is_null() || stats["rejected"]["jobs"] == json!(0),
+        "no 429 for the job cap: {stats}"
+    );
+    let exports = setup.sim_exports().await;
+    assert_eq!(exports.len(), 8, "one export per job");
+    let written = manifests(&setup.out());
+    assert_eq!(written.len(), 8);
+    for manifest in &written {
+        let sim = exports
+            .iter()
+            .find(|e| e["gid"] == manifest["export_gid"])
+            .unwrap();
+        assert_eq!(manifest["sha256"], sim["sha256"]);
+        let file = setup.out().join(manifest["file"].as_str().unwrap());
+        assert_eq!(json!(sha256_file(&file)), sim["sha256"]);
+    }
+    assert!(
+        setup.log("daemon").contains("waiting for one"),
+        "extra jobs waited for a slot"
+    );
+    stop(&daemon);
+    daemon.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_polling_and_while_downloading_resumes_the_same_export() {
+    let setup = Setup::new(sim_config(6)).await;
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/_sim/exports/size",
+            Some(json!({ "bytes": 4_000_000 })),
+        )
+        .await;
+    let workspace = setup.workspace();
+    setup.job(
+        "org",
+        "org_export",
+        &format!("organization = \"{workspace}\"\ndownload_rate_limit_kib = 512"),
+    );
+    let store = setup.store().await;
+
+    let mut first = setup.start("first");
+    setup.wait_ready(&mut first).await;
+    let id = setup.enqueue("org");
+    let polling = wait_for_checkpoint(&store, "org", Duration::from_secs(30), |v| {
+        v["phase"] == "polling"
+    })
+    .await;
+    let gid = polling["export_gid"].as_str().unwrap().to_string();
+    kill(&mut first);
+
+    let mut second = setup.start("second");
+    setup.wait_ready(&mut second).await;
+    let downloading = wait_for_checkpoint(&store, "org", Duration::from_secs(60), |v| {
+        v["phase"] == "downloading" && v["partial_offset"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    assert_eq!(downloading["export_gid"], json!(gid), "the same export");
+    let offset = downloading["partial_offset"].as_u64().unwrap();
+    kill(&mut second);
+    assert!(
+        setup
+            .log("second")
+            .contains("Resuming the export requested earlier")
+    );
+
+    let mut third = setup.start("third");
+    setup.wait_ready(&mut third).await;
+    let done = wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(90)).await;
+    assert!(done.rescues >= 2, "{done:?}");
+    let exports = setup.sim_exports().await;
+    assert_eq!(exports.len(), 1, "no second export: {exports:?}");
+    assert_eq!(exports[0]["gid"], json!(gid));
+    let written = manifests(&setup.out());
+    assert_eq!(written.len(), 1);
+    let manifest = &written[0];
+    assert_eq!(manifest["export_gid"], json!(gid));
+    assert_eq!(manifest["sha256"], exports[0]["sha256"]);
+    assert_eq!(manifest["size"], exports[0]["bytes"]);
+    let file = setup.out().join(manifest["file"].as_str().unwrap());
+    assert_eq!(json!(sha256_file(&file)), exports[0]["sha256"]);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let log = strip_ansi(&setup.log("third"));
+    assert!(
+        log.contains("Resuming the export requested earlier"),
+        "{log}"
+    );
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("Downloaded the export"))
+        .unwrap_or_default()
+        .to_string();
+    let resumed_from: u64 = resumed
+        .split("resumed_from=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        resumed_from >= offset && resumed_from > 0,
+        "the download resumed with Range from the synced offset {offset}: {resumed}"
+    );
+    let checkpoint = store
+        .get_checkpoint("org", "export")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint["phase"], "done");
+    assert!(
+        !setup
+            .out()
+            .join(".partial")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "no partial file left"
+    );
+    stop(&third);
+    third.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_ends_the_run_with_the_reason_and_the_next_run_requests_a_new_one() {
+    let setup = Setup::new(sim_config(2)).await;
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/_sim/exports/fail_next",
+            Some(json!({ "count": 1 })),
+        )
+        .await;
+    let project = setup.projects()[0].clone();
+    setup.job("graph", "graph_export", &format!("parent = \"{project}\""));
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let waited = setup.cli(&["jobs", "run", "graph", "--wait", "--timeout-secs", "60"]);
+    let stdout = String::from_utf8_lossy(&waited.stdout);
+    assert_eq!(waited.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("polling"),
+        "progress shown while waiting: {stdout}"
+    );
+    assert!(
+        stdout.contains("Asana reports it as \"failed\""),
+        "the reason is shown: {stdout}"
+    );
+    let first = setup.sim_exports().await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        stdout.contains(first[0]["gid"].as_str().unwrap()),
+        "{stdout}"
+    );
+
+    let again = setup.cli(&["jobs", "run", "graph", "--wait", "--timeout-secs", "60"]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("downloading") || stdout.contains("done"),
+        "{stdout}"
+    );
+    assert_eq!(
+        setup.sim_exports().await.len(),
+        2,
+        "a new export after the failure"
+    );
+    stop(&daemon);
+    daemon.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_newest_exports_and_prunes_older_ones_with_their_manifests() {
+    let setup = Setup::new(sim_config(1)).await;
+    let workspace = setup.workspace();
+    setup.job(
+        "org",
+        "org_export",
+        &format!("organization = \"{workspace}\"\nkeep_last = 2"),
+    );
+    // A file of another job in the same directory is left alone.
+    std::fs::create_dir_all(setup.out()).unwrap();
+    std::fs::write(setup.out().join("notes.txt"), "mine").unwrap();
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let mut gids = Vec::new();
+    for _ in 0..3 {
+        let waited = setup.cli(&["jobs", "run", "org", "--wait", "--timeout-secs", "60"]);
+        assert!(
+            waited.status.success(),
+            "{}",
+            String::from_utf8_lossy(&waited.stdout)
+        );
+        let checkpoint = setup
+            .store()
+            .await
+            .get_checkpoint("org", "export")
+            .await
+            .unwrap()
+            .unwrap();
+        gids.push(checkpoint["export_gid"].as_str().unwrap().to_string());
+    }
+    let left = manifests(&setup.out());
+    let kept: Vec<&str> = left
+        .iter()
+        .map(|m| m["export_gid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, [gids[1].as_str(), gids[2].as_str()]);
+    let files: Vec<String> = std::fs::read_dir(setup.out())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".json.gz"))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| !f.contains(&gids[0])));
+    assert!(setup.out().join("notes.txt").exists());
+    assert!(setup.log("daemon").contains("Pruned an old export"));
+    stop(&daemon);
+    daemon.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_export_meeting_another_in_progress_waits_and_retries() {
+    let setup = Setup::new(sim_config(4)).await;
+    let workspace = setup.workspace();
+    // Someone else's resource export holds the workspace's single slot for a while.
+    let twin = setup.sim.token("service-account").unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/exports/resource", setup.sim.base_url()))
+        .bearer_auth(twin)
+        .json(&json!({ "data": { "workspace": workspace, "export_request_parameters": [{ "resource_type": "team" }] } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    setup.job(
+        "resources",
+        "resource_export",
+        &format!("workspace = \"{workspace}\"\nresource_types = [\"task\", \"team\"]"),
+    );
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let id = setup.enqueue("resources");
+    let store = setup.store().await;
+    let run = wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(60)).await;
+    assert_eq!(run.attempt, 1, "waited within the attempt: {run:?}");
+    let log = setup.log("daemon");
+    assert!(
+        log.contains("Another resource export is in progress"),
+        "{log}"
+    );
+    assert_eq!(setup.sim_exports().await.len(), 2);
+    let written = manifests(&setup.out());
+    assert_eq!(written.len(), 1);
+    assert!(written[0]["file"].as_str().unwrap().ends_with(".jsonl.gz"));
+    stop(&daemon);
+    daemon.wait().unwrap();
+}
+
+/// Records the offsets a download reports.
+#[derive(Default)]
+struct Offsets(std::sync::Mutex<Vec<u64>>);
+
+#[async_trait::async_trait]
+impl ProgressSink for Offsets {
+    async fn synced(&self, offset: u64, _total: Option<u64>) -> Result<(), String> {
+        self.0.lock().unwrap().push(offset);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_refuse_plain_http_elsewhere_and_recognise_an_expired_url() {
+    let mut config = sim_config(1);
+    config.timing.download_url_ttl_secs = 2;
+    let sim = SimServer::start(config).await.unwrap();
+    let budget = Budget::new(BudgetConfig::new("sa", Tier::Paid)).unwrap();
+    let client = AsanaClient::new(
+        ClientConfig::with_base_url(sim.base_url()),
+        sim.token("service-account").unwrap().into(),
+        budget,
+    )
+    .unwrap();
+    let workspace = sim.state().world().workspace.gid.clone();
+    let export = client.create_organization_export(&workspace).await.unwrap();
+    let url = loop {
+        let current = client.organization_export(&export.gid).await.unwrap();
+        if let Some(url) = current.download_url {
+            break url;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("x.part");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let offsets = Offsets::default();
+
+    // A worker talking to the real Asana (https) refuses a plain-http URL.
+    let strict = Downloader::new(DownloadPolicy::for_base_url(
+        "https://app.asana.com/api/1.0",
+    ))
+    .unwrap();
+    let refused = strict
+        .fetch(&url, &partial, 0, &offsets, &cancel)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, DownloadError::UrlRefused { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("https"), "{refused}");
+    assert!(!partial.exists(), "nothing was fetched");
+
+    // Against the simulator the same URL works until it expires.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let sim_policy = Downloader::new(DownloadPolicy::for_base_url(&sim.base_url())).unwrap();
+    let expired = sim_policy
+        .fetch(&url, &partial, 0, &offsets, &cancel)
+        .await
+        .unwrap_err();
+    match &expired {
+        DownloadError::UrlRejected { status, detail } => {
+            assert_eq!(*status, 403);
+            assert!(detail.contains("expired"), "{detail}");
+        }
+        other => panic!("an expired URL needs a fresh one, got {other}"),
+    }
+    let fresh = client
+        .organization_export(&export.gid)
+        .await
+        .unwrap()
+        .download_url
+        .unwrap();
+    assert_ne!(fresh, url);
+    let fetched = sim_policy
+        .fetch(&fresh, &partial, 0, &offsets, &cancel)
+        .await
+        .unwrap();
+    let file = sim.state().extensions.exports.lock().unwrap().exports[&export.gid]
+        .outcome
+        .clone()
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetched.sha256, file.sha256);
+    assert_eq!(fetched.bytes, file.bytes);
+    // Resuming from the middle with Range gives the same file.
+    let half = fetched.bytes / 2;
+    let resumed = sim_policy
+        .fetch(&fresh, &partial, half, &offsets, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(resumed.resumed_from, half);
+    assert_eq!(resumed.sha256, file.sha256);
+    asana_worker::jobs::export::download::verify_gzip(&partial)
+        .await
+        .unwrap();
+    // A cut file fails the gzip check.
+    let cut = dir.path().join("cut.gz");
+    std::fs::write(&cut, &std::fs::read(&partial).unwrap()[..(half as usize)]).unwrap();
+    assert!(matches!(
+        asana_worker::jobs::export::download::verify_gzip(&cut).await,
+        Err(DownloadError::Corrupt { .. })
+    ));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloaded_export_is_delivered_to_the_s3_sink_with_its_manifest() {
+    let Some(moto) = Moto::start("export delivery").await else {
+        return;
+    };
+    moto.bucket("exports").await;
+    let setup = Setup::new(sim_config(1)).await;
+    let workspace = setup.workspace();
+    setup.job(
+        "org",
+        "org_export",
+        &format!(
+            "organization = \"{workspace}\"\n[settings.deliver]\ntype = \"s3\"\nbucket = \"exports\"\nprefix = \"asana\"\nendpoint = \"{}\"\nallow_http = true\naccess_key_id_env = \"EXPORT_TEST_KEY\"\nsecret_access_key_env = \"EXPORT_TEST_SECRET\"",
+            moto.endpoint
+        ),
+    );
+    let mut daemon = setup.start_with_env(
+        "daemon",
+        &[
+            ("EXPORT_TEST_KEY", "testing"),
+            ("EXPORT_TEST_SECRET", "testing"),
+        ],
+    );
+    setup.wait_ready(&mut daemon).await;
+    let id = setup.enqueue("org");
+    let store = setup.store().await;
+    wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(60)).await;
+    let manifest = manifests(&setup.out()).remove(0);
+    let file = manifest["file"].as_str().unwrap();
+    let object = reqwest::get(format!("{}/exports/asana/org/{file}", moto.endpoint))
+        .await
+        .unwrap();
+    assert!(object.status().is_success(), "{}", object.status());
+    let bytes = object.bytes().await.unwrap();
+    assert_eq!(
+        json!(hex::encode(Sha256::digest(&bytes))),
+        manifest["sha256"]
+    );
+    let listing = reqwest::get(format!("{}/exports?list-type=2", moto.endpoint))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The sink's sha256 sidecars sit beside the file and the manifest.
+    for key in [
+        format!("asana/org/{file}"),
+        format!("asana/org/{file}.sha256"),
+        format!("asana/org/{file}.manifest.json"),
+        format!("asana/org/{file}.manifest.json.sha256"),
+    ] {
+        assert!(
+            listing.contains(&format!("<Key>{key}</Key>")),
+            "{key}: {listing}"
+        );
+    }
+    let uploaded_manifest = reqwest::get(format!(
+        "{}/exports/asana/org/{file}.manifest.json",
+        moto.endpoint
+    ))
+    .await
+    .unwrap();
+    assert!(uploaded_manifest.status().is_success());
+    let checkpoint = store
+        .get_checkpoint("org", "export")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint["phase"], "done");
+    assert!(setup.log("daemon").contains("Delivered the export file"));
+    stop(&daemon);
+    daemon.wait().unwrap();
+}
