@@ -784,3 +784,115 @@ async fn a_downloaded_export_is_delivered_to_the_s3_sink_with_its_manifest() {
     stop(&daemon);
     daemon.wait().unwrap();
 }
+
+/// Reads the daemon's Prometheus text from its admin listener.
+async fn daemon_metrics(admin_port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the first sample of `name` whose labels contain `label`.
+fn metric_value(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split(['{', ' ']).next() == Some(name) && (label.is_empty() || l.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_expiring_mid_download_is_refreshed_and_the_download_resumes_with_range() {
+    let setup = Setup::new(sim_config(1)).await;
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/_sim/exports/size",
+            Some(json!({ "bytes": 12_000_000 })),
+        )
+        .await;
+    let workspace = setup.workspace();
+    setup.job(
+        "org",
+        "org_export",
+        &format!("organization = \"{workspace}\"\ndownload_rate_limit_kib = 1536"),
+    );
+    let store = setup.store().await;
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let id = setup.enqueue("org");
+    let downloading = wait_for_checkpoint(&store, "org", Duration::from_secs(60), |v| {
+        v["phase"] == "downloading" && v["partial_offset"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let offset = downloading["partial_offset"].as_u64().unwrap();
+    // The URL in use expires, the connection drops, and the next URL handed out is expired too
+    // by the time it is used: the job must read the export again and resume with Range.
+    let expired = setup
+        .admin(
+            reqwest::Method::POST,
+            "/_sim/downloads/expire",
+            Some(json!({ "abort_in_flight": true, "next": 1 })),
+        )
+        .await;
+    assert_eq!(expired["url_generation"], json!(1), "{expired}");
+
+    let done = wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(90)).await;
+    assert_eq!(done.state, RunState::Completed);
+    let list = setup
+        .admin(reqwest::Method::GET, "/_sim/exports", None)
+        .await;
+    let exports = list["exports"].as_array().unwrap();
+    assert_eq!(exports.len(), 1, "no second export: {list}");
+    let downloads = &list["downloads"];
+    assert!(
+        downloads["aborted"].as_u64().unwrap() >= 1,
+        "the download was cut: {downloads}"
+    );
+    assert!(
+        downloads["expired"].as_u64().unwrap() >= 1,
+        "an expired URL was refused: {downloads}"
+    );
+    assert!(
+        downloads["ranged"].as_u64().unwrap() >= 1,
+        "the download resumed with Range: {downloads}"
+    );
+    let written = manifests(&setup.out());
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0]["sha256"], exports[0]["sha256"]);
+    let file = setup.out().join(written[0]["file"].as_str().unwrap());
+    assert_eq!(json!(sha256_file(&file)), exports[0]["sha256"]);
+
+    let log = strip_ansi(&setup.log("daemon"));
+    assert!(
+        log.contains("The download URL was refused (expired?); fetching a fresh one"),
+        "{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("Downloaded the export"))
+        .unwrap_or_default();
+    let resumed_from: u64 = line
+        .split("resumed_from=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        resumed_from >= offset && resumed_from > 0,
+        "resumed from the synced offset {offset}, not from zero: {line}"
+    );
+    let metrics = daemon_metrics(setup.admin_port).await;
+    assert!(
+        metric_value(&metrics, "asana_export_url_refreshes_total", "job=\"org\"")
+            .is_some_and(|v| v >= 1.0),
+        "{metrics}"
+    );
+    stop(&daemon);
+    daemon.wait().unwrap();
+}

@@ -18,7 +18,11 @@
 //! Admin routes for tests (no token): `POST /_sim/exports/fail_next {"count":N}` makes the next N
 //! exports end in `error`/`failed`; `POST /_sim/exports/size {"bytes":N}` pads later files to
 //! about N compressed bytes (streamed into the encoder, never held in memory);
-//! `GET /_sim/exports[/{gid}]` shows state, size and sha256 of the files.
+//! `GET /_sim/exports[/{gid}]` shows state, size and sha256 of the files (the list also counts
+//! downloads served, ranged, refused as expired and cut); `POST /_sim/downloads/expire
+//! {"abort_in_flight":bool,"next":N}` expires every download URL handed out so far, optionally
+//! cuts the downloads in flight and makes the next N URLs born expired, so a test can make a URL
+//! expire in the middle of a job's download.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -56,6 +60,9 @@ use crate::sim::world::{self, World, timestamp};
 
 /// Scope under which download tokens are signed (distinct from any pagination scope).
 const DOWNLOAD_SCOPE: &str = "export-download";
+
+/// Separates the export gid from the URL generation in a download token's key.
+const GENERATION_SEPARATOR: char = '~';
 
 /// Resource export files may be downloaded for this long after completion (Asana: 30 days).
 const RESOURCE_FILE_TTL_DAYS: i64 = 30;
@@ -211,12 +218,35 @@ impl Export {
 pub struct ExportRegistry {
     /// By gid (organization export gid or job gid).
     pub exports: BTreeMap<String, Export>,
+    /// Generation of download URLs: URLs minted in an earlier generation have expired
+    /// (`/_sim/downloads/expire` starts a new one).
+    pub url_generation: u64,
+    /// How many of the next minted download URLs are born expired.
+    pub expired_urls_next: u32,
+    /// Cancelled by `/_sim/downloads/expire` with `abort_in_flight`: cuts the bodies of the
+    /// downloads being served at that moment.
+    in_flight: CancellationToken,
+    /// What the download route has served, for tests.
+    pub download_stats: DownloadStats,
     /// How many of the next exports should fail.
     pub fail_next: u32,
     /// Padding target for later exports, in compressed bytes.
     pub padding_bytes: u64,
     /// Where files are written; created on first use, removed with the registry.
     dir: Option<TempDir>,
+}
+
+/// Counts of the download route's answers.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct DownloadStats {
+    /// Downloads started (200 or 206).
+    pub served: u64,
+    /// Of those, requests with a `Range` header.
+    pub ranged: u64,
+    /// Requests refused because the URL had expired.
+    pub expired: u64,
+    /// Bodies cut by `/_sim/downloads/expire` with `abort_in_flight`.
+    pub aborted: u64,
 }
 
 impl ExportRegistry {
@@ -268,6 +298,7 @@ pub fn routes() -> Router<SharedState> {
 pub fn public_routes() -> Router<SharedState> {
     Router::new()
         .route("/_sim/downloads/{token}", get(download))
+        .route("/_sim/downloads/expire", post(admin_expire_downloads))
         .route("/_sim/exports", get(admin_list))
         .route("/_sim/exports/fail_next", post(admin_fail_next))
         .route("/_sim/exports/size", post(admin_size))
@@ -613,9 +644,18 @@ fn download_url(state: &SimState, export: &Export) -> Option<String> {
     export.file()?;
     let now = state.now_unix();
     let ttl = state.config.timing.download_url_ttl_secs as i64;
-    let token = state
-        .offsets
-        .encode(&export.gid, DOWNLOAD_SCOPE, now, now + ttl);
+    let generation = {
+        let mut registry = registry(state);
+        if registry.expired_urls_next > 0 {
+            registry.expired_urls_next -= 1;
+            // Minted in the previous generation: already expired.
+            registry.url_generation.wrapping_sub(1)
+        } else {
+            registry.url_generation
+        }
+    };
+    let key = format!("{}{GENERATION_SEPARATOR}{generation}", export.gid);
+    let token = state.offsets.encode(&key, DOWNLOAD_SCOPE, now, now + ttl);
     Some(format!("{}/_sim/downloads/{token}", state.origin))
 }
 
@@ -695,14 +735,16 @@ async fn download(
     Path(token): Path<String>,
     request: Request,
 ) -> Response {
-    let gid = match state
+    let expired = || {
+        registry(&state).download_stats.expired += 1;
+        s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired")
+    };
+    let key = match state
         .offsets
         .decode(&token, DOWNLOAD_SCOPE, state.now_unix())
     {
         Ok(position) => position.key,
-        Err(error) if error.message == OFFSET_EXPIRED_MESSAGE => {
-            return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
-        }
+        Err(error) if error.message == OFFSET_EXPIRED_MESSAGE => return expired(),
         Err(_) => {
             return s3_error(
                 StatusCode::FORBIDDEN,
@@ -711,8 +753,21 @@ async fn download(
             );
         }
     };
+    let Some((gid, generation)) = key
+        .rsplit_once(GENERATION_SEPARATOR)
+        .and_then(|(gid, generation)| Some((gid.to_string(), generation.parse::<u64>().ok()?)))
+    else {
+        return s3_error(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        );
+    };
+    if generation != registry(&state).url_generation {
+        return expired();
+    }
     let now = state.clock.now();
-    let path = {
+    let (path, abort) = {
         let registry = registry(&state);
         let Some(export) = registry.exports.get(&gid) else {
             return s3_error(
@@ -729,7 +784,7 @@ async fn download(
             return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied");
         }
         match export.file() {
-            Some(file) => file.path.clone(),
+            Some(file) => (file.path.clone(), registry.in_flight.clone()),
             None => {
                 return s3_error(
                     StatusCode::NOT_FOUND,
@@ -739,14 +794,45 @@ async fn download(
             }
         }
     };
+    let ranged = request.headers().contains_key(header::RANGE);
     match ServeFile::new(&path).try_call(request).await {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => {
+            {
+                let mut registry = registry(&state);
+                registry.download_stats.served += 1;
+                if ranged {
+                    registry.download_stats.ranged += 1;
+                }
+            }
+            response.map(|body| abortable(Body::new(body), abort, state.clone()))
+        }
         Err(_) => s3_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             "We encountered an internal error. Please try again.",
         ),
     }
+}
+
+/// `body`, cut with an error (the client sees the connection fail mid-body) once `abort` is
+/// cancelled by `/_sim/downloads/expire`.
+fn abortable(body: Body, abort: CancellationToken, state: SharedState) -> Body {
+    use futures::StreamExt;
+    let cut = abort.clone();
+    let data = body.into_data_stream().take_until(abort.cancelled_owned());
+    let tail = futures::stream::once(async move {
+        if cut.is_cancelled() {
+            registry(&state).download_stats.aborted += 1;
+            Some(Err(axum::Error::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "download cut by /_sim/downloads/expire",
+            ))))
+        } else {
+            None
+        }
+    })
+    .filter_map(std::future::ready);
+    Body::from_stream(data.chain(tail))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -783,6 +869,8 @@ async fn admin_list(State(state): State<SharedState>) -> Response {
         "exports": list,
         "fail_next": registry.fail_next,
         "padding_bytes": registry.padding_bytes,
+        "url_generation": registry.url_generation,
+        "downloads": registry.download_stats,
     }))
     .into_response()
 }
@@ -818,6 +906,50 @@ async fn admin_fail_next(
     let mut registry = registry(&state);
     registry.fail_next = request.count;
     axum::Json(json!({ "fail_next": registry.fail_next })).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpireRequest {
+    /// Also cut the downloads being served right now (as a dropped connection would).
+    #[serde(default)]
+    abort_in_flight: bool,
+    /// The next N download URLs handed out are already expired when minted (as if the client
+    /// had waited too long before using them).
+    #[serde(default)]
+    next: u32,
+}
+
+/// Expires every download URL handed out so far: they answer S3's 403 `Request has expired`,
+/// so a client must read the export again for a fresh URL.
+async fn admin_expire_downloads(State(state): State<SharedState>, body: Bytes) -> Response {
+    let request: ExpireRequest = if body.is_empty() {
+        ExpireRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({ "error": format!("bad request body: {error}") })),
+                )
+                    .into_response();
+            }
+        }
+    };
+    let mut registry = registry(&state);
+    registry.url_generation += 1;
+    registry.expired_urls_next = request.next;
+    if request.abort_in_flight {
+        registry.in_flight.cancel();
+        registry.in_flight = CancellationToken::new();
+    }
+    axum::Json(json!({
+        "url_generation": registry.url_generation,
+        "expired_urls_next": registry.expired_urls_next,
+        "aborted_in_flight": request.abort_in_flight,
+    }))
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
