@@ -896,3 +896,133 @@ async fn a_url_expiring_mid_download_is_refreshed_and_the_download_resumes_with_
     stop(&daemon);
     daemon.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_and_too_slow_downloads_fail_the_run_with_a_clear_message_and_install_nothing() {
+    let setup = Setup::new(sim_config(1)).await;
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/_sim/exports/size",
+            Some(json!({ "bytes": 2_000_000 })),
+        )
+        .await;
+    let workspace = setup.workspace();
+    let project = setup.projects()[0].clone();
+    setup.job(
+        "big",
+        "org_export",
+        &format!("organization = \"{workspace}\"\nmax_size_mb = 1"),
+    );
+    setup.job(
+        "slow",
+        "graph_export",
+        &format!(
+            "parent = \"{project}\"\ndownload_timeout = \"1s\"\ndownload_rate_limit_kib = 256"
+        ),
+    );
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+
+    let big = setup.cli(&["jobs", "run", "big", "--wait", "--timeout-secs", "60"]);
+    let stdout = String::from_utf8_lossy(&big.stdout);
+    assert_eq!(big.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("more than the limit of 1048576 bytes")
+            && stdout.contains("raise max_size_mb"),
+        "the size limit is named: {stdout}"
+    );
+
+    let slow = setup.cli(&["jobs", "run", "slow", "--wait", "--timeout-secs", "90"]);
+    let stdout = String::from_utf8_lossy(&slow.stdout);
+    assert_eq!(slow.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("the download took longer than 1s") && stdout.contains("download_timeout"),
+        "the timeout is named: {stdout}"
+    );
+
+    // Neither an export file nor a manifest was installed.
+    let installed: Vec<String> = std::fs::read_dir(setup.out())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(installed.is_empty(), "nothing installed: {installed:?}");
+    assert!(manifests(&setup.out()).is_empty());
+    stop(&daemon);
+    daemon.wait().unwrap();
+}
+
+/// A small gzip file and a server on loopback that redirects `/r/{n}` to `/r/{n-1}` and serves
+/// the file at `/r/0`: an external download host with redirects.
+async fn redirecting_server(file: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::Path as UrlPath;
+    use axum::response::{IntoResponse, Redirect};
+    let file = std::sync::Arc::new(file);
+    let app = axum::Router::new().route(
+        "/r/{n}",
+        axum::routing::get(move |UrlPath(n): UrlPath<u32>| {
+            let file = file.clone();
+            async move {
+                if n == 0 {
+                    (*file).clone().into_response()
+                } else {
+                    Redirect::temporary(&format!("/r/{}", n - 1)).into_response()
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (origin, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_follow_redirects_up_to_the_limit_and_refuse_more() {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(b"{\"data\":[]}").unwrap();
+    let file = encoder.finish().unwrap();
+    let expected = hex::encode(Sha256::digest(&file));
+    let (origin, server) = redirecting_server(file).await;
+    let mut policy = DownloadPolicy::for_base_url(&format!("{origin}/api/1.0"));
+    policy.max_redirects = 2;
+    let downloader = Downloader::new(policy).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let offsets = Offsets::default();
+
+    let partial = dir.path().join("ok.part");
+    let fetched = downloader
+        .fetch(&format!("{origin}/r/2"), &partial, 0, &offsets, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(fetched.sha256, expected, "two redirects are followed");
+
+    let refused = downloader
+        .fetch(
+            &format!("{origin}/r/3?X-Amz-Signature=secret"),
+            &dir.path().join("no.part"),
+            0,
+            &offsets,
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+    match &refused {
+        DownloadError::TooManyRedirects { max, .. } => assert_eq!(*max, 2),
+        other => panic!("expected the redirect limit, got {other}"),
+    }
+    let message = refused.to_string();
+    assert!(
+        message.contains("more than 2 times") && message.contains("max_redirects"),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    assert!(!dir.path().join("no.part").exists(), "nothing was written");
+    server.abort();
+}

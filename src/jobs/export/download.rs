@@ -53,6 +53,16 @@ pub enum DownloadError {
         /// Why.
         reason: String,
     },
+    /// The download URL redirected more often than `max_redirects` allows.
+    #[error(
+        "the download URL redirected more than {max} times (the last target was {url}); raise max_redirects if the export host is expected to redirect that often"
+    )]
+    TooManyRedirects {
+        /// The last redirect target, without its query.
+        url: String,
+        /// The limit.
+        max: usize,
+    },
     /// The download host refused the URL (expired or invalid presigned URL, missing file):
     /// fetch a fresh URL from Asana and try again.
     #[error("the download URL was refused with HTTP {status}: {detail}; a fresh URL is needed")]
@@ -260,7 +270,7 @@ impl Downloader {
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() > redirect_policy.max_redirects {
                     let max = redirect_policy.max_redirects;
-                    return attempt.error(format!("more than {max} redirects"));
+                    return attempt.error(RedirectLimit(max));
                 }
                 match allowed(&redirect_policy, attempt.url()) {
                     Ok(()) => attempt.follow(),
@@ -468,8 +478,21 @@ impl Downloader {
     }
 }
 
+/// The redirect policy's error when the limit is reached (recognised again in [`transport`]).
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} redirects")]
+struct RedirectLimit(usize);
+
 fn transport(error: reqwest::Error) -> DownloadError {
     if error.is_redirect() {
+        if let Some(RedirectLimit(max)) =
+            std::error::Error::source(&error).and_then(|s| s.downcast_ref::<RedirectLimit>())
+        {
+            return DownloadError::TooManyRedirects {
+                url: error.url().map(|u| redact(u.as_str())).unwrap_or_default(),
+                max: *max,
+            };
+        }
         return DownloadError::UrlRefused {
             url: error.url().map(|u| redact(u.as_str())).unwrap_or_default(),
             reason: std::error::Error::source(&error)

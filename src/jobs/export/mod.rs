@@ -843,7 +843,9 @@ impl Exporter<'_> {
                     return Err(JobOutcome::Interrupted);
                 }
                 Err(
-                    error @ (DownloadError::UrlRefused { .. } | DownloadError::TooLarge { .. }),
+                    error @ (DownloadError::UrlRefused { .. }
+                    | DownloadError::TooManyRedirects { .. }
+                    | DownloadError::TooLarge { .. }),
                 ) => {
                     return Err(JobOutcome::Failed {
                         error: format!("export {}: {error}", state.export_gid),
