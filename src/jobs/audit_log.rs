@@ -224,6 +224,9 @@ enum Which {
 struct Shared {
     cursor: Cursor,
     delivered: u64,
+    /// The newest `created_at` this run delivered from any slice: a first run's backfill
+    /// delivers events the tail never sees, and the lag gauge must count them too.
+    newest_delivered: Option<DateTime<Utc>>,
 }
 
 struct Runner<'a> {
@@ -334,6 +337,7 @@ pub async fn run(
         shared: Mutex::new(Shared {
             cursor,
             delivered: 0,
+            newest_delivered: None,
         }),
     };
     // A first run's range is what Asana holds right now (`start` is at most 90 days): the
@@ -443,13 +447,25 @@ impl Runner<'_> {
         let mut walks: Vec<_> = (0..slices).map(|i| self.walk(Which::Backfill(i))).collect();
         walks.push(self.walk(Which::Tail));
         let results = futures::future::join_all(walks).await;
-        {
+        let finished = {
             let mut shared = self.shared.lock().await;
             // Finished slices were marked with an empty range; drop them.
+            let before = shared.cursor.backfill.len();
             shared
                 .cursor
                 .backfill
                 .retain(|s| s.end.is_none_or(|end| end > s.start));
+            (shared.cursor.backfill.len() < before)
+                .then(|| serde_json::to_value(&shared.cursor).unwrap_or_default())
+        };
+        // A slice that ended without a batch (no events in its range) is otherwise only dropped
+        // from the stored cursor by a later batch: until then each run walks it again, and its
+        // stale start counts as the oldest position needed (retention headroom, lost windows).
+        // Same sequence: on recovery the checkpoint wins over the sink's older copy.
+        if let Some(value) = finished
+            && let Err(error) = self.ctx.checkpoints.put(CURSOR_KEY, value).await
+        {
+            return Err(Stop::Outcome(checkpoint_outcome(error)));
         }
         for result in results {
             result?;
@@ -636,6 +652,12 @@ impl Runner<'_> {
         if let Err(error) = self.sink.commit(batch).await {
             return Err(Stop::Outcome(sink_outcome(error)));
         }
+        let newest = marks
+            .iter()
+            .filter_map(|m| DateTime::parse_from_rfc3339(&m.created_at).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .max();
+        shared.newest_delivered = shared.newest_delivered.max(newest);
         shared.cursor = cursor;
         shared.delivered += count;
         metrics::counter!("asana_worker_audit_log_events_total", "job" => self.job.name.clone())
@@ -740,7 +762,7 @@ impl Runner<'_> {
         let shared = self.shared.lock().await;
         let now = self.ctx.clock.now();
         let job = self.job.name.clone();
-        if let Some(newest) = shared.cursor.tail.newest {
+        if let Some(newest) = shared.cursor.tail.newest.max(shared.newest_delivered) {
             metrics::gauge!("asana_worker_audit_log_lag_seconds", "job" => job.clone())
                 .set((now - newest).num_milliseconds() as f64 / 1000.0);
         }
@@ -748,8 +770,12 @@ impl Runner<'_> {
             metrics::gauge!("asana_worker_audit_log_seconds_since_last_event", "job" => job.clone())
                 .set((now - at).num_milliseconds() as f64 / 1000.0);
         }
-        metrics::gauge!("asana_worker_audit_log_events_per_run", "job" => job)
+        metrics::gauge!("asana_worker_audit_log_events_per_run", "job" => job.clone())
             .set(shared.delivered as f64);
+        // After the pass: how much headroom the cursor the next run starts from has.
+        let headroom = shared.cursor.oldest_needed() - (now - RETENTION);
+        metrics::gauge!("asana_worker_audit_log_retention_headroom_seconds", "job" => job)
+            .set(headroom.num_seconds() as f64);
     }
 
     fn report(&self, shared: &Shared) -> serde_json::Value {

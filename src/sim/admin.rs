@@ -30,7 +30,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/revoke", post(revoke))
         .route("/consume", post(consume))
         .route("/audit_events", post(append_audit_events))
-        .route("/clock", get(clock))
+        .route("/clock", get(clock).post(advance_clock))
         .route("/users/{user_gid}/deactivate", post(deactivate_user))
         .route(
             "/tasks/{task_gid}",
@@ -253,4 +253,23 @@ async fn clock(State(state): State<SharedState>) -> Response {
         "time_scale": state.clock.scale(),
     }))
     .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceRequest {
+    /// Simulated seconds to jump forward.
+    advance_secs: u64,
+}
+
+/// Jumps simulated time forward (offsets, download URLs and sync tokens age with it; audit
+/// events older than the retention period stop being served).
+async fn advance_clock(
+    State(state): State<SharedState>,
+    axum::Json(request): axum::Json<AdvanceRequest>,
+) -> Response {
+    state.clock.advance(chrono::Duration::seconds(
+        request.advance_secs.min(i64::MAX as u64) as i64,
+    ));
+    clock(State(state)).await
 }
