@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
@@ -38,11 +39,22 @@ const EXAMPLE_JOBS: &[(&str, &str)] = &[
         include_str!("../../jobs/check-pat-free.toml"),
     ),
     ("audit-log.toml", include_str!("../../jobs/audit-log.toml")),
+    (
+        "org-export.toml",
+        include_str!("../../jobs/org-export.toml"),
+    ),
 ];
 
 /// The sink directory written in `jobs/audit-log.toml`, replaced by one in the demo's
 /// temporary directory.
 const AUDIT_LOG_DIR: &str = "/var/lib/asana-worker/audit-log";
+
+/// The output directory written in `jobs/org-export.toml`, replaced likewise.
+const EXPORT_DIR: &str = "/var/lib/asana-worker/exports";
+
+/// The poll interval of `jobs/org-export.toml`, shortened so the demo's export (which the
+/// simulator finishes in seconds) is seen done at once.
+const EXPORT_POLL: (&str, &str) = ("poll_interval = \"1m\"", "poll_interval = \"1s\"");
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -74,6 +86,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         ..SimConfig::default()
     };
     sim_config.timing.activity_per_minute = 0.0;
+    sim_config.timing.export_pending_secs = 1;
+    sim_config.timing.export_running_secs = 2;
     let sim = SimServer::start(sim_config)
         .await
         .context("starting the simulator")?;
@@ -86,10 +100,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     std::fs::create_dir(&jobs_dir)?;
     let workspace = sim.state().world().workspace.gid.clone();
     let audit_dir = dir.path().join("audit-log");
+    let export_dir = dir.path().join("exports");
     for (name, text) in EXAMPLE_JOBS {
         let text = text
             .replace("WORKSPACE_GID", &workspace)
-            .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string());
+            .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string())
+            .replace(EXPORT_DIR, &export_dir.display().to_string())
+            .replace(EXPORT_POLL.0, EXPORT_POLL.1);
         std::fs::write(jobs_dir.join(name), text)?;
     }
     let mut settings = Settings::default();
@@ -187,6 +204,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         ),
         Err(error) => println!("   audit-log wrote nothing readable: {error}"),
     }
+    let export_ok = print_export(&first, &export_dir);
 
     let revoke = reqwest::Client::new()
         .post(format!("{}/_sim/revoke", sim.origin()))
@@ -222,7 +240,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         Err(error) => bail!("the daemon task failed: {error}"),
     }
     sim.shutdown().await;
-    let completed_first = first.values().all(|r| r.state == RunState::Completed);
+    let completed_first = first.values().all(|r| r.state == RunState::Completed) && export_ok;
     let detected = second
         .get("check-pat-paid")
         .is_some_and(|r| r.state == RunState::NeedsReauth);
@@ -278,6 +296,44 @@ async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, R
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Prints the file the org-export run installed and whether its bytes hash to the sha256 in
+/// its manifest; false when there is none or it does not match.
+fn print_export(runs: &BTreeMap<String, Run>, dir: &Path) -> bool {
+    let Some(run) = runs.get("org-export") else {
+        return false;
+    };
+    let (Some(file), Some(sha256)) = (
+        run.progress["file"].as_str(),
+        run.progress["sha256"].as_str(),
+    ) else {
+        println!("   org-export installed no file");
+        return false;
+    };
+    let path = dir.join(file);
+    let actual = match std::fs::read(&path) {
+        Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
+        Err(error) => {
+            println!(
+                "   org-export file {} is unreadable: {error}",
+                path.display()
+            );
+            return false;
+        }
+    };
+    let matches = actual == sha256;
+    println!(
+        "   org-export installed {} ({} bytes), sha256 {sha256} ({})",
+        path.display(),
+        run.progress["size"].as_u64().unwrap_or(0),
+        if matches {
+            "matches the file"
+        } else {
+            "DOES NOT match the file"
+        }
+    );
+    matches
 }
 
 fn print_runs(runs: &BTreeMap<String, Run>) {
