@@ -344,6 +344,11 @@ fn print_runs(runs: &BTreeMap<String, Run>) {
                 run.progress["events"].as_u64().unwrap_or(0),
                 run.progress["newest"].as_str().unwrap_or("-")
             ),
+            RunState::Completed if run.kind.ends_with("_export") => format!(
+                "export {} downloaded: {} bytes",
+                run.progress["export_gid"].as_str().unwrap_or("?"),
+                run.progress["size"].as_u64().unwrap_or(0)
+            ),
             RunState::Completed => format!(
                 "acts as {} <{}>",
                 run.progress["name"].as_str().unwrap_or("?"),

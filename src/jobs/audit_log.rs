@@ -784,7 +784,7 @@ impl Runner<'_> {
             "events": shared.delivered,
             "sequence": cursor.sequence,
             "backfill_slices_left": cursor.backfill.len(),
-            "newest": cursor.tail.newest.map(rfc3339),
+            "newest": cursor.tail.newest.max(shared.newest_delivered).map(rfc3339),
             "lost_windows": cursor.lost.iter().map(|(a, b)| format!("{}..{}", rfc3339(*a), rfc3339(*b))).collect::<Vec<_>>(),
         })
     }
