@@ -393,7 +393,7 @@ async fn a_continuous_tail_delivers_events_added_while_it_tails() {
     let daemon = Daemon::start(
         "tail",
         quiet(10),
-        "start = \"2d\"\nbackfill_slices = 1\ntail_for = \"8s\"\npoll_interval = \"1s\"",
+        "start = \"2d\"\nbackfill_slices = 1\ntail_for = \"12s\"\npoll_interval = \"1s\"",
     )
     .await;
     let mut expected: BTreeSet<String> = daemon
@@ -423,7 +423,7 @@ async fn a_continuous_tail_delivers_events_added_while_it_tails() {
     added.extend(daemon.append(3).await);
     expected.extend(added.iter().cloned());
     // They arrive while the run is still going.
-    let deadline = Instant::now() + Duration::from_secs(4);
+    let deadline = Instant::now() + Duration::from_secs(6);
     loop {
         let held: BTreeSet<String> = by_gid(&daemon.records()).into_keys().collect();
         if added.iter().all(|g| held.contains(g)) {
