@@ -401,6 +401,16 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 impl Runner<'_> {
+    /// Whether an event passes the local `event_type` filter: Asana filters by one event type,
+    /// so with several the worker reads them all and keeps the listed ones.
+    fn wanted(&self, head: &EventHead) -> bool {
+        self.settings.event_type.is_empty()
+            || head
+                .event_type
+                .as_ref()
+                .is_some_and(|t| self.settings.event_type.contains(t))
+    }
+
     /// Warns when the oldest position nears Asana's retention; when it is past it, records the
     /// exact window lost, moves the slices past it and returns the error to report.
     async fn check_retention(&self) -> Option<String> {
@@ -581,12 +591,7 @@ impl Runner<'_> {
                     continue;
                 }
                 slice.note(at, &head.gid);
-                if !self.settings.event_type.is_empty()
-                    && !head
-                        .event_type
-                        .as_ref()
-                        .is_some_and(|t| self.settings.event_type.contains(t))
-                {
+                if !self.wanted(&head) {
                     continue;
                 }
                 records.push((*raw).to_owned());
@@ -733,12 +738,7 @@ impl Runner<'_> {
                     at,
                     gid: head.gid.clone(),
                 });
-                if !self.settings.event_type.is_empty()
-                    && !head
-                        .event_type
-                        .as_ref()
-                        .is_some_and(|t| self.settings.event_type.contains(t))
-                {
+                if !self.wanted(&head) {
                     continue;
                 }
                 tracing::info!(job = %self.job.name, gid = %head.gid, created_at = %head.created_at, "Late audit-log event found in the overlap window");
