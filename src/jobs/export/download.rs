@@ -36,6 +36,8 @@ const BLOCK: usize = 256 << 10;
 /// Blocks in flight between the network and the writer thread: with [`BLOCK`] the memory bound
 /// of a download (4 MiB).
 const CHANNEL_CHUNKS: usize = 16;
+/// Bytes written between two starts of writeback (`sync_file_range`).
+const WRITEBACK_EVERY: u64 = 32 << 20;
 /// Buffer of the writer thread in front of the file.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -568,6 +570,7 @@ impl Writer {
             let (file, prefix) = open_partial(&path, offset)?;
             let _ = prefix_tx.send(prefix);
             let mut written = offset;
+            let mut written_back = offset;
             let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut timings = WriterTimings::default();
             loop {
@@ -581,8 +584,16 @@ impl Writer {
                         let started = std::time::Instant::now();
                         out.write_all(&chunk)
                             .map_err(|e| DownloadError::io("cannot write", &path, e))?;
-                        timings.write += started.elapsed();
                         written += chunk.len() as u64;
+                        // Writeback started every few tens of MiB keeps the final fsync short:
+                        // without it the whole file's dirty pages wait for the end.
+                        if written - written_back >= WRITEBACK_EVERY {
+                            out.flush()
+                                .map_err(|e| DownloadError::io("cannot write", &path, e))?;
+                            start_writeback(out.get_ref());
+                            written_back = written;
+                        }
+                        timings.write += started.elapsed();
                     }
                     Message::Sync(reply) => {
                         let result = out.flush().map(|()| {
