@@ -604,14 +604,9 @@ pub struct DeliveryReport {
 /// idempotency key prefix (`<stream>-<sequence>`), its `sha256` and `bytes` cover the bodies
 /// posted, in chunk order.
 impl HttpSink {
-    /// Refuses a stream name that would leave the state directory (job names allow '.').
+    /// Refuses a stream name that would leave the state directory.
     fn check_stream(stream: &str) -> Result<(), SinkError> {
-        if stream.is_empty() || stream == "." || stream == ".." || stream.contains(['/', '\\']) {
-            return Err(config_error(format!(
-                "the stream name {stream:?} cannot name a directory; rename the job"
-            )));
-        }
-        Ok(())
+        super::check_stream_segment("http", stream)
     }
 
     /// The local manifest of `stream`.

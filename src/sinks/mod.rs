@@ -159,6 +159,21 @@ pub enum SinkError {
     },
 }
 
+/// Refuses a stream name that is not one plain path or key segment: a job name may be "." or
+/// "..", which would leave the sink's directory or prefix. Shared by the http and s3 sinks (the
+/// file sink has a stricter rule of its own, since its stream directories sit beside hidden files).
+pub(crate) fn check_stream_segment(sink: &'static str, stream: &str) -> Result<(), SinkError> {
+    if stream.is_empty() || stream == "." || stream == ".." || stream.contains(['/', '\\']) {
+        return Err(SinkError::Config {
+            sink,
+            message: format!(
+                "the stream name {stream:?} cannot be a path or key segment; rename the job"
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl SinkError {
     /// Whether a later retry may succeed.
     pub fn is_transient(&self) -> bool {

@@ -589,14 +589,8 @@ impl S3Sink {
     }
 }
 
-/// Refuses a stream name that is not one plain key segment (job names allow '.').
 fn check_stream(stream: &str) -> Result<(), SinkError> {
-    if stream.is_empty() || stream == "." || stream == ".." || stream.contains('/') {
-        return Err(config_error(format!(
-            "the stream name {stream:?} cannot be a key segment; rename the job"
-        )));
-    }
-    Ok(())
+    super::check_stream_segment("s3", stream)
 }
 
 /// The bytes of a batch's object: one record per line, gzipped if asked (deterministic: the
