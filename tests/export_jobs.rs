@@ -688,8 +688,12 @@ async fn downloads_refuse_plain_http_elsewhere_and_recognise_an_expired_url() {
         .clone()
         .unwrap()
         .unwrap();
-    assert_eq!(fetched.sha256, file.sha256);
     assert_eq!(fetched.bytes, file.bytes);
+    let checked = asana_worker::jobs::export::download::check(&partial)
+        .await
+        .unwrap();
+    assert_eq!(checked.sha256, file.sha256);
+    assert_eq!(checked.bytes, file.bytes);
     // Resuming from the middle with Range gives the same file.
     let half = fetched.bytes / 2;
     let resumed = sim_policy
@@ -697,15 +701,17 @@ async fn downloads_refuse_plain_http_elsewhere_and_recognise_an_expired_url() {
         .await
         .unwrap();
     assert_eq!(resumed.resumed_from, half);
-    assert_eq!(resumed.sha256, file.sha256);
-    asana_worker::jobs::export::download::verify_gzip(&partial)
+    assert_eq!(resumed.bytes, file.bytes);
+    let checked = asana_worker::jobs::export::download::check(&partial)
         .await
         .unwrap();
-    // A cut file fails the gzip check.
+    assert_eq!(checked.sha256, file.sha256);
+    assert!(checked.uncompressed_bytes > checked.bytes);
+    // A cut file fails the check.
     let cut = dir.path().join("cut.gz");
     std::fs::write(&cut, &std::fs::read(&partial).unwrap()[..(half as usize)]).unwrap();
     assert!(matches!(
-        asana_worker::jobs::export::download::verify_gzip(&cut).await,
+        asana_worker::jobs::export::download::check(&cut).await,
         Err(DownloadError::Corrupt { .. })
     ));
     sim.shutdown().await;
@@ -988,6 +994,7 @@ async fn downloads_follow_redirects_up_to_the_limit_and_refuse_more() {
     encoder.write_all(b"{\"data\":[]}").unwrap();
     let file = encoder.finish().unwrap();
     let expected = hex::encode(Sha256::digest(&file));
+    let file_len = file.len() as u64;
     let (origin, server) = redirecting_server(file).await;
     let mut policy = DownloadPolicy::for_base_url(&format!("{origin}/api/1.0"));
     policy.max_redirects = 2;
@@ -1001,7 +1008,11 @@ async fn downloads_follow_redirects_up_to_the_limit_and_refuse_more() {
         .fetch(&format!("{origin}/r/2"), &partial, 0, &offsets, &cancel)
         .await
         .unwrap();
-    assert_eq!(fetched.sha256, expected, "two redirects are followed");
+    assert_eq!(fetched.bytes, file_len, "two redirects are followed");
+    let checked = asana_worker::jobs::export::download::check(&partial)
+        .await
+        .unwrap();
+    assert_eq!(checked.sha256, expected);
 
     let refused = downloader
         .fetch(

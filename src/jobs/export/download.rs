@@ -1,8 +1,7 @@
 //! Downloading an export file safely: only https URLs (plain http only to the configured
 //! simulator's loopback host), bounded redirects each checked again, a size and a time limit,
 //! bounded memory (chunks stream through a small channel into a writer thread that appends to
-//! the partial file and hashes), and resumption with HTTP Range from the partial file's synced
-//! offset. A server that ignores the Range (200 instead of 206, or a 206 starting elsewhere)
+//! the partial file), and resumption with HTTP Range from the partial file's synced offset. A server that ignores the Range (200 instead of 206, or a 206 starting elsewhere)
 //! makes the download start over from zero instead of appending the wrong bytes.
 //!
 //! The partial file is flushed to the operating system (and its writeback started) before its
@@ -12,14 +11,19 @@
 //! may be shorter than the stored offset (the download resumes from the file's length) or
 //! damaged (the gzip check at the end discards it and the file is downloaded again). The
 //! complete file is fsynced before it is renamed into place.
+//!
+//! The complete file is then read back by [`check`]: its sha256 and a full gzip decode, in
+//! parallel. Hashing the file as read back rather than the bytes as received keeps the download
+//! itself to receiving and writing (on a small machine the hash would otherwise compete with
+//! both for the CPU), needs no hash state saved across resumed attempts, and describes the bytes
+//! actually on disk.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -31,15 +35,16 @@ use url::Url;
 pub const DATA_FILE_MODE: u32 = 0o640;
 
 /// Network chunks are gathered into blocks of this size before they go to the writer thread,
-/// so the channel and the thread wake once per block rather than once per small chunk.
-const BLOCK: usize = 256 << 10;
+/// so the channel and the thread wake once per block rather than once per small chunk. Small
+/// enough to stay in the CPU's cache between the copy that fills it and the write that empties
+/// it: on the reference machine 64 KiB blocks downloaded faster than 256 KiB or 1 MiB ones
+/// (docs/benchmarks.md).
+const BLOCK: usize = 64 << 10;
 /// Blocks in flight between the network and the writer thread: with [`BLOCK`] the memory bound
 /// of a download (4 MiB).
-const CHANNEL_CHUNKS: usize = 16;
+const CHANNEL_CHUNKS: usize = 64;
 /// Bytes written between two starts of writeback (`sync_file_range`).
 const WRITEBACK_EVERY: u64 = 32 << 20;
-/// Buffer of the writer thread in front of the file.
-const WRITE_BUFFER: usize = 1 << 20;
 
 /// Errors of a download.
 #[derive(Debug, thiserror::Error)]
@@ -233,8 +238,6 @@ pub trait ProgressSink: Send + Sync {
 pub struct Fetched {
     /// Size of the file.
     pub bytes: u64,
-    /// Hex sha256 of the whole file.
-    pub sha256: String,
     /// The offset the download resumed from (0 when it started from the beginning).
     pub resumed_from: u64,
     /// Where the writer thread spent its time (for the benchmark and the log).
@@ -246,8 +249,6 @@ pub struct Fetched {
 pub struct WriterTimings {
     /// Appending to the partial file (into the page cache).
     pub write: Duration,
-    /// Hashing (on its own thread, in parallel with writing).
-    pub hash: Duration,
     /// The final fsync.
     pub fsync: Duration,
     /// Waiting for data from the network.
@@ -294,7 +295,8 @@ impl Downloader {
 
     /// Downloads `url` into `partial`, resuming from `offset` bytes already synced there (the
     /// file is cut back to `offset` first: bytes beyond it were never confirmed). Returns when
-    /// the whole file is in `partial`, synced and hashed; the caller verifies and renames it.
+    /// the whole file is in `partial` and synced; the caller checks it with [`check`] and renames
+    /// it.
     pub async fn fetch(
         &self,
         url: &str,
@@ -395,12 +397,11 @@ impl Downloader {
                 limit: self.policy.max_bytes,
             });
         }
-        let writer = Writer::start(partial.to_path_buf(), offset)?;
+        let mut writer = Writer::start(partial.to_path_buf(), offset)?;
         let started = Instant::now();
         let mut received: u64 = 0;
         let mut last_sync = Instant::now();
         let mut stream = response.bytes_stream();
-        let mut block = bytes::BytesMut::new();
         let result = async {
             loop {
                 let next = stream.next().await;
@@ -415,17 +416,7 @@ impl Downloader {
                         limit: self.policy.max_bytes,
                     });
                 }
-                if block.is_empty() && chunk.len() >= BLOCK {
-                    writer.send(chunk).await?;
-                } else {
-                    if block.capacity() == 0 {
-                        block.reserve(BLOCK);
-                    }
-                    block.extend_from_slice(&chunk);
-                    if block.len() >= BLOCK {
-                        writer.send(block.split().freeze()).await?;
-                    }
-                }
+                writer.push(&chunk).await?;
                 if let Some(rate) = self.policy.rate_limit.filter(|r| *r > 0) {
                     let due = Duration::from_secs_f64(received as f64 / rate as f64);
                     let elapsed = started.elapsed();
@@ -434,9 +425,6 @@ impl Downloader {
                     }
                 }
                 if last_sync.elapsed() >= self.policy.sync_every {
-                    if !block.is_empty() {
-                        writer.send(block.split().freeze()).await?;
-                    }
                     let synced = writer.sync().await?;
                     progress
                         .synced(synced, total)
@@ -445,21 +433,24 @@ impl Downloader {
                     last_sync = Instant::now();
                 }
             }
-            if !block.is_empty() {
-                writer.send(block.split().freeze()).await?;
-            }
-            Ok(())
+            writer.send_block().await
         }
         .await;
         if let Err(error) = result {
             // Keep what arrived: sync it and report the offset, so the next attempt resumes.
-            if let Ok(synced) = writer.sync().await {
+            if !writer.stopped
+                && let Ok(synced) = writer.sync().await
+            {
                 let _ = progress.synced(synced, total).await;
             }
-            drop(writer.finish().await);
-            return Err(error);
+            let stopped = writer.stopped;
+            return Err(match writer.finish().await {
+                // The writer thread's own error says what went wrong with the file.
+                Err(writer_error) if stopped => writer_error,
+                _ => error,
+            });
         }
-        let (bytes, sha256, timings) = writer.finish().await?;
+        let (bytes, timings) = writer.finish().await?;
         progress
             .synced(bytes, total.or(Some(bytes)))
             .await
@@ -473,7 +464,6 @@ impl Downloader {
         }
         Ok(Fetched {
             bytes,
-            sha256,
             resumed_from: offset,
             timings,
         })
@@ -533,45 +523,45 @@ fn s3_code(body: &str) -> String {
 }
 
 enum Message {
-    Data(Bytes),
+    Data(Vec<u8>),
     Sync(oneshot::Sender<std::io::Result<u64>>),
 }
 
-/// The writer and hasher threads: the writer appends blocks to the partial file, the hasher
-/// hashes the same blocks (shared, not copied) in parallel, both off the async runtime, so
-/// receiving, writing and hashing overlap.
+/// The writer thread and its feed: network chunks are copied into blocks of [`BLOCK`] bytes that
+/// go to a thread appending them to the partial file off the async runtime (so receiving and
+/// writing overlap), which starts writeback every [`WRITEBACK_EVERY`] bytes and hands each
+/// written block back for reuse. The same few blocks carry the whole download: no allocation
+/// per block, and no fresh memory for the kernel to fault in and zero.
 struct Writer {
     tx: mpsc::Sender<Message>,
-    hash_tx: mpsc::Sender<Bytes>,
     handle: tokio::task::JoinHandle<Result<(u64, WriterTimings), DownloadError>>,
-    hasher: tokio::task::JoinHandle<(String, Duration)>,
     path: PathBuf,
+    /// Written blocks coming back from the writer thread.
+    free: mpsc::Receiver<Vec<u8>>,
+    /// Blocks allocated so far (at most [`POOL_BLOCKS`]).
+    allocated: usize,
+    /// The block being filled.
+    block: Vec<u8>,
+    /// The writer thread has stopped (its result says why).
+    stopped: bool,
 }
+
+/// Blocks of a download: those queued in the channel, the one being written, the one being
+/// filled.
+const POOL_BLOCKS: usize = CHANNEL_CHUNKS + 2;
 
 impl Writer {
     fn start(path: PathBuf, offset: u64) -> Result<Self, DownloadError> {
         let (tx, mut rx) = mpsc::channel::<Message>(CHANNEL_CHUNKS);
-        let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        let (prefix_tx, prefix_rx) = std::sync::mpsc::sync_channel::<Sha256>(1);
-        let hasher = tokio::task::spawn_blocking(move || {
-            // The hash of the bytes already in the partial file, from the writer.
-            let mut hasher = prefix_rx.recv().unwrap_or_default();
-            let mut busy = Duration::ZERO;
-            while let Some(block) = hash_rx.blocking_recv() {
-                let started = std::time::Instant::now();
-                hasher.update(&block);
-                busy += started.elapsed();
-            }
-            (hex::encode(hasher.finalize()), busy)
-        });
+        let (free_tx, free) = mpsc::channel::<Vec<u8>>(POOL_BLOCKS);
         let thread_path = path.clone();
         let handle = tokio::task::spawn_blocking(move || {
             let path = thread_path;
-            let (file, prefix) = open_partial(&path, offset)?;
-            let _ = prefix_tx.send(prefix);
+            let file = open_partial(&path, offset)?;
+            let file = std::sync::Arc::new(file);
+            let writeback = Writeback::new(file.clone());
             let mut written = offset;
             let mut written_back = offset;
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut timings = WriterTimings::default();
             loop {
                 let waiting = std::time::Instant::now();
@@ -580,96 +570,162 @@ impl Writer {
                 };
                 timings.idle += waiting.elapsed();
                 match message {
-                    Message::Data(chunk) => {
+                    Message::Data(block) => {
                         let started = std::time::Instant::now();
-                        out.write_all(&chunk)
+                        // Blocks are large already: written as they are, without a buffer
+                        // (and its copy) in between.
+                        (&*file)
+                            .write_all(&block)
                             .map_err(|e| DownloadError::io("cannot write", &path, e))?;
-                        written += chunk.len() as u64;
+                        written += block.len() as u64;
+                        let mut block = block;
+                        block.clear();
+                        let _ = free_tx.try_send(block);
                         // Writeback started every few tens of MiB keeps the final fsync short:
                         // without it the whole file's dirty pages wait for the end.
                         if written - written_back >= WRITEBACK_EVERY {
-                            out.flush()
-                                .map_err(|e| DownloadError::io("cannot write", &path, e))?;
-                            start_writeback(out.get_ref());
+                            writeback.start();
                             written_back = written;
                         }
                         timings.write += started.elapsed();
                     }
                     Message::Sync(reply) => {
-                        let result = out.flush().map(|()| {
-                            start_writeback(out.get_ref());
-                            written
-                        });
-                        let _ = reply.send(result);
+                        writeback.start();
+                        let _ = reply.send(Ok(written));
                     }
                 }
             }
             let started = std::time::Instant::now();
-            out.flush()
-                .and_then(|()| out.get_ref().sync_all())
+            file.sync_all()
                 .map_err(|e| DownloadError::io("cannot sync", &path, e))?;
             timings.fsync = started.elapsed();
             Ok((written, timings))
         });
         Ok(Self {
             tx,
-            hash_tx,
             handle,
-            hasher,
             path,
+            free,
+            allocated: 0,
+            block: Vec::new(),
+            stopped: false,
         })
     }
 
-    async fn send(&self, chunk: Bytes) -> Result<(), DownloadError> {
-        if self.hash_tx.send(chunk.clone()).await.is_err()
-            || self.tx.send(Message::Data(chunk)).await.is_err()
-        {
-            return Err(self.failed().await);
+    /// Copies `data` into blocks, sending each full one to the writer thread.
+    async fn push(&mut self, mut data: &[u8]) -> Result<(), DownloadError> {
+        while !data.is_empty() {
+            if self.block.capacity() == 0 {
+                self.block = self.free_block().await?;
+            }
+            let room = BLOCK - self.block.len();
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.block.extend_from_slice(now);
+            data = rest;
+            if self.block.len() >= BLOCK {
+                self.send_block().await?;
+            }
         }
         Ok(())
     }
 
-    async fn sync(&self) -> Result<u64, DownloadError> {
+    /// A block to fill: one the writer thread gave back, a new one while fewer than
+    /// [`POOL_BLOCKS`] exist, or else the next one given back.
+    async fn free_block(&mut self) -> Result<Vec<u8>, DownloadError> {
+        if let Ok(block) = self.free.try_recv() {
+            return Ok(block);
+        }
+        if self.allocated < POOL_BLOCKS {
+            self.allocated += 1;
+            return Ok(Vec::with_capacity(BLOCK));
+        }
+        match self.free.recv().await {
+            Some(block) => Ok(block),
+            None => Err(self.stopped()),
+        }
+    }
+
+    /// Sends the block being filled (if it holds anything) to the writer thread.
+    async fn send_block(&mut self) -> Result<(), DownloadError> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let block = std::mem::take(&mut self.block);
+        if self.tx.send(Message::Data(block)).await.is_err() {
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    /// Sends the block being filled, then asks the writer thread how many bytes of the file are
+    /// with the operating system (and so survive this process).
+    async fn sync(&mut self) -> Result<u64, DownloadError> {
+        self.send_block().await?;
         let (reply, answer) = oneshot::channel();
         if self.tx.send(Message::Sync(reply)).await.is_err() {
-            return Err(self.failed().await);
+            return Err(self.stopped());
         }
         match answer.await {
             Ok(Ok(offset)) => Ok(offset),
             Ok(Err(e)) => Err(DownloadError::io("cannot sync", &self.path, e)),
-            Err(_) => Err(self.failed().await),
+            Err(_) => Err(self.stopped()),
         }
     }
 
-    /// The writer thread stopped early: its error says why.
-    async fn failed(&self) -> DownloadError {
+    /// The writer thread stopped early; [`Writer::finish`] returns the error that stopped it.
+    fn stopped(&mut self) -> DownloadError {
+        self.stopped = true;
         DownloadError::io(
             "the writer stopped while writing",
             &self.path,
-            std::io::Error::other("see the earlier error"),
+            std::io::Error::other("the file could not be written"),
         )
     }
 
-    async fn finish(self) -> Result<(u64, String, WriterTimings), DownloadError> {
+    /// Waits for the writer thread: the bytes in the file (synced) and its timings, or the
+    /// error that stopped it.
+    async fn finish(self) -> Result<(u64, WriterTimings), DownloadError> {
         drop(self.tx);
-        drop(self.hash_tx);
-        let written = self
-            .handle
+        self.handle
             .await
-            .map_err(|e| DownloadError::Transient(format!("the writer thread failed: {e}")))?;
-        let (sha256, hash_time) = self
-            .hasher
-            .await
-            .map_err(|e| DownloadError::Transient(format!("the hasher thread failed: {e}")))?;
-        let (bytes, mut timings) = written?;
-        timings.hash = hash_time;
-        Ok((bytes, sha256, timings))
+            .map_err(|e| DownloadError::Transient(format!("the writer thread failed: {e}")))?
     }
 }
 
-/// Starts writing the file's dirty pages to disk without waiting (Linux `sync_file_range`), so
-/// the final fsync before the rename finds little left to write and the disk works while the
-/// network does. Best effort: elsewhere, or on failure, the final fsync does it all.
+/// Starts writing the partial file's dirty pages to disk (Linux `sync_file_range`) on another
+/// blocking thread, so the final fsync before the rename finds little left to write and the disk
+/// works while the network does. Submitting the writeback takes CPU time (the filesystem maps and
+/// queues the pages); on its own thread it does not hold up the writes. At most one start runs
+/// at a time: a start asked for while one runs is skipped, as the running one, or the next,
+/// covers the same pages. Best effort: elsewhere, or on failure, the final fsync does it all.
+struct Writeback {
+    file: std::sync::Arc<File>,
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Writeback {
+    fn new(file: std::sync::Arc<File>) -> Self {
+        Self {
+            file,
+            running: std::sync::Arc::default(),
+        }
+    }
+
+    fn start(&self) {
+        use std::sync::atomic::Ordering;
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let file = self.file.clone();
+        let running = self.running.clone();
+        tokio::task::spawn_blocking(move || {
+            start_writeback(&file);
+            running.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Schedules writeback of all of `file`'s dirty pages without waiting for it to complete.
 fn start_writeback(file: &File) {
     #[cfg(target_os = "linux")]
     {
@@ -682,11 +738,11 @@ fn start_writeback(file: &File) {
     let _ = file;
 }
 
-/// Opens the partial file cut back to `offset`, with the hash of its first `offset` bytes.
-fn open_partial(path: &Path, offset: u64) -> Result<(File, Sha256), DownloadError> {
+/// Opens the partial file cut back to `offset` (bytes beyond it were never confirmed), positioned
+/// to append.
+fn open_partial(path: &Path, offset: u64) -> Result<File, DownloadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = OpenOptions::new()
-        .read(true)
         .write(true)
         .create(true)
         .truncate(false)
@@ -695,27 +751,66 @@ fn open_partial(path: &Path, offset: u64) -> Result<(File, Sha256), DownloadErro
         .map_err(|e| DownloadError::io("cannot open", path, e))?;
     file.set_len(offset)
         .map_err(|e| DownloadError::io("cannot truncate", path, e))?;
-    let mut hasher = Sha256::new();
-    if offset > 0 {
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| DownloadError::io("cannot read", path, e))?;
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut left = offset;
-        while left > 0 {
-            let want = buffer.len().min(left as usize);
-            let n = file
-                .read(&mut buffer[..want])
-                .map_err(|e| DownloadError::io("cannot read", path, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            left -= n as u64;
-        }
-    }
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| DownloadError::io("cannot seek", path, e))?;
-    Ok((file, hasher))
+    Ok(file)
+}
+
+/// What [`check`] found in a complete download.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// Size of the file as read back.
+    pub bytes: u64,
+    /// Hex sha256 of the file as read back.
+    pub sha256: String,
+    /// Size of the decompressed content.
+    pub uncompressed_bytes: u64,
+    /// How long hashing took (it runs beside the slower gzip decode).
+    pub hash_time: Duration,
+}
+
+/// Checks a complete download: the sha256 of the file and a full gzip decode, on two threads
+/// that each read the file back. Both describe the bytes on disk, whichever attempts wrote
+/// them, so a resumed download needs no saved hash state and the manifest's hash is that of the
+/// file as installed. Hashing beside the decode (which is several times slower) costs the job no
+/// time, where hashing while downloading competes with the download for the CPU.
+pub async fn check(path: &Path) -> Result<Checked, DownloadError> {
+    let hashed = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || hash_file(&path))
+    };
+    let decoded = verify_gzip(path).await;
+    let hashed = hashed
+        .await
+        .map_err(|e| DownloadError::Transient(format!("hashing failed to run: {e}")))?;
+    let uncompressed_bytes = decoded?;
+    let (bytes, sha256, hash_time) = hashed?;
+    Ok(Checked {
+        bytes,
+        sha256,
+        uncompressed_bytes,
+        hash_time,
+    })
+}
+
+/// Size and hex sha256 of the file at `path`, and how long that took.
+fn hash_file(path: &Path) -> Result<(u64, String, Duration), DownloadError> {
+    let started = std::time::Instant::now();
+    let mut file = File::open(path).map_err(|e| DownloadError::io("cannot open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(DownloadError::io("cannot read", path, e)),
+        };
+        hasher.update(&buffer[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, hex::encode(hasher.finalize()), started.elapsed()))
 }
 
 /// Reads the whole file through a gzip decoder (all members) and discards the output: a
@@ -836,5 +931,68 @@ mod tests {
             ),
             "AccessDenied: Request has expired"
         );
+    }
+
+    /// Bytes of a recognisable pattern: position-dependent, so a block written twice, out of
+    /// order or with stale bytes from its previous use shows up in the comparison.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_reuses_its_blocks_and_writes_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.part");
+        let data = pattern(POOL_BLOCKS * BLOCK * 3 + 12_345);
+        let mut writer = Writer::start(path.clone(), 0).unwrap();
+        // Chunks of awkward sizes, straddling block boundaries, with progress syncs between.
+        let sizes = [1, 7, BLOCK - 1, BLOCK, BLOCK + 1, 100_000, 3 * BLOCK + 5];
+        let mut at = 0;
+        for (i, size) in sizes.iter().cycle().enumerate() {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + size).min(data.len());
+            writer.push(&data[at..end]).await.unwrap();
+            at = end;
+            if i % 5 == 4 {
+                assert_eq!(writer.sync().await.unwrap(), at as u64);
+            }
+        }
+        writer.send_block().await.unwrap();
+        assert!(writer.allocated <= POOL_BLOCKS, "{}", writer.allocated);
+        let (bytes, _) = writer.finish().await.unwrap();
+        assert_eq!(bytes, data.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == data, "the file differs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_cuts_unconfirmed_bytes_and_appends_from_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.part");
+        let data = pattern(300_000);
+        // 200,000 bytes on disk, of which only 150,000 were confirmed; the rest is garbage.
+        let mut on_disk = data[..150_000].to_vec();
+        on_disk.extend(std::iter::repeat_n(0xEE, 50_000));
+        std::fs::write(&path, &on_disk).unwrap();
+        let mut writer = Writer::start(path.clone(), 150_000).unwrap();
+        writer.push(&data[150_000..]).await.unwrap();
+        writer.send_block().await.unwrap();
+        let (bytes, _) = writer.finish().await.unwrap();
+        assert_eq!(bytes, 300_000);
+        assert!(std::fs::read(&path).unwrap() == data, "the file differs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_cannot_write_reports_why() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory cannot be opened as the partial file.
+        let mut writer = Writer::start(dir.path().to_path_buf(), 0).unwrap();
+        let data = pattern(POOL_BLOCKS * BLOCK * 2);
+        let pushed = writer.push(&data).await;
+        assert!(pushed.is_err(), "the writer thread stopped at once");
+        assert!(writer.stopped);
+        let error = writer.finish().await.unwrap_err();
+        assert!(error.to_string().contains("cannot open"), "{error}");
     }
 }

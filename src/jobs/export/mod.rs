@@ -689,6 +689,25 @@ impl Exporter<'_> {
         }
     }
 
+    /// Deletes a complete but unusable partial file (corrupt, or not the size downloaded) and
+    /// resets the download to byte zero: the next attempt fetches the whole file again.
+    async fn discard_partial(
+        &self,
+        state: &mut ExportState,
+        partial: &Path,
+        reason: String,
+    ) -> JobOutcome {
+        let _ = std::fs::remove_file(partial);
+        state.partial_offset = 0;
+        if let Err(outcome) = self.save(state).await {
+            return outcome;
+        }
+        JobOutcome::Retry {
+            delay: None,
+            error: format!("export {}: {reason}", state.export_gid),
+        }
+    }
+
     async fn failed(&self, state: &mut ExportState, reason: String) -> JobOutcome {
         let error = format!(
             "{} {} of {} failed: {reason}; the next run requests a new export",
@@ -859,15 +878,32 @@ impl Exporter<'_> {
                 }
             }
         };
-        if let Err(error) = download::verify_gzip(&partial).await {
-            let _ = std::fs::remove_file(&partial);
-            state.partial_offset = 0;
-            self.save(state).await?;
-            return Err(JobOutcome::Retry {
-                delay: None,
-                error: format!("export {}: {error}", state.export_gid),
-            });
-        }
+        let checked = match download::check(&partial).await {
+            Ok(checked) if checked.bytes == fetched.bytes => checked,
+            Ok(checked) => {
+                return Err(self
+                    .discard_partial(
+                        state,
+                        &partial,
+                        format!(
+                            "the partial file holds {} bytes after a download of {}; it was discarded and will be downloaded again",
+                            checked.bytes, fetched.bytes
+                        ),
+                    )
+                    .await);
+            }
+            Err(error @ DownloadError::Corrupt { .. }) => {
+                return Err(self
+                    .discard_partial(state, &partial, error.to_string())
+                    .await);
+            }
+            Err(error) => {
+                return Err(JobOutcome::Retry {
+                    delay: None,
+                    error: format!("export {}: {error}", state.export_gid),
+                });
+            }
+        };
         download::install(&partial, &destination).map_err(|error| JobOutcome::Retry {
             delay: None,
             error: error.to_string(),
@@ -881,8 +917,8 @@ impl Exporter<'_> {
             created_at: state.created_at,
             finished_at: state.finished_at.unwrap_or(state.created_at),
             downloaded_at: self.ctx.clock.now(),
-            size: fetched.bytes,
-            sha256: fetched.sha256.clone(),
+            size: checked.bytes,
+            sha256: checked.sha256.clone(),
         };
         let manifest_path = self
             .settings
@@ -895,13 +931,13 @@ impl Exporter<'_> {
         })?;
         state.phase = Phase::Delivering;
         state.file = Some(file_name);
-        state.sha256 = Some(fetched.sha256.clone());
-        state.partial_offset = fetched.bytes;
-        state.total_bytes = Some(fetched.bytes);
+        state.sha256 = Some(checked.sha256.clone());
+        state.partial_offset = checked.bytes;
+        state.total_bytes = Some(checked.bytes);
         self.save(state).await?;
         tracing::info!(
-            job = %self.job.name, export = %state.export_gid, bytes = fetched.bytes,
-            sha256 = %fetched.sha256, resumed_from = fetched.resumed_from,
+            job = %self.job.name, export = %state.export_gid, bytes = checked.bytes,
+            sha256 = %checked.sha256, resumed_from = fetched.resumed_from,
             file = %destination.display(), "Downloaded the export"
         );
         Ok(())
