@@ -237,6 +237,30 @@ impl AsanaError {
         }
     }
 
+    /// What Asana refused, for an error where [`AsanaError::needs_reauth`] holds, without the
+    /// advice of its message: a caller that says what to do in its own words (which command
+    /// replaces the credential, which job to run again) would otherwise repeat it.
+    pub fn rejection(&self) -> String {
+        match self {
+            AsanaError::Unauthorized { message } => format!(
+                "Asana did not accept the token (401: {message}); it is invalid or revoked, or the app is disabled in this workspace"
+            ),
+            AsanaError::TokenExpired { .. } => "the access token has expired (401)".to_string(),
+            AsanaError::OAuth {
+                status,
+                error,
+                description,
+            } => format!(
+                "the OAuth endpoint refused the request ({status}: {error}{})",
+                description
+                    .as_ref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// Metric label of the error's class.
     pub fn label(&self) -> &'static str {
         match self {

@@ -33,9 +33,14 @@ pub fn outcome_for_error(job: &JobSpec, error: &AsanaError) -> JobOutcome {
     let credential = &job.credential;
     let job_name = &job.name;
     match error {
+        // The credential layer's message already says how to authorize again.
+        AsanaError::Credential { message, .. } if error.needs_reauth() => JobOutcome::NeedsReauth {
+            error: format!("{message}; then run `asana-worker jobs run {job_name}`"),
+        },
         error if error.needs_reauth() => JobOutcome::NeedsReauth {
             error: format!(
-                "credential {credential:?} was rejected by Asana: {error}. Replace its token (the token file or variable, `asana-worker creds add {credential} --replace`, or for OAuth `asana-worker creds authorize {credential} --replace`), then run `asana-worker jobs run {job_name}`"
+                "credential {credential:?} was rejected by Asana: {}. Replace its token (the token file or variable, `asana-worker creds add {credential} --replace`, or for OAuth `asana-worker creds authorize {credential} --replace`), then run `asana-worker jobs run {job_name}`",
+                error.rejection()
             ),
         },
         AsanaError::Cancelled | AsanaError::Budget(BudgetError::Cancelled) => {
@@ -214,8 +219,26 @@ mod tests {
             JobOutcome::NeedsReauth { error } => {
                 assert!(error.contains("credential \"sa\""), "{error}");
                 assert!(error.contains("asana-worker jobs run check"), "{error}");
+                assert!(error.contains("Not Authorized"), "{error}");
+                // The advice is given once, in the job's words.
+                assert!(!error.contains("replace the credential"), "{error}");
+                assert_eq!(error.matches("Replace its token").count(), 1, "{error}");
             }
             other => panic!("a rejected token needs re-authorization, got {other:?}"),
+        }
+        let revoked = AsanaError::Credential {
+            message: "the OAuth grant of credential \"sa\" was revoked; run `asana-worker creds authorize sa --replace` to authorize it again".into(),
+            transient: false,
+        };
+        match outcome_for_error(&test_job(), &revoked) {
+            JobOutcome::NeedsReauth { error } => {
+                assert_eq!(error.matches("creds authorize").count(), 1, "{error}");
+                assert!(
+                    error.ends_with("then run `asana-worker jobs run check`"),
+                    "{error}"
+                );
+            }
+            other => panic!("a revoked grant needs re-authorization, got {other:?}"),
         }
         let missing = AsanaError::NotFound {
             message: "task: Unknown object".into(),
