@@ -9,7 +9,7 @@ mod audit_support;
 mod moto;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 use asana_worker::sim::SimConfig;
@@ -50,22 +50,18 @@ fn write_job(setup: &AuditSetup, sink: &str) {
 }
 
 /// `asana-worker run` with the S3 test credentials in its environment.
+/// The S3 sink's access key, from the environment as the job file names it.
+const S3_ENV: [(&str, &str); 2] = [
+    ("TEST_S3_KEY_ID", "testing"),
+    ("TEST_S3_SECRET", "testing-secret"),
+];
+
 fn daemon(setup: &AuditSetup) -> Child {
-    let log = std::fs::File::create(setup.dir.path().join("daemon.log")).unwrap();
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(setup.config())
-        .env("ASANA_WORKER__LOG__LEVEL", "info")
-        .env("TEST_S3_KEY_ID", "testing")
-        .env("TEST_S3_SECRET", "testing-secret")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    setup.daemon.start_with_env("daemon", &S3_ENV)
 }
 
 fn daemon_log(setup: &AuditSetup) -> String {
-    std::fs::read_to_string(setup.dir.path().join("daemon.log")).unwrap_or_default()
+    setup.daemon.log("daemon")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,21 +3,33 @@
 //! and the process exits 0), SIGHUP with a broken job file keeps the old jobs running, and the
 //! CLI's exit codes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use asana_worker::sim::config::FaultSpec;
 use asana_worker::sim::{SimConfig, SimServer};
-use asana_worker::store::{self, Run, RunFilter, RunState, Store};
+use asana_worker::store::{Run, RunFilter, RunState, Store};
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
+#[path = "support/daemon.rs"]
+mod daemon_support;
 
+use daemon_support::{BIN, Daemon, DaemonOptions, send_signal};
+
+/// A daemon directory with a `credential_check` job `check`, and the simulator.
 struct Setup {
-    dir: tempfile::TempDir,
+    daemon: Daemon,
     sim: SimServer,
-    admin_port: u16,
+}
+
+/// The daemon's directory, config, CLI and store, as [`Daemon`] has them.
+impl std::ops::Deref for Setup {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Setup {
@@ -26,91 +38,15 @@ impl Setup {
         config.timing.activity_per_minute = 0.0;
         config.timing.audit_events_per_minute = 0.0;
         let sim = SimServer::start(config).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("jobs")).unwrap();
-        let token_path = dir.path().join("sa.token");
-        std::fs::write(&token_path, sim.token("service-account").unwrap()).unwrap();
-        let admin_port = free_port();
-        let config = format!(
-            r#"
-[database]
-url = "sqlite://{db}"
-[jobs]
-dir = "{jobs}"
-[admin]
-listen = "127.0.0.1:{admin_port}"
-[worker]
-lease_secs = 2
-heartbeat_secs = 1
-poll_interval_ms = 100
-shutdown_grace_secs = 5
-[scheduler]
-tick_ms = 200
-[asana]
-base_url = "{base}"
-request_timeout_secs = 120
-[credentials.sa]
-kind = "service_account"
-token_file = "{token}"
-"#,
-            db = dir.path().join("state.sqlite").display(),
-            jobs = dir.path().join("jobs").display(),
-            base = sim.base_url(),
-            token = token_path.display(),
+        let daemon = Daemon::new(
+            &sim,
+            DaemonOptions {
+                asana: "request_timeout_secs = 120".into(),
+                ..DaemonOptions::default()
+            },
         );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        write_job(dir.path(), "check", "every = \"1h\"");
-        Setup {
-            dir,
-            sim,
-            admin_port,
-        }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    fn start(&self, name: &str) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(self.config())
-            .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-
-    async fn store(&self) -> std::sync::Arc<dyn Store> {
-        store::open(&format!(
-            "sqlite://{}",
-            self.dir.path().join("state.sqlite").display()
-        ))
-        .await
-        .unwrap()
-    }
-
-    async fn wait_ready(&self, child: &mut Child) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the daemon exited early with {status}");
-            }
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the daemon did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        write_job(daemon.dir.path(), "check", "every = \"1h\"");
+        Setup { daemon, sim }
     }
 
     async fn set_latency(&self, latency_ms: u64) {
@@ -126,23 +62,6 @@ token_file = "{token}"
             .unwrap();
         assert!(response.status().is_success());
     }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config())
-            .output()
-            .unwrap()
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_job(dir: &Path, name: &str, schedule: &str) {
@@ -203,9 +122,7 @@ fn enqueue(setup: &Setup, job: &str) -> uuid::Uuid {
 }
 
 fn signal(child: &Child, signal: i32) {
-    // SAFETY: sending a signal to our own child process.
-    let rc = unsafe { libc::kill(child.id() as i32, signal) };
-    assert_eq!(rc, 0);
+    assert!(send_signal(child, signal), "the daemon is gone");
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {

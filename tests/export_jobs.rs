@@ -8,7 +8,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use asana_worker::asana::{AsanaClient, ClientConfig};
@@ -26,12 +25,24 @@ mod moto;
 
 use moto::Moto;
 
-const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
+#[path = "support/daemon.rs"]
+mod daemon_support;
 
+use daemon_support::{Daemon, DaemonOptions, kill, send_signal};
+
+/// A daemon directory for export jobs, and the simulator.
 struct Setup {
-    dir: tempfile::TempDir,
+    daemon: Daemon,
     sim: SimServer,
-    admin_port: u16,
+}
+
+/// The daemon's directory, config, CLI and store, as [`Daemon`] has them.
+impl std::ops::Deref for Setup {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 fn sim_config(running_secs: u64) -> SimConfig {
@@ -48,44 +59,14 @@ fn sim_config(running_secs: u64) -> SimConfig {
 impl Setup {
     async fn new(config: SimConfig) -> Setup {
         let sim = SimServer::start(config).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("jobs")).unwrap();
-        let token_path = dir.path().join("sa.token");
-        std::fs::write(&token_path, sim.token("service-account").unwrap()).unwrap();
-        let admin_port = free_port();
-        let config = format!(
-            r#"
-[database]
-url = "sqlite://{db}"
-[jobs]
-dir = "{jobs}"
-[admin]
-listen = "127.0.0.1:{admin_port}"
-[worker]
-concurrency = 10
-lease_secs = 2
-heartbeat_secs = 1
-poll_interval_ms = 100
-shutdown_grace_secs = 5
-[scheduler]
-tick_ms = 200
-[asana]
-base_url = "{base}"
-[credentials.sa]
-kind = "service_account"
-token_file = "{token}"
-"#,
-            db = dir.path().join("state.sqlite").display(),
-            jobs = dir.path().join("jobs").display(),
-            base = sim.base_url(),
-            token = token_path.display(),
+        let daemon = Daemon::new(
+            &sim,
+            DaemonOptions {
+                worker: "concurrency = 10",
+                ..DaemonOptions::default()
+            },
         );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        Setup {
-            dir,
-            sim,
-            admin_port,
-        }
+        Setup { daemon, sim }
     }
 
     fn out(&self) -> PathBuf {
@@ -119,74 +100,6 @@ token_file = "{token}"
         .unwrap();
     }
 
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    fn start(&self, name: &str) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(self.config())
-            .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn start_with_env(&self, name: &str, env: &[(&str, &str)]) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(self.config())
-            .env("ASANA_WORKER__LOG__LEVEL", "info,asana_worker=debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-
-    async fn store(&self) -> std::sync::Arc<dyn Store> {
-        store::open(&format!(
-            "sqlite://{}",
-            self.dir.path().join("state.sqlite").display()
-        ))
-        .await
-        .unwrap()
-    }
-
-    async fn wait_ready(&self, child: &mut Child) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the daemon exited early with {status}");
-            }
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the daemon did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config())
-            .output()
-            .unwrap()
-    }
-
     fn enqueue(&self, job: &str) -> uuid::Uuid {
         let output = self.cli(&["jobs", "run", job]);
         assert!(
@@ -218,24 +131,6 @@ token_file = "{token}"
         let stats = self.admin(reqwest::Method::GET, "/_sim/stats", None).await;
         stats["tokens"]["service-account"].clone()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn kill(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn stop(child: &Child) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
 }
 
 async fn wait_for_run(
@@ -364,7 +259,7 @@ async fn eight_export_jobs_of_one_user_never_exceed_five_concurrent_exports() {
         setup.log("daemon").contains("waiting for one"),
         "extra jobs waited for a slot"
     );
-    stop(&daemon);
+    send_signal(&daemon, libc::SIGTERM);
     daemon.wait().unwrap();
 }
 
@@ -463,7 +358,7 @@ async fn sigkill_while_polling_and_while_downloading_resumes_the_same_export() {
             .any(|_| true),
         "no partial file left"
     );
-    stop(&third);
+    send_signal(&third, libc::SIGTERM);
     third.wait().unwrap();
 }
 
@@ -511,7 +406,7 @@ async fn a_failed_export_ends_the_run_with_the_reason_and_the_next_run_requests_
         2,
         "a new export after the failure"
     );
-    stop(&daemon);
+    send_signal(&daemon, libc::SIGTERM);
     daemon.wait().unwrap();
 }
 
@@ -562,7 +457,7 @@ async fn retention_keeps_the_newest_exports_and_prunes_older_ones_with_their_man
     assert!(files.iter().all(|f| !f.contains(&gids[0])));
     assert!(setup.out().join("notes.txt").exists());
     assert!(setup.log("daemon").contains("Pruned an old export"));
-    stop(&daemon);
+    send_signal(&daemon, libc::SIGTERM);
     daemon.wait().unwrap();
 }
 
@@ -600,7 +495,7 @@ async fn a_resource_export_meeting_another_in_progress_waits_and_retries() {
     let written = manifests(&setup.out());
     assert_eq!(written.len(), 1);
     assert!(written[0]["file"].as_str().unwrap().ends_with(".jsonl.gz"));
-    stop(&daemon);
+    send_signal(&daemon, libc::SIGTERM);
     daemon.wait().unwrap();
 }
 
@@ -787,7 +682,7 @@ async fn a_downloaded_export_is_delivered_to_the_s3_sink_with_its_manifest() {
         .unwrap();
     assert_eq!(checkpoint["phase"], "done");
     assert!(setup.log("daemon").contains("Delivered the export file"));
-    stop(&daemon);
+    send_signal(&daemon, libc::SIGTERM);
     daemon.wait().unwrap();
 }
 
@@ -899,7 +794,7 @@ async fn a_url_expiring_mid_download_is_refreshed_and_the_download_resumes_with_
             .is_some_and(|v| v >= 1.0),
         "{metrics}"
     );
-    stop(&daemon);
+    send_signal(&daemon, libc::SIGTERM);
     daemon.wait().unwrap();
 }
 
@@ -956,7 +851,7 @@ async fn too_large_and_too_slow_downloads_fail_the_run_with_a_clear_message_and_
         .collect();
     assert!(installed.is_empty(), "nothing installed: {installed:?}");
     assert!(manifests(&setup.out()).is_empty());
-    stop(&daemon);
+    send_signal(&daemon, libc::SIGTERM);
     daemon.wait().unwrap();
 }
 

@@ -5,20 +5,31 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use asana_worker::sim::{SimConfig, SimServer};
 use serde_json::Value;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
+#[path = "daemon.rs"]
+pub mod daemon;
 
-/// A temporary directory with config, job file, token and sink directory, and the simulator.
+// Each test crate uses a different part of these.
+#[allow(unused_imports)]
+pub use daemon::{BIN, Daemon, DaemonOptions, free_port, kill, terminate};
+
+/// A daemon directory with a job `audit` writing to a file sink, and the simulator.
 pub struct AuditSetup {
-    pub dir: tempfile::TempDir,
+    pub daemon: Daemon,
     pub sim: SimServer,
-    pub admin_port: u16,
+}
+
+/// The daemon's directory, config, CLI and store, as [`Daemon`] has them.
+impl std::ops::Deref for AuditSetup {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl AuditSetup {
@@ -27,42 +38,18 @@ impl AuditSetup {
     pub async fn new(config: SimConfig, schedule: &str, settings: &str) -> AuditSetup {
         let time_scale = config.time_scale;
         let sim = SimServer::start(config).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("jobs")).unwrap();
-        std::fs::create_dir(dir.path().join("out")).unwrap();
-        let token_path = dir.path().join("sa.token");
-        std::fs::write(&token_path, sim.token("service-account").unwrap()).unwrap();
-        let admin_port = free_port();
-        let config = format!(
-            r#"
-[database]
-url = "sqlite://{db}"
-[jobs]
-dir = "{jobs}"
-[admin]
-listen = "127.0.0.1:{admin_port}"
-[worker]
-lease_secs = 2
-heartbeat_secs = 1
-poll_interval_ms = 50
-shutdown_grace_secs = 5
-[scheduler]
-tick_ms = 100
-[asana]
-base_url = "{base}"
-time_scale = {time_scale:?}
-request_timeout_secs = 30
-[credentials.sa]
-kind = "service_account"
-tier = "paid"
-token_file = "{token}"
-"#,
-            db = dir.path().join("state.sqlite").display(),
-            jobs = dir.path().join("jobs").display(),
-            base = sim.base_url(),
-            token = token_path.display(),
+        let daemon = Daemon::new(
+            &sim,
+            DaemonOptions {
+                poll_interval_ms: 50,
+                tick_ms: 100,
+                asana: format!("time_scale = {time_scale:?}\nrequest_timeout_secs = 30"),
+                credential: "tier = \"paid\"",
+                log_level: "info",
+                ..DaemonOptions::default()
+            },
         );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        std::fs::create_dir(daemon.path("out")).unwrap();
         let workspace = sim.state().world().workspace.gid.clone();
         let job = format!(
             r#"name = "audit"
@@ -83,18 +70,10 @@ type = "file"
 dir = "{out}"
 rotate_bytes = 300000
 "#,
-            out = dir.path().join("out").display(),
+            out = daemon.path("out").display(),
         );
-        std::fs::write(dir.path().join("jobs/audit.toml"), job).unwrap();
-        AuditSetup {
-            dir,
-            sim,
-            admin_port,
-        }
-    }
-
-    pub fn config(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
+        std::fs::write(daemon.jobs_dir().join("audit.toml"), job).unwrap();
+        AuditSetup { daemon, sim }
     }
 
     /// The sink's stream directory.
@@ -104,47 +83,11 @@ rotate_bytes = 300000
 
     /// Starts `asana-worker run`; its log goes to `daemon-N.log`.
     pub fn start(&self, n: usize) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{n}.log"))).unwrap();
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(self.config())
-            .env("ASANA_WORKER__LOG__LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        self.daemon.start(&format!("daemon-{n}"))
     }
 
     pub fn log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("daemon-{n}.log"))).unwrap_or_default()
-    }
-
-    /// Waits until the daemon answers `/readyz`.
-    pub async fn wait_ready(&self, child: &mut Child) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the daemon exited early with {status}");
-            }
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the daemon did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Runs a CLI command with this setup's config.
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config())
-            .output()
-            .unwrap()
+        self.daemon.log(&format!("daemon-{n}"))
     }
 
     /// `jobs run audit --wait`: one run, to its end.
@@ -274,28 +217,4 @@ pub fn by_gid(records: &[Value]) -> BTreeMap<String, usize> {
             .or_insert(0) += 1;
     }
     counts
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// SIGKILL.
-pub fn kill(child: &mut Child) {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
-}
-
-/// SIGTERM and wait.
-pub fn terminate(child: &mut Child) {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
 }
