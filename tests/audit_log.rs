@@ -9,21 +9,8 @@ mod audit_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use asana_worker::sim::SimConfig;
-use audit_support::{AuditSetup, by_gid, terminate};
+use audit_support::{AuditSetup, by_gid, quiet_sim, terminate};
 use serde_json::{Value, json};
-
-fn quiet(events: usize, time_scale: f64) -> SimConfig {
-    let mut config = SimConfig {
-        time_scale,
-        ..SimConfig::default()
-    };
-    config.world.audit_events = events;
-    config.world.audit_backfill_days = 1;
-    config.timing.audit_events_per_minute = 0.0;
-    config.timing.activity_per_minute = 0.0;
-    config
-}
 
 fn assert_exactly(setup: &AuditSetup, expected: &BTreeSet<String>) {
     let counts = by_gid(&setup.records());
@@ -52,7 +39,7 @@ async fn stats(setup: &AuditSetup) -> Value {
 async fn an_expired_offset_resumes_from_the_newest_event_without_loss_or_duplicates() {
     // 600x: the simulator's 15-minute offsets expire after 1.5 s.
     let setup = AuditSetup::new(
-        quiet(300, 600.0),
+        quiet_sim(300, 600.0),
         "every = \"1h\"",
         "start = \"2d\"\nbackfill_slices = 3",
     )
@@ -92,7 +79,7 @@ async fn an_expired_offset_resumes_from_the_newest_event_without_loss_or_duplica
 async fn late_events_inside_the_overlap_are_delivered_once_and_idle_polls_are_cheap() {
     // 60x: the simulated clock runs well ahead of where the tail started.
     let setup = AuditSetup::new(
-        quiet(200, 60.0),
+        quiet_sim(200, 60.0),
         "every = \"1h\"",
         "start = \"2d\"\nbackfill_slices = 2\noverlap = \"10m\"",
     )
@@ -152,7 +139,7 @@ async fn late_events_inside_the_overlap_are_delivered_once_and_idle_polls_are_ch
 async fn filters_select_exactly_the_matching_events() {
     let types = ["user_login_succeeded", "task_deleted"];
     let setup = AuditSetup::new(
-        quiet(600, 60.0),
+        quiet_sim(600, 60.0),
         "every = \"1h\"",
         &format!(
             "start = \"2d\"\nevent_type = [\"{}\", \"{}\"]\nactor_type = \"user\"",

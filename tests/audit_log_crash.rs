@@ -8,9 +8,7 @@ mod audit_support;
 
 use std::time::{Duration, Instant};
 
-use asana_worker::sim::SimConfig;
-use asana_worker::sim::config::FaultSpec;
-use audit_support::{AuditSetup, by_gid, kill, terminate};
+use audit_support::{AuditSetup, by_gid, faulty_sim, kill, terminate};
 use rand::{RngExt, SeedableRng};
 
 const EVENTS: usize = 40_000;
@@ -18,24 +16,7 @@ const KILLS: usize = 32;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkills_during_a_pull_neither_lose_nor_duplicate_events() {
-    let mut config = SimConfig {
-        time_scale: 4.0,
-        faults: FaultSpec {
-            error_500: 0.02,
-            error_503: 0.02,
-            error_429: 0.02,
-            retry_after_secs: 1,
-            reset: 0.02,
-            latency_ms: 2,
-            jitter_ms: 3,
-            ..FaultSpec::default()
-        },
-        ..SimConfig::default()
-    };
-    config.world.audit_events = EVENTS;
-    config.world.audit_backfill_days = 7;
-    config.timing.audit_events_per_minute = 0.0;
-    config.timing.activity_per_minute = 0.0;
+    let config = faulty_sim(EVENTS);
     let setup = AuditSetup::new(
         config,
         "every = \"1s\"",

@@ -21,7 +21,7 @@ use asana_worker::daemon::{self, DaemonHandle};
 use asana_worker::jobs::audit_log::Cursor;
 use asana_worker::sim::{SimConfig, SimServer};
 use asana_worker::store::{Enqueued, Run, RunState};
-use audit_support::{by_gid, read_records};
+use audit_support::{by_gid, quiet_sim, read_records};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -55,15 +55,6 @@ struct Daemon {
     handle: DaemonHandle,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-}
-
-fn quiet(events: usize) -> SimConfig {
-    let mut config = SimConfig::default();
-    config.world.audit_events = events;
-    config.world.audit_backfill_days = 1;
-    config.timing.audit_events_per_minute = 0.0;
-    config.timing.activity_per_minute = 0.0;
-    config
 }
 
 impl Daemon {
@@ -285,7 +276,12 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_retention_headroom_and_a_lost_window_end_to_end() {
-    let daemon = Daemon::start("audit", quiet(40), "start = \"2d\"\nbackfill_slices = 2").await;
+    let daemon = Daemon::start(
+        "audit",
+        quiet_sim(40, SimConfig::default().time_scale),
+        "start = \"2d\"\nbackfill_slices = 2",
+    )
+    .await;
     let mut expected: BTreeSet<String> = daemon
         .sim
         .state()
@@ -392,7 +388,7 @@ async fn metrics_retention_headroom_and_a_lost_window_end_to_end() {
 async fn a_continuous_tail_delivers_events_added_while_it_tails() {
     let daemon = Daemon::start(
         "tail",
-        quiet(10),
+        quiet_sim(10, SimConfig::default().time_scale),
         "start = \"2d\"\nbackfill_slices = 1\ntail_for = \"12s\"\npoll_interval = \"1s\"",
     )
     .await;

@@ -10,32 +10,15 @@ mod moto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
 
-use asana_worker::sim::SimConfig;
 use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
-use audit_support::{AuditSetup, BIN, terminate};
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use audit_support::{AuditSetup, BIN, Collector, quiet_sim, terminate};
 use futures::StreamExt;
 use moto::Moto;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use secrecy::SecretString;
 use serde_json::Value;
-
-fn quiet(events: usize) -> SimConfig {
-    let mut config = SimConfig {
-        time_scale: 600.0,
-        ..SimConfig::default()
-    };
-    config.world.audit_events = events;
-    config.world.audit_backfill_days = 1;
-    config.timing.audit_events_per_minute = 0.0;
-    config.timing.activity_per_minute = 0.0;
-    config
-}
 
 /// Replaces the setup's job file with one writing to `sink` (a `[settings.sink]` body).
 fn write_job(setup: &AuditSetup, sink: &str) {
@@ -70,7 +53,7 @@ async fn an_audit_log_pull_lands_in_the_bucket_exactly_once_and_verifies() {
         return;
     };
     moto.bucket("audit-archive").await;
-    let setup = AuditSetup::new(quiet(300), "every = \"1h\"", "").await;
+    let setup = AuditSetup::new(quiet_sim(300, 600.0), "every = \"1h\"", "").await;
     write_job(
         &setup,
         &format!(
@@ -153,47 +136,10 @@ async fn an_audit_log_pull_lands_in_the_bucket_exactly_once_and_verifies() {
     assert!(stdout.contains("300 record(s), chain intact"), "{stdout}");
 }
 
-/// A collector that answers 503 to every third POST and records the accepted bodies by
-/// idempotency key.
-#[derive(Clone, Default)]
-struct Collector {
-    accepted: Arc<Mutex<BTreeMap<String, String>>>,
-    posts: Arc<Mutex<u64>>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_log_pull_reaches_a_flaky_collector_once_per_idempotency_key() {
-    let collector = Collector::default();
-    let state = collector.clone();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-        let state = state.clone();
-        async move {
-            let n = {
-                let mut posts = state.posts.lock().unwrap();
-                *posts += 1;
-                *posts
-            };
-            if n % 3 == 0 {
-                return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
-            }
-            let key = headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            state
-                .accepted
-                .lock()
-                .unwrap()
-                .insert(key, String::from_utf8_lossy(&body).into_owned());
-            (StatusCode::OK, "ok").into_response()
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let setup = AuditSetup::new(quiet(300), "every = \"1h\"", "").await;
+    let (collector, addr) = Collector::start(3).await;
+    let setup = AuditSetup::new(quiet_sim(300, 600.0), "every = \"1h\"", "").await;
     write_job(
         &setup,
         &format!(
@@ -213,7 +159,12 @@ async fn an_audit_log_pull_reaches_a_flaky_collector_once_per_idempotency_key() 
     setup.run_job();
     terminate(&mut child);
 
-    let accepted = collector.accepted.lock().unwrap().clone();
+    let accepted = collector.by_key.lock().unwrap().clone();
+    let conflicts = collector.conflicts.lock().unwrap().clone();
+    assert!(
+        conflicts.is_empty(),
+        "keys posted again with another body: {conflicts:?}"
+    );
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for body in accepted.values() {
         let events: Vec<&str> = body.lines().collect();

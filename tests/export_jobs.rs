@@ -100,6 +100,23 @@ impl Setup {
         .unwrap();
     }
 
+    /// Pads the simulator's export files to about `bytes` and writes job `name` exporting the
+    /// organization, with `own` settings (TOML lines).
+    async fn padded_org_job(&self, name: &str, bytes: u64, own: &str) {
+        self.admin(
+            reqwest::Method::POST,
+            "/_sim/exports/size",
+            Some(json!({ "bytes": bytes })),
+        )
+        .await;
+        let workspace = self.workspace();
+        self.job(
+            name,
+            "org_export",
+            &format!("organization = \"{workspace}\"\n{own}"),
+        );
+    }
+
     fn enqueue(&self, job: &str) -> uuid::Uuid {
         let output = self.cli(&["jobs", "run", job]);
         assert!(
@@ -267,18 +284,8 @@ async fn eight_export_jobs_of_one_user_never_exceed_five_concurrent_exports() {
 async fn sigkill_while_polling_and_while_downloading_resumes_the_same_export() {
     let setup = Setup::new(sim_config(6)).await;
     setup
-        .admin(
-            reqwest::Method::POST,
-            "/_sim/exports/size",
-            Some(json!({ "bytes": 4_000_000 })),
-        )
+        .padded_org_job("org", 4_000_000, "download_rate_limit_kib = 512")
         .await;
-    let workspace = setup.workspace();
-    setup.job(
-        "org",
-        "org_export",
-        &format!("organization = \"{workspace}\"\ndownload_rate_limit_kib = 512"),
-    );
     let store = setup.store().await;
 
     let mut first = setup.start("first");
@@ -711,18 +718,8 @@ fn metric_value(text: &str, name: &str, label: &str) -> Option<f64> {
 async fn a_url_expiring_mid_download_is_refreshed_and_the_download_resumes_with_range() {
     let setup = Setup::new(sim_config(1)).await;
     setup
-        .admin(
-            reqwest::Method::POST,
-            "/_sim/exports/size",
-            Some(json!({ "bytes": 12_000_000 })),
-        )
+        .padded_org_job("org", 12_000_000, "download_rate_limit_kib = 1536")
         .await;
-    let workspace = setup.workspace();
-    setup.job(
-        "org",
-        "org_export",
-        &format!("organization = \"{workspace}\"\ndownload_rate_limit_kib = 1536"),
-    );
     let store = setup.store().await;
     let mut daemon = setup.start("daemon");
     setup.wait_ready(&mut daemon).await;
@@ -802,19 +799,9 @@ async fn a_url_expiring_mid_download_is_refreshed_and_the_download_resumes_with_
 async fn too_large_and_too_slow_downloads_fail_the_run_with_a_clear_message_and_install_nothing() {
     let setup = Setup::new(sim_config(1)).await;
     setup
-        .admin(
-            reqwest::Method::POST,
-            "/_sim/exports/size",
-            Some(json!({ "bytes": 2_000_000 })),
-        )
+        .padded_org_job("big", 2_000_000, "max_size_mb = 1")
         .await;
-    let workspace = setup.workspace();
     let project = setup.projects()[0].clone();
-    setup.job(
-        "big",
-        "org_export",
-        &format!("organization = \"{workspace}\"\nmax_size_mb = 1"),
-    );
     setup.job(
         "slow",
         "graph_export",

@@ -12,16 +12,10 @@ mod moto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use asana_worker::sim::SimConfig;
-use asana_worker::sim::config::FaultSpec;
 use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
-use audit_support::{AuditSetup, kill, terminate};
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use audit_support::{AuditSetup, Collector, faulty_sim, kill, terminate};
 use futures::StreamExt;
 use moto::Moto;
 use object_store::ObjectStoreExt;
@@ -32,28 +26,6 @@ use serde_json::Value;
 
 const EVENTS: usize = 4_000;
 const KILLS: usize = 10;
-
-fn faulty() -> SimConfig {
-    let mut config = SimConfig {
-        time_scale: 4.0,
-        faults: FaultSpec {
-            error_500: 0.02,
-            error_503: 0.02,
-            error_429: 0.02,
-            retry_after_secs: 1,
-            reset: 0.02,
-            latency_ms: 2,
-            jitter_ms: 3,
-            ..FaultSpec::default()
-        },
-        ..SimConfig::default()
-    };
-    config.world.audit_events = EVENTS;
-    config.world.audit_backfill_days = 7;
-    config.timing.audit_events_per_minute = 0.0;
-    config.timing.activity_per_minute = 0.0;
-    config
-}
 
 fn write_job(setup: &AuditSetup, sink: &str) {
     let workspace = setup.sim.state().world().workspace.gid.clone();
@@ -173,7 +145,7 @@ async fn sigkills_leave_the_bucket_with_every_event_exactly_once() {
         return;
     };
     moto.bucket("crash-archive").await;
-    let setup = AuditSetup::new(faulty(), "every = \"1s\"", "").await;
+    let setup = AuditSetup::new(faulty_sim(EVENTS), "every = \"1s\"", "").await;
     write_job(
         &setup,
         &format!(
@@ -215,51 +187,10 @@ async fn sigkills_leave_the_bucket_with_every_event_exactly_once() {
     assert_eq!(report.records, EVENTS as u64);
 }
 
-/// Accepted bodies by idempotency key; a key seen again with another body is recorded.
-#[derive(Clone, Default)]
-struct Collector {
-    by_key: Arc<Mutex<BTreeMap<String, String>>>,
-    conflicts: Arc<Mutex<Vec<String>>>,
-    posts: Arc<Mutex<u64>>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkills_leave_the_collector_with_every_event_under_one_key() {
-    let collector = Collector::default();
-    let state = collector.clone();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-        let state = state.clone();
-        async move {
-            let n = {
-                let mut posts = state.posts.lock().unwrap();
-                *posts += 1;
-                *posts
-            };
-            if n % 7 == 0 {
-                return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
-            }
-            let key = headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let body = String::from_utf8_lossy(&body).into_owned();
-            let previous = state
-                .by_key
-                .lock()
-                .unwrap()
-                .insert(key.clone(), body.clone());
-            if previous.is_some_and(|p| p != body) {
-                state.conflicts.lock().unwrap().push(key);
-            }
-            (StatusCode::OK, "ok").into_response()
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let setup = AuditSetup::new(faulty(), "every = \"1s\"", "").await;
+    let (collector, addr) = Collector::start(7).await;
+    let setup = AuditSetup::new(faulty_sim(EVENTS), "every = \"1s\"", "").await;
     write_job(
         &setup,
         &format!(
@@ -267,25 +198,7 @@ async fn sigkills_leave_the_collector_with_every_event_under_one_key() {
         ),
     );
     let expected: BTreeSet<String> = setup.sim_events().into_keys().collect();
-    let events = |c: &Collector| -> Vec<String> {
-        c.by_key
-            .lock()
-            .unwrap()
-            .values()
-            .flat_map(|body| {
-                body.lines()
-                    .map(|l| {
-                        serde_json::from_str::<Value>(l).unwrap()["gid"]
-                            .as_str()
-                            .unwrap()
-                            .to_string()
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let probe = collector.clone();
-    let finished = crash_loop(&setup, async || events(&probe).len()).await;
+    let finished = crash_loop(&setup, async || collector.events().len()).await;
     eprintln!("pull finished before each kill: {finished:?}");
     assert!(
         finished.iter().filter(|f| !**f).count() >= KILLS / 2,
@@ -296,7 +209,7 @@ async fn sigkills_leave_the_collector_with_every_event_under_one_key() {
         conflicts.is_empty(),
         "keys posted again with another body: {conflicts:?}"
     );
-    assert_once(&events(&collector), &expected, "collector, by key");
+    assert_once(&collector.events(), &expected, "collector, by key");
     let out = setup.cli(&["verify", "--job", "audit"]);
     assert_eq!(
         out.status.code(),

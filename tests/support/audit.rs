@@ -160,6 +160,39 @@ rotate_bytes = 300000
     }
 }
 
+/// A simulator with `events` audit events over a day of backfill and no live activity (no new
+/// events, no task changes), so a pull has a fixed set to deliver.
+pub fn quiet_sim(events: usize, time_scale: f64) -> SimConfig {
+    let mut config = SimConfig {
+        time_scale,
+        ..SimConfig::default()
+    };
+    config.world.audit_events = events;
+    config.world.audit_backfill_days = 1;
+    config.timing.audit_events_per_minute = 0.0;
+    config.timing.activity_per_minute = 0.0;
+    config
+}
+
+/// [`quiet_sim`] over a week of backfill, 4 times faster than real time, with the faults a
+/// crash test runs under: 2 % each of 500, 503, 429 (Retry-After 1 s) and connection resets,
+/// 2 to 5 ms of latency.
+pub fn faulty_sim(events: usize) -> SimConfig {
+    let mut config = quiet_sim(events, 4.0);
+    config.world.audit_backfill_days = 7;
+    config.faults = asana_worker::sim::config::FaultSpec {
+        error_500: 0.02,
+        error_503: 0.02,
+        error_429: 0.02,
+        retry_after_secs: 1,
+        reset: 0.02,
+        latency_ms: 2,
+        jitter_ms: 3,
+        ..Default::default()
+    };
+    config
+}
+
 /// Reads a stream directory's records: sealed segments in manifest order, then the open one.
 ///
 /// As the sink's own recovery does after a crash, the open segment counts only up to its last
@@ -217,4 +250,76 @@ pub fn by_gid(records: &[Value]) -> BTreeMap<String, usize> {
             .or_insert(0) += 1;
     }
     counts
+}
+
+/// An HTTP collector for the `http` sink on loopback: it answers 503 to every `fail_every`-th
+/// POST and records accepted bodies by idempotency key, and any key posted again with another
+/// body (which must never happen).
+#[derive(Clone, Default)]
+pub struct Collector {
+    pub by_key: std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    pub conflicts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub posts: std::sync::Arc<std::sync::Mutex<u64>>,
+}
+
+impl Collector {
+    /// Serves the collector on a loopback port until the test ends; returns it and its address.
+    pub async fn start(fail_every: u64) -> (Collector, std::net::SocketAddr) {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        let collector = Collector::default();
+        let state = collector.clone();
+        let app =
+            axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    let n = {
+                        let mut posts = state.posts.lock().unwrap();
+                        *posts += 1;
+                        *posts
+                    };
+                    if n % fail_every == 0 {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+                    }
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    let previous = state
+                        .by_key
+                        .lock()
+                        .unwrap()
+                        .insert(key.clone(), body.clone());
+                    if previous.is_some_and(|p| p != body) {
+                        state.conflicts.lock().unwrap().push(key);
+                    }
+                    (StatusCode::OK, "ok").into_response()
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (collector, addr)
+    }
+
+    /// The gids of every accepted body's events, with repeats.
+    pub fn events(&self) -> Vec<String> {
+        self.by_key
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|body| {
+                body.lines()
+                    .map(|line| {
+                        serde_json::from_str::<Value>(line).unwrap()["gid"]
+                            .as_str()
+                            .unwrap()
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
 }
