@@ -186,6 +186,17 @@ dir = "{out}"
         self.finish(id, Duration::from_secs(60)).await
     }
 
+    /// The gids of every audit event the simulator holds.
+    fn sim_gids(&self) -> BTreeSet<String> {
+        self.sim
+            .state()
+            .world()
+            .audit_events
+            .iter()
+            .map(|e| e.gid.clone())
+            .collect()
+    }
+
     async fn metrics(&self) -> String {
         reqwest::get(format!(
             "http://{}/metrics",
@@ -282,14 +293,7 @@ async fn metrics_retention_headroom_and_a_lost_window_end_to_end() {
         "start = \"2d\"\nbackfill_slices = 2",
     )
     .await;
-    let mut expected: BTreeSet<String> = daemon
-        .sim
-        .state()
-        .world()
-        .audit_events
-        .iter()
-        .map(|e| e.gid.clone())
-        .collect();
+    let mut expected = daemon.sim_gids();
     assert_eq!(expected.len(), 40);
 
     // A first run: its metrics count what it delivered.
@@ -392,14 +396,7 @@ async fn a_continuous_tail_delivers_events_added_while_it_tails() {
         "start = \"2d\"\nbackfill_slices = 1\ntail_for = \"12s\"\npoll_interval = \"1s\"",
     )
     .await;
-    let mut expected: BTreeSet<String> = daemon
-        .sim
-        .state()
-        .world()
-        .audit_events
-        .iter()
-        .map(|e| e.gid.clone())
-        .collect();
+    let mut expected = daemon.sim_gids();
     let id = daemon.enqueue().await;
     // Wait until the first pass has delivered the existing events, then add some while the run
     // keeps tailing.

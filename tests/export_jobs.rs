@@ -28,7 +28,7 @@ use moto::Moto;
 #[path = "support/daemon.rs"]
 mod daemon_support;
 
-use daemon_support::{Daemon, DaemonOptions, kill, send_signal};
+use daemon_support::{Daemon, DaemonOptions, kill, terminate};
 
 /// A daemon directory for export jobs, and the simulator.
 struct Setup {
@@ -276,8 +276,7 @@ async fn eight_export_jobs_of_one_user_never_exceed_five_concurrent_exports() {
         setup.log("daemon").contains("waiting for one"),
         "extra jobs waited for a slot"
     );
-    send_signal(&daemon, libc::SIGTERM);
-    daemon.wait().unwrap();
+    terminate(&mut daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,8 +364,7 @@ async fn sigkill_while_polling_and_while_downloading_resumes_the_same_export() {
             .any(|_| true),
         "no partial file left"
     );
-    send_signal(&third, libc::SIGTERM);
-    third.wait().unwrap();
+    terminate(&mut third);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,8 +411,7 @@ async fn a_failed_export_ends_the_run_with_the_reason_and_the_next_run_requests_
         2,
         "a new export after the failure"
     );
-    send_signal(&daemon, libc::SIGTERM);
-    daemon.wait().unwrap();
+    terminate(&mut daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,8 +461,7 @@ async fn retention_keeps_the_newest_exports_and_prunes_older_ones_with_their_man
     assert!(files.iter().all(|f| !f.contains(&gids[0])));
     assert!(setup.out().join("notes.txt").exists());
     assert!(setup.log("daemon").contains("Pruned an old export"));
-    send_signal(&daemon, libc::SIGTERM);
-    daemon.wait().unwrap();
+    terminate(&mut daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,8 +498,7 @@ async fn a_resource_export_meeting_another_in_progress_waits_and_retries() {
     let written = manifests(&setup.out());
     assert_eq!(written.len(), 1);
     assert!(written[0]["file"].as_str().unwrap().ends_with(".jsonl.gz"));
-    send_signal(&daemon, libc::SIGTERM);
-    daemon.wait().unwrap();
+    terminate(&mut daemon);
 }
 
 /// Records the offsets a download reports.
@@ -689,8 +684,7 @@ async fn a_downloaded_export_is_delivered_to_the_s3_sink_with_its_manifest() {
         .unwrap();
     assert_eq!(checkpoint["phase"], "done");
     assert!(setup.log("daemon").contains("Delivered the export file"));
-    send_signal(&daemon, libc::SIGTERM);
-    daemon.wait().unwrap();
+    terminate(&mut daemon);
 }
 
 /// Reads the daemon's Prometheus text from its admin listener.
@@ -791,8 +785,7 @@ async fn a_url_expiring_mid_download_is_refreshed_and_the_download_resumes_with_
             .is_some_and(|v| v >= 1.0),
         "{metrics}"
     );
-    send_signal(&daemon, libc::SIGTERM);
-    daemon.wait().unwrap();
+    terminate(&mut daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -838,8 +831,7 @@ async fn too_large_and_too_slow_downloads_fail_the_run_with_a_clear_message_and_
         .collect();
     assert!(installed.is_empty(), "nothing installed: {installed:?}");
     assert!(manifests(&setup.out()).is_empty());
-    send_signal(&daemon, libc::SIGTERM);
-    daemon.wait().unwrap();
+    terminate(&mut daemon);
 }
 
 /// A small gzip file and a server on loopback that redirects `/r/{n}` to `/r/{n-1}` and serves

@@ -524,7 +524,7 @@ fn s3_code(body: &str) -> String {
 
 enum Message {
     Data(Vec<u8>),
-    Sync(oneshot::Sender<std::io::Result<u64>>),
+    Sync(oneshot::Sender<u64>),
 }
 
 /// The writer thread and its feed: network chunks are copied into blocks of [`BLOCK`] bytes that
@@ -591,7 +591,7 @@ impl Writer {
                     }
                     Message::Sync(reply) => {
                         writeback.start();
-                        let _ = reply.send(Ok(written));
+                        let _ = reply.send(written);
                     }
                 }
             }
@@ -666,8 +666,7 @@ impl Writer {
             return Err(self.stopped());
         }
         match answer.await {
-            Ok(Ok(offset)) => Ok(offset),
-            Ok(Err(e)) => Err(DownloadError::io("cannot sync", &self.path, e)),
+            Ok(offset) => Ok(offset),
             Err(_) => Err(self.stopped()),
         }
     }
