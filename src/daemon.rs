@@ -19,10 +19,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::config::diagnostics::Diagnostics;
-use crate::config::jobs::{self, JobSpec, ValidationContext};
+use crate::config::jobs::ValidationContext;
 use crate::config::settings::Settings;
 use crate::credentials::{ClientPool, PoolRuntime};
-use crate::jobs::KindRunner;
+use crate::jobs::{Job, Kind, KindRunner};
 use crate::scheduler::{JobSet, Scheduler};
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::admin::{self, AdminError, AdminState};
@@ -50,26 +50,21 @@ pub fn validation_context(settings: &Settings) -> ValidationContext {
     validation_context_with(settings, &[])
 }
 
-/// The validation context of the configured credentials plus those `stored` in the database.
+/// The validation context of the configured credentials (with whether their tokens can be read
+/// now) plus those `stored` in the database.
 pub fn validation_context_with(settings: &Settings, stored: &[String]) -> ValidationContext {
-    ValidationContext {
-        credentials: settings
-            .credentials
-            .keys()
-            .cloned()
-            .chain(stored.iter().cloned())
-            .collect(),
-    }
+    ValidationContext::from_settings(settings).with_stored(stored)
 }
 
 /// Loads and validates the job files named by `settings` (credentials from configuration only).
-pub fn load_jobs(settings: &Settings) -> Result<Vec<JobSpec>, Diagnostics> {
+pub fn load_jobs(settings: &Settings) -> Result<Vec<Job>, Diagnostics> {
     load_jobs_with(settings, &[])
 }
 
-/// Loads and validates the job files, which may also name the `stored` credentials.
-pub fn load_jobs_with(settings: &Settings, stored: &[String]) -> Result<Vec<JobSpec>, Diagnostics> {
-    jobs::load_dir(
+/// Loads and validates the job files, which may also name the `stored` credentials; every
+/// kind's own checks run here, at start-up, on reload and for `validate`.
+pub fn load_jobs_with(settings: &Settings, stored: &[String]) -> Result<Vec<Job>, Diagnostics> {
+    crate::jobs::load_dir(
         &settings.jobs.dir,
         &validation_context_with(settings, stored),
     )
@@ -93,7 +88,7 @@ pub struct DaemonHandle {
     /// The store in use.
     pub store: Arc<dyn Store>,
     /// The job set in force.
-    pub jobs: watch::Receiver<JobSet>,
+    pub jobs: watch::Receiver<JobSet<Kind>>,
     /// The admin server's address, when it runs.
     pub admin_addr: Option<std::net::SocketAddr>,
 }
@@ -115,7 +110,7 @@ pub async fn run(
     }
     let initial = load_jobs_with(&settings, &stored_names).map_err(DaemonError::Jobs)?;
     tracing::info!(jobs = initial.len(), dir = %settings.jobs.dir.display(), database = %redact_url(&settings.database.url), "Loaded job definitions");
-    let (jobs_tx, jobs_rx) = watch::channel::<JobSet>(Arc::new(initial));
+    let (jobs_tx, jobs_rx) = watch::channel::<JobSet<Kind>>(Arc::new(initial));
     // The key ring seals refreshed OAuth tokens; without stored credentials a missing key is
     // no error (one added later is loaded by the periodic reload, which needs the key anyway).
     let ring = match crate::credentials::key_ring(&settings) {
@@ -180,6 +175,7 @@ pub async fn run(
             owner: owner.clone(),
             concurrency: settings.worker.concurrency,
             per_kind: settings.worker.per_kind.clone(),
+            kinds: Kind::NAMES.iter().map(|name| name.to_string()).collect(),
             lease: Duration::from_secs(settings.worker.lease_secs),
             heartbeat: Duration::from_secs(settings.worker.heartbeat_secs),
             poll_interval: Duration::from_millis(settings.worker.poll_interval_ms.max(10)),
@@ -287,7 +283,7 @@ async fn reload_credentials(
 }
 
 /// Re-reads the job files; keeps the running set when the new one is invalid.
-fn reload_jobs(settings: &Settings, stored: &[String], jobs: &watch::Sender<JobSet>) {
+fn reload_jobs(settings: &Settings, stored: &[String], jobs: &watch::Sender<JobSet<Kind>>) {
     match load_jobs_with(settings, stored) {
         Ok(new_jobs) => {
             tracing::info!(jobs = new_jobs.len(), "Reloaded job definitions");

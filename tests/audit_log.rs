@@ -168,7 +168,7 @@ async fn filters_select_exactly_the_matching_events() {
 #[tokio::test]
 async fn verify_names_an_edited_file_a_removed_file_and_an_edited_manifest_line() {
     use asana_worker::sinks::file::{FileSink, FileSinkSettings};
-    use asana_worker::sinks::{Batch, RecordMark, Sink};
+    use asana_worker::sinks::{Batch, RecordMark, RecordSink};
     let temp = tempfile::tempdir().unwrap();
     let sink = FileSink::new(FileSinkSettings {
         dir: temp.path().to_path_buf(),

@@ -255,6 +255,66 @@ async fn sighup_with_a_broken_job_file_keeps_the_old_jobs_and_a_fixed_one_is_loa
     assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
 }
 
+/// A credential whose token variable or file is absent is found by `validate` (exit 2, naming
+/// the credential and the variable or file) and by the daemon at start-up, never at run time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_without_its_token_is_refused_at_load() {
+    let setup = Setup::new().await;
+    let absent = setup.path("absent.token");
+    let mut config = std::fs::read_to_string(setup.config()).unwrap();
+    config.push_str(&format!(
+        "\n[credentials.from-env]\nkind = \"pat\"\ntoken_env = \"ASANA_WORKER_TEST_UNSET_TOKEN\"\n[credentials.from-file]\nkind = \"pat\"\ntoken_file = \"{}\"\n",
+        absent.display()
+    ));
+    std::fs::write(setup.config(), config).unwrap();
+    std::fs::write(
+        setup.jobs_dir().join("uses-env.toml"),
+        "name = \"uses-env\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"from-env\"\n",
+    )
+    .unwrap();
+    let validate = setup.cli(&["validate"]);
+    assert_eq!(validate.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&validate.stderr);
+    assert!(
+        stderr.contains("credential \"from-env\" has no token: environment variable ASANA_WORKER_TEST_UNSET_TOKEN is not set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "credential \"from-file\" has no token: token file {:?} cannot be read",
+            absent.display().to_string()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("uses-env.toml:4:14: credential \"from-env\" has no token"),
+        "{stderr}"
+    );
+
+    // The daemon does not start with a job whose credential cannot be used.
+    let mut daemon = setup.start("daemon");
+    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    assert!(!status.success());
+    let log = setup.log("daemon");
+    assert!(log.contains("uses-env.toml:4:14"), "{log}");
+
+    // With the token in place, both pass.
+    std::fs::write(&absent, "a-token\n").unwrap();
+    std::fs::remove_file(setup.jobs_dir().join("uses-env.toml")).unwrap();
+    let config = std::fs::read_to_string(setup.config()).unwrap();
+    let config = config.replace(
+        "token_env = \"ASANA_WORKER_TEST_UNSET_TOKEN\"",
+        &format!("token_file = \"{}\"", absent.display()),
+    );
+    std::fs::write(setup.config(), config).unwrap();
+    let validate = setup.cli(&["validate"]);
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_reports_bad_input_with_exit_code_two_and_runs_with_wait() {
     let setup = Setup::new().await;

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use asana_worker::config::jobs::{ValidationContext, parse_job};
+use asana_worker::config::jobs::ValidationContext;
 use asana_worker::config::settings::Settings;
+use asana_worker::jobs::parse_job;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
@@ -562,6 +563,7 @@ fn example_job_files_are_valid_jobs() {
     let (settings, jobs_map) = configmaps(&docs);
     let context = ValidationContext {
         credentials: settings.credentials.keys().cloned().collect(),
+        ..ValidationContext::default()
     };
     let data = at(&jobs_map.value, "data")
         .and_then(Value::as_mapping)

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use asana_worker::config::diagnostics::Diagnostic;
-use asana_worker::config::jobs::{
-    JobKind, MisfirePolicy, OverlapPolicy, Schedule, ValidationContext, load_dir, load_file,
-};
+use asana_worker::config::jobs::{MisfirePolicy, OverlapPolicy, Schedule, ValidationContext};
+use asana_worker::jobs::{Kind as JobKind, load_dir, load_file};
 
 const BAD: &str = "tests/fixtures/jobs/bad";
 
@@ -19,6 +18,7 @@ fn context() -> ValidationContext {
             .into_iter()
             .map(String::from)
             .collect(),
+        ..ValidationContext::default()
     }
 }
 
@@ -28,6 +28,54 @@ type Expected = (&'static str, &'static str, &'static str);
 
 /// Every malformed fixture with the diagnostics it must produce, in the order reported.
 const CASES: &[(&str, &[Expected])] = &[
+    (
+        "audit_log_page_size_over_100",
+        &[(
+            "8:13",
+            "`page_size` is out of range: use a whole number from 1 to 100",
+            "events per request",
+        )],
+    ),
+    (
+        "audit_log_start_beyond_retention",
+        &[(
+            "8:9",
+            "`start` is 120d, but Asana keeps audit-log events for 90 days",
+            "use at most start = \"90d\"",
+        )],
+    ),
+    (
+        "audit_log_workspace_not_a_gid",
+        &[(
+            "7:13",
+            "`workspace` must be an Asana gid (digits only), found \"not-a-gid\"",
+            "e.g. workspace = \"1204567890123456\"",
+        )],
+    ),
+    (
+        "export_deliver_not_a_document_sink",
+        &[(
+            "11:8",
+            "unknown sink type \"sqlite\"",
+            "sink types: [\"file\", \"s3\"",
+        )],
+    ),
+    (
+        "resource_export_empty_types",
+        &[(
+            "8:18",
+            "`resource_types` must list at least 1 value",
+            "e.g. resource_types = [\"task\", \"team\"]",
+        )],
+    ),
+    (
+        "resource_export_unknown_type",
+        &[(
+            "8:27",
+            "`resource_types` cannot be \"tasks\"",
+            "did you mean \"task\"?",
+        )],
+    ),
     (
         "credential_wrong_type",
         &[(
@@ -689,7 +737,7 @@ fn doc_examples(heading: &str) -> Vec<String> {
 #[test]
 fn the_documented_examples_are_valid() {
     let job = &doc_examples("## Job files")[0];
-    let spec = asana_worker::config::jobs::parse_job(Path::new("docs/job.toml"), job, &context())
+    let spec = asana_worker::jobs::parse_job(Path::new("docs/job.toml"), job, &context())
         .unwrap_or_else(|problems| panic!("{problems:#?}"));
     assert_eq!(spec.misfire, MisfirePolicy::All { max: 10 });
 
@@ -738,7 +786,7 @@ const VALID: &str = "name = \"p\"\nkind = \"credential_check\"\nschedule = \"*/5
 /// inside the file.
 fn check_contract(source: &str) -> Result<(), proptest::test_runner::TestCaseError> {
     let path = Path::new("jobs/p.toml");
-    if let Err(problems) = asana_worker::config::jobs::parse_job(path, source, &context()) {
+    if let Err(problems) = asana_worker::jobs::parse_job(path, source, &context()) {
         proptest::prop_assert!(!problems.is_empty(), "rejected without a reason");
         let lines = source.split('\n').count();
         for problem in &problems {
@@ -773,5 +821,5 @@ proptest::proptest! {
 
 #[test]
 fn the_property_tests_start_from_a_valid_file() {
-    asana_worker::config::jobs::parse_job(Path::new("jobs/p.toml"), VALID, &context()).unwrap();
+    asana_worker::jobs::parse_job(Path::new("jobs/p.toml"), VALID, &context()).unwrap();
 }

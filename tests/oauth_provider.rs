@@ -195,11 +195,12 @@ async fn invalid_grant_marks_the_credential_revoked_and_the_job_needs_reauth() {
         matches!(&error, AsanaError::OAuth { error, .. } if error == "invalid_grant"),
         "{error:?}"
     );
-    let job = asana_worker::config::jobs::parse_job(
+    let job = asana_worker::jobs::parse_job(
         std::path::Path::new("jobs/check.toml"),
         "name = \"check\"\nkind = \"credential_check\"\nevery = \"5m\"\ncredential = \"ora\"\n",
         &asana_worker::config::jobs::ValidationContext {
             credentials: ["ora".to_string()].into_iter().collect(),
+            ..Default::default()
         },
     )
     .unwrap();

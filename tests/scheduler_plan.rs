@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use asana_worker::config::jobs::{JobSpec, ValidationContext, parse_job};
+use asana_worker::config::jobs::ValidationContext;
+use asana_worker::jobs::{Job as JobSpec, parse_job};
 use asana_worker::scheduler::{fire_key, plan};
 use asana_worker::store::{RunState, ScheduleRow, Trigger};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
@@ -16,6 +17,7 @@ fn job(schedule: &str, zone: &str, extra: &str) -> JobSpec {
     );
     let context = ValidationContext {
         credentials: ["sa".to_string()].into_iter().collect(),
+        ..ValidationContext::default()
     };
     parse_job(Path::new("jobs/j.toml"), &source, &context).expect("valid job")
 }

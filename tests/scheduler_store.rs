@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asana_worker::clock::{Clock, ManualClock, SharedClock};
-use asana_worker::config::jobs::{JobSpec, ValidationContext, parse_job};
-use asana_worker::scheduler::{JobSet, Scheduler, fire_key};
+use asana_worker::config::jobs::ValidationContext;
+use asana_worker::jobs::{Job as JobSpec, Kind, parse_job};
+use asana_worker::scheduler::{JobSet, fire_key};
+
+type Scheduler = asana_worker::scheduler::Scheduler<Kind>;
 use asana_worker::store::{self, RunFilter, RunState, Store, Trigger};
 use chrono::{TimeZone, Utc};
 use support::pg::TestDatabase;
@@ -22,6 +25,7 @@ fn job(name: &str, schedule: &str, extra: &str) -> JobSpec {
     );
     let context = ValidationContext {
         credentials: ["sa".to_string()].into_iter().collect(),
+        ..ValidationContext::default()
     };
     parse_job(Path::new("jobs/t.toml"), &source, &context).expect("valid job")
 }
@@ -33,7 +37,7 @@ fn scheduler(
     owner: &str,
 ) -> Scheduler {
     // A receiver keeps the last value after its sender is gone, which is all a fixed job set needs.
-    let (_tx, rx) = watch::channel::<JobSet>(Arc::new(jobs));
+    let (_tx, rx) = watch::channel::<JobSet<Kind>>(Arc::new(jobs));
     let clock: SharedClock = Arc::new(clock.clone());
     Scheduler::new(
         store.clone(),
@@ -152,7 +156,7 @@ async fn concurrent_schedulers_enqueue_each_fire_once(store: Arc<dyn Store>) {
     // the lease of the previous one expired, so all four lead at once and race on every fire.
     let schedulers: Vec<Arc<Scheduler>> = (0..4)
         .map(|i| {
-            let (_tx, rx) = watch::channel::<JobSet>(Arc::new(jobs.clone()));
+            let (_tx, rx) = watch::channel::<JobSet<Kind>>(Arc::new(jobs.clone()));
             let skewed: SharedClock = Arc::new(SkewedClock {
                 base: clock.clone(),
                 skew: chrono::Duration::milliseconds(2 * i),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use asana_worker::sinks::http::{HttpFormat, HttpSink, HttpSinkSettings};
-use asana_worker::sinks::{Batch, RecordMark, Recovered, Sink, SinkContext, SinkError};
+use asana_worker::sinks::{Batch, RecordMark, RecordSink, Recovered, SinkContext, SinkError};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::process::Command;
 
 use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
-use asana_worker::sinks::{Batch, RecordMark, Recovered, Sink, SinkError};
+use asana_worker::sinks::{Batch, RecordMark, RecordSink, Recovered, SinkError};
 use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;

@@ -10,7 +10,8 @@ use clap::Args;
 use tokio::sync::watch;
 
 use crate::clock::{ManualClock, SharedClock};
-use crate::config::jobs::{JobSpec, ValidationContext, parse_job};
+use crate::config::jobs::ValidationContext;
+use crate::jobs::{Job as JobSpec, Kind, parse_job};
 use crate::scheduler::{JobSet, Scheduler};
 
 /// Arguments of `bench queue`.
@@ -71,6 +72,7 @@ fn bench_job(i: usize) -> anyhow::Result<JobSpec> {
     );
     let context = ValidationContext {
         credentials: ["bench".to_string()].into_iter().collect(),
+        ..ValidationContext::default()
     };
     parse_job(Path::new("bench.toml"), &source, &context)
         .map_err(|problems| anyhow::anyhow!("benchmark job invalid: {problems:?}"))
@@ -88,7 +90,7 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<u8> {
     let start =
         chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:30Z")?.with_timezone(&chrono::Utc);
     let clock = ManualClock::new(start);
-    let (_jobs_tx, jobs_rx) = watch::channel::<JobSet>(Arc::new(jobs));
+    let (_jobs_tx, jobs_rx) = watch::channel::<JobSet<Kind>>(Arc::new(jobs));
     let shared: SharedClock = Arc::new(clock.clone());
     let scheduler = Scheduler::new(
         store.clone(),

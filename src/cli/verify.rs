@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::common::{ConfigArgs, UsageError};
-use crate::config::jobs::JobKind;
-use crate::sinks::SinkSettings;
+use crate::jobs::Kind;
+use crate::sinks::RecordSinkSettings as SinkSettings;
 use crate::sinks::file::verify_stream_dir;
 use crate::sinks::manifest::MANIFEST_FILE;
 
@@ -52,7 +52,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
                 ))
                 .into());
             };
-            let JobKind::AuditLog(kind) = &spec.kind else {
+            let Kind::AuditLog(kind) = &spec.kind else {
                 return Err(UsageError(format!(
                     "job {job:?} is a {} job; verify checks audit_log jobs with a file sink",
                     spec.kind.name()

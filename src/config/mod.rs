@@ -4,3 +4,4 @@
 pub mod diagnostics;
 pub mod jobs;
 pub mod settings;
+pub mod values;

@@ -338,6 +338,92 @@ pub struct CredentialSettings {
     pub requests_per_minute: Option<u32>,
 }
 
+/// Where a declared credential's token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// A file (relative paths are looked up in systemd's `$CREDENTIALS_DIRECTORY` first).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl CredentialSettings {
+    /// Where the token of the credential `name` is read from: `token_file`, else `token_env`,
+    /// else the variable `ASANA_WORKER_TOKEN_<NAME>`.
+    pub fn token_location(&self, name: &str) -> TokenLocation {
+        match (&self.token_file, &self.token_env) {
+            (Some(path), _) => TokenLocation::File(path.clone()),
+            (None, Some(variable)) => TokenLocation::Env(variable.clone()),
+            (None, None) => TokenLocation::Env(format!(
+                "ASANA_WORKER_TOKEN_{}",
+                name.to_uppercase().replace(['-', '.'], "_")
+            )),
+        }
+    }
+}
+
+impl TokenLocation {
+    /// Whether a token can be read there now (not whether Asana accepts it), with the reason
+    /// when it cannot: what an operator must fix before the credential's jobs can run.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            TokenLocation::File(path) => {
+                check_secret_file(&resolve_secret_path(path)).map_err(|why| format!("token {why}"))
+            }
+            TokenLocation::Env(variable) => check_secret_env(variable),
+        }
+    }
+}
+
+/// Resolves `$CREDENTIALS_DIRECTORY/…` for systemd `LoadCredential=`: a relative secret path is
+/// looked up there first when the variable is set.
+pub fn resolve_secret_path(path: &Path) -> PathBuf {
+    if path.is_relative()
+        && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+    {
+        let candidate = Path::new(&dir).join(path);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Checks that a file holding a secret can be read and holds more than white space; the content
+/// is dropped at once.
+pub fn check_secret_file(path: &Path) -> Result<(), String> {
+    let path = resolve_secret_path(path);
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+            Err(format!("file {:?} is empty", path.display().to_string()))
+        }
+        Ok(mut bytes) => {
+            zeroize::Zeroize::zeroize(&mut bytes);
+            Ok(())
+        }
+        Err(error) => Err(format!(
+            "file {:?} cannot be read: {error}",
+            path.display().to_string()
+        )),
+    }
+}
+
+/// Checks that an environment variable holding a secret is set and not blank.
+pub fn check_secret_env(variable: &str) -> Result<(), String> {
+    match std::env::var(variable) {
+        Ok(value) if value.trim().is_empty() => {
+            Err(format!("environment variable {variable} is empty"))
+        }
+        Ok(_) => Ok(()),
+        Err(std::env::VarError::NotPresent) => {
+            Err(format!("environment variable {variable} is not set"))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "environment variable {variable} is not valid UTF-8"
+        )),
+    }
+}
+
 impl Settings {
     /// Loads `path` (if given; a missing explicit file is an error) and `ASANA_WORKER__*`
     /// environment overrides, e.g. `ASANA_WORKER__DATABASE__URL`.

@@ -14,8 +14,9 @@
 //!
 //! Every page with new events is one [`Batch`] committed to the sink *with the whole cursor*;
 //! the checkpoint in the store is written after the sink holds the batch. A restarted run
-//! resumes from whichever of the two has the higher batch sequence ([`Sink::recover`]), so a
-//! crash at any instant neither loses nor duplicates an event (DESIGN invariant 1).
+//! resumes from whichever of the two has the higher batch sequence ([`RecordSink::recover`]),
+//! so a crash at any instant neither loses nor duplicates an event (ARCHITECTURE.md,
+//! "Invariants").
 //!
 //! Late events (Asana may list an event after newer ones) are caught by re-reading the tail's
 //! last `overlap` window on every run and delivering the gids not delivered before. Slices of a
@@ -27,14 +28,193 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
+use super::{Job as JobSpec, JobKind, KindContext};
 use crate::asana::{ApiRequest, AsanaClient, AsanaError, MAX_PAGE_SIZE, Query, segment};
-use crate::config::jobs::{AuditLogSettings, JobSpec};
-use crate::sinks::{Batch, RecordMark, Sink, SinkContext};
+use crate::config::jobs::SettingsCheck;
+use crate::config::values::{DurationText, Gid, format_duration};
+use crate::sinks::{Batch, RecordMark, RecordSink as Sink, RecordSinkSettings, SinkContext};
 use crate::worker::{CheckpointError, JobOutcome, RunContext};
+
+/// The `audit_log` kind.
+#[derive(Debug)]
+pub struct AuditLog;
+
+/// Who performed an event, as Asana's `actor_type` filter takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    /// A person.
+    User,
+    /// Asana itself (automations, rules).
+    Asana,
+    /// Asana's support staff.
+    AsanaSupport,
+    /// Someone not signed in (public forms, links).
+    Anonymous,
+    /// An administrator outside the organization.
+    ExternalAdministrator,
+}
+
+impl ActorType {
+    /// The value of Asana's `actor_type` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorType::User => "user",
+            ActorType::Asana => "asana",
+            ActorType::AsanaSupport => "asana_support",
+            ActorType::Anonymous => "anonymous",
+            ActorType::ExternalAdministrator => "external_administrator",
+        }
+    }
+}
+
+fn default_audit_start() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_audit_overlap() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_backfill_slices() -> u32 {
+    8
+}
+fn default_audit_page_size() -> u32 {
+    100
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retention_warning() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+
+/// Settings of `audit_log` jobs.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSettings {
+    /// gid of the workspace (organization) whose audit log is pulled
+    pub workspace: Gid,
+    /// only these event types, e.g. ["user_login_succeeded"]; one is passed to Asana as its
+    /// filter, several are filtered by the worker (Asana's filter takes one value)
+    #[serde(default)]
+    pub event_type: Vec<String>,
+    /// only this actor type: user, asana, asana_support, anonymous, external_administrator
+    #[serde(default)]
+    pub actor_type: Option<ActorType>,
+    /// only events by this actor
+    #[serde(default)]
+    pub actor_gid: Option<Gid>,
+    /// only events about this resource
+    #[serde(default)]
+    pub resource_gid: Option<Gid>,
+    /// how far back the first run starts (at most "90d": Asana's retention)
+    #[serde(
+        default = "default_audit_start",
+        with = "crate::config::values::duration"
+    )]
+    #[schemars(with = "DurationText")]
+    pub start: Duration,
+    /// window re-read on every run to deliver late events (de-duplicated by gid)
+    #[serde(
+        default = "default_audit_overlap",
+        with = "crate::config::values::duration"
+    )]
+    #[schemars(with = "DurationText")]
+    pub overlap: Duration,
+    /// time slices the initial range is split into and fetched concurrently
+    #[serde(default = "default_backfill_slices")]
+    #[schemars(range(min = 1, max = 64))]
+    pub backfill_slices: u32,
+    /// events per request (1 to 100)
+    #[serde(default = "default_audit_page_size")]
+    #[schemars(range(min = 1, max = 100))]
+    pub page_size: u32,
+    /// keep polling the tail for this long within one run (a continuous tail)
+    #[serde(default, with = "crate::config::values::optional_duration")]
+    #[schemars(with = "Option<DurationText>")]
+    pub tail_for: Option<Duration>,
+    /// pause between polls of a continuous tail
+    #[serde(
+        default = "default_poll_interval",
+        with = "crate::config::values::duration"
+    )]
+    #[schemars(with = "DurationText")]
+    pub poll_interval: Duration,
+    /// warn when the oldest position still needed is this close to the 90-day retention
+    #[serde(
+        default = "default_retention_warning",
+        with = "crate::config::values::duration"
+    )]
+    #[schemars(with = "DurationText")]
+    pub retention_warning: Duration,
+    /// where events go: [settings.sink] with type = "file", "http" or "s3"
+    pub sink: RecordSinkSettings,
+}
+
+impl JobKind for AuditLog {
+    const NAME: &'static str = "audit_log";
+    const SUMMARY: &'static str =
+        "pulls a workspace's audit-log events into a record sink, completely and exactly once";
+    type Settings = AuditLogSettings;
+
+    fn validate(settings: &Self::Settings, check: &mut SettingsCheck<'_>) {
+        let retention = RETENTION.to_std().unwrap_or_default();
+        if settings.start > retention {
+            check.problem(
+                "start",
+                format!(
+                    "`start` is {}, but Asana keeps audit-log events for 90 days",
+                    format_duration(settings.start)
+                ),
+                "use at most start = \"90d\"; older events cannot be read any more",
+            );
+        }
+        if settings.retention_warning >= retention {
+            check.problem(
+                "retention_warning",
+                format!(
+                    "`retention_warning` is {}, as long as Asana's whole 90-day retention: it would always warn",
+                    format_duration(settings.retention_warning)
+                ),
+                "use a margin such as retention_warning = \"7d\"",
+            );
+        }
+        if let Some(tail_for) = settings.tail_for
+            && settings.poll_interval > tail_for
+        {
+            check.problem(
+                "poll_interval",
+                format!(
+                    "`poll_interval` ({}) is longer than `tail_for` ({}): the tail would never poll again",
+                    format_duration(settings.poll_interval),
+                    format_duration(tail_for)
+                ),
+                "make poll_interval shorter than tail_for, or remove tail_for for one pass per run",
+            );
+        }
+        for (index, event_type) in settings.event_type.iter().enumerate() {
+            if event_type.trim().is_empty() || event_type.contains(char::is_whitespace) {
+                check.problem(
+                    "event_type",
+                    format!(
+                        "`event_type` entry {} ({event_type:?}) is not an event type",
+                        index + 1
+                    ),
+                    "event types are single words such as \"user_login_succeeded\"",
+                );
+            }
+        }
+        check.scoped("sink", |check| settings.sink.validate(check));
+    }
+
+    async fn run(settings: &Self::Settings, cx: &KindContext<'_>) -> JobOutcome {
+        run(cx.run, cx.job, settings, cx.client, cx.sinks).await
+    }
+}
 
 /// Checkpoint key of the cursor.
 pub const CURSOR_KEY: &str = "cursor";
@@ -253,14 +433,14 @@ impl From<AsanaError> for Stop {
 }
 
 /// Runs one pull.
-pub async fn run(
+async fn run(
     ctx: &RunContext,
     job: &JobSpec,
     settings: &AuditLogSettings,
     client: &AsanaClient,
     sink_context: &SinkContext,
 ) -> JobOutcome {
-    let sink = match crate::sinks::build(&settings.sink, sink_context).await {
+    let sink = match crate::sinks::record::build(&settings.sink, sink_context).await {
         Ok(sink) => sink,
         Err(error) if error.is_transient() => {
             return JobOutcome::Retry {
@@ -316,14 +496,7 @@ pub async fn run(
         (Some(stored), _) => stored,
         (None, Some(sunk)) => sunk,
         (None, None) => {
-            if settings.start > RETENTION.to_std().unwrap_or_default() {
-                return JobOutcome::Failed {
-                    error: format!(
-                        "`start` is {}, but Asana keeps audit-log events for 90 days; use at most \"90d\"",
-                        humantime::format_duration(settings.start)
-                    ),
-                };
-            }
+            // `start` is at most 90 days: the kind's `validate` refused more at load.
             fresh = true;
             Cursor::initial(now, settings.start, settings.backfill_slices)
         }
@@ -490,7 +663,7 @@ impl Runner<'_> {
         let event_type = (settings.event_type.len() == 1).then(|| settings.event_type[0].clone());
         query
             .param_opt("event_type", event_type)
-            .param_opt("actor_type", settings.actor_type.clone())
+            .param_opt("actor_type", settings.actor_type.map(ActorType::as_str))
             .param_opt("actor_gid", settings.actor_gid.clone())
             .param_opt("resource_gid", settings.resource_gid.clone())
             .param(

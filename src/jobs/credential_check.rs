@@ -3,22 +3,58 @@
 //! run as needing re-authorization, so it shows up in `runs list`, the logs and the metrics
 //! instead of failing silently in every other job.
 
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::asana::AsanaClient;
-use crate::config::jobs::{CredentialCheckSettings, JobSpec};
-use crate::worker::{JobOutcome, RunContext};
+use super::{JobKind, KindContext};
+use crate::config::jobs::SettingsCheck;
+use crate::config::values::is_gid;
+use crate::worker::JobOutcome;
 
 /// Checkpoint key under which the owner is recorded.
 pub const OWNER_KEY: &str = "owner";
 
+/// The `credential_check` kind.
+#[derive(Debug)]
+pub struct CredentialCheck;
+
+/// Settings of `credential_check` jobs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialCheckSettings {
+    /// gid or email of the user the credential must act as (fails on a swapped token)
+    #[serde(default)]
+    pub expected_owner: Option<String>,
+}
+
+impl JobKind for CredentialCheck {
+    const NAME: &'static str = "credential_check";
+    const SUMMARY: &'static str =
+        "calls users/me with the job's credential and records who it acts as";
+    type Settings = CredentialCheckSettings;
+
+    fn validate(settings: &Self::Settings, check: &mut SettingsCheck<'_>) {
+        if let Some(owner) = &settings.expected_owner
+            && !is_gid(owner)
+            && !(owner.contains('@') && !owner.starts_with('@') && !owner.ends_with('@'))
+        {
+            check.problem(
+                "expected_owner",
+                format!("`expected_owner` {owner:?} is neither a user gid nor an email address"),
+                "write the user's gid (digits) or email, e.g. expected_owner = \"ops-bot@example.com\"",
+            );
+        }
+    }
+
+    async fn run(settings: &Self::Settings, cx: &KindContext<'_>) -> JobOutcome {
+        run(settings, cx).await
+    }
+}
+
 /// Runs one check.
-pub async fn run(
-    ctx: &RunContext,
-    job: &JobSpec,
-    settings: &CredentialCheckSettings,
-    client: &AsanaClient,
-) -> JobOutcome {
+async fn run(settings: &CredentialCheckSettings, cx: &KindContext<'_>) -> JobOutcome {
+    let (ctx, job, client) = (cx.run, cx.job, cx.client);
     let me = match client.me(&["name", "email", "workspaces.name"]).await {
         Ok(me) => me,
         Err(error) => return super::outcome_for_error(job, &error),

@@ -2,40 +2,42 @@
 //! (`POST /exports/graph`, an asynchronous job polled with `GET /jobs/{gid}`), and downloads the
 //! gzipped JSON file. The shared steps are in [`super::export`].
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::export::{self, ExportSettings, Target};
-use crate::asana::AsanaClient;
-use crate::config::jobs::{JobSpec, REQUIRED, SettingInfo, SettingType};
-use crate::worker::{JobOutcome, RunContext};
+use super::{JobKind, KindContext};
+use crate::config::jobs::SettingsCheck;
+use crate::config::values::Gid;
+use crate::worker::JobOutcome;
 
-/// The `[settings]` keys of `graph_export`.
-pub const SETTINGS: &[SettingInfo] = crate::export_settings![SettingInfo {
-    name: "parent",
-    ty: SettingType::String,
-    default: REQUIRED,
-    doc: "gid of the project, portfolio, team or goal to export with everything below it",
-}];
+/// The `graph_export` kind.
+#[derive(Debug)]
+pub struct GraphExport;
 
 /// Settings of `graph_export` jobs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct GraphExportSettings {
-    /// Gid of the graph's root.
-    pub parent: String,
+    /// gid of the project, portfolio, team or goal to export with everything below it
+    pub parent: Gid,
     /// Download, retention and delivery.
     #[serde(flatten)]
     pub export: ExportSettings,
 }
 
-/// Runs one attempt.
-pub async fn run(
-    ctx: &RunContext,
-    job: &JobSpec,
-    settings: &GraphExportSettings,
-    client: &AsanaClient,
-) -> JobOutcome {
-    let target = Target::Graph {
-        parent: settings.parent.clone(),
-    };
-    export::run(ctx, job, target, &settings.export, client).await
+impl JobKind for GraphExport {
+    const NAME: &'static str = "graph_export";
+    const SUMMARY: &'static str = "exports a project, portfolio, team or goal with everything below it and downloads the file";
+    type Settings = GraphExportSettings;
+
+    fn validate(settings: &Self::Settings, check: &mut SettingsCheck<'_>) {
+        export::validate(&settings.export, check);
+    }
+
+    async fn run(settings: &Self::Settings, cx: &KindContext<'_>) -> JobOutcome {
+        let target = Target::Graph {
+            parent: settings.parent.to_string(),
+        };
+        export::run(cx, target, &settings.export).await
+    }
 }

@@ -1,17 +1,26 @@
-//! Job kinds, one module each, and the runner that dispatches a claimed run to its kind.
+//! Job kinds, one module each, the registry that lists them, and the runner that dispatches a
+//! claimed run to its kind.
 //!
-//! A kind gets a [`RunContext`] (the run, a cancellation token, fenced checkpoints) and the Asana
-//! client of the job's credential, and returns a [`JobOutcome`]. [`outcome_for_error`] maps client
-//! errors to outcomes the same way for every kind: transient errors retry, a rejected credential
-//! needs re-authorization, everything else fails with Asana's message.
+//! A kind is a [`JobKind`]: a name, a settings struct (read, checked and documented from the
+//! struct alone), extra checks run at load, and a runner. The list below is the only place the
+//! kinds are named: the [`Kind`] enum, the names, the settings schemas, the job-file reader's
+//! [`Catalog`] and the dispatch all come from it (see ARCHITECTURE.md, "Adding a job kind").
+//!
+//! A kind gets a [`KindContext`] (the run with its cancellation token and fenced checkpoints,
+//! the job, the Asana client of the job's credential, the sink context) and returns a
+//! [`JobOutcome`]. [`outcome_for_error`] maps client errors to outcomes the same way for every
+//! kind: transient errors retry, a rejected credential needs re-authorization, everything else
+//! fails with Asana's message.
 
 pub mod audit_log;
 pub mod credential_check;
 pub mod export;
 pub mod graph_export;
+mod kind;
 pub mod org_export;
 pub mod resource_export;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,16 +29,54 @@ use tokio::sync::watch;
 
 use crate::asana::{AsanaClient, AsanaError, CallContext};
 use crate::budget::{BudgetError, Priority};
-use crate::config::jobs::{JobKind, JobSpec};
+use crate::config::diagnostics::{Diagnostic, Diagnostics};
+use crate::config::jobs::{JobSpec, ValidationContext};
 use crate::credentials::{ClientPool, CredentialError};
 use crate::scheduler::JobSet;
 use crate::sinks::SinkContext;
 use crate::store::Trigger;
 use crate::worker::{JobOutcome, JobRunner, RunContext};
 
+pub use kind::{JobKind, KindContext};
+
+kind::job_kinds! {
+    /// Calls `users/me` with the job's credential and records its owner and validity.
+    CredentialCheck => credential_check::CredentialCheck,
+    /// Pulls a workspace's audit-log events into a record sink, exactly once.
+    AuditLog => audit_log::AuditLog,
+    /// Exports the organization and downloads the file.
+    OrgExport => org_export::OrgExport,
+    /// Exports a project, portfolio, team or goal graph and downloads the file.
+    GraphExport => graph_export::GraphExport,
+    /// Exports a workspace's objects of some types and downloads the file.
+    ResourceExport => resource_export::ResourceExport,
+}
+
+/// A job of this build: its definition with its kind's typed settings.
+pub type Job = JobSpec<Kind>;
+
+/// Parses and validates one job file's text against the registered kinds.
+pub fn parse_job(
+    path: &Path,
+    source: &str,
+    context: &ValidationContext,
+) -> Result<Job, Vec<Diagnostic>> {
+    crate::config::jobs::parse_job(path, source, context, &Catalog)
+}
+
+/// Reads and validates one job file.
+pub fn load_file(path: &Path, context: &ValidationContext) -> Result<Job, Vec<Diagnostic>> {
+    crate::config::jobs::load_file(path, context, &Catalog)
+}
+
+/// Loads and validates every job file of `dir` (see [`crate::config::jobs::load_dir`]).
+pub fn load_dir(dir: &Path, context: &ValidationContext) -> Result<Vec<Job>, Diagnostics> {
+    crate::config::jobs::load_dir(dir, context, &Catalog)
+}
+
 /// Maps a client error to an outcome: what every kind does with errors it has no special
 /// handling for.
-pub fn outcome_for_error(job: &JobSpec, error: &AsanaError) -> JobOutcome {
+pub fn outcome_for_error(job: &Job, error: &AsanaError) -> JobOutcome {
     let credential = &job.credential;
     let job_name = &job.name;
     match error {
@@ -77,14 +124,14 @@ fn outcome_for_credential_error(error: &CredentialError) -> JobOutcome {
 /// with the client of its credential.
 #[derive(Debug)]
 pub struct KindRunner {
-    jobs: watch::Receiver<JobSet>,
+    jobs: watch::Receiver<JobSet<Kind>>,
     clients: Arc<ClientPool>,
     sink_context: SinkContext,
 }
 
 impl KindRunner {
     /// A runner over the live job set and the process's clients.
-    pub fn new(jobs: watch::Receiver<JobSet>, clients: Arc<ClientPool>) -> Self {
+    pub fn new(jobs: watch::Receiver<JobSet<Kind>>, clients: Arc<ClientPool>) -> Self {
         Self {
             jobs,
             clients,
@@ -100,7 +147,7 @@ impl KindRunner {
         self
     }
 
-    fn job(&self, name: &str) -> Option<JobSpec> {
+    fn job(&self, name: &str) -> Option<Job> {
         self.jobs
             .borrow()
             .iter()
@@ -112,7 +159,7 @@ impl KindRunner {
 impl KindRunner {
     /// Records what the run taught about its credential: rejected (state `revoked`, metric,
     /// error log naming what to run next), or used (and, for `credential_check`, validated).
-    async fn note_credential(&self, job: &JobSpec, outcome: &JobOutcome) {
+    async fn note_credential(&self, job: &Job, outcome: &JobOutcome) {
         let monitor = self.clients.monitor();
         match outcome {
             JobOutcome::NeedsReauth { error } => {
@@ -123,7 +170,7 @@ impl KindRunner {
             }
             JobOutcome::Completed { progress } => {
                 monitor.used(&job.credential).await;
-                if matches!(job.kind, JobKind::CredentialCheck(_))
+                if matches!(job.kind, Kind::CredentialCheck(_))
                     && let Some(gid) = progress.get("gid").and_then(|v| v.as_str())
                 {
                     let text = |key: &str| {
@@ -164,21 +211,13 @@ impl JobRunner for KindRunner {
         };
         let client: AsanaClient =
             client.for_job(CallContext::new(&job.name, priority).with_cancel(ctx.cancel.clone()));
-        let outcome = match &job.kind {
-            JobKind::CredentialCheck(settings) => {
-                credential_check::run(&ctx, &job, settings, &client).await
-            }
-            JobKind::OrgExport(settings) => org_export::run(&ctx, &job, settings, &client).await,
-            JobKind::GraphExport(settings) => {
-                graph_export::run(&ctx, &job, settings, &client).await
-            }
-            JobKind::ResourceExport(settings) => {
-                resource_export::run(&ctx, &job, settings, &client).await
-            }
-            JobKind::AuditLog(settings) => {
-                audit_log::run(&ctx, &job, settings, &client, &self.sink_context).await
-            }
+        let cx = KindContext {
+            run: &ctx,
+            job: &job,
+            client: &client,
+            sinks: &self.sink_context,
         };
+        let outcome = job.kind.run(&cx).await;
         self.note_credential(&job, &outcome).await;
         outcome
     }
@@ -192,11 +231,12 @@ impl JobRunner for KindRunner {
 mod tests {
     use super::*;
 
-    fn test_job() -> JobSpec {
-        let context = crate::config::jobs::ValidationContext {
+    fn test_job() -> Job {
+        let context = ValidationContext {
             credentials: ["sa".to_string()].into_iter().collect(),
+            ..ValidationContext::default()
         };
-        crate::config::jobs::parse_job(
+        parse_job(
             std::path::Path::new("jobs/check.toml"),
             "name = \"check\"\nkind = \"credential_check\"\nevery = \"5m\"\ncredential = \"sa\"\n",
             &context,

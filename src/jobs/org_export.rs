@@ -2,40 +2,44 @@
 //! `state`, and downloads the gzipped JSON file. The shared steps (checkpoint, slots, download,
 //! manifest, retention, delivery) are in [`super::export`].
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::export::{self, ExportSettings, Target};
-use crate::asana::AsanaClient;
-use crate::config::jobs::{JobSpec, REQUIRED, SettingInfo, SettingType};
-use crate::worker::{JobOutcome, RunContext};
+use super::{JobKind, KindContext};
+use crate::config::jobs::SettingsCheck;
+use crate::config::values::Gid;
+use crate::worker::JobOutcome;
 
-/// The `[settings]` keys of `org_export`.
-pub const SETTINGS: &[SettingInfo] = crate::export_settings![SettingInfo {
-    name: "organization",
-    ty: SettingType::String,
-    default: REQUIRED,
-    doc: "gid of the organization to export (organization exports need an Enterprise service account)",
-}];
+/// The `org_export` kind.
+#[derive(Debug)]
+pub struct OrgExport;
 
 /// Settings of `org_export` jobs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct OrgExportSettings {
-    /// The organization's gid.
-    pub organization: String,
+    /// gid of the organization to export (organization exports need an Enterprise service
+    /// account)
+    pub organization: Gid,
     /// Download, retention and delivery.
     #[serde(flatten)]
     pub export: ExportSettings,
 }
 
-/// Runs one attempt.
-pub async fn run(
-    ctx: &RunContext,
-    job: &JobSpec,
-    settings: &OrgExportSettings,
-    client: &AsanaClient,
-) -> JobOutcome {
-    let target = Target::Organization {
-        organization: settings.organization.clone(),
-    };
-    export::run(ctx, job, target, &settings.export, client).await
+impl JobKind for OrgExport {
+    const NAME: &'static str = "org_export";
+    const SUMMARY: &'static str =
+        "exports the whole organization and downloads the file (Enterprise service accounts)";
+    type Settings = OrgExportSettings;
+
+    fn validate(settings: &Self::Settings, check: &mut SettingsCheck<'_>) {
+        export::validate(&settings.export, check);
+    }
+
+    async fn run(settings: &Self::Settings, cx: &KindContext<'_>) -> JobOutcome {
+        let target = Target::Organization {
+            organization: settings.organization.to_string(),
+        };
+        export::run(cx, target, &settings.export).await
+    }
 }

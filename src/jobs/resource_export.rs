@@ -4,59 +4,80 @@
 //! 403: the job then waits (backing off up to `poll_max_interval`) and asks again instead of
 //! failing. The shared steps are in [`super::export`].
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::export::{self, ExportSettings, Target};
-use crate::asana::AsanaClient;
-use crate::config::jobs::{JobSpec, REQUIRED, SettingInfo, SettingType};
-use crate::worker::{JobOutcome, RunContext};
+use super::{JobKind, KindContext};
+use crate::config::jobs::SettingsCheck;
+use crate::config::values::Gid;
+use crate::worker::JobOutcome;
 
-/// The `[settings]` keys of `resource_export`.
-pub const SETTINGS: &[SettingInfo] = crate::export_settings![
-    SettingInfo {
-        name: "workspace",
-        ty: SettingType::String,
-        default: REQUIRED,
-        doc: "gid of the workspace to export from",
-    },
-    SettingInfo {
-        name: "resource_types",
-        ty: SettingType::StringList,
-        default: REQUIRED,
-        doc: "object types to export, e.g. [\"task\", \"team\", \"message\"]",
-    },
-];
+/// The `resource_export` kind.
+#[derive(Debug)]
+pub struct ResourceExport;
+
+/// The object types a resource export can hold (Asana's `export_request_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceType {
+    /// Tasks.
+    Task,
+    /// Teams.
+    Team,
+    /// Messages.
+    Message,
+}
+
+impl ResourceType {
+    /// The name Asana takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::Task => "task",
+            ResourceType::Team => "team",
+            ResourceType::Message => "message",
+        }
+    }
+}
+
+impl PartialEq<&str> for ResourceType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// Settings of `resource_export` jobs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct ResourceExportSettings {
-    /// The workspace's gid.
-    pub workspace: String,
-    /// Object types, one export parameter set each.
-    pub resource_types: Vec<String>,
+    /// gid of the workspace to export from
+    pub workspace: Gid,
+    /// object types to export: "task", "team", "message"
+    #[schemars(length(min = 1))]
+    pub resource_types: Vec<ResourceType>,
     /// Download, retention and delivery.
     #[serde(flatten)]
     pub export: ExportSettings,
 }
 
-/// Runs one attempt.
-pub async fn run(
-    ctx: &RunContext,
-    job: &JobSpec,
-    settings: &ResourceExportSettings,
-    client: &AsanaClient,
-) -> JobOutcome {
-    if settings.resource_types.is_empty() {
-        return JobOutcome::Failed {
-            error: format!(
-                "job {:?}: resource_types is empty; list the object types to export, e.g. [\"task\"]",
-                job.name
-            ),
-        };
+impl JobKind for ResourceExport {
+    const NAME: &'static str = "resource_export";
+    const SUMMARY: &'static str =
+        "bulk-exports a workspace's tasks, teams or messages and downloads the JSON Lines file";
+    type Settings = ResourceExportSettings;
+
+    fn validate(settings: &Self::Settings, check: &mut SettingsCheck<'_>) {
+        export::validate(&settings.export, check);
     }
-    let target = Target::Resource {
-        workspace: settings.workspace.clone(),
-        resource_types: settings.resource_types.clone(),
-    };
-    export::run(ctx, job, target, &settings.export, client).await
+
+    async fn run(settings: &Self::Settings, cx: &KindContext<'_>) -> JobOutcome {
+        let target = Target::Resource {
+            workspace: settings.workspace.to_string(),
+            resource_types: settings
+                .resource_types
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect(),
+        };
+        export::run(cx, target, &settings.export).await
+    }
 }

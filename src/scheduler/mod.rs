@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::config::jobs::{JobSpec, MisfirePolicy, OverlapPolicy};
+use crate::config::jobs::{JobSpec, MisfirePolicy, NamedKind, OverlapPolicy};
 use crate::store::{NewRun, RunState, ScheduleRow, Store, StoreError, Trigger, priority};
 
 /// Name of the scheduler's leader lease.
@@ -31,8 +31,9 @@ pub const MAX_FIRES_PER_TICK: usize = 10_000;
 /// How late a fire may be and still count as on time rather than missed.
 pub const ON_TIME_GRACE: Duration = Duration::from_secs(60);
 
-/// The set of jobs currently in force, swapped whole on reload.
-pub type JobSet = Arc<Vec<JobSpec>>;
+/// The set of jobs currently in force, swapped whole on reload. `K` is the kind registry's enum
+/// (`crate::jobs::Kind`); the scheduler needs only each kind's name.
+pub type JobSet<K> = Arc<Vec<JobSpec<K>>>;
 
 /// What one tick did, for logs, metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,8 +52,8 @@ pub struct TickReport {
 
 /// Plans the runs for the fires of `job` that are due at `now`, given the stored schedule.
 /// Pure: the caller writes the plan with [`Store::fire`].
-pub fn plan(
-    job: &JobSpec,
+pub fn plan<K: NamedKind>(
+    job: &JobSpec<K>,
     stored: Option<&ScheduleRow>,
     now: DateTime<Utc>,
     previous_active: bool,
@@ -178,8 +179,8 @@ pub fn fire_key(fire: DateTime<Utc>) -> String {
     fire.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn new_run(
-    job: &JobSpec,
+fn new_run<K: NamedKind>(
+    job: &JobSpec<K>,
     fire: DateTime<Utc>,
     trigger: Trigger,
     state: RunState,
@@ -206,7 +207,7 @@ fn new_run(
 }
 
 /// A manual run of `job` (`jobs run NAME`), ahead of scheduled work.
-pub fn manual_run(job: &JobSpec, now: DateTime<Utc>) -> NewRun {
+pub fn manual_run<K: NamedKind>(job: &JobSpec<K>, now: DateTime<Utc>) -> NewRun {
     NewRun {
         job_name: job.name.clone(),
         kind: job.kind.name().to_string(),
@@ -236,10 +237,10 @@ pub struct Plan {
 
 /// The scheduler loop.
 #[derive(Debug)]
-pub struct Scheduler {
+pub struct Scheduler<K> {
     store: Arc<dyn Store>,
     clock: SharedClock,
-    jobs: watch::Receiver<JobSet>,
+    jobs: watch::Receiver<JobSet<K>>,
     owner: String,
     tick: Duration,
     lease: Duration,
@@ -247,12 +248,12 @@ pub struct Scheduler {
     last_tick: Arc<AtomicI64>,
 }
 
-impl Scheduler {
+impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
     /// A scheduler identified as `owner` (unique per process) over the job set in `jobs`.
     pub fn new(
         store: Arc<dyn Store>,
         clock: SharedClock,
-        jobs: watch::Receiver<JobSet>,
+        jobs: watch::Receiver<JobSet<K>>,
         owner: String,
         tick: Duration,
         lease: Duration,

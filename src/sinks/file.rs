@@ -7,58 +7,40 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::manifest::{self, ChainProblem, EntryBody, MANIFEST_FILE, ManifestEntry};
-use super::{Batch, RecordMark, Recovered, Sink, SinkError};
-use crate::config::jobs::{REQUIRED, SettingInfo, SettingType};
-
-/// Keys of a `type = "file"` sink table.
-pub const SETTINGS: &[SettingInfo] = &[
-    SettingInfo {
-        name: "dir",
-        ty: SettingType::OutputDir,
-        default: REQUIRED,
-        doc: "directory the segment files and the manifest are written into",
-    },
-    SettingInfo {
-        name: "gzip",
-        ty: SettingType::Bool,
-        default: "false",
-        doc: "compress segments with gzip (.jsonl.gz)",
-    },
-    SettingInfo {
-        name: "rotate_bytes",
-        ty: SettingType::Integer,
-        default: "67108864",
-        doc: "seal a segment once it holds this many bytes",
-    },
-    SettingInfo {
-        name: "rotate_every",
-        ty: SettingType::Duration,
-        default: "\"1h\"",
-        doc: "seal a segment once it is this old",
-    },
-];
+use super::{Batch, RecordMark, RecordSink, Recovered, SinkError};
+use crate::config::jobs::SettingsCheck;
 
 /// Settings of the file sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkSettings {
-    /// Directory of the segments and the manifest.
+    /// directory the segment files and the manifest are written into
     pub dir: PathBuf,
-    /// Gzip the segments.
+    /// compress segments with gzip (.jsonl.gz)
     #[serde(default)]
     pub gzip: bool,
-    /// Size at which a segment is sealed.
+    /// seal a segment once it holds this many bytes
     #[serde(default = "default_rotate_bytes")]
+    #[schemars(range(min = 1))]
     pub rotate_bytes: u64,
-    /// Age at which a segment is sealed.
+    /// seal a segment once it is this old
     #[serde(
         default = "default_rotate_every",
-        deserialize_with = "crate::config::jobs::de_duration"
+        with = "crate::config::values::duration"
     )]
+    #[schemars(with = "crate::config::values::DurationText")]
     pub rotate_every: Duration,
+}
+
+impl FileSinkSettings {
+    /// The directory must be writable.
+    pub fn validate(&self, check: &mut SettingsCheck<'_>) {
+        check.writable_dir("dir", &self.dir);
+    }
 }
 
 fn default_rotate_bytes() -> u64 {
@@ -222,7 +204,7 @@ impl FileSink {
 }
 
 #[async_trait]
-impl Sink for FileSink {
+impl RecordSink for FileSink {
     async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
         let stream = batch.stream.clone();
         self.blocking(&stream, move |settings, dir, state| {

@@ -8,77 +8,20 @@ use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use rand::RngExt;
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{self, EntryBody, ManifestEntry};
-use super::{Batch, Recovered, Sink, SinkContext, SinkError};
+use super::{Batch, RecordSink, Recovered, SinkContext, SinkError};
 use crate::clock::Clock;
-use crate::config::jobs::{REQUIRED, SettingInfo, SettingType};
+use crate::config::jobs::SettingsCheck;
 use crate::credentials::TokenSource;
 
-/// Keys of a `type = "http"` sink table.
-pub const SETTINGS: &[SettingInfo] = &[
-    SettingInfo {
-        name: "url",
-        ty: SettingType::String,
-        default: REQUIRED,
-        doc: "collector URL the batches are POSTed to (https, or http on loopback)",
-    },
-    SettingInfo {
-        name: "format",
-        ty: SettingType::String,
-        default: "\"ndjson\"",
-        doc: "ndjson | json | splunk_hec",
-    },
-    SettingInfo {
-        name: "batch_events",
-        ty: SettingType::Integer,
-        default: "500",
-        doc: "most events per POST",
-    },
-    SettingInfo {
-        name: "token_file",
-        ty: SettingType::String,
-        default: "none",
-        doc: "file holding the collector's token (sent as Bearer, or Splunk for splunk_hec)",
-    },
-    SettingInfo {
-        name: "token_env",
-        ty: SettingType::String,
-        default: "none",
-        doc: "environment variable holding the collector's token",
-    },
-    SettingInfo {
-        name: "timeout",
-        ty: SettingType::Duration,
-        default: "\"30s\"",
-        doc: "longest one POST may take",
-    },
-    SettingInfo {
-        name: "max_attempts",
-        ty: SettingType::Integer,
-        default: "5",
-        doc: "attempts per POST before the run is retried later",
-    },
-    SettingInfo {
-        name: "min_backoff",
-        ty: SettingType::Duration,
-        default: "\"1s\"",
-        doc: "first delay before a retry (exponential, full jitter; Retry-After wins when longer)",
-    },
-    SettingInfo {
-        name: "max_backoff",
-        ty: SettingType::Duration,
-        default: "\"30s\"",
-        doc: "longest delay between retries; a Retry-After beyond 10 minutes ends the attempts",
-    },
-];
-
 /// Body format of the POSTs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpFormat {
     /// One event per line.
@@ -91,44 +34,85 @@ pub enum HttpFormat {
 }
 
 /// Settings of the HTTP sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkSettings {
-    /// Collector URL.
+    /// collector URL the batches are POSTed to (https, or http on loopback)
     pub url: String,
-    /// Body format.
+    /// body format: ndjson, json (one array per POST) or splunk_hec
     #[serde(default)]
     pub format: HttpFormat,
-    /// Events per POST.
+    /// most events per POST
     #[serde(default = "default_batch_events")]
+    #[schemars(range(min = 1, max = 100000))]
     pub batch_events: u32,
-    /// File holding the collector token.
+    /// file holding the collector's token (sent as Bearer, or Splunk for splunk_hec)
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
-    /// Variable holding the collector token.
+    /// environment variable holding the collector's token
     #[serde(default)]
     pub token_env: Option<String>,
-    /// Timeout of one POST.
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "crate::config::jobs::de_duration"
-    )]
+    /// longest one POST may take
+    #[serde(default = "default_timeout", with = "crate::config::values::duration")]
+    #[schemars(with = "crate::config::values::DurationText")]
     pub timeout: Duration,
-    /// Attempts per POST, the first included.
+    /// attempts per POST before the run is retried later
     #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 100))]
     pub max_attempts: u32,
-    /// First retry delay.
+    /// first delay before a retry (exponential, full jitter; Retry-After wins when longer)
     #[serde(
         default = "default_min_backoff",
-        deserialize_with = "crate::config::jobs::de_duration"
+        with = "crate::config::values::duration"
     )]
+    #[schemars(with = "crate::config::values::DurationText")]
     pub min_backoff: Duration,
-    /// Longest retry delay.
+    /// longest delay between retries; a Retry-After beyond 10 minutes ends the attempts
     #[serde(
         default = "default_max_backoff",
-        deserialize_with = "crate::config::jobs::de_duration"
+        with = "crate::config::values::duration"
     )]
+    #[schemars(with = "crate::config::values::DurationText")]
     pub max_backoff: Duration,
+}
+
+impl HttpSinkSettings {
+    /// The URL, the token and the backoff bounds are checked at load.
+    pub fn validate(&self, check: &mut SettingsCheck<'_>) {
+        if let Err(error) = crate::asana::validate_base_url(&self.url) {
+            check.problem(
+                "url",
+                format!("`url` {:?} cannot be used: {error}", self.url),
+                "use an https URL, e.g. url = \"https://collector.example.com/ingest\" (plain http only on loopback)",
+            );
+        }
+        match (&self.token_file, &self.token_env) {
+            (Some(_), Some(_)) => check.problem(
+                "token_env",
+                "set `token_file` or `token_env`, not both",
+                "keep the one that holds the collector's token",
+            ),
+            (Some(file), None) => check.secret_file("token_file", file),
+            (None, Some(variable)) => check.secret_env("token_env", variable),
+            (None, None) if self.format == HttpFormat::SplunkHec => check.problem(
+                "",
+                "a splunk_hec sink needs the HEC token",
+                "set token_file (a file holding the token) or token_env (a variable holding it)",
+            ),
+            (None, None) => {}
+        }
+        if self.min_backoff > self.max_backoff {
+            check.problem(
+                "min_backoff",
+                format!(
+                    "`min_backoff` ({}) is longer than `max_backoff` ({})",
+                    crate::config::values::format_duration(self.min_backoff),
+                    crate::config::values::format_duration(self.max_backoff)
+                ),
+                "retry delays grow from min_backoff up to max_backoff; make min_backoff the shorter",
+            );
+        }
+    }
 }
 
 fn default_batch_events() -> u32 {
@@ -163,7 +147,7 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// The HTTP sink: posts each batch in chunks of `batch_events`, then records the delivery in a
-/// local manifest so [`Sink::recover`] knows the last acknowledged batch.
+/// local manifest so [`RecordSink::recover`] knows the last acknowledged batch.
 ///
 /// At-least-once: a crash after a POST was acknowledged but before the manifest entry was
 /// written resends that batch at the next run, with the same `Idempotency-Key` per chunk
@@ -526,7 +510,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 #[async_trait]
-impl Sink for HttpSink {
+impl RecordSink for HttpSink {
     async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
         let mut cache = self.last.lock().await;
         let newest = self.newest(&mut cache, &batch.stream)?;
@@ -795,31 +779,6 @@ impl HttpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every declared default that is a TOML value is the struct's default, and every
-    /// declared key is a field (`deny_unknown_fields` would refuse it otherwise).
-    #[test]
-    fn declared_settings_match_the_struct() {
-        let minimal: HttpSinkSettings = toml::from_str("url = \"https://c.example.com/\"").unwrap();
-        let mut full = String::from("url = \"https://c.example.com/\"\n");
-        for info in SETTINGS.iter().filter(|i| i.default != REQUIRED) {
-            if toml::from_str::<toml::Table>(&format!("v = {}", info.default)).is_ok() {
-                full.push_str(&format!("{} = {}\n", info.name, info.default));
-            }
-        }
-        let declared: HttpSinkSettings = toml::from_str(&full).unwrap();
-        assert_eq!(declared, minimal);
-        for info in SETTINGS.iter().filter(|i| i.name != "url") {
-            let value = match (info.name, info.ty) {
-                ("format", _) => "\"json\"",
-                (_, SettingType::Integer) => "1",
-                (_, SettingType::Duration) => "\"1s\"",
-                _ => "\"x\"",
-            };
-            let text = format!("url = \"https://c.example.com/\"\n{} = {value}", info.name);
-            toml::from_str::<HttpSinkSettings>(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        }
-    }
 
     #[test]
     fn the_last_manifest_line_is_read_from_the_end_and_a_torn_line_is_cut_off() {

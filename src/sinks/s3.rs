@@ -7,7 +7,7 @@
 //! `manifest/<sequence:020>.json` (the shared chain format of [`super::manifest`]) recording the
 //! object's sha256, count, first/last event and the job cursor, chained to the previous entry's
 //! hash and created only if absent. The entry is written after its object, so an entry always
-//! names a complete object; [`Sink::recover`] reads the newest entry. Keys are a function of
+//! names a complete object; [`RecordSink::recover`] reads the newest entry. Keys are a function of
 //! `(stream, sequence, content)`, so a retried commit rewrites the same key with the same bytes
 //! and is stored once, and a stale run cannot overwrite a committed batch.
 
@@ -22,121 +22,91 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::manifest::{self, EntryBody, ManifestEntry};
-use super::{Batch, Recovered, Sink, SinkError};
-
-use crate::config::jobs::{REQUIRED, SettingInfo, SettingType};
-
-/// Keys of a `type = "s3"` sink table.
-pub const SETTINGS: &[SettingInfo] = &[
-    SettingInfo {
-        name: "bucket",
-        ty: SettingType::String,
-        default: REQUIRED,
-        doc: "bucket the objects are written to",
-    },
-    SettingInfo {
-        name: "prefix",
-        ty: SettingType::String,
-        default: "\"\"",
-        doc: "key prefix of every object",
-    },
-    SettingInfo {
-        name: "region",
-        ty: SettingType::String,
-        default: "\"us-east-1\"",
-        doc: "the bucket's region",
-    },
-    SettingInfo {
-        name: "endpoint",
-        ty: SettingType::String,
-        default: "AWS",
-        doc: "URL of an S3-compatible service (MinIO, Ceph, moto)",
-    },
-    SettingInfo {
-        name: "allow_http",
-        ty: SettingType::Bool,
-        default: "false",
-        doc: "allow a plain-http endpoint (loopback test servers)",
-    },
-    SettingInfo {
-        name: "access_key_id_env",
-        ty: SettingType::String,
-        default: "\"AWS_ACCESS_KEY_ID\"",
-        doc: "environment variable holding the access key id",
-    },
-    SettingInfo {
-        name: "secret_access_key_env",
-        ty: SettingType::String,
-        default: "\"AWS_SECRET_ACCESS_KEY\"",
-        doc: "environment variable holding the secret access key",
-    },
-    SettingInfo {
-        name: "gzip",
-        ty: SettingType::Bool,
-        default: "false",
-        doc: "compress objects with gzip",
-    },
-    SettingInfo {
-        name: "conditional_put",
-        ty: SettingType::Bool,
-        default: "true",
-        doc: "create manifest entries with If-None-Match (off only for stores without it)",
-    },
-];
+use super::{Batch, RecordSink, Recovered, SinkError};
+use crate::config::jobs::SettingsCheck;
 
 /// Settings of the S3 sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3SinkSettings {
-    /// Bucket.
+    /// bucket the objects are written to
+    #[schemars(length(min = 1))]
     pub bucket: String,
-    /// Key prefix.
+    /// key prefix of every object
     #[serde(default)]
     pub prefix: String,
-    /// Region.
+    /// the bucket's region
     #[serde(default = "default_region")]
     pub region: String,
-    /// S3-compatible endpoint.
+    /// URL of an S3-compatible service (MinIO, Ceph, moto); default AWS
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// Allow plain http.
+    /// allow a plain-http endpoint (loopback test servers)
     #[serde(default)]
     pub allow_http: bool,
-    /// Variable with the access key id.
+    /// environment variable holding the access key id
     #[serde(default = "default_key_id_env")]
     pub access_key_id_env: String,
-    /// Variable with the secret key.
+    /// environment variable holding the secret access key
     #[serde(default = "default_secret_env")]
     pub secret_access_key_env: String,
-    /// Gzip objects.
+    /// compress objects with gzip
     #[serde(default)]
     pub gzip: bool,
-    /// Create manifest entries only if absent (`If-None-Match: *`), so two runs racing on one
-    /// stream cannot both write an entry for the same batch. Off only for S3-compatible stores
-    /// that refuse the header.
+    /// create manifest entries with If-None-Match, so two runs racing on one stream cannot both
+    /// write an entry for the same batch (off only for stores that refuse the header)
     #[serde(default = "default_true")]
     pub conditional_put: bool,
+}
+
+impl S3SinkSettings {
+    /// The endpoint and the credentials' variables are checked at load.
+    pub fn validate(&self, check: &mut SettingsCheck<'_>) {
+        if let Some(endpoint) = &self.endpoint {
+            match url::Url::parse(endpoint) {
+                Ok(url) if url.scheme() == "http" && !self.allow_http => check.problem(
+                    "endpoint",
+                    format!("`endpoint` {endpoint:?} is plain http"),
+                    "use https, or set allow_http = true for a test server on loopback",
+                ),
+                Ok(url) if url.scheme() != "http" && url.scheme() != "https" => check.problem(
+                    "endpoint",
+                    format!("`endpoint` {endpoint:?} is not an http(s) URL"),
+                    "e.g. endpoint = \"https://minio.example.com:9000\"",
+                ),
+                Ok(_) => {}
+                Err(error) => check.problem(
+                    "endpoint",
+                    format!("`endpoint` {endpoint:?} is not a URL: {error}"),
+                    "e.g. endpoint = \"https://minio.example.com:9000\"",
+                ),
+            }
+        }
+        check.secret_env("access_key_id_env", &self.access_key_id_env);
+        check.secret_env("secret_access_key_env", &self.secret_access_key_env);
+    }
 }
 
 fn default_true() -> bool {
     true
 }
 
-fn default_region() -> String {
+pub(crate) fn default_region() -> String {
     "us-east-1".into()
 }
 
-fn default_key_id_env() -> String {
+pub(crate) fn default_key_id_env() -> String {
     "AWS_ACCESS_KEY_ID".into()
 }
 
-fn default_secret_env() -> String {
+pub(crate) fn default_secret_env() -> String {
     "AWS_SECRET_ACCESS_KEY".into()
 }
 
@@ -301,7 +271,7 @@ impl S3Sink {
         self.store.clone()
     }
 
-    fn path(&self, rest: &str) -> Path {
+    pub(crate) fn path(&self, rest: &str) -> Path {
         if self.prefix.is_empty() {
             Path::from(rest)
         } else {
@@ -613,7 +583,7 @@ fn encode(records: &[Box<serde_json::value::RawValue>], gzip: bool) -> Vec<u8> {
 }
 
 #[async_trait]
-impl Sink for S3Sink {
+impl RecordSink for S3Sink {
     async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
         check_stream(&batch.stream)?;
         let mut cache = self.last.lock().await;
@@ -728,30 +698,6 @@ impl Sink for S3Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::jobs::{REQUIRED, SettingType};
-
-    /// Every declared default that is a TOML value is the struct's default, and every
-    /// declared key is a field.
-    #[test]
-    fn declared_settings_match_the_struct() {
-        let minimal: S3SinkSettings = toml::from_str("bucket = \"b\"").unwrap();
-        let mut full = String::from("bucket = \"b\"\n");
-        for info in SETTINGS.iter().filter(|i| i.default != REQUIRED) {
-            if toml::from_str::<toml::Table>(&format!("v = {}", info.default)).is_ok() {
-                full.push_str(&format!("{} = {}\n", info.name, info.default));
-            }
-        }
-        let declared: S3SinkSettings = toml::from_str(&full).unwrap();
-        assert_eq!(declared, minimal);
-        for info in SETTINGS.iter().filter(|i| i.name != "bucket") {
-            let value = match info.ty {
-                SettingType::Bool => "true",
-                _ => "\"x\"",
-            };
-            let text = format!("bucket = \"b\"\n{} = {value}", info.name);
-            toml::from_str::<S3SinkSettings>(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        }
-    }
 
     #[test]
     fn gzip_objects_are_deterministic() {

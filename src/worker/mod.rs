@@ -208,6 +208,9 @@ pub struct PoolSettings {
     pub concurrency: usize,
     /// Per-kind caps.
     pub per_kind: BTreeMap<String, usize>,
+    /// Every kind name this process runs (the registry's), so that while some kinds are at
+    /// their cap the others stay claimable. The worker knows no kind itself.
+    pub kinds: Vec<String>,
     /// Lease length.
     pub lease: Duration,
     /// Lease renewal interval.
@@ -302,10 +305,11 @@ impl WorkerPool {
             return None;
         }
         Some(
-            crate::config::jobs::JobKind::NAMES
+            self.settings
+                .kinds
                 .iter()
-                .map(|k| k.to_string())
-                .filter(|k| !full.contains(&k))
+                .filter(|k| !full.contains(k))
+                .cloned()
                 .collect(),
         )
     }

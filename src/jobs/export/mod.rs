@@ -20,13 +20,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::{Job, KindContext};
 use crate::asana::{AsanaClient, AsanaError};
 use crate::budget::ExportSlot;
-use crate::config::jobs::{JobSpec, SettingInfo, SettingType, de_duration, de_opt_duration};
-use crate::sinks::SinkSettings;
+use crate::config::jobs::SettingsCheck;
+use crate::config::values::{DurationText, format_duration};
+use crate::sinks::document::{Content, Document, DocumentSinkSettings};
+use crate::sinks::{SinkContext, SinkError};
 use crate::worker::{CheckpointError, JobOutcome, RunContext};
 
 use download::{DownloadError, DownloadPolicy, Downloader, ProgressSink};
@@ -42,91 +46,6 @@ pub const PARTIAL_DIR: &str = ".partial";
 const MAX_DOWNLOAD_FAILURES: u32 = 5;
 /// Fresh URLs fetched in a row without new bytes before the run is retried later.
 const MAX_URL_REFRESHES: u32 = 5;
-
-/// Settings every export kind has; the kinds add what they export.
-pub const COMMON_SETTINGS: [SettingInfo; 10] = [
-    SettingInfo {
-        name: "output_dir",
-        ty: SettingType::OutputDir,
-        default: crate::config::jobs::REQUIRED,
-        doc: "directory the export files and their manifests are written to (created if missing)",
-    },
-    SettingInfo {
-        name: "poll_interval",
-        ty: SettingType::Duration,
-        default: "\"30s\"",
-        doc: "first wait between status checks of the export; doubles up to poll_max_interval",
-    },
-    SettingInfo {
-        name: "poll_max_interval",
-        ty: SettingType::Duration,
-        default: "\"5m\"",
-        doc: "longest wait between status checks",
-    },
-    SettingInfo {
-        name: "keep_last",
-        ty: SettingType::Integer,
-        default: "7",
-        doc: "keep this job's newest N exports (0: no count rule); older ones are pruned with their manifests unless keep_for keeps them",
-    },
-    SettingInfo {
-        name: "keep_for",
-        ty: SettingType::Duration,
-        default: "none",
-        doc: "also keep exports downloaded within this long, e.g. \"30d\"",
-    },
-    SettingInfo {
-        name: "max_size_mb",
-        ty: SettingType::Integer,
-        default: "102400",
-        doc: "largest export file accepted, in MiB",
-    },
-    SettingInfo {
-        name: "download_timeout",
-        ty: SettingType::Duration,
-        default: "\"4h\"",
-        doc: "longest one download attempt may take (the next attempt resumes)",
-    },
-    SettingInfo {
-        name: "max_redirects",
-        ty: SettingType::Integer,
-        default: "5",
-        doc: "redirects followed at most; every target must be https",
-    },
-    SettingInfo {
-        name: "download_rate_limit_kib",
-        ty: SettingType::Integer,
-        default: "0",
-        doc: "download at most this many KiB per second (0: unlimited)",
-    },
-    SettingInfo {
-        name: "deliver",
-        ty: SettingType::Sink,
-        default: "none",
-        doc: "also upload each downloaded file to this sink (type = \"s3\")",
-    },
-];
-
-/// Builds a kind's settings list: its own settings first, then [`COMMON_SETTINGS`].
-#[macro_export]
-#[doc(hidden)]
-macro_rules! export_settings {
-    ($($own:expr),* $(,)?) => {
-        &[
-            $($own,)*
-            $crate::jobs::export::COMMON_SETTINGS[0],
-            $crate::jobs::export::COMMON_SETTINGS[1],
-            $crate::jobs::export::COMMON_SETTINGS[2],
-            $crate::jobs::export::COMMON_SETTINGS[3],
-            $crate::jobs::export::COMMON_SETTINGS[4],
-            $crate::jobs::export::COMMON_SETTINGS[5],
-            $crate::jobs::export::COMMON_SETTINGS[6],
-            $crate::jobs::export::COMMON_SETTINGS[7],
-            $crate::jobs::export::COMMON_SETTINGS[8],
-            $crate::jobs::export::COMMON_SETTINGS[9],
-        ]
-    };
-}
 
 fn default_poll_interval() -> Duration {
     Duration::from_secs(30)
@@ -148,37 +67,71 @@ fn default_max_redirects() -> u32 {
 }
 
 /// Settings shared by the export kinds (flattened into each kind's settings).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct ExportSettings {
-    /// Where export files and manifests go.
+    /// directory the export files and their manifests are written to (created if missing)
     pub output_dir: PathBuf,
-    /// First wait between status checks.
-    #[serde(default = "default_poll_interval", deserialize_with = "de_duration")]
+    /// first wait between status checks of the export; doubles up to poll_max_interval
+    #[serde(
+        default = "default_poll_interval",
+        with = "crate::config::values::duration"
+    )]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
-    /// Longest wait between status checks.
-    #[serde(default = "default_poll_max", deserialize_with = "de_duration")]
+    /// longest wait between status checks
+    #[serde(default = "default_poll_max", with = "crate::config::values::duration")]
+    #[schemars(with = "DurationText")]
     pub poll_max_interval: Duration,
-    /// Newest exports kept.
+    /// keep this job's newest N exports (0: no count rule); older ones are pruned with their
+    /// manifests unless keep_for keeps them
     #[serde(default = "default_keep_last")]
     pub keep_last: u32,
-    /// Exports younger than this are kept too.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    /// also keep exports downloaded within this long, e.g. "30d"
+    #[serde(default, with = "crate::config::values::optional_duration")]
+    #[schemars(with = "Option<DurationText>")]
     pub keep_for: Option<Duration>,
-    /// Largest file accepted, MiB.
+    /// largest export file accepted, in MiB
     #[serde(default = "default_max_size_mb")]
+    #[schemars(range(min = 1))]
     pub max_size_mb: u64,
-    /// Longest download attempt.
-    #[serde(default = "default_download_timeout", deserialize_with = "de_duration")]
+    /// longest one download attempt may take (the next attempt resumes)
+    #[serde(
+        default = "default_download_timeout",
+        with = "crate::config::values::duration"
+    )]
+    #[schemars(with = "DurationText")]
     pub download_timeout: Duration,
-    /// Redirects followed at most.
+    /// redirects followed at most; every target must be https
     #[serde(default = "default_max_redirects")]
+    #[schemars(range(max = 20))]
     pub max_redirects: u32,
-    /// KiB per second at most (0: unlimited).
+    /// download at most this many KiB per second (0: unlimited)
     #[serde(default)]
     pub download_rate_limit_kib: u64,
-    /// Where to upload the downloaded file too.
+    /// also deliver each downloaded file, with its manifest, to this document sink
+    /// ([settings.deliver] with type = "file" or "s3")
     #[serde(default)]
-    pub deliver: Option<SinkSettings>,
+    pub deliver: Option<DocumentSinkSettings>,
+}
+
+/// The checks every export kind runs at load: the output directory can be written, the poll
+/// intervals are in order, the delivery sink can work.
+pub fn validate(settings: &ExportSettings, check: &mut SettingsCheck<'_>) {
+    check.writable_dir("output_dir", &settings.output_dir);
+    if settings.poll_interval > settings.poll_max_interval {
+        check.problem(
+            "poll_interval",
+            format!(
+                "`poll_interval` ({}) is longer than `poll_max_interval` ({})",
+                format_duration(settings.poll_interval),
+                format_duration(settings.poll_max_interval)
+            ),
+            "the wait grows from poll_interval up to poll_max_interval; make poll_interval the shorter (defaults: 30s and 5m)",
+        );
+    }
+    if let Some(deliver) = &settings.deliver {
+        check.scoped("deliver", |check| deliver.validate(check));
+    }
 }
 
 impl ExportSettings {
@@ -381,13 +334,8 @@ impl ExportState {
 }
 
 /// Runs one export job attempt.
-pub async fn run(
-    ctx: &RunContext,
-    job: &JobSpec,
-    target: Target,
-    settings: &ExportSettings,
-    client: &AsanaClient,
-) -> JobOutcome {
+pub async fn run(cx: &KindContext<'_>, target: Target, settings: &ExportSettings) -> JobOutcome {
+    let (ctx, job, client) = (cx.run, cx.job, cx.client);
     let downloader = match Downloader::new(settings.download_policy(client.base_url())) {
         Ok(downloader) => downloader,
         Err(error) => {
@@ -403,6 +351,7 @@ pub async fn run(
         target,
         settings,
         client,
+        sinks: cx.sinks,
         downloader,
     };
     let outcome = match export.run().await {
@@ -420,10 +369,11 @@ pub async fn run(
 
 struct Exporter<'a> {
     ctx: &'a RunContext,
-    job: &'a JobSpec,
+    job: &'a Job,
     target: Target,
     settings: &'a ExportSettings,
     client: &'a AsanaClient,
+    sinks: &'a SinkContext,
     downloader: Downloader,
 }
 
@@ -441,16 +391,6 @@ fn checkpoint_outcome(error: CheckpointError) -> JobOutcome {
 
 impl Exporter<'_> {
     async fn run(&self) -> Step<Value> {
-        if let Some(sink) = &self.settings.deliver
-            && !matches!(sink, SinkSettings::S3(_))
-        {
-            return Err(JobOutcome::Failed {
-                error: format!(
-                    "job {:?}: `deliver` supports only type = \"s3\"; export files are delivered whole, as one object",
-                    self.job.name
-                ),
-            });
-        }
         let stored = self.load().await?;
         let (mut state, mut slot) = match stored {
             Some(state)
@@ -494,7 +434,7 @@ impl Exporter<'_> {
         if state.phase == Phase::Delivering {
             if let Some(sink) = &self.settings.deliver {
                 let file = self.settings.output_dir.join(&manifest.file);
-                deliver(sink, &file, &manifest).await?;
+                deliver(sink, self.sinks, &file, &manifest).await?;
                 tracing::info!(job = %self.job.name, export = %state.export_gid, "Delivered the export file");
             }
             state.phase = Phase::Done;
@@ -1025,16 +965,17 @@ impl ProgressSink for StateSink<'_, '_> {
     }
 }
 
-/// Uploads a downloaded export file, then its manifest, to the `deliver` sink under
-/// `<prefix>/<job>/<file>`; the sink stores a `.sha256` beside each object. The file's hash as
-/// uploaded must match the manifest's (the file did not change on disk since the download).
-async fn deliver(sink: &SinkSettings, file: &Path, manifest: &Manifest) -> Result<(), JobOutcome> {
-    let SinkSettings::S3(settings) = sink else {
-        return Err(JobOutcome::Failed {
-            error: "only an s3 sink can receive export files (deliver.type = \"s3\")".into(),
-        });
-    };
-    let fail = |error: crate::sinks::SinkError| {
+/// Delivers a downloaded export file with its manifest to the `deliver` document sink (named
+/// `<job>/<file>` there). The sink checks the bytes it delivers against the manifest's sha256,
+/// so a file that changed on disk since the download is never delivered; a file it already
+/// holds (an earlier attempt) is not sent again.
+async fn deliver(
+    sink: &DocumentSinkSettings,
+    context: &SinkContext,
+    file: &Path,
+    manifest: &Manifest,
+) -> Result<(), JobOutcome> {
+    let fail = |error: SinkError| {
         let transient = error.is_transient();
         let error = format!(
             "export {} was downloaded to {} but its delivery failed: {error}",
@@ -1047,23 +988,17 @@ async fn deliver(sink: &SinkSettings, file: &Path, manifest: &Manifest) -> Resul
             JobOutcome::Failed { error }
         }
     };
-    let s3 = crate::sinks::s3::S3Sink::new(settings).map_err(fail)?;
-    let key = format!("{}/{}", sanitize(&manifest.job), manifest.file);
-    let uploaded = s3.upload_file(file, &key).await.map_err(fail)?;
-    if uploaded.sha256 != manifest.sha256 {
-        return Err(JobOutcome::Failed {
-            error: format!(
-                "the export file {} hashes to {} as uploaded but to {} when downloaded: it changed on disk; delete it, its manifest and the checkpoint {CHECKPOINT_KEY:?} to export again",
-                file.display(),
-                uploaded.sha256,
-                manifest.sha256
-            ),
-        });
-    }
-    let manifest_path = file.with_file_name(format!("{}{MANIFEST_SUFFIX}", manifest.file));
-    s3.upload_file(&manifest_path, &format!("{key}{MANIFEST_SUFFIX}"))
-        .await
-        .map_err(fail)?;
+    let sink = crate::sinks::document::build(sink, context).map_err(fail)?;
+    let metadata = serde_json::to_value(manifest).unwrap_or_default();
+    let document = Document {
+        stream: &manifest.job,
+        name: &manifest.file,
+        content: Content::File(file),
+        media_type: "application/gzip",
+        sha256: &manifest.sha256,
+        metadata: Some(&metadata),
+    };
+    sink.deliver(&document).await.map_err(fail)?;
     Ok(())
 }
 
@@ -1094,11 +1029,13 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::jobs::{JobKind, ValidationContext, parse_job};
+    use crate::config::jobs::ValidationContext;
+    use crate::jobs::{Kind, parse_job};
 
-    fn parse(text: &str) -> Result<JobSpec, Vec<String>> {
+    fn parse(text: &str) -> Result<Job, Vec<String>> {
         let context = ValidationContext {
             credentials: ["sa".to_string()].into_iter().collect(),
+            ..ValidationContext::default()
         };
         parse_job(Path::new("jobs/e.toml"), text, &context)
             .map_err(|problems| problems.iter().map(ToString::to_string).collect())
@@ -1112,7 +1049,7 @@ mod tests {
             "name = \"o\"\nkind = \"org_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\norganization = \"1\"\noutput_dir = \"{out}\"\nkeep_for = \"30d\"\n"
         ))
         .unwrap();
-        let JobKind::OrgExport(settings) = job.kind else {
+        let Kind::OrgExport(settings) = job.kind else {
             panic!("{:?}", job.kind)
         };
         assert_eq!(settings.organization, "1");
@@ -1129,15 +1066,50 @@ mod tests {
         assert!(policy.http_hosts.is_empty());
         assert_eq!(policy.max_bytes, 102_400 << 20);
 
+        let deliver = dir.path().join("copies").display().to_string();
         let job = parse(&format!(
-            "name = \"r\"\nkind = \"resource_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\nworkspace = \"1\"\nresource_types = [\"task\", \"team\"]\noutput_dir = \"{out}\"\n[settings.deliver]\ntype = \"s3\"\nbucket = \"b\"\n"
+            "name = \"r\"\nkind = \"resource_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\nworkspace = \"1\"\nresource_types = [\"task\", \"team\"]\noutput_dir = \"{out}\"\n[settings.deliver]\ntype = \"file\"\ndir = \"{deliver}\"\n"
         ))
         .unwrap();
-        let JobKind::ResourceExport(settings) = job.kind else {
+        let Kind::ResourceExport(settings) = job.kind else {
             panic!("{:?}", job.kind)
         };
         assert_eq!(settings.resource_types, ["task", "team"]);
-        assert!(matches!(settings.export.deliver, Some(SinkSettings::S3(_))));
+        assert!(matches!(
+            settings.export.deliver,
+            Some(DocumentSinkSettings::File(_))
+        ));
+    }
+
+    #[test]
+    fn every_document_sink_is_accepted_for_delivery_and_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out").display().to_string();
+        let job = |deliver: &str| {
+            format!(
+                "name = \"g\"\nkind = \"graph_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\nparent = \"12\"\noutput_dir = \"{out}\"\n[settings.deliver]\n{deliver}"
+            )
+        };
+        // Any set variable stands in for the key pair: only its presence is checked at load.
+        let s3 = job(
+            "type = \"s3\"\nbucket = \"b\"\naccess_key_id_env = \"PATH\"\nsecret_access_key_env = \"PATH\"\n",
+        );
+        assert!(parse(&s3).is_ok(), "{:?}", parse(&s3));
+        let unset = job(
+            "type = \"s3\"\nbucket = \"b\"\naccess_key_id_env = \"ASANA_WORKER_TEST_UNSET_KEY_ID\"\nsecret_access_key_env = \"PATH\"\n",
+        );
+        let text = parse(&unset).unwrap_err().join("\n");
+        assert!(
+            text.contains("jobs/e.toml:11:21: `deliver.access_key_id_env`: environment variable ASANA_WORKER_TEST_UNSET_KEY_ID is not set"),
+            "{text}"
+        );
+        // A sink of another family (tables) cannot take a document.
+        let table = job("type = \"sqlite\"\npath = \"x.sqlite\"\n");
+        let text = parse(&table).unwrap_err().join("\n");
+        assert!(
+            text.contains("jobs/e.toml:9:8: unknown sink type \"sqlite\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! Tables: keyed rows in SQL tables (the table sink lands in this change).
