@@ -50,10 +50,12 @@ pub fn validation_context(settings: &Settings) -> ValidationContext {
     validation_context_with(settings, &[])
 }
 
-/// The validation context of the configured credentials (with whether their tokens can be read
-/// now) plus those `stored` in the database.
+/// The validation context of the configured credentials plus those `stored` in the database,
+/// checking every secret the jobs need (where the jobs run: the daemon and `validate`).
 pub fn validation_context_with(settings: &Settings, stored: &[String]) -> ValidationContext {
-    ValidationContext::from_settings(settings).with_stored(stored)
+    ValidationContext::from_settings(settings)
+        .with_stored(stored)
+        .checking_secrets(settings)
 }
 
 /// Loads and validates the job files named by `settings` (credentials from configuration only).
@@ -62,11 +64,23 @@ pub fn load_jobs(settings: &Settings) -> Result<Vec<Job>, Diagnostics> {
 }
 
 /// Loads and validates the job files, which may also name the `stored` credentials; every
-/// kind's own checks run here, at start-up, on reload and for `validate`.
+/// kind's own checks run here, secrets included: at start-up, on reload and for `validate`.
 pub fn load_jobs_with(settings: &Settings, stored: &[String]) -> Result<Vec<Job>, Diagnostics> {
     crate::jobs::load_dir(
         &settings.jobs.dir,
         &validation_context_with(settings, stored),
+    )
+}
+
+/// Loads the job files for a command that needs only what they say, not their secrets
+/// (`jobs run`, `jobs list`, `verify` from an admin shell without the daemon's environment).
+pub fn load_job_definitions(
+    settings: &Settings,
+    stored: &[String],
+) -> Result<Vec<Job>, Diagnostics> {
+    crate::jobs::load_dir(
+        &settings.jobs.dir,
+        &ValidationContext::from_settings(settings).with_stored(stored),
     )
 }
 

@@ -670,13 +670,12 @@ async fn a_downloaded_export_is_delivered_to_the_s3_sink_with_its_manifest() {
             "{key}: {listing}"
         );
     }
-    let uploaded_manifest = reqwest::get(format!(
-        "{}/exports/asana/org/{file}.manifest.json",
-        moto.endpoint
-    ))
-    .await
-    .unwrap();
-    assert!(uploaded_manifest.status().is_success());
+    let uploaded_manifest = moto
+        .object("exports", &format!("asana/org/{file}.manifest.json"))
+        .await
+        .expect("the manifest is delivered beside the file");
+    let uploaded_manifest: serde_json::Value = serde_json::from_slice(&uploaded_manifest).unwrap();
+    assert_eq!(uploaded_manifest, manifest);
     let checkpoint = store
         .get_checkpoint("org", "export")
         .await

@@ -44,9 +44,11 @@ pub enum JobsCommand {
 /// Runs a `jobs` subcommand.
 pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
     let settings = args.config.load()?;
-    let jobs =
-        crate::daemon::load_jobs_with(&settings, &super::creds::stored_names(&settings).await)
-            .map_err(|problems| UsageError(format!("invalid job files:\n{problems}")))?;
+    let jobs = crate::daemon::load_job_definitions(
+        &settings,
+        &super::creds::stored_names(&settings).await,
+    )
+    .map_err(|problems| UsageError(format!("invalid job files:\n{problems}")))?;
     let store = crate::store::open(&settings.database.url)
         .await
         .context("opening the database")?;

@@ -26,6 +26,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     // A declared credential whose token cannot be read fails every job that uses it: report it
     // even when no job uses it yet.
     let mut problems: Vec<Diagnostic> = ValidationContext::from_settings(&settings)
+        .checking_secrets(&settings)
         .unavailable
         .iter()
         .map(|(name, reason)| {

@@ -40,7 +40,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
                 .config
                 .load()
                 .map_err(|e| UsageError(format!("{e:#}")))?;
-            let jobs = crate::daemon::load_jobs_with(
+            let jobs = crate::daemon::load_job_definitions(
                 &settings,
                 &super::creds::stored_names(&settings).await,
             )

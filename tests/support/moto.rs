@@ -131,4 +131,24 @@ impl Moto {
             .status();
         assert!(status.is_success(), "create bucket: {status}");
     }
+
+    /// An object's bytes, read with the test credentials (moto refuses anonymous reads of some
+    /// objects), or None when there is none.
+    pub async fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .expect("an S3 client for moto");
+        match store.get(&object_store::path::Path::from(key)).await {
+            Ok(result) => Some(result.bytes().await.expect("object bytes").to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(error) => panic!("reading s3://{bucket}/{key} from moto: {error}"),
+        }
+    }
 }

@@ -16,20 +16,33 @@ pub struct ValidationContext {
     /// Declared credentials whose token cannot be read now, with the reason (a missing
     /// variable, an absent or empty file). A job naming one is rejected at load.
     pub unavailable: BTreeMap<String, String>,
+    /// Whether secrets named by job files (token files, variables) must be readable: true where
+    /// the jobs will run (the daemon, `validate` in the daemon's environment), false for
+    /// commands that only need the jobs' names (`jobs run` from an admin shell).
+    pub check_secrets: bool,
 }
 
 impl ValidationContext {
-    /// A context knowing the credentials declared in `config.toml` and whether their tokens can
-    /// be read; add the names of stored credentials with [`ValidationContext::with_stored`].
+    /// A context knowing the names of the credentials declared in `config.toml`; add the names
+    /// of stored credentials with [`ValidationContext::with_stored`], and the secret checks with
+    /// [`ValidationContext::checking_secrets`] where the jobs will run.
     pub fn from_settings(settings: &Settings) -> Self {
-        let mut context = Self::default();
+        Self {
+            credentials: settings.credentials.keys().cloned().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Also checks that every secret can be read here and now: each declared credential's
+    /// token, and the files and variables job files name.
+    pub fn checking_secrets(mut self, settings: &Settings) -> Self {
+        self.check_secrets = true;
         for (name, credential) in &settings.credentials {
-            context.credentials.insert(name.clone());
             if let Err(reason) = credential.token_location(name).check() {
-                context.unavailable.insert(name.clone(), reason);
+                self.unavailable.insert(name.clone(), reason);
             }
         }
-        context
+        self
     }
 
     /// Adds credentials stored in the database (their secrets are checked when decrypted).
@@ -52,11 +65,17 @@ impl ValidationContext {
     /// Checks that a secret file (a collector token, a database URL) can be read and is not
     /// empty; its content is not kept.
     pub fn check_secret_file(&self, path: &Path) -> Result<(), String> {
+        if !self.check_secrets {
+            return Ok(());
+        }
         crate::config::settings::check_secret_file(path)
     }
 
     /// Checks that an environment variable holding a secret is set and not empty.
     pub fn check_secret_env(&self, variable: &str) -> Result<(), String> {
+        if !self.check_secrets {
+            return Ok(());
+        }
         crate::config::settings::check_secret_env(variable)
     }
 }

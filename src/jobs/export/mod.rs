@@ -1035,6 +1035,7 @@ mod tests {
     fn parse(text: &str) -> Result<Job, Vec<String>> {
         let context = ValidationContext {
             credentials: ["sa".to_string()].into_iter().collect(),
+            check_secrets: true,
             ..ValidationContext::default()
         };
         parse_job(Path::new("jobs/e.toml"), text, &context)
