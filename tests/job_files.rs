@@ -823,3 +823,28 @@ proptest::proptest! {
 fn the_property_tests_start_from_a_valid_file() {
     asana_worker::jobs::parse_job(Path::new("jobs/p.toml"), VALID, &context()).unwrap();
 }
+
+/// docs/configuration.md lists every setting of every kind and sink as its struct declares it
+/// (type, default, meaning): the rows are generated from the structs (`asana-worker jobs schema
+/// KIND --markdown`), so a setting added, removed or given a new default fails here until the
+/// reference says so.
+#[test]
+fn the_configuration_reference_lists_every_setting_as_the_structs_declare_it() {
+    let docs = std::fs::read_to_string("docs/configuration.md").unwrap();
+    let mut missing = Vec::new();
+    for kind in asana_worker::jobs::Kind::NAMES {
+        for table in asana_worker::jobs::reference::tables(kind).unwrap() {
+            let markdown = asana_worker::jobs::reference::markdown(&table);
+            for row in markdown.lines().skip(2) {
+                if !docs.lines().any(|line| line == row) {
+                    missing.push(format!("{}:\n{row}", table.title));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks these rows (print them with `asana-worker jobs schema KIND --markdown`):\n{}",
+        missing.join("\n")
+    );
+}

@@ -1,4 +1,4 @@
-//! `asana-worker jobs list` and `jobs run NAME [--wait]`.
+//! `asana-worker jobs list`, `jobs run NAME [--wait]` and `jobs schema [KIND]`.
 
 use std::time::Duration;
 
@@ -39,10 +39,45 @@ pub enum JobsCommand {
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
     },
+    /// The job kinds, or the settings of KIND as a JSON schema (for editors that check TOML
+    /// against a schema) or as Markdown tables (--markdown).
+    Schema {
+        /// The kind; without it, every kind is listed.
+        kind: Option<String>,
+        /// Print the settings tables of docs/configuration.md instead of the JSON schema.
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+/// `jobs schema`: needs no settings, database or job files.
+fn schema(kind: Option<&str>, markdown: bool) -> anyhow::Result<u8> {
+    use crate::jobs::{Kind, reference};
+    let Some(kind) = kind else {
+        for name in Kind::NAMES {
+            println!("{name:<18} {}", Kind::summary(name).unwrap_or_default());
+        }
+        return Ok(super::EXIT_OK);
+    };
+    let unknown = || UsageError(format!("unknown job kind {kind:?}; known kinds: {}", Kind::NAMES.join(", ")));
+    if markdown {
+        for table in reference::tables(kind).ok_or_else(unknown)? {
+            println!("{}
+
+{}", table.title, reference::markdown(&table));
+        }
+    } else {
+        let schema = Kind::schema(kind).ok_or_else(unknown)?;
+        println!("{}", serde_json::to_string_pretty(&schema)?);
+    }
+    Ok(super::EXIT_OK)
 }
 
 /// Runs a `jobs` subcommand.
 pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
+    if let JobsCommand::Schema { kind, markdown } = &args.command {
+        return schema(kind.as_deref(), *markdown);
+    }
     let settings = args.config.load()?;
     let jobs = crate::daemon::load_job_definitions(
         &settings,
@@ -103,6 +138,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
             }
             Ok(super::EXIT_OK)
         }
+        JobsCommand::Schema { kind, markdown } => schema(kind.as_deref(), markdown),
         JobsCommand::Run {
             name,
             wait,

@@ -96,62 +96,67 @@ fn default_retention_warning() -> Duration {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditLogSettings {
-    /// gid of the workspace (organization) whose audit log is pulled
+    /// The gid of the workspace (organization) whose audit log is pulled
     pub workspace: Gid,
-    /// only these event types, e.g. ["user_login_succeeded"]; one is passed to Asana as its
-    /// filter, several are filtered by the worker (Asana's filter takes one value)
+    /// Only these event types, e.g. `["user_login_succeeded"]` (empty: all); one is sent to
+    /// Asana as its filter, several are filtered by the worker (Asana's filter takes one value)
     #[serde(default)]
     pub event_type: Vec<String>,
-    /// only this actor type: user, asana, asana_support, anonymous, external_administrator
+    /// Only events of this actor type
     #[serde(default)]
     pub actor_type: Option<ActorType>,
-    /// only events by this actor
+    /// Only events by this actor
     #[serde(default)]
     pub actor_gid: Option<Gid>,
-    /// only events about this resource
+    /// Only events about this resource
     #[serde(default)]
     pub resource_gid: Option<Gid>,
-    /// how far back the first run starts (at most "90d": Asana's retention)
+    /// How far back the first run starts; at most `"90d"` (Asana's retention)
     #[serde(
         default = "default_audit_start",
         with = "crate::config::values::duration"
     )]
     #[schemars(with = "DurationText")]
     pub start: Duration,
-    /// window re-read on every run to deliver late events (de-duplicated by gid)
+    /// The window re-read on every run; events listed late are delivered once (de-duplicated by
+    /// gid)
     #[serde(
         default = "default_audit_overlap",
         with = "crate::config::values::duration"
     )]
     #[schemars(with = "DurationText")]
     pub overlap: Duration,
-    /// time slices the initial range is split into and fetched concurrently
+    /// The first run's range is split into this many time slices (1 to 64) fetched
+    /// concurrently, so a long backfill runs at the token's rate limit rather than at one page
+    /// walk's speed
     #[serde(default = "default_backfill_slices")]
     #[schemars(range(min = 1, max = 64))]
     pub backfill_slices: u32,
-    /// events per request (1 to 100)
+    /// Events per request (1 to 100)
     #[serde(default = "default_audit_page_size")]
     #[schemars(range(min = 1, max = 100))]
     pub page_size: u32,
-    /// keep polling the tail for this long within one run (a continuous tail)
+    /// Keep polling the tail for this long within one run (a continuous tail); keep it below
+    /// the job's `timeout`
     #[serde(default, with = "crate::config::values::optional_duration")]
     #[schemars(with = "Option<DurationText>")]
     pub tail_for: Option<Duration>,
-    /// pause between polls of a continuous tail
+    /// Pause between polls of a continuous tail
     #[serde(
         default = "default_poll_interval",
         with = "crate::config::values::duration"
     )]
     #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
-    /// warn when the oldest position still needed is this close to the 90-day retention
+    /// Log a warning when the oldest position still needed is this close to the 90-day
+    /// retention
     #[serde(
         default = "default_retention_warning",
         with = "crate::config::values::duration"
     )]
     #[schemars(with = "DurationText")]
     pub retention_warning: Duration,
-    /// where events go: [settings.sink] with type = "file", "http" or "s3"
+    /// Where events go: `[settings.sink]` with `type = "file"`, `"http"` or `"s3"` (below)
     pub sink: RecordSinkSettings,
 }
 

@@ -23,7 +23,8 @@ pub struct CredentialCheck;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialCheckSettings {
-    /// gid or email of the user the credential must act as (fails on a swapped token)
+    /// The gid or email of the user the credential must act as; the check fails when the token
+    /// belongs to someone else (a swapped or mis-pasted token)
     #[serde(default)]
     pub expected_owner: Option<String>,
 }

@@ -18,7 +18,7 @@ pub struct GraphExport;
 /// Settings of `graph_export` jobs.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct GraphExportSettings {
-    /// gid of the project, portfolio, team or goal to export with everything below it
+    /// The gid of the project, portfolio, team or goal to export with everything below it
     pub parent: Gid,
     /// Download, retention and delivery.
     #[serde(flatten)]

@@ -18,6 +18,7 @@ pub mod export;
 pub mod graph_export;
 mod kind;
 pub mod org_export;
+pub mod reference;
 pub mod resource_export;
 
 use std::path::Path;

@@ -18,8 +18,7 @@ pub struct OrgExport;
 /// Settings of `org_export` jobs.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct OrgExportSettings {
-    /// gid of the organization to export (organization exports need an Enterprise service
-    /// account)
+    /// The organization's gid (organization exports need an Enterprise service account)
     pub organization: Gid,
     /// Download, retention and delivery.
     #[serde(flatten)]

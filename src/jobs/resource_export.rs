@@ -49,9 +49,10 @@ impl PartialEq<&str> for ResourceType {
 /// Settings of `resource_export` jobs.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct ResourceExportSettings {
-    /// gid of the workspace to export from
+    /// The gid of the workspace to export from (resource exports need an Enterprise service
+    /// account)
     pub workspace: Gid,
-    /// object types to export: "task", "team", "message"
+    /// The object types to export, one export parameter set each
     #[schemars(length(min = 1))]
     pub resource_types: Vec<ResourceType>,
     /// Download, retention and delivery.

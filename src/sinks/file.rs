@@ -18,16 +18,16 @@ use crate::config::jobs::SettingsCheck;
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkSettings {
-    /// directory the segment files and the manifest are written into
+    /// Where the stream directories go; checked writable when the job is loaded
     pub dir: PathBuf,
-    /// compress segments with gzip (.jsonl.gz)
+    /// Compress sealed segments (`.jsonl.gz`)
     #[serde(default)]
     pub gzip: bool,
-    /// seal a segment once it holds this many bytes
+    /// Seal a segment once it holds this many bytes
     #[serde(default = "default_rotate_bytes")]
     #[schemars(range(min = 1))]
     pub rotate_bytes: u64,
-    /// seal a segment once it is this old
+    /// Seal a segment once it is this old (checked at every commit and at the end of every run)
     #[serde(
         default = "default_rotate_every",
         with = "crate::config::values::duration"

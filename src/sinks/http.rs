@@ -21,7 +21,7 @@ use crate::config::jobs::SettingsCheck;
 use crate::credentials::TokenSource;
 
 /// Body format of the POSTs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpFormat {
     /// One event per line.
@@ -37,37 +37,45 @@ pub enum HttpFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkSettings {
-    /// collector URL the batches are POSTed to (https, or http on loopback)
+    /// Where the batches are POSTed. `https://`, or `http://` on a loopback address only; no
+    /// query, fragment or credentials in it. For `splunk_hec`, a URL without a path gets
+    /// `/services/collector/event`
     pub url: String,
-    /// body format: ndjson, json (one array per POST) or splunk_hec
+    /// `ndjson`: one event per line (`Content-Type: application/x-ndjson`). `json`: one JSON
+    /// array per POST (`application/json`). `splunk_hec`: one `{"event": …, "time": …,
+    /// "source": "<job>"}` envelope per line, `time` being the event's `created_at` in epoch
+    /// seconds (milliseconds as the fraction)
     #[serde(default)]
     pub format: HttpFormat,
-    /// most events per POST
+    /// Most events in one POST; a job's batch is split into chunks of this size
     #[serde(default = "default_batch_events")]
     #[schemars(range(min = 1, max = 100000))]
     pub batch_events: u32,
-    /// file holding the collector's token (sent as Bearer, or Splunk for splunk_hec)
+    /// File holding the collector's token (trailing whitespace ignored; a relative path is looked
+    /// up in `$CREDENTIALS_DIRECTORY` first). Sent as `Authorization: Bearer <token>`, or
+    /// `Authorization: Splunk <token>` for `splunk_hec`, which requires a token
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
-    /// environment variable holding the collector's token
+    /// Environment variable holding the token, instead of `token_file`
     #[serde(default)]
     pub token_env: Option<String>,
-    /// longest one POST may take
+    /// Longest one POST may take, connection included
     #[serde(default = "default_timeout", with = "crate::config::values::duration")]
     #[schemars(with = "crate::config::values::DurationText")]
     pub timeout: Duration,
-    /// attempts per POST before the run is retried later
+    /// Attempts per POST, the first included, before the run fails (and is retried by the job's
+    /// own retry policy)
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1, max = 100))]
     pub max_attempts: u32,
-    /// first delay before a retry (exponential, full jitter; Retry-After wins when longer)
+    /// First delay before a retry; delays grow exponentially with full jitter
     #[serde(
         default = "default_min_backoff",
         with = "crate::config::values::duration"
     )]
     #[schemars(with = "crate::config::values::DurationText")]
     pub min_backoff: Duration,
-    /// longest delay between retries; a Retry-After beyond 10 minutes ends the attempts
+    /// Longest delay between retries
     #[serde(
         default = "default_max_backoff",
         with = "crate::config::values::duration"

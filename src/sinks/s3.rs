@@ -36,32 +36,35 @@ use crate::config::jobs::SettingsCheck;
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3SinkSettings {
-    /// bucket the objects are written to
+    /// The bucket; it must exist
     #[schemars(length(min = 1))]
     pub bucket: String,
-    /// key prefix of every object
+    /// Key prefix of every object (leading and trailing `/` ignored)
     #[serde(default)]
     pub prefix: String,
-    /// the bucket's region
+    /// The bucket's region
     #[serde(default = "default_region")]
     pub region: String,
-    /// URL of an S3-compatible service (MinIO, Ceph, moto); default AWS
+    /// URL of an S3-compatible service (MinIO, Ceph) instead of AWS
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// allow a plain-http endpoint (loopback test servers)
+    /// Allow a plain-http `endpoint` (test servers on loopback); an `http://` endpoint is
+    /// refused without it
     #[serde(default)]
     pub allow_http: bool,
-    /// environment variable holding the access key id
+    /// Environment variable holding the access key id
     #[serde(default = "default_key_id_env")]
     pub access_key_id_env: String,
-    /// environment variable holding the secret access key
+    /// Environment variable holding the secret access key. Both must be set where the job
+    /// runs; `validate` names a missing one
     #[serde(default = "default_secret_env")]
     pub secret_access_key_env: String,
-    /// compress objects with gzip
+    /// Compress each object with gzip (`.jsonl.gz`)
     #[serde(default)]
     pub gzip: bool,
-    /// create manifest entries with If-None-Match, so two runs racing on one stream cannot both
-    /// write an entry for the same batch (off only for stores that refuse the header)
+    /// Create each manifest entry only if it is absent (`If-None-Match: *`, supported by AWS S3,
+    /// MinIO, Cloudflare R2 and moto), so a stale run racing a newer one cannot write a second
+    /// entry for the same batch. Turn off only for a store that refuses the header
     #[serde(default = "default_true")]
     pub conditional_put: bool,
 }

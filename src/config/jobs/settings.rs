@@ -746,16 +746,27 @@ pub fn describe_type(schema: &Map<String, Value>, defs: &Map<String, Value>) -> 
             ..
         } if format == GID_FORMAT => "gid".into(),
         Shape::String { .. } | Shape::Any => "string".into(),
-        Shape::Choice(choices) => choices
-            .iter()
-            .map(|choice| format!("\"{choice}\""))
-            .collect::<Vec<_>>()
-            .join(" | "),
+        Shape::Choice(choices) => format!(
+            "one of {}",
+            choices
+                .iter()
+                .map(|choice| format!("\"{choice}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Shape::Array { items, .. } => match shape(&items, defs) {
             Shape::String {
                 format: Some(format),
                 ..
             } if format == GID_FORMAT => "list of gids".into(),
+            Shape::Choice(choices) => format!(
+                "list of {}",
+                choices
+                    .iter()
+                    .map(|choice| format!("\"{choice}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             _ => "list of strings".into(),
         },
         Shape::Table(_) => "table".into(),
@@ -845,3 +856,34 @@ pub fn schema_parts(schema: &Schema) -> (Map<String, Value>, Map<String, Value>)
         .unwrap_or_default();
     (root, defs)
 }
+
+/// The tables chosen by a tag below an object schema (`[settings.sink]` with `type = "file"`):
+/// for each property that is one, its key and each variant's name and schema (without the tag),
+/// for the configuration reference.
+pub fn tagged_tables(
+    schema: &Map<String, Value>,
+    defs: &Map<String, Value>,
+) -> Vec<(String, String, Map<String, Value>)> {
+    let properties = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut tables = Vec::new();
+    for (key, property) in &properties {
+        let Some(property) = property.as_object() else {
+            continue;
+        };
+        let resolved = without_null(property, defs);
+        if let Shape::Tagged { tag, variants, .. } = shape(&resolved, defs) {
+            for (name, mut variant) in variants {
+                if let Some(Value::Object(properties)) = variant.get_mut("properties") {
+                    properties.remove(&tag);
+                }
+                tables.push((key.clone(), name, variant));
+            }
+        }
+    }
+    tables
+}
+

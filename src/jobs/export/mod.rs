@@ -69,47 +69,49 @@ fn default_max_redirects() -> u32 {
 /// Settings shared by the export kinds (flattened into each kind's settings).
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct ExportSettings {
-    /// directory the export files and their manifests are written to (created if missing)
+    /// Where export files and manifests go (created if missing; checked writable at load).
+    /// Partial downloads live in `output_dir/.partial/`
     pub output_dir: PathBuf,
-    /// first wait between status checks of the export; doubles up to poll_max_interval
+    /// First wait between status checks; doubles after each check up to `poll_max_interval`
     #[serde(
         default = "default_poll_interval",
         with = "crate::config::values::duration"
     )]
     #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
-    /// longest wait between status checks
+    /// Longest wait between status checks
     #[serde(default = "default_poll_max", with = "crate::config::values::duration")]
     #[schemars(with = "DurationText")]
     pub poll_max_interval: Duration,
-    /// keep this job's newest N exports (0: no count rule); older ones are pruned with their
-    /// manifests unless keep_for keeps them
+    /// Keep this job's newest N exports (0: no count rule)
     #[serde(default = "default_keep_last")]
     pub keep_last: u32,
-    /// also keep exports downloaded within this long, e.g. "30d"
+    /// Also keep exports downloaded within this long, e.g. `"30d"`. An export is pruned (file
+    /// and manifest) only when neither rule keeps it; with `keep_last = 0` and no `keep_for`
+    /// nothing is pruned
     #[serde(default, with = "crate::config::values::optional_duration")]
     #[schemars(with = "Option<DurationText>")]
     pub keep_for: Option<Duration>,
-    /// largest export file accepted, in MiB
+    /// Largest file accepted, MiB
     #[serde(default = "default_max_size_mb")]
     #[schemars(range(min = 1))]
     pub max_size_mb: u64,
-    /// longest one download attempt may take (the next attempt resumes)
+    /// Longest one download attempt may take; the next attempt resumes
     #[serde(
         default = "default_download_timeout",
         with = "crate::config::values::duration"
     )]
     #[schemars(with = "DurationText")]
     pub download_timeout: Duration,
-    /// redirects followed at most; every target must be https
+    /// Redirects followed at most (up to 20); every target is checked like the first URL
     #[serde(default = "default_max_redirects")]
     #[schemars(range(max = 20))]
     pub max_redirects: u32,
-    /// download at most this many KiB per second (0: unlimited)
+    /// Download at most this many KiB per second (0: unlimited), to spare a shared uplink
     #[serde(default)]
     pub download_rate_limit_kib: u64,
-    /// also deliver each downloaded file, with its manifest, to this document sink
-    /// ([settings.deliver] with type = "file" or "s3")
+    /// Also deliver each downloaded file with its manifest to this document sink:
+    /// `[settings.deliver]` with `type = "file"` or `"s3"` (see below)
     #[serde(default)]
     pub deliver: Option<DocumentSinkSettings>,
 }

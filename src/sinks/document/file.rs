@@ -24,7 +24,8 @@ const DIR_MODE: u32 = 0o750;
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileDocumentSettings {
-    /// directory the documents are copied into, one subdirectory per job (created if missing)
+    /// Where the documents are copied, into one subdirectory per job (created if missing;
+    /// checked writable at load)
     pub dir: PathBuf,
 }
 

@@ -17,25 +17,27 @@ use crate::sinks::s3::{S3Sink, S3SinkSettings};
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3DocumentSettings {
-    /// bucket the documents are written to
+    /// The bucket; it must exist
     #[schemars(length(min = 1))]
     pub bucket: String,
-    /// key prefix of every object
+    /// Key prefix of every object (leading and trailing `/` ignored)
     #[serde(default)]
     pub prefix: String,
-    /// the bucket's region
+    /// The bucket's region
     #[serde(default = "crate::sinks::s3::default_region")]
     pub region: String,
-    /// URL of an S3-compatible service (MinIO, Ceph, moto); default AWS
+    /// URL of an S3-compatible service (MinIO, Ceph) instead of AWS
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// allow a plain-http endpoint (loopback test servers)
+    /// Allow a plain-http `endpoint` (test servers on loopback); an `http://` endpoint is
+    /// refused without it
     #[serde(default)]
     pub allow_http: bool,
-    /// environment variable holding the access key id
+    /// Environment variable holding the access key id
     #[serde(default = "crate::sinks::s3::default_key_id_env")]
     pub access_key_id_env: String,
-    /// environment variable holding the secret access key
+    /// Environment variable holding the secret access key. Both must be set where the job
+    /// runs; `validate` names a missing one
     #[serde(default = "crate::sinks::s3::default_secret_env")]
     pub secret_access_key_env: String,
 }
