@@ -123,6 +123,14 @@ pub async fn run(
         tracing::info!(count = stored_names.len(), "Loaded stored credentials");
     }
     let initial = load_jobs_with(&settings, &stored_names).map_err(DaemonError::Jobs)?;
+    // A declared credential without its token fails the jobs that use it at load (above); one
+    // that no job uses yet is worth a warning before someone adds such a job.
+    for (name, reason) in ValidationContext::from_settings(&settings)
+        .checking_secrets(&settings)
+        .unavailable
+    {
+        tracing::warn!(credential = %name, reason = %reason, "Credential has no token; jobs that name it will be refused until it has one");
+    }
     tracing::info!(jobs = initial.len(), dir = %settings.jobs.dir.display(), database = %redact_url(&settings.database.url), "Loaded job definitions");
     let (jobs_tx, jobs_rx) = watch::channel::<JobSet<Kind>>(Arc::new(initial));
     // The key ring seals refreshed OAuth tokens; without stored credentials a missing key is

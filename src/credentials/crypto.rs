@@ -1,4 +1,4 @@
-//! Encryption of stored credentials at rest (DESIGN invariant 3).
+//! Encryption of stored credentials at rest (ARCHITECTURE.md, "Invariants": secrets).
 //!
 //! Tokens are sealed with XChaCha20-Poly1305 under a 32-byte master key. Each row keeps the
 //! version of the key that sealed it, a random 24-byte nonce, and is bound to its credential id
