@@ -59,12 +59,21 @@ fn schema(kind: Option<&str>, markdown: bool) -> anyhow::Result<u8> {
         }
         return Ok(super::EXIT_OK);
     };
-    let unknown = || UsageError(format!("unknown job kind {kind:?}; known kinds: {}", Kind::NAMES.join(", ")));
+    let unknown = || {
+        UsageError(format!(
+            "unknown job kind {kind:?}; known kinds: {}",
+            Kind::NAMES.join(", ")
+        ))
+    };
     if markdown {
         for table in reference::tables(kind).ok_or_else(unknown)? {
-            println!("{}
+            println!(
+                "{}
 
-{}", table.title, reference::markdown(&table));
+{}",
+                table.title,
+                reference::markdown(&table)
+            );
         }
     } else {
         let schema = Kind::schema(kind).ok_or_else(unknown)?;

@@ -13,7 +13,7 @@ pub mod monitor;
 pub mod oauth;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -91,25 +91,11 @@ pub enum TokenSource {
     Stored,
 }
 
-/// Resolves `$CREDENTIALS_DIRECTORY/…` for systemd `LoadCredential=`: a relative `token_file`
-/// is looked up there first when the variable is set.
-fn resolve_token_path(path: &Path) -> PathBuf {
-    if path.is_relative()
-        && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
-    {
-        let candidate = Path::new(&dir).join(path);
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    path.to_path_buf()
-}
-
 /// Reads a token from its source.
 pub fn read_token(name: &str, source: &TokenSource) -> Result<SecretString, CredentialError> {
     let text = match source {
         TokenSource::File(path) => {
-            let path = resolve_token_path(path);
+            let path = crate::config::settings::resolve_secret_path(path);
             std::fs::read_to_string(&path).map_err(|source| CredentialError::ReadFile {
                 name: name.to_string(),
                 path: path.display().to_string(),
@@ -131,9 +117,11 @@ pub fn read_token(name: &str, source: &TokenSource) -> Result<SecretString, Cred
 
 fn modified(source: &TokenSource) -> Option<SystemTime> {
     match source {
-        TokenSource::File(path) => std::fs::metadata(resolve_token_path(path))
-            .and_then(|m| m.modified())
-            .ok(),
+        TokenSource::File(path) => {
+            std::fs::metadata(crate::config::settings::resolve_secret_path(path))
+                .and_then(|m| m.modified())
+                .ok()
+        }
         TokenSource::Env(_) | TokenSource::Stored => None,
     }
 }
@@ -153,10 +141,9 @@ pub struct CredentialSpec {
 
 impl CredentialSpec {
     fn from_settings(name: &str, settings: &CredentialSettings) -> Self {
-        let source = match (&settings.token_file, &settings.token_env) {
-            (Some(path), _) => TokenSource::File(path.clone()),
-            (None, Some(var)) => TokenSource::Env(var.clone()),
-            (None, None) => TokenSource::Env(format!("ASANA_WORKER_TOKEN_{}", name.to_uppercase())),
+        let source = match settings.token_location(name) {
+            crate::config::settings::TokenLocation::File(path) => TokenSource::File(path),
+            crate::config::settings::TokenLocation::Env(variable) => TokenSource::Env(variable),
         };
         Self {
             name: name.to_string(),

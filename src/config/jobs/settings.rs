@@ -97,39 +97,42 @@ impl<'a> SettingsCheck<'a> {
 
     /// Reports `key` unless `dir` is a directory the daemon can write (or create).
     pub fn writable_dir(&mut self, key: &str, dir: &Path) {
-        if let Err(message) = self.context.check_writable_dir(dir) {
-            let name = self.name_of(key);
-            self.problem(
-                key,
-                format!("`{name}`: {message}"),
-                "point it at a directory the daemon's user can write, or create it with the right owner",
-            );
-        }
+        let found = self.context.check_writable_dir(dir);
+        self.report(
+            key,
+            found,
+            "point it at a directory the daemon's user can write, or create it with the right owner".into(),
+        );
     }
 
     /// Reports `key` unless the secret file `file` can be read and is not empty.
     pub fn secret_file(&mut self, key: &str, file: &Path) {
-        if let Err(message) = self.context.check_secret_file(file) {
-            let name = self.name_of(key);
-            self.problem(
-                key,
-                format!("`{name}`: {message}"),
-                "create the file (mode 0600, owned by the daemon's user) or point the setting at it",
-            );
-        }
+        let found = self.context.check_secret_file(file);
+        self.report(
+            key,
+            found,
+            "create the file (mode 0600, owned by the daemon's user) or point the setting at it"
+                .into(),
+        );
     }
 
     /// Reports `key` unless the environment variable `variable` is set and not empty.
     pub fn secret_env(&mut self, key: &str, variable: &str) {
-        if let Err(message) = self.context.check_secret_env(variable) {
+        let found = self.context.check_secret_env(variable);
+        self.report(
+            key,
+            found,
+            format!(
+                "set {variable} in the daemon's environment (systemd: Environment= or EnvironmentFile=; Kubernetes: env from a Secret), or name another variable"
+            ),
+        );
+    }
+
+    /// Reports what a check of the value at `key` found wrong, named by its dotted key.
+    fn report(&mut self, key: &str, found: Result<(), String>, hint: String) {
+        if let Err(message) = found {
             let name = self.name_of(key);
-            self.problem(
-                key,
-                format!("`{name}`: {message}"),
-                format!(
-                    "set {variable} in the daemon's environment (systemd: Environment= or EnvironmentFile=; Kubernetes: env from a Secret), or name another variable"
-                ),
-            );
+            self.problem(key, format!("`{name}`: {message}"), hint);
         }
     }
 
@@ -886,4 +889,3 @@ pub fn tagged_tables(
     }
     tables
 }
-
