@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::fmt;
@@ -602,17 +603,17 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     Ok(store)
 }
 
-/// Turns `(state, count)` rows of a `GROUP BY state` into a count for every state in
-/// [`RunState::ALL`] order (zero where no row exists), as both stores report them.
-fn counts_in_state_order(rows: Vec<(String, i64)>) -> StoreResult<Vec<(RunState, i64)>> {
-    let mut counts: Vec<(RunState, i64)> = RunState::ALL.iter().map(|s| (*s, 0)).collect();
-    for (state, n) in rows {
-        let state: RunState = state.parse()?;
-        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
-            slot.1 = n;
-        }
-    }
-    Ok(counts)
+/// A duration in whole seconds as the stores keep retry delays, saturating on absurd ones.
+fn whole_secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// `now + duration` (a lease's end), saturating instead of overflowing on absurd durations.
+fn until(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Hides passwords in a database URL for logs and errors: the password of the user part (the

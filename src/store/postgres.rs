@@ -4,59 +4,35 @@
 //! concurrent claimers never wait on each other and never get the same run. Timestamps are
 //! `timestamptz` (microseconds), progress and checkpoints `jsonb`, ids `uuid`.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
+use super::rows::{
+    COUNT_BY_STATE, JOB_SUMMARIES, PortableColumns, StoredRow, column, counts_in_state_order,
+    credential_columns, decode_credential, decode_job_summary, decode_run, decode_schedule,
+    run_columns, schedule_columns,
+};
 use super::{
     CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
-    RunState, ScheduleRow, Store, StoreError, StoreResult, Transition, Trigger,
+    RunState, ScheduleRow, Store, StoreResult, Transition, until, whole_secs,
 };
 
-/// The columns of `credentials`, in the order [`credential_from_row`] reads them.
-macro_rules! credential_columns {
-    () => {
-        "id, name, kind, tier, tenant, key_version, nonce, ciphertext, owner_gid, owner_name, \
-         owner_email, state, created_at, last_used_at, last_validated_at, last_error"
-    };
-}
+/// PostgreSQL keeps timestamps as `timestamptz` and ids as `uuid`, both of which sqlx decodes
+/// directly.
+impl StoredRow for PgRow {
+    fn optional_time(&self, table: &'static str, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        column(self, table, name)
+    }
 
-/// Decodes a `credentials` row.
-fn credential_from_row(row: &PgRow) -> StoreResult<CredentialRow> {
-    const T: &str = "credentials";
-    Ok(CredentialRow {
-        id: column(row, T, "id")?,
-        name: column(row, T, "name")?,
-        kind: column(row, T, "kind")?,
-        tier: column(row, T, "tier")?,
-        tenant: column(row, T, "tenant")?,
-        key_version: column(row, T, "key_version")?,
-        nonce: column(row, T, "nonce")?,
-        ciphertext: column(row, T, "ciphertext")?,
-        owner_gid: column(row, T, "owner_gid")?,
-        owner_name: column(row, T, "owner_name")?,
-        owner_email: column(row, T, "owner_email")?,
-        state: column(row, T, "state")?,
-        created_at: column(row, T, "created_at")?,
-        last_used_at: column(row, T, "last_used_at")?,
-        last_validated_at: column(row, T, "last_validated_at")?,
-        last_error: column(row, T, "last_error")?,
-    })
-}
-
-/// The columns of `runs`, in the order [`run_from_row`] reads them.
-macro_rules! run_columns {
-    () => {
-        "id, job_name, kind, \"trigger\", fire_time, unique_key, priority, state, attempt, \
-         max_attempts, run_after, retry_initial_secs, retry_max_secs, lease_owner, \
-         lease_expires_at, rescues, created_at, started_at, finished_at, last_error, progress"
-    };
+    fn id(&self, table: &'static str, name: &str) -> StoreResult<Uuid> {
+        column(self, table, name)
+    }
 }
 
 /// How often a claim retries after losing the race for a job's single running slot.
@@ -85,68 +61,6 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-fn corrupt(table: &'static str, message: String) -> StoreError {
-    StoreError::Corrupt { table, message }
-}
-
-fn secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// `now + duration`, saturating instead of overflowing on absurd durations.
-fn until(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|delta| now.checked_add_signed(delta))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn column<'r, T>(row: &'r PgRow, table: &'static str, name: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    row.try_get(name)
-        .map_err(|error| corrupt(table, format!("column {name}: {error}")))
-}
-
-/// Decodes a `runs` row; anything this binary does not understand is [`StoreError::Corrupt`].
-fn run_from_row(row: &PgRow) -> StoreResult<Run> {
-    const T: &str = "runs";
-    Ok(Run {
-        id: column(row, T, "id")?,
-        job_name: column(row, T, "job_name")?,
-        kind: column(row, T, "kind")?,
-        trigger: Trigger::from_str(&column::<String>(row, T, "trigger")?)?,
-        fire_time: column(row, T, "fire_time")?,
-        unique_key: column(row, T, "unique_key")?,
-        priority: column(row, T, "priority")?,
-        state: RunState::from_str(&column::<String>(row, T, "state")?)?,
-        attempt: column(row, T, "attempt")?,
-        max_attempts: column(row, T, "max_attempts")?,
-        run_after: column(row, T, "run_after")?,
-        retry_initial_secs: column(row, T, "retry_initial_secs")?,
-        retry_max_secs: column(row, T, "retry_max_secs")?,
-        lease_owner: column(row, T, "lease_owner")?,
-        lease_expires_at: column(row, T, "lease_expires_at")?,
-        rescues: column(row, T, "rescues")?,
-        created_at: column(row, T, "created_at")?,
-        started_at: column(row, T, "started_at")?,
-        finished_at: column(row, T, "finished_at")?,
-        last_error: column(row, T, "last_error")?,
-        progress: column(row, T, "progress")?,
-    })
-}
-
-fn schedule_from_row(row: &PgRow) -> StoreResult<ScheduleRow> {
-    const T: &str = "schedules";
-    Ok(ScheduleRow {
-        job_name: column(row, T, "job_name")?,
-        next_fire_at: column(row, T, "next_fire_at")?,
-        last_fire_at: column(row, T, "last_fire_at")?,
-        definition: column(row, T, "definition")?,
-    })
 }
 
 /// Whether `error` is a unique violation of the constraint or index `name`.
@@ -184,14 +98,14 @@ where
     .bind(run.state.as_str())
     .bind(run.max_attempts)
     .bind(run.run_after)
-    .bind(secs(run.retry_initial))
-    .bind(secs(run.retry_max))
+    .bind(whole_secs(run.retry_initial))
+    .bind(whole_secs(run.retry_max))
     .bind(now)
     .bind(finished_at)
     .bind(&run.note)
     .fetch_optional(executor)
     .await?;
-    row.as_ref().map(run_from_row).transpose()
+    row.as_ref().map(decode_run).transpose()
 }
 
 /// Semantics are those of [`super::sqlite::SqliteStore`] (documented there; the conformance
@@ -300,7 +214,7 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await;
             match claimed {
-                Ok(row) => return row.as_ref().map(run_from_row).transpose(),
+                Ok(row) => return row.as_ref().map(decode_run).transpose(),
                 Err(error)
                     if violates(&error, ONE_RUNNING_INDEX) && attempts < CLAIM_RACE_RETRIES =>
                 {
@@ -435,7 +349,7 @@ impl Store for PgStore {
         .bind(run_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(run_from_row).transpose()
+        row.as_ref().map(decode_run).transpose()
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
@@ -459,7 +373,7 @@ impl Store for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        rows.iter().map(decode_run).collect()
     }
 
     async fn has_active_run(&self, job_name: &str) -> StoreResult<bool> {
@@ -470,71 +384,40 @@ impl Store for PgStore {
         .bind(job_name)
         .fetch_one(&self.pool)
         .await?;
-        column::<bool>(&row, "runs", "active")
+        row.flag("runs", "active")
     }
 
     async fn count_by_state(&self) -> StoreResult<Vec<(RunState, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        let pairs = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    column::<String>(row, "runs", "state")?,
-                    column::<i64>(row, "runs", "n")?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        super::counts_in_state_order(pairs)
+        let rows = sqlx::query(COUNT_BY_STATE).fetch_all(&self.pool).await?;
+        counts_in_state_order(&rows)
     }
 
     async fn job_summaries(&self) -> StoreResult<Vec<JobSummary>> {
-        let rows = sqlx::query(
-            "SELECT j.job_name, \
-               (SELECT r.state FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_state, \
-               (SELECT r.finished_at FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_finished_at, \
-               (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_name = j.job_name \
-                AND r.state = 'completed') AS last_success_at \
-             FROM (SELECT DISTINCT job_name FROM runs) j ORDER BY j.job_name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JobSummary {
-                    job_name: column(row, "runs", "job_name")?,
-                    last_state: column::<Option<String>>(row, "runs", "last_state")?
-                        .map(|s| RunState::from_str(&s))
-                        .transpose()?,
-                    last_finished_at: column(row, "runs", "last_finished_at")?,
-                    last_success_at: column(row, "runs", "last_success_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(JOB_SUMMARIES).fetch_all(&self.pool).await?;
+        rows.iter().map(decode_job_summary).collect()
     }
 
     async fn get_schedule(&self, job_name: &str) -> StoreResult<Option<ScheduleRow>> {
-        let row = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             WHERE job_name = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            schedule_columns!(),
+            " FROM schedules WHERE job_name = $1"
+        ))
         .bind(job_name)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(schedule_from_row).transpose()
+        row.as_ref().map(decode_schedule).transpose()
     }
 
     async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRow>> {
-        let rows = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             ORDER BY job_name",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            schedule_columns!(),
+            " FROM schedules ORDER BY job_name"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(schedule_from_row).collect()
+        rows.iter().map(decode_schedule).collect()
     }
 
     async fn delete_schedule(&self, job_name: &str) -> StoreResult<()> {
@@ -583,7 +466,7 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref()
-            .map(|row| column::<Value>(row, "checkpoints", "value"))
+            .map(|row| row.json("checkpoints", "value"))
             .transpose()
     }
 
@@ -671,7 +554,7 @@ impl Store for PgStore {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(credential_from_row).transpose()
+        row.as_ref().map(decode_credential).transpose()
     }
 
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
@@ -682,7 +565,7 @@ impl Store for PgStore {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(credential_from_row).collect()
+        rows.iter().map(decode_credential).collect()
     }
 
     async fn delete_credential(&self, name: &str) -> StoreResult<bool> {

@@ -12,7 +12,6 @@
 
 use std::fs::OpenOptions;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,33 +22,21 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
+use super::rows::{
+    COUNT_BY_STATE, JOB_SUMMARIES, PortableColumns, StoredRow, column, corrupt,
+    counts_in_state_order, credential_columns, decode_credential, decode_job_summary, decode_run,
+    decode_schedule, run_columns, schedule_columns,
+};
 use super::{
     CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
-    RunState, ScheduleRow, Store, StoreError, StoreResult, Transition, Trigger,
+    RunState, ScheduleRow, Store, StoreError, StoreResult, Transition, until, whole_secs,
 };
-
-/// The columns of `credentials`, in the order [`credential_from_row`] reads them.
-macro_rules! credential_columns {
-    () => {
-        "id, name, kind, tier, tenant, key_version, nonce, ciphertext, owner_gid, owner_name, \
-         owner_email, state, created_at, last_used_at, last_validated_at, last_error"
-    };
-}
 
 /// How long a writer waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The columns of `runs`, in the order [`run_from_row`] reads them.
-macro_rules! run_columns {
-    () => {
-        "id, job_name, kind, \"trigger\", fire_time, unique_key, priority, state, attempt, \
-         max_attempts, run_after, retry_initial_secs, retry_max_secs, lease_owner, \
-         lease_expires_at, rescues, created_at, started_at, finished_at, last_error, progress"
-    };
-}
 
 /// The fence of every write by a worker: it must still hold the run's lease.
 macro_rules! held {
@@ -352,10 +339,6 @@ fn create_private_file(path: &Path) -> StoreResult<()> {
     options.open(path).map(drop).map_err(io)
 }
 
-fn corrupt(table: &'static str, message: String) -> StoreError {
-    StoreError::Corrupt { table, message }
-}
-
 fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
@@ -364,114 +347,27 @@ fn opt_micros(time: Option<DateTime<Utc>>) -> Option<i64> {
     time.map(micros)
 }
 
-fn secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// `now + duration`, saturating instead of overflowing on absurd durations.
-fn until(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|delta| now.checked_add_signed(delta))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn column<'r, T>(row: &'r SqliteRow, table: &'static str, name: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name)
-        .map_err(|error| corrupt(table, format!("column {name}: {error}")))
-}
-
-fn time_column(
-    row: &SqliteRow,
-    table: &'static str,
-    name: &str,
-) -> StoreResult<Option<DateTime<Utc>>> {
-    column::<Option<i64>>(row, table, name)?
-        .map(|value| {
-            DateTime::from_timestamp_micros(value).ok_or_else(|| {
-                corrupt(
-                    table,
-                    format!("column {name}: timestamp {value} out of range"),
-                )
+/// SQLite keeps timestamps as INTEGER microseconds since the Unix epoch and ids as hyphenated
+/// TEXT.
+impl StoredRow for SqliteRow {
+    fn optional_time(&self, table: &'static str, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        column::<_, Option<i64>>(self, table, name)?
+            .map(|value| {
+                DateTime::from_timestamp_micros(value).ok_or_else(|| {
+                    corrupt(
+                        table,
+                        format!("column {name}: timestamp {value} out of range"),
+                    )
+                })
             })
-        })
-        .transpose()
-}
+            .transpose()
+    }
 
-fn required_time(row: &SqliteRow, table: &'static str, name: &str) -> StoreResult<DateTime<Utc>> {
-    time_column(row, table, name)?.ok_or_else(|| corrupt(table, format!("column {name} is NULL")))
-}
-
-fn json_column(row: &SqliteRow, table: &'static str, name: &str) -> StoreResult<Value> {
-    let text: String = column(row, table, name)?;
-    serde_json::from_str(&text)
-        .map_err(|error| corrupt(table, format!("column {name}: invalid JSON: {error}")))
-}
-
-/// Decodes a `credentials` row.
-fn credential_from_row(row: &SqliteRow) -> StoreResult<CredentialRow> {
-    const T: &str = "credentials";
-    let id: String = column(row, T, "id")?;
-    Ok(CredentialRow {
-        id: Uuid::parse_str(&id).map_err(|error| corrupt(T, format!("id {id:?}: {error}")))?,
-        name: column(row, T, "name")?,
-        kind: column(row, T, "kind")?,
-        tier: column(row, T, "tier")?,
-        tenant: column(row, T, "tenant")?,
-        key_version: column(row, T, "key_version")?,
-        nonce: column(row, T, "nonce")?,
-        ciphertext: column(row, T, "ciphertext")?,
-        owner_gid: column(row, T, "owner_gid")?,
-        owner_name: column(row, T, "owner_name")?,
-        owner_email: column(row, T, "owner_email")?,
-        state: column(row, T, "state")?,
-        created_at: required_time(row, T, "created_at")?,
-        last_used_at: time_column(row, T, "last_used_at")?,
-        last_validated_at: time_column(row, T, "last_validated_at")?,
-        last_error: column(row, T, "last_error")?,
-    })
-}
-
-/// Decodes a `runs` row; anything this binary does not understand is [`StoreError::Corrupt`].
-fn run_from_row(row: &SqliteRow) -> StoreResult<Run> {
-    const T: &str = "runs";
-    let id: String = column(row, T, "id")?;
-    Ok(Run {
-        id: Uuid::parse_str(&id).map_err(|error| corrupt(T, format!("id {id:?}: {error}")))?,
-        job_name: column(row, T, "job_name")?,
-        kind: column(row, T, "kind")?,
-        trigger: Trigger::from_str(&column::<String>(row, T, "trigger")?)?,
-        fire_time: time_column(row, T, "fire_time")?,
-        unique_key: column(row, T, "unique_key")?,
-        priority: column(row, T, "priority")?,
-        state: RunState::from_str(&column::<String>(row, T, "state")?)?,
-        attempt: column(row, T, "attempt")?,
-        max_attempts: column(row, T, "max_attempts")?,
-        run_after: required_time(row, T, "run_after")?,
-        retry_initial_secs: column(row, T, "retry_initial_secs")?,
-        retry_max_secs: column(row, T, "retry_max_secs")?,
-        lease_owner: column(row, T, "lease_owner")?,
-        lease_expires_at: time_column(row, T, "lease_expires_at")?,
-        rescues: column(row, T, "rescues")?,
-        created_at: required_time(row, T, "created_at")?,
-        started_at: time_column(row, T, "started_at")?,
-        finished_at: time_column(row, T, "finished_at")?,
-        last_error: column(row, T, "last_error")?,
-        progress: json_column(row, T, "progress")?,
-    })
-}
-
-fn schedule_from_row(row: &SqliteRow) -> StoreResult<ScheduleRow> {
-    const T: &str = "schedules";
-    Ok(ScheduleRow {
-        job_name: column(row, T, "job_name")?,
-        next_fire_at: required_time(row, T, "next_fire_at")?,
-        last_fire_at: time_column(row, T, "last_fire_at")?,
-        definition: column(row, T, "definition")?,
-    })
+    fn id(&self, table: &'static str, name: &str) -> StoreResult<Uuid> {
+        let id = self.text(table, name)?;
+        Uuid::parse_str(&id)
+            .map_err(|error| corrupt(table, format!("column {name}: {id:?}: {error}")))
+    }
 }
 
 /// `?, ?, …` for `count` values.
@@ -507,14 +403,14 @@ where
     .bind(run.state.as_str())
     .bind(run.max_attempts)
     .bind(micros(run.run_after))
-    .bind(secs(run.retry_initial))
-    .bind(secs(run.retry_max))
+    .bind(whole_secs(run.retry_initial))
+    .bind(whole_secs(run.retry_max))
     .bind(micros(now))
     .bind(finished_at)
     .bind(&run.note)
     .fetch_optional(executor)
     .await?;
-    row.as_ref().map(run_from_row).transpose()
+    row.as_ref().map(decode_run).transpose()
 }
 
 /// Semantics shared with the PostgreSQL store (the conformance suite checks both):
@@ -660,7 +556,7 @@ impl Store for SqliteStore {
                 let row = query.fetch_optional(&mut *conn).await?;
                 // Decoded inside the transaction: a corrupt row fails the claim and rolls it
                 // back rather than leaving a run claimed by nobody.
-                row.as_ref().map(run_from_row).transpose()
+                row.as_ref().map(decode_run).transpose()
             })
         })
         .await
@@ -807,7 +703,7 @@ impl Store for SqliteStore {
         .bind(run_id.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(run_from_row).transpose()
+        row.as_ref().map(decode_run).transpose()
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
@@ -836,7 +732,7 @@ impl Store for SqliteStore {
             query = query.bind(filter.limit);
         }
         let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(run_from_row).collect()
+        rows.iter().map(decode_run).collect()
     }
 
     async fn has_active_run(&self, job_name: &str) -> StoreResult<bool> {
@@ -847,71 +743,40 @@ impl Store for SqliteStore {
         .bind(job_name)
         .fetch_one(&self.pool)
         .await?;
-        column::<bool>(&row, "runs", "active")
+        row.flag("runs", "active")
     }
 
     async fn count_by_state(&self) -> StoreResult<Vec<(RunState, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        let pairs = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    column::<String>(row, "runs", "state")?,
-                    column::<i64>(row, "runs", "n")?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        super::counts_in_state_order(pairs)
+        let rows = sqlx::query(COUNT_BY_STATE).fetch_all(&self.pool).await?;
+        counts_in_state_order(&rows)
     }
 
     async fn job_summaries(&self) -> StoreResult<Vec<JobSummary>> {
-        let rows = sqlx::query(
-            "SELECT j.job_name, \
-               (SELECT r.state FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_state, \
-               (SELECT r.finished_at FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_finished_at, \
-               (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_name = j.job_name \
-                AND r.state = 'completed') AS last_success_at \
-             FROM (SELECT DISTINCT job_name FROM runs) j ORDER BY j.job_name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JobSummary {
-                    job_name: column(row, "runs", "job_name")?,
-                    last_state: column::<Option<String>>(row, "runs", "last_state")?
-                        .map(|s| RunState::from_str(&s))
-                        .transpose()?,
-                    last_finished_at: time_column(row, "runs", "last_finished_at")?,
-                    last_success_at: time_column(row, "runs", "last_success_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(JOB_SUMMARIES).fetch_all(&self.pool).await?;
+        rows.iter().map(decode_job_summary).collect()
     }
 
     async fn get_schedule(&self, job_name: &str) -> StoreResult<Option<ScheduleRow>> {
-        let row = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             WHERE job_name = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            schedule_columns!(),
+            " FROM schedules WHERE job_name = ?"
+        ))
         .bind(job_name)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(schedule_from_row).transpose()
+        row.as_ref().map(decode_schedule).transpose()
     }
 
     async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRow>> {
-        let rows = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             ORDER BY job_name",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            schedule_columns!(),
+            " FROM schedules ORDER BY job_name"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(schedule_from_row).collect()
+        rows.iter().map(decode_schedule).collect()
     }
 
     async fn delete_schedule(&self, job_name: &str) -> StoreResult<()> {
@@ -978,7 +843,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref()
-            .map(|row| json_column(row, "checkpoints", "value"))
+            .map(|row| row.json("checkpoints", "value"))
             .transpose()
     }
 
@@ -1080,7 +945,7 @@ impl Store for SqliteStore {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(credential_from_row).transpose()
+        row.as_ref().map(decode_credential).transpose()
     }
 
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
@@ -1091,7 +956,7 @@ impl Store for SqliteStore {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(credential_from_row).collect()
+        rows.iter().map(decode_credential).collect()
     }
 
     async fn delete_credential(&self, name: &str) -> StoreResult<bool> {
