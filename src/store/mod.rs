@@ -1,7 +1,8 @@
 //! The durable queue and state of the daemon: schedules, runs, checkpoints and the scheduler's
 //! leader lease, behind one [`Store`] trait with a SQLite implementation (the default) and a
-//! PostgreSQL one (for several replicas). Both pass the same conformance suite
-//! (`tests/store_conformance.rs`).
+//! PostgreSQL one (for several replicas). Both run the same statements (`sql.rs`, rows decoded
+//! by `rows.rs`) and pass the same conformance suite (`tests/store_conformance.rs`); each keeps
+//! only how it reaches its database, how it stores timestamps and ids, and how it locks.
 //!
 //! The database is the queue: uniqueness of a fire is a constraint, claims are atomic
 //! (`BEGIN IMMEDIATE` + `UPDATE … RETURNING` on SQLite, `FOR UPDATE SKIP LOCKED` on PostgreSQL),
@@ -11,6 +12,7 @@
 pub mod bench;
 pub mod postgres;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 use std::fmt;
@@ -601,19 +603,6 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     };
     store.migrate().await?;
     Ok(store)
-}
-
-/// A duration in whole seconds as the stores keep retry delays, saturating on absurd ones.
-fn whole_secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// `now + duration` (a lease's end), saturating instead of overflowing on absurd durations.
-fn until(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|delta| now.checked_add_signed(delta))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Hides passwords in a database URL for logs and errors: the password of the user part (the

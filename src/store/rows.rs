@@ -139,20 +139,6 @@ macro_rules! schedule_columns {
 }
 pub(super) use schedule_columns;
 
-/// Per job with runs, its newest run's state and end and its last success, by job name; read by
-/// [`decode_job_summary`]. Both databases run it as it is (it takes no parameters).
-pub(super) const JOB_SUMMARIES: &str = "SELECT j.job_name, \
-       (SELECT r.state FROM runs r WHERE r.job_name = j.job_name \
-        ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_state, \
-       (SELECT r.finished_at FROM runs r WHERE r.job_name = j.job_name \
-        ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_finished_at, \
-       (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_name = j.job_name \
-        AND r.state = 'completed') AS last_success_at \
-     FROM (SELECT DISTINCT job_name FROM runs) j ORDER BY j.job_name";
-
-/// Run counts by state, read by [`counts_in_state_order`].
-pub(super) const COUNT_BY_STATE: &str = "SELECT state, COUNT(*) AS n FROM runs GROUP BY state";
-
 /// Decodes a `runs` row of [`run_columns!`].
 pub(super) fn decode_run(row: &impl StoredRow) -> StoreResult<Run> {
     const T: &str = "runs";
@@ -215,7 +201,8 @@ pub(super) fn decode_schedule(row: &impl StoredRow) -> StoreResult<ScheduleRow> 
     })
 }
 
-/// Decodes a row of [`JOB_SUMMARIES`].
+/// Decodes a row of the job-summaries query: `job_name`, `last_state`, `last_finished_at`,
+/// `last_success_at`.
 pub(super) fn decode_job_summary(row: &impl StoredRow) -> StoreResult<JobSummary> {
     const T: &str = "runs";
     Ok(JobSummary {
@@ -229,7 +216,7 @@ pub(super) fn decode_job_summary(row: &impl StoredRow) -> StoreResult<JobSummary
     })
 }
 
-/// Turns the rows of [`COUNT_BY_STATE`] into a count for every state in [`RunState::ALL`]
+/// Turns the rows of `SELECT state, COUNT(*) AS n … GROUP BY state` into a count for every state in [`RunState::ALL`]
 /// order (zero where no row exists), as both stores report them.
 pub(super) fn counts_in_state_order(rows: &[impl StoredRow]) -> StoreResult<Vec<(RunState, i64)>> {
     let mut counts: Vec<(RunState, i64)> = RunState::ALL.iter().map(|s| (*s, 0)).collect();
