@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rand::RngExt;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
@@ -282,18 +283,18 @@ impl ApiRequest {
     }
 }
 
+/// What [`segment`] escapes: everything but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`). Stricter than a path segment needs, so that `/`, `?`, `#` and `%`
+/// in a value can never end, split or re-escape the segment, whichever URL parser reads it.
+const SEGMENT_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes one path segment (gids are digits, but a job file could hold anything).
 pub fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    utf8_percent_encode(text, SEGMENT_ESCAPED).to_string()
 }
 
 /// Where a client's bearer token comes from when it is not a fixed string: an OAuth credential
@@ -779,4 +780,38 @@ pub(crate) fn decode_data<T: DeserializeOwned>(body: Value, path: &str) -> Resul
         context: path.to_string(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_with_delimiters_and_non_ascii_stays_one_segment() {
+        let gid = "12/34?x=1#frag 50% caf\u{e9}";
+        let encoded = segment(gid);
+        assert_eq!(encoded, "12%2F34%3Fx%3D1%23frag%2050%25%20caf%C3%A9");
+
+        let url = Url::parse(&format!(
+            "https://app.asana.com/api/1.0/tasks/{encoded}/stories"
+        ))
+        .unwrap();
+        let segments: Vec<&str> = url.path_segments().unwrap().collect();
+        assert_eq!(
+            segments,
+            ["api", "1.0", "tasks", encoded.as_str(), "stories"]
+        );
+        assert_eq!(url.query(), None);
+        assert_eq!(url.fragment(), None);
+        let decoded = percent_encoding::percent_decode_str(segments[3])
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(decoded, gid);
+    }
+
+    #[test]
+    fn unreserved_characters_pass_through() {
+        assert_eq!(segment("1200456789"), "1200456789");
+        assert_eq!(segment("a-b.c_d~E"), "a-b.c_d~E");
+    }
 }

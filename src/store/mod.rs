@@ -1,7 +1,8 @@
 //! The durable queue and state of the daemon: schedules, runs, checkpoints and the scheduler's
 //! leader lease, behind one [`Store`] trait with a SQLite implementation (the default) and a
-//! PostgreSQL one (for several replicas). Both pass the same conformance suite
-//! (`tests/store_conformance.rs`).
+//! PostgreSQL one (for several replicas). Both run the same statements (`sql.rs`, rows decoded
+//! by `rows.rs`) and pass the same conformance suite (`tests/store_conformance.rs`); each keeps
+//! only how it reaches its database, how it stores timestamps and ids, and how it locks.
 //!
 //! The database is the queue: uniqueness of a fire is a constraint, claims are atomic
 //! (`BEGIN IMMEDIATE` + `UPDATE … RETURNING` on SQLite, `FOR UPDATE SKIP LOCKED` on PostgreSQL),
@@ -10,6 +11,8 @@
 
 pub mod bench;
 pub mod postgres;
+mod rows;
+mod sql;
 pub mod sqlite;
 
 use std::fmt;
@@ -600,19 +603,6 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     };
     store.migrate().await?;
     Ok(store)
-}
-
-/// Turns `(state, count)` rows of a `GROUP BY state` into a count for every state in
-/// [`RunState::ALL`] order (zero where no row exists), as both stores report them.
-fn counts_in_state_order(rows: Vec<(String, i64)>) -> StoreResult<Vec<(RunState, i64)>> {
-    let mut counts: Vec<(RunState, i64)> = RunState::ALL.iter().map(|s| (*s, 0)).collect();
-    for (state, n) in rows {
-        let state: RunState = state.parse()?;
-        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
-            slot.1 = n;
-        }
-    }
-    Ok(counts)
 }
 
 /// Hides passwords in a database URL for logs and errors: the password of the user part (the

@@ -2,62 +2,18 @@
 //!
 //! Claims lock their candidate with `FOR UPDATE SKIP LOCKED` inside the `UPDATE`'s subquery, so
 //! concurrent claimers never wait on each other and never get the same run. Timestamps are
-//! `timestamptz` (microseconds), progress and checkpoints `jsonb`, ids `uuid`.
-
-use std::str::FromStr;
-use std::time::Duration;
+//! `timestamptz` (microseconds), progress and checkpoints `jsonb`, ids `uuid`. The statements
+//! themselves are shared with the SQLite store (`src/store/sql.rs`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row};
+use sqlx::Postgres;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use uuid::Uuid;
 
-use super::{
-    CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
-    RunState, ScheduleRow, Store, StoreError, StoreResult, Transition, Trigger,
-};
-
-/// The columns of `credentials`, in the order [`credential_from_row`] reads them.
-macro_rules! credential_columns {
-    () => {
-        "id, name, kind, tier, tenant, key_version, nonce, ciphertext, owner_gid, owner_name, \
-         owner_email, state, created_at, last_used_at, last_validated_at, last_error"
-    };
-}
-
-/// Decodes a `credentials` row.
-fn credential_from_row(row: &PgRow) -> StoreResult<CredentialRow> {
-    const T: &str = "credentials";
-    Ok(CredentialRow {
-        id: column(row, T, "id")?,
-        name: column(row, T, "name")?,
-        kind: column(row, T, "kind")?,
-        tier: column(row, T, "tier")?,
-        tenant: column(row, T, "tenant")?,
-        key_version: column(row, T, "key_version")?,
-        nonce: column(row, T, "nonce")?,
-        ciphertext: column(row, T, "ciphertext")?,
-        owner_gid: column(row, T, "owner_gid")?,
-        owner_name: column(row, T, "owner_name")?,
-        owner_email: column(row, T, "owner_email")?,
-        state: column(row, T, "state")?,
-        created_at: column(row, T, "created_at")?,
-        last_used_at: column(row, T, "last_used_at")?,
-        last_validated_at: column(row, T, "last_validated_at")?,
-        last_error: column(row, T, "last_error")?,
-    })
-}
-
-/// The columns of `runs`, in the order [`run_from_row`] reads them.
-macro_rules! run_columns {
-    () => {
-        "id, job_name, kind, \"trigger\", fire_time, unique_key, priority, state, attempt, \
-         max_attempts, run_after, retry_initial_secs, retry_max_secs, lease_owner, \
-         lease_expires_at, rescues, created_at, started_at, finished_at, last_error, progress"
-    };
-}
+use super::rows::{StoredRow, column, decode_run};
+use super::sql::{Backend, Dialect, Sql, Statement, Transaction};
+use super::{Run, StoreError, StoreResult};
 
 /// How often a claim retries after losing the race for a job's single running slot.
 const CLAIM_RACE_RETRIES: usize = 16;
@@ -65,7 +21,7 @@ const CLAIM_RACE_RETRIES: usize = 16;
 /// The partial unique index that allows one running run per job.
 const ONE_RUNNING_INDEX: &str = "runs_one_running_per_job";
 
-/// The PostgreSQL implementation of [`Store`].
+/// The PostgreSQL implementation of [`super::Store`].
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -87,683 +43,100 @@ impl PgStore {
     }
 }
 
-fn corrupt(table: &'static str, message: String) -> StoreError {
-    StoreError::Corrupt { table, message }
+/// PostgreSQL keeps timestamps as `timestamptz` and ids as `uuid`, both of which sqlx binds
+/// directly.
+impl Dialect for Postgres {
+    type Time = Option<DateTime<Utc>>;
+    type Id = Uuid;
+
+    fn time(time: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        time
+    }
+
+    fn id(id: Uuid) -> Uuid {
+        id
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
-fn secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
-}
+/// Reads back what [`Dialect for Postgres`](Dialect) binds: sqlx decodes both directly.
+impl StoredRow for PgRow {
+    fn optional_time(&self, table: &'static str, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        column(self, table, name)
+    }
 
-/// `now + duration`, saturating instead of overflowing on absurd durations.
-fn until(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|delta| now.checked_add_signed(delta))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn column<'r, T>(row: &'r PgRow, table: &'static str, name: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    row.try_get(name)
-        .map_err(|error| corrupt(table, format!("column {name}: {error}")))
-}
-
-/// Decodes a `runs` row; anything this binary does not understand is [`StoreError::Corrupt`].
-fn run_from_row(row: &PgRow) -> StoreResult<Run> {
-    const T: &str = "runs";
-    Ok(Run {
-        id: column(row, T, "id")?,
-        job_name: column(row, T, "job_name")?,
-        kind: column(row, T, "kind")?,
-        trigger: Trigger::from_str(&column::<String>(row, T, "trigger")?)?,
-        fire_time: column(row, T, "fire_time")?,
-        unique_key: column(row, T, "unique_key")?,
-        priority: column(row, T, "priority")?,
-        state: RunState::from_str(&column::<String>(row, T, "state")?)?,
-        attempt: column(row, T, "attempt")?,
-        max_attempts: column(row, T, "max_attempts")?,
-        run_after: column(row, T, "run_after")?,
-        retry_initial_secs: column(row, T, "retry_initial_secs")?,
-        retry_max_secs: column(row, T, "retry_max_secs")?,
-        lease_owner: column(row, T, "lease_owner")?,
-        lease_expires_at: column(row, T, "lease_expires_at")?,
-        rescues: column(row, T, "rescues")?,
-        created_at: column(row, T, "created_at")?,
-        started_at: column(row, T, "started_at")?,
-        finished_at: column(row, T, "finished_at")?,
-        last_error: column(row, T, "last_error")?,
-        progress: column(row, T, "progress")?,
-    })
-}
-
-fn schedule_from_row(row: &PgRow) -> StoreResult<ScheduleRow> {
-    const T: &str = "schedules";
-    Ok(ScheduleRow {
-        job_name: column(row, T, "job_name")?,
-        next_fire_at: column(row, T, "next_fire_at")?,
-        last_fire_at: column(row, T, "last_fire_at")?,
-        definition: column(row, T, "definition")?,
-    })
+    fn id(&self, table: &'static str, name: &str) -> StoreResult<Uuid> {
+        column(self, table, name)
+    }
 }
 
 /// Whether `error` is a unique violation of the constraint or index `name`.
-fn violates(error: &sqlx::Error, name: &str) -> bool {
+fn violates(error: &StoreError, name: &str) -> bool {
+    let StoreError::Database(error) = error else {
+        return false;
+    };
     error
         .as_database_error()
         .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(name))
 }
 
-/// Inserts a run unless its (job, unique key) exists; the new row, or None for a duplicate.
-async fn insert_run<'c, E>(
-    executor: E,
-    run: &NewRun,
-    now: DateTime<Utc>,
-) -> StoreResult<Option<Run>>
-where
-    E: sqlx::Executor<'c, Database = Postgres>,
-{
-    let finished_at = run.state.is_terminal().then_some(now);
-    let row = sqlx::query(concat!(
-        "INSERT INTO runs (id, job_name, kind, \"trigger\", fire_time, unique_key, priority, \
-         state, attempt, max_attempts, run_after, retry_initial_secs, retry_max_secs, rescues, \
-         created_at, finished_at, last_error, progress) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, 0, $13, $14, $15, '{}') \
-         ON CONFLICT (job_name, unique_key) DO NOTHING RETURNING ",
-        run_columns!()
-    ))
-    .bind(Uuid::new_v4())
-    .bind(&run.job_name)
-    .bind(&run.kind)
-    .bind(run.trigger.as_str())
-    .bind(run.fire_time)
-    .bind(&run.unique_key)
-    .bind(run.priority)
-    .bind(run.state.as_str())
-    .bind(run.max_attempts)
-    .bind(run.run_after)
-    .bind(secs(run.retry_initial))
-    .bind(secs(run.retry_max))
-    .bind(now)
-    .bind(finished_at)
-    .bind(&run.note)
-    .fetch_optional(executor)
-    .await?;
-    row.as_ref().map(run_from_row).transpose()
-}
-
-/// Semantics are those of [`super::sqlite::SqliteStore`] (documented there; the conformance
-/// suite checks both). Differences in mechanism only:
+/// Statements run on a pooled connection, outside a transaction unless several must commit
+/// together. Differences from SQLite in mechanism only:
 ///
-/// - `claim` picks its candidate with `FOR UPDATE SKIP LOCKED`. Two claimers may pick two runs
+/// - a claim picks its candidate with `FOR UPDATE SKIP LOCKED`. Two claimers may pick two runs
 ///   of the same job at once; the partial unique index `runs_one_running_per_job` lets only one
 ///   commit, and the loser retries (and then skips that job).
-/// - `put_checkpoint` locks the run row (`FOR UPDATE`) in the same statement as the upsert, so a
-///   concurrent rescue either happens before (and the write is refused) or waits.
+/// - a checkpoint write locks the run row (`FOR UPDATE`) in the same statement as the upsert, so
+///   a concurrent rescue either happens before (and the write is refused) or waits.
 #[async_trait]
-impl Store for PgStore {
-    async fn migrate(&self) -> StoreResult<()> {
+impl Backend for PgStore {
+    type Db = Postgres;
+
+    const CLAIM_CANDIDATES: &'static str = "runs r";
+    const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FENCE_LOCK: &'static str = " FOR UPDATE";
+
+    fn readers(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn apply_migrations(&self) -> StoreResult<()> {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    async fn write(&self, statement: Statement) -> StoreResult<u64> {
+        Postgres::execute(&mut *self.pool.acquire().await?, statement).await
     }
 
-    async fn enqueue(&self, run: NewRun, now: DateTime<Utc>) -> StoreResult<Enqueued> {
-        Ok(match insert_run(&self.pool, &run, now).await? {
-            Some(run) => Enqueued::Inserted(Box::new(run)),
-            None => Enqueued::Duplicate,
-        })
+    async fn write_run(&self, statement: Statement) -> StoreResult<Option<Run>> {
+        let row = Postgres::execute_returning(&mut *self.pool.acquire().await?, statement).await?;
+        row.as_ref().map(decode_run).transpose()
     }
 
-    async fn fire(
-        &self,
-        schedule: &ScheduleRow,
-        expected_next: Option<DateTime<Utc>>,
-        runs: Vec<NewRun>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let advanced = match expected_next {
-            None => sqlx::query(
-                "INSERT INTO schedules (job_name, next_fire_at, last_fire_at, definition) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (job_name) DO NOTHING",
-            )
-            .bind(&schedule.job_name)
-            .bind(schedule.next_fire_at)
-            .bind(schedule.last_fire_at)
-            .bind(&schedule.definition)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            Some(expected) => sqlx::query(
-                "UPDATE schedules SET next_fire_at = $1, last_fire_at = $2, definition = $3 \
-                 WHERE job_name = $4 AND next_fire_at = $5",
-            )
-            .bind(schedule.next_fire_at)
-            .bind(schedule.last_fire_at)
-            .bind(&schedule.definition)
-            .bind(&schedule.job_name)
-            .bind(expected)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-        };
-        if advanced != 1 {
-            return Ok(false); // dropping `tx` rolls back
-        }
-        for run in &runs {
-            insert_run(&mut *tx, run, now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn claim(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-        kinds: Option<&[String]>,
-    ) -> StoreResult<Option<Run>> {
-        if kinds.is_some_and(<[String]>::is_empty) {
-            return Ok(None);
-        }
-        let kinds: Option<Vec<String>> = kinds.map(<[String]>::to_vec);
+    async fn claim_run(&self, statement: Statement) -> StoreResult<Option<Run>> {
         let mut attempts = 0;
         loop {
-            let claimed = sqlx::query(concat!(
-                "UPDATE runs SET state = 'running', attempt = attempt + 1, lease_owner = $1, \
-                 lease_expires_at = $2, started_at = $3 \
-                 WHERE state IN ('queued', 'retrying') AND id = ( \
-                     SELECT r.id FROM runs r \
-                     WHERE r.state IN ('queued', 'retrying') AND r.run_after <= $3 \
-                       AND ($4::text[] IS NULL OR r.kind = ANY($4)) \
-                       AND NOT EXISTS (SELECT 1 FROM runs x \
-                                       WHERE x.job_name = r.job_name AND x.state = 'running') \
-                     ORDER BY r.priority DESC, r.run_after ASC, r.created_at ASC, r.id ASC \
-                     LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING ",
-                run_columns!()
-            ))
-            .bind(owner)
-            .bind(until(now, lease))
-            .bind(now)
-            .bind(&kinds)
-            .fetch_optional(&self.pool)
-            .await;
-            match claimed {
-                Ok(row) => return row.as_ref().map(run_from_row).transpose(),
+            match self.write_run(statement.clone()).await {
                 Err(error)
                     if violates(&error, ONE_RUNNING_INDEX) && attempts < CLAIM_RACE_RETRIES =>
                 {
                     attempts += 1;
                 }
-                Err(error) => return Err(error.into()),
+                claimed => return claimed,
             }
         }
     }
 
-    async fn heartbeat(
-        &self,
-        run_id: Uuid,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE runs SET lease_expires_at = $1 \
-             WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
-        )
-        .bind(until(now, lease))
-        .bind(run_id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn finish(
-        &self,
-        run_id: Uuid,
-        owner: &str,
-        transition: Transition,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let query = match &transition {
-            Transition::Complete { progress } => sqlx::query(
-                "UPDATE runs SET state = 'completed', finished_at = $3, progress = $4, \
-                 lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            )
-            .bind(run_id)
-            .bind(owner)
-            .bind(now)
-            .bind(progress),
-            Transition::Retry { run_after, error } => sqlx::query(
-                "UPDATE runs SET state = 'retrying', run_after = $3, last_error = $4, \
-                 lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            )
-            .bind(run_id)
-            .bind(owner)
-            .bind(*run_after)
-            .bind(error),
-            Transition::Snooze { run_after, note } => sqlx::query(
-                "UPDATE runs SET state = 'queued', run_after = $3, last_error = $4, \
-                 attempt = GREATEST(attempt - 1, 0), lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            )
-            .bind(run_id)
-            .bind(owner)
-            .bind(*run_after)
-            .bind(note),
-            Transition::Release => sqlx::query(
-                "UPDATE runs SET state = 'queued', attempt = GREATEST(attempt - 1, 0), \
-                 lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            )
-            .bind(run_id)
-            .bind(owner),
-            Transition::Fail { error: message }
-            | Transition::Dead { error: message }
-            | Transition::NeedsReauth { error: message }
-            | Transition::Cancel { note: message } => {
-                let state = match &transition {
-                    Transition::Fail { .. } => RunState::Failed,
-                    Transition::Dead { .. } => RunState::Dead,
-                    Transition::NeedsReauth { .. } => RunState::NeedsReauth,
-                    _ => RunState::Cancelled,
-                };
-                sqlx::query(
-                    "UPDATE runs SET state = $3, finished_at = $4, last_error = $5, \
-                     lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-                )
-                .bind(run_id)
-                .bind(owner)
-                .bind(state.as_str())
-                .bind(now)
-                .bind(message)
-            }
-        };
-        let done = query.execute(&self.pool).await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn rescue_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE runs SET \
-               state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retrying' END, \
-               run_after = CASE WHEN attempt >= max_attempts THEN run_after ELSE $1 END, \
-               finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END, \
-               rescues = rescues + 1, last_error = 'lease expired (worker lost)', \
-               lease_owner = NULL, lease_expires_at = NULL \
-             WHERE state = 'running' AND lease_expires_at <= $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn set_progress(&self, run_id: Uuid, owner: &str, progress: Value) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE runs SET progress = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-        )
-        .bind(run_id)
-        .bind(owner)
-        .bind(progress)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn get_run(&self, run_id: Uuid) -> StoreResult<Option<Run>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE id = $1"
-        ))
-        .bind(run_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
-    }
-
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
-        let states: Option<Vec<String>> = (!filter.states.is_empty()).then(|| {
-            filter
-                .states
-                .iter()
-                .map(|state| state.as_str().to_owned())
-                .collect()
-        });
-        let limit = (filter.limit > 0).then_some(filter.limit);
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE ($1::text IS NULL OR job_name = $1) \
-             AND ($2::text[] IS NULL OR state = ANY($2)) \
-             ORDER BY created_at DESC, id DESC LIMIT $3"
-        ))
-        .bind(&filter.job_name)
-        .bind(states)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_from_row).collect()
-    }
-
-    async fn has_active_run(&self, job_name: &str) -> StoreResult<bool> {
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_name = $1 \
-             AND state IN ('queued', 'retrying', 'running')) AS active",
-        )
-        .bind(job_name)
-        .fetch_one(&self.pool)
-        .await?;
-        column::<bool>(&row, "runs", "active")
-    }
-
-    async fn count_by_state(&self) -> StoreResult<Vec<(RunState, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        let pairs = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    column::<String>(row, "runs", "state")?,
-                    column::<i64>(row, "runs", "n")?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        super::counts_in_state_order(pairs)
-    }
-
-    async fn job_summaries(&self) -> StoreResult<Vec<JobSummary>> {
-        let rows = sqlx::query(
-            "SELECT j.job_name, \
-               (SELECT r.state FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_state, \
-               (SELECT r.finished_at FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_finished_at, \
-               (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_name = j.job_name \
-                AND r.state = 'completed') AS last_success_at \
-             FROM (SELECT DISTINCT job_name FROM runs) j ORDER BY j.job_name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JobSummary {
-                    job_name: column(row, "runs", "job_name")?,
-                    last_state: column::<Option<String>>(row, "runs", "last_state")?
-                        .map(|s| RunState::from_str(&s))
-                        .transpose()?,
-                    last_finished_at: column(row, "runs", "last_finished_at")?,
-                    last_success_at: column(row, "runs", "last_success_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn get_schedule(&self, job_name: &str) -> StoreResult<Option<ScheduleRow>> {
-        let row = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             WHERE job_name = $1",
-        )
-        .bind(job_name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(schedule_from_row).transpose()
-    }
-
-    async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRow>> {
-        let rows = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             ORDER BY job_name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(schedule_from_row).collect()
-    }
-
-    async fn delete_schedule(&self, job_name: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM schedules WHERE job_name = $1")
-            .bind(job_name)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        owner: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
-               expires_at = excluded.expires_at \
-             WHERE leases.owner = excluded.owner OR leases.expires_at <= $4",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(until(now, ttl))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release_lease(&self, name: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")
-            .bind(name)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn get_checkpoint(&self, job_name: &str, key: &str) -> StoreResult<Option<Value>> {
-        let row = sqlx::query("SELECT value FROM checkpoints WHERE job_name = $1 AND key = $2")
-            .bind(job_name)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref()
-            .map(|row| column::<Value>(row, "checkpoints", "value"))
-            .transpose()
-    }
-
-    async fn put_checkpoint(
-        &self,
-        run_id: Uuid,
-        owner: &str,
-        job_name: &str,
-        key: &str,
-        value: Value,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "WITH fence AS (SELECT id FROM runs \
-                            WHERE id = $1 AND lease_owner = $2 AND state = 'running' \
-                            FOR UPDATE) \
-             INSERT INTO checkpoints (job_name, key, value, updated_at) \
-             SELECT $3, $4, $5, $6 FROM fence \
-             ON CONFLICT (job_name, key) DO UPDATE SET value = excluded.value, \
-               updated_at = excluded.updated_at",
-        )
-        .bind(run_id)
-        .bind(owner)
-        .bind(job_name)
-        .bind(key)
-        .bind(value)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "DELETE FROM runs WHERE finished_at < $1 AND state NOT IN \
-             ('queued', 'retrying', 'running')",
-        )
-        .bind(before)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-    async fn put_credential(&self, row: &CredentialRow, replace: bool) -> StoreResult<bool> {
+    async fn write_transaction(&self, transaction: Transaction) -> StoreResult<Option<Vec<u64>>> {
+        // Dropping `tx` un-committed (an error) rolls back.
         let mut tx = self.pool.begin().await?;
-        if replace {
-            sqlx::query("DELETE FROM credentials WHERE name = $1")
-                .bind(&row.name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let done = sqlx::query(concat!(
-            "INSERT INTO credentials (",
-            credential_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             ON CONFLICT (name) DO NOTHING"
-        ))
-        .bind(row.id)
-        .bind(&row.name)
-        .bind(&row.kind)
-        .bind(&row.tier)
-        .bind(&row.tenant)
-        .bind(row.key_version)
-        .bind(&row.nonce)
-        .bind(&row.ciphertext)
-        .bind(&row.owner_gid)
-        .bind(&row.owner_name)
-        .bind(&row.owner_email)
-        .bind(&row.state)
-        .bind(row.created_at)
-        .bind(row.last_used_at)
-        .bind(row.last_validated_at)
-        .bind(&row.last_error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn get_credential(&self, name: &str) -> StoreResult<Option<CredentialRow>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            credential_columns!(),
-            " FROM credentials WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(credential_from_row).transpose()
-    }
-
-    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            credential_columns!(),
-            " FROM credentials ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(credential_from_row).collect()
-    }
-
-    async fn delete_credential(&self, name: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn set_credential_status(
-        &self,
-        name: &str,
-        status: &CredentialStatus,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE credentials SET state = $1, owner_gid = COALESCE($2, owner_gid), \
-               owner_name = COALESCE($3, owner_name), owner_email = COALESCE($4, owner_email), \
-               last_validated_at = COALESCE($5, last_validated_at), last_error = $6 \
-             WHERE name = $7",
-        )
-        .bind(&status.state)
-        .bind(&status.owner_gid)
-        .bind(&status.owner_name)
-        .bind(&status.owner_email)
-        .bind(status.validated_at)
-        .bind(&status.last_error)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn update_credential_secret(
-        &self,
-        id: Uuid,
-        key_version: i32,
-        nonce: Vec<u8>,
-        ciphertext: Vec<u8>,
-        state: &str,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE credentials SET key_version = $1, nonce = $2, ciphertext = $3, state = $4, \
-               last_error = NULL WHERE id = $5",
-        )
-        .bind(key_version)
-        .bind(nonce)
-        .bind(ciphertext)
-        .bind(state)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE credentials SET last_used_at = $1 WHERE name = $2")
-            .bind(at)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn reencrypt_credentials(&self, batch: Vec<Reencrypted>) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for row in batch {
-            let done = sqlx::query(
-                "UPDATE credentials SET key_version = $1, nonce = $2, ciphertext = $3 \
-                 WHERE id = $4 AND key_version = $5",
-            )
-            .bind(row.key_version)
-            .bind(row.nonce)
-            .bind(row.ciphertext)
-            .bind(row.id)
-            .bind(row.from_version)
-            .execute(&mut *tx)
-            .await?;
-            changed += done.rows_affected();
-        }
+        let changed = Postgres::transaction(&mut tx, transaction).await?;
         tx.commit().await?;
         Ok(changed)
     }

@@ -12,53 +12,26 @@
 
 use std::fs::OpenOptions;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection};
+use sqlx::{Connection, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::{
-    CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
-    RunState, ScheduleRow, Store, StoreError, StoreResult, Transition, Trigger,
-};
-
-/// The columns of `credentials`, in the order [`credential_from_row`] reads them.
-macro_rules! credential_columns {
-    () => {
-        "id, name, kind, tier, tenant, key_version, nonce, ciphertext, owner_gid, owner_name, \
-         owner_email, state, created_at, last_used_at, last_validated_at, last_error"
-    };
-}
+use super::rows::{PortableColumns, StoredRow, column, corrupt, decode_run};
+use super::sql::{Backend, Dialect, Sql, Statement, Transaction};
+use super::{Run, StoreError, StoreResult};
 
 /// How long a writer waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The columns of `runs`, in the order [`run_from_row`] reads them.
-macro_rules! run_columns {
-    () => {
-        "id, job_name, kind, \"trigger\", fire_time, unique_key, priority, state, attempt, \
-         max_attempts, run_after, retry_initial_secs, retry_max_secs, lease_owner, \
-         lease_expires_at, rescues, created_at, started_at, finished_at, last_error, progress"
-    };
-}
-
-/// The fence of every write by a worker: it must still hold the run's lease.
-macro_rules! held {
-    () => {
-        "id = ? AND lease_owner = ? AND state = 'running'"
-    };
-}
-
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`super::Store`].
 ///
 /// Reads use a pool of connections (WAL readers never block the writer). Writes on a file
 /// database go through one writer task with a connection of its own that groups the writes
@@ -130,7 +103,7 @@ impl SqliteStore {
 
     /// Runs `op` in a write transaction holding SQLite's write lock (`BEGIN IMMEDIATE`), and
     /// returns once it is committed. An error from `op` undoes everything it did.
-    async fn write<T, F>(&self, shape: Shape, op: F) -> StoreResult<T>
+    async fn commit_write<T, F>(&self, shape: Shape, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
@@ -352,855 +325,107 @@ fn create_private_file(path: &Path) -> StoreResult<()> {
     options.open(path).map(drop).map_err(io)
 }
 
-fn corrupt(table: &'static str, message: String) -> StoreError {
-    StoreError::Corrupt { table, message }
+/// SQLite keeps timestamps as INTEGER microseconds since the Unix epoch (exact, ordered, and
+/// PostgreSQL's precision) and ids as hyphenated TEXT.
+impl Dialect for Sqlite {
+    type Time = Option<i64>;
+    type Id = String;
+
+    fn time(time: Option<DateTime<Utc>>) -> Option<i64> {
+        time.map(|time| time.timestamp_micros())
+    }
+
+    fn id(id: Uuid) -> String {
+        id.to_string()
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
-fn micros(time: DateTime<Utc>) -> i64 {
-    time.timestamp_micros()
+/// Reads back what [`Dialect for Sqlite`](Dialect) binds.
+impl StoredRow for SqliteRow {
+    fn optional_time(&self, table: &'static str, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        column::<_, Option<i64>>(self, table, name)?
+            .map(|value| {
+                DateTime::from_timestamp_micros(value).ok_or_else(|| {
+                    corrupt(
+                        table,
+                        format!("column {name}: timestamp {value} out of range"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn id(&self, table: &'static str, name: &str) -> StoreResult<Uuid> {
+        let id = self.text(table, name)?;
+        Uuid::parse_str(&id)
+            .map_err(|error| corrupt(table, format!("column {name}: {id:?}: {error}")))
+    }
 }
 
-fn opt_micros(time: Option<DateTime<Utc>>) -> Option<i64> {
-    time.map(micros)
-}
-
-fn secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// `now + duration`, saturating instead of overflowing on absurd durations.
-fn until(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|delta| now.checked_add_signed(delta))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn column<'r, T>(row: &'r SqliteRow, table: &'static str, name: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name)
-        .map_err(|error| corrupt(table, format!("column {name}: {error}")))
-}
-
-fn time_column(
-    row: &SqliteRow,
-    table: &'static str,
-    name: &str,
-) -> StoreResult<Option<DateTime<Utc>>> {
-    column::<Option<i64>>(row, table, name)?
-        .map(|value| {
-            DateTime::from_timestamp_micros(value).ok_or_else(|| {
-                corrupt(
-                    table,
-                    format!("column {name}: timestamp {value} out of range"),
-                )
+impl SqliteStore {
+    /// Runs a statement that returns a run as a write of `shape`, decoding the run inside the
+    /// write so that with a savepoint a run that cannot be decoded is not left changed.
+    async fn write_returning_run(
+        &self,
+        shape: Shape,
+        statement: Statement,
+    ) -> StoreResult<Option<Run>> {
+        self.commit_write(shape, move |conn: &mut SqliteConnection| {
+            Box::pin(async move {
+                let row = Sqlite::execute_returning(conn, statement).await?;
+                row.as_ref().map(decode_run).transpose()
             })
         })
-        .transpose()
+        .await
+    }
 }
 
-fn required_time(row: &SqliteRow, table: &'static str, name: &str) -> StoreResult<DateTime<Utc>> {
-    time_column(row, table, name)?.ok_or_else(|| corrupt(table, format!("column {name} is NULL")))
-}
-
-fn json_column(row: &SqliteRow, table: &'static str, name: &str) -> StoreResult<Value> {
-    let text: String = column(row, table, name)?;
-    serde_json::from_str(&text)
-        .map_err(|error| corrupt(table, format!("column {name}: invalid JSON: {error}")))
-}
-
-/// Decodes a `credentials` row.
-fn credential_from_row(row: &SqliteRow) -> StoreResult<CredentialRow> {
-    const T: &str = "credentials";
-    let id: String = column(row, T, "id")?;
-    Ok(CredentialRow {
-        id: Uuid::parse_str(&id).map_err(|error| corrupt(T, format!("id {id:?}: {error}")))?,
-        name: column(row, T, "name")?,
-        kind: column(row, T, "kind")?,
-        tier: column(row, T, "tier")?,
-        tenant: column(row, T, "tenant")?,
-        key_version: column(row, T, "key_version")?,
-        nonce: column(row, T, "nonce")?,
-        ciphertext: column(row, T, "ciphertext")?,
-        owner_gid: column(row, T, "owner_gid")?,
-        owner_name: column(row, T, "owner_name")?,
-        owner_email: column(row, T, "owner_email")?,
-        state: column(row, T, "state")?,
-        created_at: required_time(row, T, "created_at")?,
-        last_used_at: time_column(row, T, "last_used_at")?,
-        last_validated_at: time_column(row, T, "last_validated_at")?,
-        last_error: column(row, T, "last_error")?,
-    })
-}
-
-/// Decodes a `runs` row; anything this binary does not understand is [`StoreError::Corrupt`].
-fn run_from_row(row: &SqliteRow) -> StoreResult<Run> {
-    const T: &str = "runs";
-    let id: String = column(row, T, "id")?;
-    Ok(Run {
-        id: Uuid::parse_str(&id).map_err(|error| corrupt(T, format!("id {id:?}: {error}")))?,
-        job_name: column(row, T, "job_name")?,
-        kind: column(row, T, "kind")?,
-        trigger: Trigger::from_str(&column::<String>(row, T, "trigger")?)?,
-        fire_time: time_column(row, T, "fire_time")?,
-        unique_key: column(row, T, "unique_key")?,
-        priority: column(row, T, "priority")?,
-        state: RunState::from_str(&column::<String>(row, T, "state")?)?,
-        attempt: column(row, T, "attempt")?,
-        max_attempts: column(row, T, "max_attempts")?,
-        run_after: required_time(row, T, "run_after")?,
-        retry_initial_secs: column(row, T, "retry_initial_secs")?,
-        retry_max_secs: column(row, T, "retry_max_secs")?,
-        lease_owner: column(row, T, "lease_owner")?,
-        lease_expires_at: time_column(row, T, "lease_expires_at")?,
-        rescues: column(row, T, "rescues")?,
-        created_at: required_time(row, T, "created_at")?,
-        started_at: time_column(row, T, "started_at")?,
-        finished_at: time_column(row, T, "finished_at")?,
-        last_error: column(row, T, "last_error")?,
-        progress: json_column(row, T, "progress")?,
-    })
-}
-
-fn schedule_from_row(row: &SqliteRow) -> StoreResult<ScheduleRow> {
-    const T: &str = "schedules";
-    Ok(ScheduleRow {
-        job_name: column(row, T, "job_name")?,
-        next_fire_at: required_time(row, T, "next_fire_at")?,
-        last_fire_at: time_column(row, T, "last_fire_at")?,
-        definition: column(row, T, "definition")?,
-    })
-}
-
-/// `?, ?, …` for `count` values.
-fn placeholders(count: usize) -> String {
-    vec!["?"; count].join(", ")
-}
-
-/// Inserts a run unless its (job, unique key) exists; the new row, or None for a duplicate.
-async fn insert_run<'c, E>(
-    executor: E,
-    run: &NewRun,
-    now: DateTime<Utc>,
-) -> StoreResult<Option<Run>>
-where
-    E: sqlx::Executor<'c, Database = Sqlite>,
-{
-    let finished_at = run.state.is_terminal().then_some(micros(now));
-    let row = sqlx::query(concat!(
-        "INSERT INTO runs (id, job_name, kind, \"trigger\", fire_time, unique_key, priority, \
-         state, attempt, max_attempts, run_after, retry_initial_secs, retry_max_secs, rescues, \
-         created_at, finished_at, last_error, progress) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 0, ?, ?, ?, '{}') \
-         ON CONFLICT (job_name, unique_key) DO NOTHING RETURNING ",
-        run_columns!()
-    ))
-    .bind(Uuid::new_v4().to_string())
-    .bind(&run.job_name)
-    .bind(&run.kind)
-    .bind(run.trigger.as_str())
-    .bind(opt_micros(run.fire_time))
-    .bind(&run.unique_key)
-    .bind(run.priority)
-    .bind(run.state.as_str())
-    .bind(run.max_attempts)
-    .bind(micros(run.run_after))
-    .bind(secs(run.retry_initial))
-    .bind(secs(run.retry_max))
-    .bind(micros(now))
-    .bind(finished_at)
-    .bind(&run.note)
-    .fetch_optional(executor)
-    .await?;
-    row.as_ref().map(run_from_row).transpose()
-}
-
-/// Semantics shared with the PostgreSQL store (the conformance suite checks both):
-///
-/// - `enqueue`: `INSERT … ON CONFLICT (job_name, unique_key) DO NOTHING`; a conflict is
-///   [`Enqueued::Duplicate`]. A run enqueued in a terminal state (`skipped`) gets
-///   `finished_at = now` so pruning removes it in time. `note` goes to `last_error`.
-/// - `fire`: one transaction: compare-and-set of the schedule row (insert when
-///   `expected_next` is None, else update where `next_fire_at = expected_next`), then the runs
-///   with `ON CONFLICT DO NOTHING`; nothing changes when the compare fails.
-/// - `claim`: only `queued`/`retrying` runs with `run_after <= now`, of `kinds` when given, of
-///   jobs with no `running` run (also a partial unique index); best `priority` first, then
-///   oldest `run_after`, then oldest `created_at`. Sets `running`, `attempt + 1`, `started_at`,
-///   and the lease. `kinds = Some(&[])` claims nothing.
-/// - `heartbeat`, `finish`, `set_progress`, `put_checkpoint`: only while the run is `running`
-///   with `lease_owner = owner`; otherwise false and nothing changes.
-/// - `finish`: `Release` → `queued`, attempt − 1, lease cleared; `Retry` → `retrying` at
-///   `run_after` with `last_error`; `Snooze` → `queued` at `run_after`, attempt − 1, note in
-///   `last_error`; `Complete` (progress stored), `Fail`, `Dead`, `NeedsReauth`, `Cancel` →
-///   their terminal state with `finished_at = now`. Every transition clears the lease.
-/// - `rescue_expired`: `running` runs with `lease_expires_at <= now` go to `retrying` (due now,
-///   `rescues + 1`, `last_error = "lease expired (worker lost)"`), or to `dead` (finished now)
-///   when `attempt >= max_attempts`.
-/// - `acquire_lease`: upsert that only overwrites a row held by `owner` or expired
-///   (`expires_at <= now`).
-/// - `prune_runs`: deletes terminal runs with `finished_at < before`.
-/// - `list_runs`: newest `created_at` first; `limit <= 0` means no limit.
-/// - `count_by_state`: every state of [`RunState::ALL`], zero counts included.
-/// - `job_summaries`: per job, the state and `finished_at` of its newest run (by `created_at`)
-///   and its latest `completed` `finished_at`, ordered by job name.
+/// Every write holds SQLite's single write lock from its first statement (`BEGIN IMMEDIATE`),
+/// so claims and checkpoint writes need no row locks of their own; the claim walks the
+/// `runs_claim` index in claim order and stops at the first due run of a job not already
+/// running (the planner would otherwise sort every due run).
 #[async_trait]
-impl Store for SqliteStore {
-    async fn migrate(&self) -> StoreResult<()> {
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+
+    const CLAIM_CANDIDATES: &'static str = "runs r INDEXED BY runs_claim";
+    const CLAIM_LOCK: &'static str = "";
+    const FENCE_LOCK: &'static str = "";
+
+    fn readers(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn apply_migrations(&self) -> StoreResult<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
         Ok(())
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn enqueue(&self, run: NewRun, now: DateTime<Utc>) -> StoreResult<Enqueued> {
-        let inserted = self
-            .write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-                Box::pin(async move { insert_run(conn, &run, now).await })
-            })
-            .await?;
-        Ok(match inserted {
-            Some(run) => Enqueued::Inserted(Box::new(run)),
-            None => Enqueued::Duplicate,
-        })
-    }
-
-    async fn fire(
-        &self,
-        schedule: &ScheduleRow,
-        expected_next: Option<DateTime<Utc>>,
-        runs: Vec<NewRun>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let schedule = schedule.clone();
-        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let advanced = match expected_next {
-                    None => sqlx::query(
-                        "INSERT INTO schedules (job_name, next_fire_at, last_fire_at, \
-                         definition) VALUES (?, ?, ?, ?) ON CONFLICT (job_name) DO NOTHING",
-                    )
-                    .bind(&schedule.job_name)
-                    .bind(micros(schedule.next_fire_at))
-                    .bind(opt_micros(schedule.last_fire_at))
-                    .bind(&schedule.definition)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected(),
-                    Some(expected) => sqlx::query(
-                        "UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, definition = ? \
-                         WHERE job_name = ? AND next_fire_at = ?",
-                    )
-                    .bind(micros(schedule.next_fire_at))
-                    .bind(opt_micros(schedule.last_fire_at))
-                    .bind(&schedule.definition)
-                    .bind(&schedule.job_name)
-                    .bind(micros(expected))
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected(),
-                };
-                if advanced != 1 {
-                    return Ok(false); // nothing was changed
-                }
-                for run in &runs {
-                    insert_run(&mut *conn, run, now).await?;
-                }
-                Ok(true)
-            })
+    async fn write(&self, statement: Statement) -> StoreResult<u64> {
+        self.commit_write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
+            Sqlite::execute(conn, statement)
         })
         .await
     }
 
-    async fn claim(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-        kinds: Option<&[String]>,
-    ) -> StoreResult<Option<Run>> {
-        if kinds.is_some_and(<[String]>::is_empty) {
-            return Ok(None);
-        }
-        let kind_filter = match kinds {
-            Some(kinds) => format!("AND r.kind IN ({})", placeholders(kinds.len())),
-            None => String::new(),
-        };
-        // `INDEXED BY`: walk the claimable runs in claim order and stop at the first due one of
-        // a job not already running (the planner would otherwise sort every due run).
-        let sql = format!(
-            "UPDATE runs SET state = 'running', attempt = attempt + 1, lease_owner = ?, \
-             lease_expires_at = ?, started_at = ? \
-             WHERE state IN ('queued', 'retrying') AND id = ( \
-                 SELECT r.id FROM runs r INDEXED BY runs_claim \
-                 WHERE r.state IN ('queued', 'retrying') AND r.run_after <= ? {kind_filter} \
-                   AND NOT EXISTS (SELECT 1 FROM runs x \
-                                   WHERE x.job_name = r.job_name AND x.state = 'running') \
-                 ORDER BY r.priority DESC, r.run_after ASC, r.created_at ASC, r.id ASC \
-                 LIMIT 1) \
-             RETURNING {}",
-            run_columns!()
-        );
-        let owner = owner.to_owned();
-        let kinds: Vec<String> = kinds.map(<[String]>::to_vec).unwrap_or_default();
-        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let mut query = sqlx::query(AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(micros(until(now, lease)))
-                    .bind(micros(now))
-                    .bind(micros(now));
-                for kind in kinds {
-                    query = query.bind(kind);
-                }
-                let row = query.fetch_optional(&mut *conn).await?;
-                // Decoded inside the transaction: a corrupt row fails the claim and rolls it
-                // back rather than leaving a run claimed by nobody.
-                row.as_ref().map(run_from_row).transpose()
-            })
-        })
-        .await
+    async fn write_run(&self, statement: Statement) -> StoreResult<Option<Run>> {
+        self.write_returning_run(Shape::OneStatement, statement)
+            .await
     }
 
-    async fn heartbeat(
-        &self,
-        run_id: Uuid,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-    ) -> StoreResult<bool> {
-        let owner = owner.to_owned();
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query(concat!(
-                    "UPDATE runs SET lease_expires_at = ? WHERE ",
-                    held!()
-                ))
-                .bind(micros(until(now, lease)))
-                .bind(run_id.to_string())
-                .bind(owner)
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
+    async fn claim_run(&self, statement: Statement) -> StoreResult<Option<Run>> {
+        // A corrupt row fails the claim and rolls it back rather than leaving a run claimed by
+        // nobody.
+        self.write_returning_run(Shape::Savepoint, statement).await
     }
 
-    async fn finish(
-        &self,
-        run_id: Uuid,
-        owner: &str,
-        transition: Transition,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let owner = owner.to_owned();
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let now = micros(now);
-                let query = match &transition {
-                    Transition::Complete { progress } => sqlx::query(concat!(
-                        "UPDATE runs SET state = 'completed', finished_at = ?, progress = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                        held!()
-                    ))
-                    .bind(now)
-                    .bind(progress.to_string()),
-                    Transition::Retry { run_after, error } => sqlx::query(concat!(
-                        "UPDATE runs SET state = 'retrying', run_after = ?, last_error = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                        held!()
-                    ))
-                    .bind(micros(*run_after))
-                    .bind(error),
-                    Transition::Snooze { run_after, note } => sqlx::query(concat!(
-                        "UPDATE runs SET state = 'queued', run_after = ?, last_error = ?, \
-                         attempt = MAX(attempt - 1, 0), lease_owner = NULL, \
-                         lease_expires_at = NULL WHERE ",
-                        held!()
-                    ))
-                    .bind(micros(*run_after))
-                    .bind(note),
-                    Transition::Release => sqlx::query(concat!(
-                        "UPDATE runs SET state = 'queued', attempt = MAX(attempt - 1, 0), \
-                         lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                        held!()
-                    )),
-                    Transition::Fail { error: message }
-                    | Transition::Dead { error: message }
-                    | Transition::NeedsReauth { error: message }
-                    | Transition::Cancel { note: message } => {
-                        let state = match &transition {
-                            Transition::Fail { .. } => RunState::Failed,
-                            Transition::Dead { .. } => RunState::Dead,
-                            Transition::NeedsReauth { .. } => RunState::NeedsReauth,
-                            _ => RunState::Cancelled,
-                        };
-                        sqlx::query(concat!(
-                            "UPDATE runs SET state = ?, finished_at = ?, last_error = ?, \
-                             lease_owner = NULL, lease_expires_at = NULL WHERE ",
-                            held!()
-                        ))
-                        .bind(state.as_str())
-                        .bind(now)
-                        .bind(message)
-                    }
-                };
-                let done = query
-                    .bind(run_id.to_string())
-                    .bind(owner)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn rescue_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE runs SET \
-                       state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retrying' END, \
-                       run_after = CASE WHEN attempt >= max_attempts THEN run_after ELSE ?1 END, \
-                       finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END, \
-                       rescues = rescues + 1, last_error = 'lease expired (worker lost)', \
-                       lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE state = 'running' AND lease_expires_at <= ?1",
-                )
-                .bind(micros(now))
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected())
-            })
-        })
-        .await
-    }
-
-    async fn set_progress(&self, run_id: Uuid, owner: &str, progress: Value) -> StoreResult<bool> {
-        let owner = owner.to_owned();
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query(concat!("UPDATE runs SET progress = ? WHERE ", held!()))
-                    .bind(progress.to_string())
-                    .bind(run_id.to_string())
-                    .bind(owner)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn get_run(&self, run_id: Uuid) -> StoreResult<Option<Run>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE id = ?"
-        ))
-        .bind(run_id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
-    }
-
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
-        let mut sql = concat!("SELECT ", run_columns!(), " FROM runs WHERE 1 = 1").to_owned();
-        if filter.job_name.is_some() {
-            sql.push_str(" AND job_name = ?");
-        }
-        if !filter.states.is_empty() {
-            sql.push_str(&format!(
-                " AND state IN ({})",
-                placeholders(filter.states.len())
-            ));
-        }
-        sql.push_str(" ORDER BY created_at DESC, id DESC");
-        if filter.limit > 0 {
-            sql.push_str(" LIMIT ?");
-        }
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        if let Some(job_name) = &filter.job_name {
-            query = query.bind(job_name);
-        }
-        for state in &filter.states {
-            query = query.bind(state.as_str());
-        }
-        if filter.limit > 0 {
-            query = query.bind(filter.limit);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(run_from_row).collect()
-    }
-
-    async fn has_active_run(&self, job_name: &str) -> StoreResult<bool> {
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_name = ? \
-             AND state IN ('queued', 'retrying', 'running')) AS active",
-        )
-        .bind(job_name)
-        .fetch_one(&self.pool)
-        .await?;
-        column::<bool>(&row, "runs", "active")
-    }
-
-    async fn count_by_state(&self) -> StoreResult<Vec<(RunState, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        let pairs = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    column::<String>(row, "runs", "state")?,
-                    column::<i64>(row, "runs", "n")?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        super::counts_in_state_order(pairs)
-    }
-
-    async fn job_summaries(&self) -> StoreResult<Vec<JobSummary>> {
-        let rows = sqlx::query(
-            "SELECT j.job_name, \
-               (SELECT r.state FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_state, \
-               (SELECT r.finished_at FROM runs r WHERE r.job_name = j.job_name \
-                ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS last_finished_at, \
-               (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_name = j.job_name \
-                AND r.state = 'completed') AS last_success_at \
-             FROM (SELECT DISTINCT job_name FROM runs) j ORDER BY j.job_name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JobSummary {
-                    job_name: column(row, "runs", "job_name")?,
-                    last_state: column::<Option<String>>(row, "runs", "last_state")?
-                        .map(|s| RunState::from_str(&s))
-                        .transpose()?,
-                    last_finished_at: time_column(row, "runs", "last_finished_at")?,
-                    last_success_at: time_column(row, "runs", "last_success_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn get_schedule(&self, job_name: &str) -> StoreResult<Option<ScheduleRow>> {
-        let row = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             WHERE job_name = ?",
-        )
-        .bind(job_name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(schedule_from_row).transpose()
-    }
-
-    async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRow>> {
-        let rows = sqlx::query(
-            "SELECT job_name, next_fire_at, last_fire_at, definition FROM schedules \
-             ORDER BY job_name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(schedule_from_row).collect()
-    }
-
-    async fn delete_schedule(&self, job_name: &str) -> StoreResult<()> {
-        let job_name = job_name.to_owned();
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM schedules WHERE job_name = ?")
-                    .bind(job_name)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        owner: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<bool> {
-        let (name, owner) = (name.to_owned(), owner.to_owned());
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
-                       expires_at = excluded.expires_at \
-                     WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4",
-                )
-                .bind(name)
-                .bind(owner)
-                .bind(micros(until(now, ttl)))
-                .bind(micros(now))
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn release_lease(&self, name: &str, owner: &str) -> StoreResult<()> {
-        let (name, owner) = (name.to_owned(), owner.to_owned());
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM leases WHERE name = ? AND owner = ?")
-                    .bind(name)
-                    .bind(owner)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    async fn get_checkpoint(&self, job_name: &str, key: &str) -> StoreResult<Option<Value>> {
-        let row = sqlx::query("SELECT value FROM checkpoints WHERE job_name = ? AND key = ?")
-            .bind(job_name)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref()
-            .map(|row| json_column(row, "checkpoints", "value"))
-            .transpose()
-    }
-
-    async fn put_checkpoint(
-        &self,
-        run_id: Uuid,
-        owner: &str,
-        job_name: &str,
-        key: &str,
-        value: Value,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let (owner, job_name, key) = (owner.to_owned(), job_name.to_owned(), key.to_owned());
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                // The fence and the write in one statement under SQLite's write lock.
-                let done = sqlx::query(concat!(
-                    "INSERT INTO checkpoints (job_name, key, value, updated_at) \
-                     SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE ",
-                    held!(),
-                    ") ON CONFLICT (job_name, key) DO UPDATE SET value = excluded.value, \
-                     updated_at = excluded.updated_at"
-                ))
-                .bind(job_name)
-                .bind(key)
-                .bind(value.to_string())
-                .bind(micros(now))
-                .bind(run_id.to_string())
-                .bind(owner)
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "DELETE FROM runs WHERE finished_at < ? AND state NOT IN \
-                     ('queued', 'retrying', 'running')",
-                )
-                .bind(micros(before))
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected())
-            })
-        })
-        .await
-    }
-    async fn put_credential(&self, row: &CredentialRow, replace: bool) -> StoreResult<bool> {
-        let row = row.clone();
-        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                if replace {
-                    sqlx::query("DELETE FROM credentials WHERE name = ?")
-                        .bind(&row.name)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                let done = sqlx::query(concat!(
-                    "INSERT INTO credentials (",
-                    credential_columns!(),
-                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     ON CONFLICT (name) DO NOTHING"
-                ))
-                .bind(row.id.to_string())
-                .bind(row.name)
-                .bind(row.kind)
-                .bind(row.tier)
-                .bind(row.tenant)
-                .bind(row.key_version)
-                .bind(row.nonce)
-                .bind(row.ciphertext)
-                .bind(row.owner_gid)
-                .bind(row.owner_name)
-                .bind(row.owner_email)
-                .bind(row.state)
-                .bind(micros(row.created_at))
-                .bind(opt_micros(row.last_used_at))
-                .bind(opt_micros(row.last_validated_at))
-                .bind(row.last_error)
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn get_credential(&self, name: &str) -> StoreResult<Option<CredentialRow>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            credential_columns!(),
-            " FROM credentials WHERE name = ?"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(credential_from_row).transpose()
-    }
-
-    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            credential_columns!(),
-            " FROM credentials ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(credential_from_row).collect()
-    }
-
-    async fn delete_credential(&self, name: &str) -> StoreResult<bool> {
-        let name = name.to_owned();
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query("DELETE FROM credentials WHERE name = ?")
-                    .bind(name)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn set_credential_status(
-        &self,
-        name: &str,
-        status: &CredentialStatus,
-    ) -> StoreResult<bool> {
-        let (name, status) = (name.to_owned(), status.clone());
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE credentials SET state = ?, owner_gid = COALESCE(?, owner_gid), \
-                       owner_name = COALESCE(?, owner_name), \
-                       owner_email = COALESCE(?, owner_email), \
-                       last_validated_at = COALESCE(?, last_validated_at), last_error = ? \
-                     WHERE name = ?",
-                )
-                .bind(status.state)
-                .bind(status.owner_gid)
-                .bind(status.owner_name)
-                .bind(status.owner_email)
-                .bind(opt_micros(status.validated_at))
-                .bind(status.last_error)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn update_credential_secret(
-        &self,
-        id: Uuid,
-        key_version: i32,
-        nonce: Vec<u8>,
-        ciphertext: Vec<u8>,
-        state: &str,
-    ) -> StoreResult<bool> {
-        let state = state.to_owned();
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE credentials SET key_version = ?, nonce = ?, ciphertext = ?, \
-                       state = ?, last_error = NULL WHERE id = ?",
-                )
-                .bind(key_version)
-                .bind(nonce)
-                .bind(ciphertext)
-                .bind(state)
-                .bind(id.to_string())
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
-        })
-        .await
-    }
-
-    async fn touch_credential(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        let name = name.to_owned();
-        self.write(Shape::OneStatement, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                sqlx::query("UPDATE credentials SET last_used_at = ? WHERE name = ?")
-                    .bind(micros(at))
-                    .bind(name)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    async fn reencrypt_credentials(&self, batch: Vec<Reencrypted>) -> StoreResult<u64> {
-        self.write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
-            Box::pin(async move {
-                let mut changed = 0;
-                for row in batch {
-                    let done = sqlx::query(
-                        "UPDATE credentials SET key_version = ?, nonce = ?, ciphertext = ? \
-                         WHERE id = ? AND key_version = ?",
-                    )
-                    .bind(row.key_version)
-                    .bind(row.nonce)
-                    .bind(row.ciphertext)
-                    .bind(row.id.to_string())
-                    .bind(row.from_version)
-                    .execute(&mut *conn)
-                    .await?;
-                    changed += done.rows_affected();
-                }
-                Ok(changed)
-            })
+    async fn write_transaction(&self, transaction: Transaction) -> StoreResult<Option<Vec<u64>>> {
+        self.commit_write(Shape::Savepoint, move |conn: &mut SqliteConnection| {
+            Sqlite::transaction(conn, transaction)
         })
         .await
     }
