@@ -7,15 +7,17 @@
 //! one module per endpoint group; [`admin`] is the control surface for tests.
 
 pub mod admin;
+pub mod background;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod input;
 pub mod limits;
 pub mod middleware;
+pub mod model;
 pub mod routes;
 pub mod state;
 pub mod wire;
-pub mod world;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -87,7 +89,7 @@ impl SimServer {
         let state = build_state(config, local);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        routes::spawn_background(&state, &tasks, &shutdown);
+        background::spawn(&state, &tasks, &shutdown);
         let app = router(state.clone());
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -149,7 +151,7 @@ impl SimServer {
 
 fn build_state(config: SimConfig, addr: SocketAddr) -> SharedState {
     let clock = clock::SimClock::new(Utc::now(), config.time_scale);
-    let world = world::World::generate(config.seed, &config.world, clock.now());
+    let world = model::world::World::generate(config.seed, &config.world, clock.now());
     let mut tokens = HashMap::new();
     for spec in config.effective_tokens() {
         let user_gid = world

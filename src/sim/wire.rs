@@ -178,18 +178,6 @@ pub fn page(data: Vec<Value>, next_page: Option<Value>, paginated: bool) -> ApiR
     Ok(axum::Json(Value::Object(body)).into_response())
 }
 
-/// Reads the request body's `data` object, as Asana requires for POST/PUT.
-pub fn body_data(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::bad_request("Could not parse request data, invalid JSON"))?;
-    match value.get("data") {
-        Some(Value::Object(map)) => Ok(map.clone()),
-        _ => Err(ApiError::bad_request(
-            "data: Missing input. Request bodies must be of the form {\"data\": {...}}",
-        )),
-    }
-}
-
 /// Parses a `limit` parameter: 1..=100 as Asana enforces.
 pub fn parse_limit(raw: Option<&str>) -> Result<Option<usize>, ApiError> {
     match raw {

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
 use super::Params;
+use crate::sim::input;
 use crate::sim::state::{Caller, SharedState};
 use crate::sim::wire::{self, ApiError, ApiResult, urlencode};
 
@@ -32,7 +33,7 @@ async fn batch(
     body: Bytes,
 ) -> ApiResult {
     let _params = Params::parse(query)?;
-    let data = wire::body_data(&body)?;
+    let data = input::body_data(&body)?;
     let actions = match data.get("actions") {
         Some(Value::Array(actions)) => actions.clone(),
         Some(_) => return Err(ApiError::bad_request("actions: Not an array")),

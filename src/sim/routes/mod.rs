@@ -18,12 +18,10 @@ pub mod teams;
 pub mod users;
 
 use axum::Router;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::model::world::{self, World};
 use super::state::{SharedState, SimState};
 use super::wire::{self, ApiError, ApiResult, Detail, FieldTree};
-use super::world::{self, World};
 
 /// Routes under `/api/1.0`, all behind authentication and limits.
 pub fn api_routes() -> Router<SharedState> {
@@ -48,13 +46,6 @@ pub fn public_routes() -> Router<SharedState> {
     Router::new()
         .merge(exports::public_routes())
         .merge(oauth::routes())
-}
-
-/// Starts background generators (audit events, task activity) tied to the server's lifetime.
-pub fn spawn_background(state: &SharedState, tasks: &TaskTracker, shutdown: &CancellationToken) {
-    events::spawn_activity(state, tasks, shutdown);
-    audit_log::spawn_generator(state, tasks, shutdown);
-    exports::spawn_runner(state, tasks, shutdown);
 }
 
 /// Query parameters of a request, in order, with the common ones parsed.

@@ -8,9 +8,9 @@ use axum::routing::get;
 
 use super::support::{bool_param, require_workspace};
 use super::{Params, paginate, single};
+use crate::sim::model::world::World;
 use crate::sim::state::SharedState;
 use crate::sim::wire::{ApiError, ApiResult};
-use crate::sim::world::World;
 
 /// Routes of this group.
 pub fn routes() -> Router<SharedState> {

@@ -10,11 +10,12 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 
 use super::Params;
-use super::support::{bool_param, require_workspace, resolve_user, split_list, time_param};
+use super::support::{bool_param, require_workspace, resolve_user, time_param};
 use crate::sim::config::Tier;
+use crate::sim::input::split_list;
+use crate::sim::model::world::{self, Task, World};
 use crate::sim::state::{Caller, SharedState};
 use crate::sim::wire::{self, ApiError, ApiResult, Detail};
-use crate::sim::world::{self, Task, World};
 
 fn in_projects(task: &Task) -> Vec<&str> {
     task.memberships.iter().map(|(p, _)| p.as_str()).collect()

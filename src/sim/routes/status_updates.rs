@@ -6,11 +6,13 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::routing::get;
 
-use super::support::{body_string, created_object, read_body, time_param, unrecognized};
+use super::support::{created_object, read_body, time_param};
 use super::{Params, paginate, single};
+use crate::sim::input::{body_string, unrecognized};
+use crate::sim::model::rich_text::{escape_xml, rich_text_to_plain};
+use crate::sim::model::world::StatusUpdate;
 use crate::sim::state::{Caller, SharedState};
 use crate::sim::wire::{ApiError, ApiResult};
-use crate::sim::world::StatusUpdate;
 
 /// `status_type` values allowed on project and portfolio status updates.
 pub const PROJECT_STATUS_TYPES: &[&str] = &[
@@ -95,10 +97,10 @@ async fn create(
     let title = body_string(&data, "title")?.unwrap_or_default();
     let html_text = match body_string(&data, "html_text")? {
         Some(html) => {
-            super::stories::rich_text_to_plain(&html, "html_text")?;
+            rich_text_to_plain(&html, "html_text")?;
             html
         }
-        None => format!("<body>{}</body>", crate::sim::world::escape_xml(&text)),
+        None => format!("<body>{}</body>", escape_xml(&text)),
     };
     let now = state.clock.now();
     let gid = {

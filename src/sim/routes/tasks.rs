@@ -1,23 +1,22 @@
 //! Tasks: `GET /tasks` (by project, section, tag, or assignee + workspace, with `completed_since`
 //! and `modified_since`), `GET /projects/{gid}/tasks`, `GET /sections/{gid}/tasks`,
 //! `GET /tags/{gid}/tasks`, `GET /tasks/{gid}`, `GET /tasks/{gid}/subtasks`, `PUT /tasks/{gid}`,
-//! `DELETE /tasks/{gid}` and `POST /tasks`. Writes record events (see [`super::events`]).
+//! `DELETE /tasks/{gid}` and `POST /tasks`. Writes go through `SimState::edit`, which records their
+//! events.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
-use super::support::{
-    body_bool, body_gid_list, body_nullable_string, body_string, created_object, parse_date,
-    read_body, resolve_user, time_param, unrecognized,
-};
-use super::{Params, events, paginate, single};
+use super::support::{created_object, read_body, resolve_user, time_param};
+use super::{Params, paginate, single};
+use crate::sim::input::unrecognized;
+use crate::sim::model::requests::{parse_new_task, parse_patch};
+use crate::sim::model::world::{Task, World};
 use crate::sim::state::{Caller, SharedState};
 use crate::sim::wire::{ApiError, ApiResult};
-use crate::sim::world::{NewTask, Task, TaskPatch, World};
 
 /// Asana's message when `GET /tasks` gets no (or more than one) way to select tasks.
 pub const TASKS_SELECTOR_MESSAGE: &str =
@@ -256,49 +255,6 @@ async fn subtasks(
     paginate(&state, &world, &path, &params, &selected)
 }
 
-/// Reads the writable fields of a task from a request's `data`: `name`, `notes` (or `html_notes`),
-/// `completed`, `assignee` (gid, email, `me` or null) and `due_on` (`YYYY-MM-DD` or null).
-/// `caller` resolves `me`; without one (admin API) `me` is not accepted.
-pub fn parse_patch(
-    world: &World,
-    caller: Option<&Caller>,
-    data: &Map<String, Value>,
-) -> Result<TaskPatch, ApiError> {
-    let mut patch = TaskPatch {
-        name: body_string(data, "name")?,
-        notes: body_string(data, "notes")?,
-        completed: body_bool(data, "completed")?,
-        ..TaskPatch::default()
-    };
-    if let Some(html) = body_string(data, "html_notes")? {
-        if patch.notes.is_some() {
-            return Err(ApiError::bad_request(
-                "You may only provide one of notes or html_notes",
-            ));
-        }
-        patch.notes = Some(super::stories::rich_text_to_plain(&html, "html_notes")?);
-    }
-    if let Some(assignee) = body_nullable_string(data, "assignee")? {
-        patch.assignee = Some(match assignee {
-            None => None,
-            Some(raw) => {
-                let user = match caller {
-                    Some(caller) => resolve_user(world, caller, &raw),
-                    None => world.users.get(&raw).map(|u| u.gid.clone()),
-                };
-                Some(user.ok_or_else(|| unrecognized("assignee", &raw))?)
-            }
-        });
-    }
-    if let Some(due_on) = body_nullable_string(data, "due_on")? {
-        patch.due_on = Some(match due_on {
-            None => None,
-            Some(raw) => Some(parse_date("due_on", &raw)?),
-        });
-    }
-    Ok(patch)
-}
-
 async fn update_task(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
@@ -311,9 +267,11 @@ async fn update_task(
         let world = state.world();
         live_task(&world, &task_gid)?;
         let data = read_body(&body, &mut params)?;
-        parse_patch(&world, Some(&caller), &data)?
+        parse_patch(&world, Some(&caller.record.user_gid), &data)?
     };
-    events::change_task(&state, &task_gid, &patch, Some(&caller.record.user_gid))
+    let me = &caller.record.user_gid;
+    state
+        .edit(|edit| edit.change_task(&task_gid, &patch, Some(me)))
         .ok_or_else(|| ApiError::not_found("task"))?;
     let world = state.world();
     single(&world, &task_gid, &params, "task")
@@ -329,81 +287,12 @@ async fn create_task(
     let new = {
         let world = state.world();
         let data = read_body(&body, &mut params)?;
-        new_task(&world, &caller, &data)?
+        parse_new_task(&world, &caller.record.user_gid, &data)?
     };
-    let gid = events::create_task(&state, new, Some(&caller.record.user_gid));
+    let me = &caller.record.user_gid;
+    let gid = state.edit(|edit| edit.create_task(new, Some(me)));
     let world = state.world();
     created_object(&world, &gid, &params, &format!("/tasks/{gid}"))
-}
-
-fn new_task(
-    world: &World,
-    caller: &Caller,
-    data: &Map<String, Value>,
-) -> Result<NewTask, ApiError> {
-    let patch = parse_patch(world, Some(caller), data)?;
-    let workspace = body_string(data, "workspace")?;
-    let projects = body_gid_list(data, "projects")?;
-    let parent = body_string(data, "parent")?;
-    let mut memberships = Vec::new();
-    if let Some(Value::Array(items)) = data.get("memberships") {
-        for item in items {
-            let project = item
-                .get("project")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let section = item
-                .get("section")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            match world.sections.get(section) {
-                Some(found) if found.project == project => {
-                    memberships.push((project.to_string(), section.to_string()))
-                }
-                _ => return Err(unrecognized("memberships", section)),
-            }
-        }
-    }
-    for project in &projects {
-        if world.projects.get(project).is_none() {
-            return Err(unrecognized("projects", project));
-        }
-        if memberships.iter().any(|(p, _)| p == project) {
-            continue;
-        }
-        let first_section = world
-            .sections
-            .iter()
-            .find(|s| &s.project == project)
-            .map(|s| s.gid.clone())
-            .unwrap_or_default();
-        memberships.push((project.clone(), first_section));
-    }
-    if let Some(parent) = &parent
-        && world.tasks.get(parent).is_none_or(|t| t.deleted)
-    {
-        return Err(unrecognized("parent", parent));
-    }
-    if let Some(workspace) = &workspace
-        && workspace != &world.workspace.gid
-    {
-        return Err(unrecognized("workspace", workspace));
-    }
-    if workspace.is_none() && memberships.is_empty() && parent.is_none() {
-        return Err(ApiError::bad_request(
-            "You should specify one of workspace, parent, projects",
-        ));
-    }
-    Ok(NewTask {
-        name: patch.name.unwrap_or_default(),
-        notes: patch.notes.unwrap_or_default(),
-        assignee: patch.assignee.flatten(),
-        created_by: caller.record.user_gid.clone(),
-        completed: patch.completed.unwrap_or(false),
-        due_on: patch.due_on.flatten(),
-        memberships,
-        parent,
-    })
 }
 
 /// `DELETE /tasks/{gid}`: trashes the task; answers an empty data record, as Asana does.
@@ -412,7 +301,8 @@ async fn delete_task(
     Extension(caller): Extension<Caller>,
     Path(task_gid): Path<String>,
 ) -> ApiResult {
-    if !events::delete_task(&state, &task_gid, Some(&caller.record.user_gid)) {
+    let me = &caller.record.user_gid;
+    if !state.edit(|edit| edit.delete_task(&task_gid, Some(me))) {
         return Err(ApiError::not_found("task"));
     }
     crate::sim::wire::ok(serde_json::json!({}))

@@ -13,8 +13,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::config::WorldSize;
-use super::wire::{self, Resolver, reference, references};
+use super::rich_text::escape_xml;
+use crate::sim::config::WorldSize;
+use crate::sim::wire::{self, Resolver, reference, references};
 
 /// Format of Asana timestamps: `2012-02-22T02:06:58.147Z`.
 pub fn timestamp(time: DateTime<Utc>) -> String {
@@ -879,6 +880,12 @@ impl World {
         self.audit_events.insert(position, event);
     }
 
+    /// Drops the audit events created before `cutoff` (past the retention period).
+    pub fn expire_audit_events(&mut self, cutoff: DateTime<Utc>) {
+        let expired = self.audit_events.partition_point(|e| e.created_at < cutoff);
+        self.audit_events.drain(..expired);
+    }
+
     /// Type and compact fields of the object `gid`, if it exists.
     pub fn kind_of(&self, gid: &str) -> Option<&'static str> {
         if gid == self.workspace.gid {
@@ -904,6 +911,21 @@ impl World {
         } else {
             None
         }
+    }
+
+    /// The user a request names: `me` (the caller, whose gid is `me`), a gid, or an email
+    /// address in any case, as Asana accepts user references.
+    pub fn find_user(&self, raw: &str, me: &str) -> Option<String> {
+        if raw == "me" {
+            return Some(me.to_string());
+        }
+        if let Some(user) = self.users.get(raw) {
+            return Some(user.gid.clone());
+        }
+        self.users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(raw))
+            .map(|u| u.gid.clone())
     }
 
     /// Subtasks of a task, in creation order.
@@ -1489,21 +1511,6 @@ impl World {
             .iter()
             .filter(move |t| !t.deleted && t.memberships.iter().any(|(p, _)| p == project))
     }
-}
-
-/// Escapes text for inclusion in Asana rich text (`html_notes`, `html_text`).
-pub fn escape_xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(ch),
-        }
-    }
-    out
 }
 
 fn gid_key(gid: &str) -> (usize, &str) {
