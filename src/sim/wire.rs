@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -27,6 +28,11 @@ please use it to request a new bearer token, otherwise allow the user to re-auth
 
 /// Largest result an unpaginated list request may return before Asana refuses it.
 pub const UNPAGINATED_MAX: usize = 1000;
+
+/// Format of Asana timestamps: `2012-02-22T02:06:58.147Z`.
+pub fn timestamp(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
 
 /// An error response in Asana's shape. Endpoints build these instead of raw responses so the body
 /// is always `{"errors":[{"message","help"}]}` (plus `phrase` on 500s).

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::admin_error;
 use crate::sim::model::requests::parse_patch;
-use crate::sim::model::world::render;
+use crate::sim::model::world::render::render;
 use crate::sim::state::SharedState;
 use crate::sim::wire::{Detail, FieldTree};
 

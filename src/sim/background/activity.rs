@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::sim::model::edit::Edit;
-use crate::sim::model::world::TaskPatch;
+use crate::sim::model::world::mutate::TaskPatch;
 use crate::sim::state::{SharedState, SimState};
 
 /// Words the generated task names and comments start with.

@@ -12,7 +12,8 @@ use super::events::{
     EventLog, NewEvent, story_added_events, task_added_events, task_changed_events,
     task_deleted_event,
 };
-use super::world::{FieldChange, NewTask, TaskPatch, World};
+use super::world::World;
+use super::world::mutate::{FieldChange, NewTask, TaskPatch};
 
 /// The world and its event log, borrowed together for one change made at `now`.
 #[derive(Debug)]

@@ -16,8 +16,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::world::{FieldChange, World, timestamp};
-use crate::sim::wire::reference;
+use super::world::World;
+use super::world::mutate::FieldChange;
+use crate::sim::wire::{reference, timestamp};
 
 /// Longest sync-token lifetime honoured (a century); larger configured values are capped.
 const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;

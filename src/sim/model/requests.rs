@@ -8,7 +8,8 @@
 use serde_json::{Map, Value};
 
 use super::rich_text::rich_text_to_plain;
-use super::world::{NewTask, TaskPatch, World};
+use super::world::World;
+use super::world::mutate::{NewTask, TaskPatch};
 use crate::sim::input::{
     body_bool, body_gid_list, body_nullable_string, body_string, parse_date, unrecognized,
 };

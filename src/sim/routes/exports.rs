@@ -56,9 +56,12 @@ use crate::sim::limits::RejectCause;
 use crate::sim::model::exports::{
     Export, ExportContent, ExportFile, ExportKind, ExportRegistry, Phase, ResourceParameter,
 };
-use crate::sim::model::world::{self, World, timestamp};
+use crate::sim::model::world::render::render;
+use crate::sim::model::world::{Task, World};
 use crate::sim::state::{Caller, SharedState, SimState};
-use crate::sim::wire::{self, ApiError, ApiResult, Detail, FieldTree, OFFSET_EXPIRED_MESSAGE};
+use crate::sim::wire::{
+    self, ApiError, ApiResult, Detail, FieldTree, OFFSET_EXPIRED_MESSAGE, timestamp,
+};
 
 /// Scope under which download tokens are signed (distinct from any pagination scope).
 const DOWNLOAD_SCOPE: &str = "export-download";
@@ -897,7 +900,7 @@ pub fn write_export(world: &World, export: &Export, path: &FsPath) -> std::io::R
 }
 
 fn full(world: &World, gid: &str) -> Value {
-    world::render(world, gid, None, Detail::Full).unwrap_or_else(|| json!({ "gid": gid }))
+    render(world, gid, None, Detail::Full).unwrap_or_else(|| json!({ "gid": gid }))
 }
 
 fn write_value(out: &mut impl Write, value: &Value) -> std::io::Result<()> {
@@ -1112,7 +1115,7 @@ fn time_filter(filters: &Map<String, Value>, field: &str, value: DateTime<Utc>) 
     bound("after").is_none_or(|t| value > t) && bound("before").is_none_or(|t| value < t)
 }
 
-fn task_matches(world: &World, task: &world::Task, filters: &Map<String, Value>) -> bool {
+fn task_matches(world: &World, task: &Task, filters: &Map<String, Value>) -> bool {
     let commenters: Vec<&str> = world
         .stories
         .iter()
@@ -1142,8 +1145,8 @@ fn write_resources(
     out: &mut GzEncoder<HashingFile>,
     padding: u64,
 ) -> std::io::Result<()> {
-    let render = |gid: &str, fields: Option<&FieldTree>| {
-        world::render(world, gid, fields, Detail::Full).unwrap_or_else(|| json!({ "gid": gid }))
+    let line_of = |gid: &str, fields: Option<&FieldTree>| {
+        render(world, gid, fields, Detail::Full).unwrap_or_else(|| json!({ "gid": gid }))
     };
     for parameter in parameters {
         let fields = parameter.fields.as_ref();
@@ -1153,13 +1156,13 @@ fn write_resources(
                     if !task_matches(world, task, &parameter.filters) {
                         continue;
                     }
-                    let mut line = render(&task.gid, fields);
+                    let mut line = line_of(&task.gid, fields);
                     if fields.is_none() {
                         let stories: Vec<Value> = world
                             .stories
                             .iter()
                             .filter(|s| s.target == task.gid)
-                            .map(|s| render(&s.gid, None))
+                            .map(|s| line_of(&s.gid, None))
                             .collect();
                         line["stories"] = Value::Array(stories);
                         line["attachments"] = json!([]);
@@ -1169,13 +1172,13 @@ fn write_resources(
             }
             "team" => {
                 for team in world.teams.iter() {
-                    let mut line = render(&team.gid, fields);
+                    let mut line = line_of(&team.gid, fields);
                     if fields.is_none() {
                         let members: Vec<Value> = team
                             .members
                             .iter()
                             .map(|gid| {
-                                world::render(world, gid, None, Detail::Compact)
+                                render(world, gid, None, Detail::Compact)
                                     .unwrap_or_else(|| json!({ "gid": gid }))
                             })
                             .collect();
@@ -1196,7 +1199,7 @@ fn write_resources(
                     {
                         continue;
                     }
-                    let mut line = render(&update.gid, fields);
+                    let mut line = line_of(&update.gid, fields);
                     line["resource_type"] = json!("message");
                     line["resource_subtype"] = json!("status_update");
                     if fields.is_none() {

@@ -19,7 +19,8 @@ pub mod users;
 
 use axum::Router;
 
-use super::model::world::{self, World};
+use super::model::world::World;
+use super::model::world::render::render;
 use super::state::{SharedState, SimState};
 use super::wire::{self, ApiError, ApiResult, Detail, FieldTree};
 
@@ -122,7 +123,7 @@ pub fn paginate(
     gids: &[String],
 ) -> ApiResult {
     paginate_with(state, path, params, gids, |gid| {
-        world::render(world, gid, params.fields(), Detail::Compact)
+        render(world, gid, params.fields(), Detail::Compact)
             .unwrap_or_else(|| serde_json::json!({ "gid": gid }))
     })
 }
@@ -173,7 +174,7 @@ pub fn paginate_with<T>(
 
 /// Renders one object in full (or per `opt_fields`), 404 when it does not exist.
 pub fn single(world: &World, gid: &str, params: &Params, what: &str) -> ApiResult {
-    match world::render(world, gid, params.fields(), Detail::Full) {
+    match render(world, gid, params.fields(), Detail::Full) {
         Some(value) => wire::ok(value),
         None => Err(ApiError::not_found(what)),
     }

@@ -13,7 +13,8 @@ use super::Params;
 use super::support::{bool_param, require_workspace, resolve_user, time_param};
 use crate::sim::config::Tier;
 use crate::sim::input::split_list;
-use crate::sim::model::world::{self, Task, World};
+use crate::sim::model::world::render::render;
+use crate::sim::model::world::{Task, World};
 use crate::sim::state::{Caller, SharedState};
 use crate::sim::wire::{self, ApiError, ApiResult, Detail};
 
@@ -193,7 +194,7 @@ async fn search(
         .iter()
         .take(limit)
         .map(|t| {
-            world::render(&world, &t.gid, params.fields(), Detail::Compact)
+            render(&world, &t.gid, params.fields(), Detail::Compact)
                 .unwrap_or_else(|| serde_json::json!({ "gid": t.gid }))
         })
         .collect();

@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use super::Params;
 use crate::sim::input::{self, parse_bool, parse_time};
-use crate::sim::model::world::{self, World};
+use crate::sim::model::world::World;
+use crate::sim::model::world::render::render;
 use crate::sim::state::{Caller, SimState};
 use crate::sim::wire::{self, ApiError, ApiResult, Detail, FieldTree};
 
@@ -58,7 +59,7 @@ pub fn read_body(body: &[u8], params: &mut Params) -> Result<Map<String, Value>,
 /// `201 Created` with the object rendered in full (or per `opt_fields`) and `Location` naming
 /// its API path.
 pub fn created_object(world: &World, gid: &str, params: &Params, location: &str) -> ApiResult {
-    let value = world::render(world, gid, params.fields(), Detail::Full)
+    let value = render(world, gid, params.fields(), Detail::Full)
         .unwrap_or_else(|| serde_json::json!({ "gid": gid }));
     wire::created(value, location)
 }
