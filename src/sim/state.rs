@@ -15,7 +15,7 @@ use super::config::{FaultSpec, SimConfig, Tier, TokenKind};
 use super::limits::Limits;
 use super::model::edit::Edit;
 use super::model::events::EventLog;
-use super::model::exports::ExportRegistry;
+use super::model::exports::registry::ExportRegistry;
 use super::model::world::World;
 use super::wire::OffsetCodec;
 

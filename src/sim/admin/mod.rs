@@ -6,6 +6,7 @@
 //! The admin layer sits beside the routes: it imports the state, the model and the foundations,
 //! never a route module.
 
+pub mod exports;
 pub mod tasks;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/clock", get(clock).post(advance_clock))
         .route("/users/{user_gid}/deactivate", post(deactivate_user))
         .route("/tasks/{task_gid}", post(tasks::change_task))
+        .merge(exports::routes())
 }
 
 fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {

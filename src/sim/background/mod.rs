@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod audit_log;
+pub mod exports;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,5 +17,5 @@ use super::state::SharedState;
 pub fn spawn(state: &SharedState, tasks: &TaskTracker, shutdown: &CancellationToken) {
     activity::spawn(state, tasks, shutdown);
     audit_log::spawn(state, tasks, shutdown);
-    super::routes::exports::spawn_runner(state, tasks, shutdown);
+    exports::spawn(state, tasks, shutdown);
 }

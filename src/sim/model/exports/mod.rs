@@ -1,18 +1,24 @@
-//! Exports and export jobs as the simulator keeps them: what each export contains, its progress
-//! on simulated time, its written file, and the registry of all of them with the knobs tests turn
-//! (failures, padding, expired download URLs).
+//! Exports and export jobs as the simulator keeps them: what each export contains and its
+//! progress on simulated time (here), the [`registry`] of all of them with the knobs tests turn,
+//! the resource-export [`parameters`] a request may carry, and the [`file`] a finished export is
+//! written to.
 //!
-//! Part of the model layer: imports [`crate::sim::wire`] (for [`FieldTree`]) only.
+//! Part of the model layer. This file imports `wire` (for [`FieldTree`]) only; the submodules
+//! import it and the world, never each other's callers (`state`, `routes`, `admin`, `background`).
 
-use std::collections::BTreeMap;
+pub mod file;
+pub mod parameters;
+pub mod registry;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
 
 use crate::sim::wire::FieldTree;
+
+/// Resource export files may be downloaded for this long after completion (Asana: 30 days).
+const RESOURCE_FILE_TTL_DAYS: i64 = 30;
 
 /// Which endpoint created an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +129,28 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    /// The `status` of a job in this phase (graph and resource exports).
+    pub fn job_status(self) -> &'static str {
+        match self {
+            Phase::Pending => "not_started",
+            Phase::Running => "in_progress",
+            Phase::Finished => "succeeded",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// The `state` of an organization export in this phase.
+    pub fn organization_export_state(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Running => "started",
+            Phase::Finished => "finished",
+            Phase::Failed => "error",
+        }
+    }
+}
+
 impl Export {
     /// Its phase at `now`.
     pub fn phase(&self, now: DateTime<Utc>) -> Phase {
@@ -146,77 +174,24 @@ impl Export {
             _ => None,
         }
     }
-}
 
-/// Exports and jobs created so far, and the knobs tests set.
-#[derive(Debug, Default)]
-pub struct ExportRegistry {
-    /// By gid (organization export gid or job gid).
-    pub exports: BTreeMap<String, Export>,
-    /// Generation of download URLs: URLs minted in an earlier generation have expired
-    /// (`/_sim/downloads/expire` starts a new one).
-    pub url_generation: u64,
-    /// How many of the next minted download URLs are born expired.
-    pub expired_urls_next: u32,
-    /// Cancelled by `/_sim/downloads/expire` with `abort_in_flight`: cuts the bodies of the
-    /// downloads being served at that moment.
-    in_flight: CancellationToken,
-    /// What the download route has served, for tests.
-    pub download_stats: DownloadStats,
-    /// How many of the next exports should fail.
-    pub fail_next: u32,
-    /// Padding target for later exports, in compressed bytes.
-    pub padding_bytes: u64,
-    /// Where files are written; created on first use, removed with the registry.
-    dir: Option<TempDir>,
-}
-
-/// Counts of the download route's answers.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct DownloadStats {
-    /// Downloads started (200 or 206).
-    pub served: u64,
-    /// Of those, requests with a `Range` header.
-    pub ranged: u64,
-    /// Requests refused because the URL had expired.
-    pub expired: u64,
-    /// Bodies cut by `/_sim/downloads/expire` with `abort_in_flight`.
-    pub aborted: u64,
-}
-
-impl ExportRegistry {
-    /// Exports of `user_gid` still in progress.
-    pub fn in_progress_for(&self, user_gid: &str) -> Vec<&Export> {
-        self.exports
-            .values()
-            .filter(|e| e.user_gid == user_gid && e.in_progress())
-            .collect()
+    /// Whether its file may no longer be downloaded at `now`: resource export files go 30 days
+    /// after completion, the others stay.
+    pub fn file_gone(&self, now: DateTime<Utc>) -> bool {
+        self.kind == ExportKind::Resource
+            && self
+                .completed_at
+                .is_some_and(|t| now > t + chrono::Duration::days(RESOURCE_FILE_TTL_DAYS))
     }
 
-    /// The directory export files are written to, created on first use.
-    pub fn dir(&mut self) -> std::io::Result<PathBuf> {
-        if self.dir.is_none() {
-            self.dir = Some(
-                tempfile::Builder::new()
-                    .prefix("asana-sim-exports-")
-                    .tempdir()?,
-            );
+    /// The name of its file, as Asana names export files.
+    pub fn file_name(&self) -> String {
+        match self.kind {
+            ExportKind::Organization => {
+                format!("domain_export_{}_{}.json.gz", self.workspace, self.gid)
+            }
+            ExportKind::Graph => format!("graph_export_{}.json.gz", self.result_gid),
+            ExportKind::Resource => format!("object_export_{}.jsonl.gz", self.result_gid),
         }
-        Ok(self
-            .dir
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_default())
-    }
-
-    /// Cancelled when the downloads being served must be cut (see [`Self::cut_in_flight`]).
-    pub fn in_flight(&self) -> CancellationToken {
-        self.in_flight.clone()
-    }
-
-    /// Cuts the bodies of the downloads being served now; later downloads are not affected.
-    pub fn cut_in_flight(&mut self) {
-        self.in_flight.cancel();
-        self.in_flight = CancellationToken::new();
     }
 }
