@@ -13,15 +13,16 @@
 //! 1..=100 and defaults to 100.
 
 use axum::Router;
-use axum::extract::{Extension, Path, Query, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::Params;
+use super::params::Params;
+use super::read::WORKSPACE;
+use super::request::ApiRequest;
 use crate::sim::config::TokenKind;
 use crate::sim::model::world::AuditEvent;
-use crate::sim::state::{Caller, SharedState};
+use crate::sim::state::SharedState;
 use crate::sim::wire::{self, ApiError, ApiResult};
 
 /// Page size when `limit` is absent (the declared maximum; see the module docs).
@@ -156,16 +157,14 @@ impl Filters {
     }
 }
 
-async fn audit_log_events(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(workspace_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    if workspace_gid != state.world().workspace.gid {
-        return Err(ApiError::not_found("workspace"));
-    }
+async fn audit_log_events(request: ApiRequest) -> ApiResult {
+    let ApiRequest {
+        state,
+        caller,
+        gid: workspace_gid,
+        params,
+    } = request;
+    WORKSPACE.find(&state.world(), &workspace_gid, &caller.record.user_gid)?;
     if caller.record.kind != TokenKind::ServiceAccount || !caller.record.enterprise {
         return Err(ApiError::forbidden(SERVICE_ACCOUNT_ONLY));
     }

@@ -8,13 +8,14 @@
 //! stream) with `has_more`; tokens expire after `timing.sync_token_ttl_secs` simulated seconds.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::Params;
+use super::params::Params;
+use super::read::WORKSPACE;
+use super::request::ApiRequest;
 use crate::sim::model::world::World;
 use crate::sim::state::{SharedState, SimState};
 use crate::sim::wire::{self, ApiError, ApiResult, Detail};
@@ -34,52 +35,34 @@ pub const WORKSPACE_EVENTS_CAP: usize = 1000;
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/events", get(resource_events))
-        .route("/tasks/{task_gid}/events", get(task_events))
-        .route("/projects/{project_gid}/events", get(project_events))
+        .route(
+            "/tasks/{task_gid}/events",
+            get(|request: ApiRequest| async move { typed_events(&request, "task") }),
+        )
+        .route(
+            "/projects/{project_gid}/events",
+            get(|request: ApiRequest| async move { typed_events(&request, "project") }),
+        )
         .route("/workspaces/{workspace_gid}/events", get(workspace_events))
 }
 
-async fn resource_events(
-    State(state): State<SharedState>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let resource = params.require("resource")?.to_string();
-    stream_events(&state, &params, &resource, false)
+async fn resource_events(request: ApiRequest) -> ApiResult {
+    let resource = request.params.require("resource")?;
+    stream_events(&request.state, &request.params, resource, false)
 }
 
-async fn task_events(
-    State(state): State<SharedState>,
-    Path(task_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    if state.world().kind_of(&task_gid) != Some("task") {
-        return Err(ApiError::not_found("task"));
+/// The stream of the object the path names; 404 naming `kind` unless it is one (a task in the
+/// trash still has its stream).
+fn typed_events(request: &ApiRequest, kind: &str) -> ApiResult {
+    if request.state.world().kind_of(&request.gid) != Some(kind) {
+        return Err(ApiError::not_found(kind));
     }
-    stream_events(&state, &params, &task_gid, false)
+    stream_events(&request.state, &request.params, &request.gid, false)
 }
 
-async fn project_events(
-    State(state): State<SharedState>,
-    Path(project_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    if state.world().kind_of(&project_gid) != Some("project") {
-        return Err(ApiError::not_found("project"));
-    }
-    stream_events(&state, &params, &project_gid, false)
-}
-
-async fn workspace_events(
-    State(state): State<SharedState>,
-    Path(workspace_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    super::support::require_workspace(&state.world(), &workspace_gid)?;
-    stream_events(&state, &params, &workspace_gid, true)
+async fn workspace_events(request: ApiRequest) -> ApiResult {
+    WORKSPACE.find(&request.state.world(), &request.gid, request.me())?;
+    stream_events(&request.state, &request.params, &request.gid, true)
 }
 
 fn stream_events(state: &SimState, params: &Params, stream: &str, workspace: bool) -> ApiResult {

@@ -5,13 +5,14 @@
 //! events.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
-use axum::routing::get;
+use axum::extract::{Extension, Path, State};
+use axum::routing::{post, put};
 use chrono::{DateTime, Utc};
 
-use super::support::{created_object, read_body, resolve_user, time_param};
-use super::{Params, paginate, single};
+use super::answer::{created, single};
+use super::params::Params;
+use super::read::{PROJECT, Read, ReadRoutes, SECTION, TAG, TASK, WORKSPACE};
+use super::request::ApiWrite;
 use crate::sim::input::unrecognized;
 use crate::sim::model::requests::{parse_new_task, parse_patch};
 use crate::sim::model::world::{Task, World};
@@ -25,15 +26,32 @@ pub const TASKS_SELECTOR_MESSAGE: &str =
 /// Routes of this group.
 pub fn routes() -> Router<SharedState> {
     Router::new()
-        .route("/tasks", get(list_tasks).post(create_task))
-        .route(
-            "/tasks/{task_gid}",
-            get(get_task).put(update_task).delete(delete_task),
-        )
-        .route("/tasks/{task_gid}/subtasks", get(subtasks))
-        .route("/projects/{project_gid}/tasks", get(project_tasks))
-        .route("/sections/{section_gid}/tasks", get(section_tasks))
-        .route("/tags/{tag_gid}/tasks", get(tag_tasks))
+        .get_list("/tasks", list_tasks)
+        .route("/tasks", post(create_task))
+        .get_one("/tasks/{task_gid}", TASK)
+        .route("/tasks/{task_gid}", put(update_task).delete(delete_task))
+        .get_list("/tasks/{task_gid}/subtasks", |read| {
+            let task = read.path(TASK)?;
+            Ok(read
+                .world
+                .subtasks_of(&task)
+                .map(|t| t.gid.clone())
+                .collect())
+        })
+        .get_list("/projects/{project_gid}/tasks", |read| {
+            let filter = TaskFilter::parse(read.params, false)?;
+            let project = read.path(PROJECT)?;
+            Ok(filter.select(read.world, |t| t.in_project(&project)))
+        })
+        .get_list("/sections/{section_gid}/tasks", |read| {
+            let filter = TaskFilter::parse(read.params, false)?;
+            let section = read.path(SECTION)?;
+            Ok(filter.select(read.world, |t| t.in_section(&section)))
+        })
+        .get_list("/tags/{tag_gid}/tasks", |read| {
+            let tag = read.path(TAG)?;
+            Ok(TaskFilter::default().select(read.world, |t| t.has_tag(&tag)))
+        })
 }
 
 /// `completed_since` as Asana reads it: `now` keeps only incomplete tasks; a time keeps incomplete
@@ -56,10 +74,10 @@ impl TaskFilter {
         let completed_since = match params.get("completed_since") {
             None => None,
             Some("now") => Some(CompletedSince::Now),
-            Some(_) => time_param(params, "completed_since")?.map(CompletedSince::At),
+            Some(_) => params.time("completed_since")?.map(CompletedSince::At),
         };
         let modified_since = if allow_modified {
-            time_param(params, "modified_since")?
+            params.time("modified_since")?
         } else {
             None
         };
@@ -89,23 +107,19 @@ impl TaskFilter {
             .is_none_or(|since| task.modified_at.timestamp_millis() >= since.timestamp_millis());
         completed_ok && modified_ok
     }
+
+    /// The live tasks `keep` takes that pass the filter, in order.
+    fn select(&self, world: &World, keep: impl Fn(&Task) -> bool) -> Vec<String> {
+        world.tasks.gids_where(|t| self.keeps(t) && keep(t))
+    }
 }
 
-fn gids<'a>(tasks: impl Iterator<Item = &'a Task>, filter: &TaskFilter) -> Vec<String> {
-    tasks
-        .filter(|t| filter.keeps(t))
-        .map(|t| t.gid.clone())
-        .collect()
-}
-
-async fn list_tasks(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let filter = TaskFilter::parse(&params, true)?;
-    let world = state.world();
+/// `GET /tasks`: exactly one way of selecting tasks (a project, a section, a tag, or an assignee
+/// in a workspace), filtered by `completed_since` and `modified_since`.
+fn list_tasks(read: &Read<'_>) -> Result<Vec<String>, ApiError> {
+    let params = read.params;
+    let world = read.world;
+    let filter = TaskFilter::parse(params, true)?;
     let project = params.get("project");
     let section = params.get("section");
     let tag = params.get("tag");
@@ -123,176 +137,52 @@ async fn list_tasks(
     if selectors != 1 || assignee.is_some() != workspace.is_some() {
         return Err(ApiError::bad_request(TASKS_SELECTOR_MESSAGE));
     }
-    let selected = if let Some(project) = project {
-        if world.projects.get(project).is_none() {
-            return Err(ApiError::not_found("project"));
-        }
-        gids(world.project_tasks(project), &filter)
+    if let Some(project) = project {
+        let project = read.find(PROJECT, project)?;
+        Ok(filter.select(world, |t| t.in_project(&project)))
     } else if let Some(section) = section {
-        section_gids(&world, section, &filter)?
+        let section = read.find(SECTION, section)?;
+        Ok(filter.select(world, |t| t.in_section(&section)))
     } else if let Some(tag) = tag {
-        tag_gids(&world, tag, &filter)?
+        let tag = read.find(TAG, tag)?;
+        Ok(filter.select(world, |t| t.has_tag(&tag)))
     } else {
-        let workspace = workspace.unwrap_or_default();
-        super::support::require_workspace(&world, workspace)?;
+        read.find(WORKSPACE, workspace.unwrap_or_default())?;
         let raw = assignee.unwrap_or_default();
-        let user =
-            resolve_user(&world, &caller, raw).ok_or_else(|| unrecognized("assignee", raw))?;
-        gids(
-            world
-                .tasks
-                .iter()
-                .filter(|t| t.assignee.as_deref() == Some(user.as_str())),
-            &filter,
-        )
-    };
-    paginate(&state, &world, "/tasks", &params, &selected)
-}
-
-fn section_gids(
-    world: &World,
-    section: &str,
-    filter: &TaskFilter,
-) -> Result<Vec<String>, ApiError> {
-    if world.sections.get(section).is_none() {
-        return Err(ApiError::not_found("section"));
+        let user = world
+            .find_user(raw, read.me())
+            .ok_or_else(|| unrecognized("assignee", raw))?;
+        Ok(filter.select(world, |t| t.assignee.as_deref() == Some(user.as_str())))
     }
-    Ok(gids(
-        world
-            .tasks
-            .iter()
-            .filter(|t| t.memberships.iter().any(|(_, s)| s == section)),
-        filter,
-    ))
 }
 
-fn tag_gids(world: &World, tag: &str, filter: &TaskFilter) -> Result<Vec<String>, ApiError> {
-    if world.tags.get(tag).is_none() {
-        return Err(ApiError::not_found("tag"));
-    }
-    Ok(gids(
-        world
-            .tasks
-            .iter()
-            .filter(|t| t.tags.iter().any(|g| g == tag)),
-        filter,
-    ))
-}
-
-async fn project_tasks(
-    State(state): State<SharedState>,
-    Path(project_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let filter = TaskFilter::parse(&params, false)?;
-    let world = state.world();
-    if world.projects.get(&project_gid).is_none() {
-        return Err(ApiError::not_found("project"));
-    }
-    let selected = gids(world.project_tasks(&project_gid), &filter);
-    let path = format!("/projects/{project_gid}/tasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-async fn section_tasks(
-    State(state): State<SharedState>,
-    Path(section_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let filter = TaskFilter::parse(&params, false)?;
-    let world = state.world();
-    let selected = section_gids(&world, &section_gid, &filter)?;
-    let path = format!("/sections/{section_gid}/tasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-async fn tag_tasks(
-    State(state): State<SharedState>,
-    Path(tag_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    let selected = tag_gids(&world, &tag_gid, &TaskFilter::default())?;
-    let path = format!("/tags/{tag_gid}/tasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-fn live_task<'a>(world: &'a World, gid: &str) -> Result<&'a Task, ApiError> {
-    world
-        .tasks
-        .get(gid)
-        .filter(|t| !t.deleted)
-        .ok_or_else(|| ApiError::not_found("task"))
-}
-
-async fn get_task(
-    State(state): State<SharedState>,
-    Path(task_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    live_task(&world, &task_gid)?;
-    single(&world, &task_gid, &params, "task")
-}
-
-async fn subtasks(
-    State(state): State<SharedState>,
-    Path(task_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    live_task(&world, &task_gid)?;
-    let selected: Vec<String> = world
-        .subtasks_of(&task_gid)
-        .map(|t| t.gid.clone())
-        .collect();
-    let path = format!("/tasks/{task_gid}/subtasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-async fn update_task(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(task_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let mut params = Params::parse(query)?;
-    let patch = {
-        let world = state.world();
-        live_task(&world, &task_gid)?;
-        let data = read_body(&body, &mut params)?;
-        parse_patch(&world, Some(&caller.record.user_gid), &data)?
-    };
-    let me = &caller.record.user_gid;
+/// `PUT /tasks/{gid}`: changes the task's writable fields; answers the task.
+async fn update_task(mut write: ApiWrite) -> ApiResult {
+    let request = &write.request;
+    TASK.find(&request.state.world(), &request.gid, request.me())?;
+    let data = write.data()?;
+    let request = &write.request;
+    let (state, task, me) = (&request.state, &request.gid, request.me());
+    let patch = parse_patch(&state.world(), Some(me), &data)?;
     state
-        .edit(|edit| edit.change_task(&task_gid, &patch, Some(me)))
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    let world = state.world();
-    single(&world, &task_gid, &params, "task")
+        .edit(|edit| edit.change_task(task, &patch, Some(me)))
+        .ok_or_else(|| ApiError::not_found(TASK.name))?;
+    single(&state.world(), task, &request.params, TASK.name)
 }
 
-async fn create_task(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let mut params = Params::parse(query)?;
-    let new = {
-        let world = state.world();
-        let data = read_body(&body, &mut params)?;
-        parse_new_task(&world, &caller.record.user_gid, &data)?
-    };
-    let me = &caller.record.user_gid;
+/// `POST /tasks`: creates a task; answers it with its `Location`.
+async fn create_task(mut write: ApiWrite) -> ApiResult {
+    let data = write.data()?;
+    let request = &write.request;
+    let (state, me) = (&request.state, request.me());
+    let new = parse_new_task(&state.world(), me, &data)?;
     let gid = state.edit(|edit| edit.create_task(new, Some(me)));
-    let world = state.world();
-    created_object(&world, &gid, &params, &format!("/tasks/{gid}"))
+    created(
+        &state.world(),
+        &gid,
+        &request.params,
+        &format!("/tasks/{gid}"),
+    )
 }
 
 /// `DELETE /tasks/{gid}`: trashes the task; answers an empty data record, as Asana does.

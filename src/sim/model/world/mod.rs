@@ -130,11 +130,4 @@ impl World {
         }
         streams
     }
-
-    /// Live tasks in a project (top-level members), in insertion order.
-    pub fn project_tasks<'a>(&'a self, project: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks
-            .iter()
-            .filter(move |t| !t.deleted && t.memberships.iter().any(|(p, _)| p == project))
-    }
 }

@@ -148,6 +148,23 @@ pub struct Task {
     pub deleted: bool,
 }
 
+impl Task {
+    /// Whether it is a (top-level) member of `project`.
+    pub fn in_project(&self, project: &str) -> bool {
+        self.memberships.iter().any(|(p, _)| p == project)
+    }
+
+    /// Whether it is in `section` of one of its projects.
+    pub fn in_section(&self, section: &str) -> bool {
+        self.memberships.iter().any(|(_, s)| s == section)
+    }
+
+    /// Whether it is tagged `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
 /// A story (comment or system story) on a task.
 #[derive(Debug, Clone)]
 pub struct Story {

@@ -49,6 +49,20 @@ impl<T: HasGid> Table<T> {
         self.items.iter()
     }
 
+    /// The gids of all objects, in insertion order.
+    pub fn gids(&self) -> Vec<String> {
+        self.gids_where(|_| true)
+    }
+
+    /// The gids of the objects `keep` takes, in insertion order.
+    pub fn gids_where(&self, keep: impl Fn(&T) -> bool) -> Vec<String> {
+        self.items
+            .iter()
+            .filter(|item| keep(item))
+            .map(|item| item.gid().to_string())
+            .collect()
+    }
+
     /// How many objects there are.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -17,12 +17,11 @@
 pub mod downloads;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::Params;
+use super::params::Params;
+use super::request::{ApiRequest, ApiWrite};
 use crate::sim::config::TokenKind;
 use crate::sim::input;
 use crate::sim::limits::RejectCause;
@@ -69,16 +68,17 @@ fn required_string(data: &Map<String, Value>, key: &str) -> Result<String, ApiEr
     }
 }
 
-/// Registers a new export for the caller: 403 while a resource export of the workspace is in
+/// Starts a new export for the caller and answers `201` with it (an organization export, or the
+/// job of a graph or resource export): 403 while a resource export of the workspace is in
 /// progress, 429 (counted against the token) when the caller already has `limits.concurrent_jobs`
 /// exports in progress.
-fn admit_export(
-    state: &SimState,
-    caller: &Caller,
+fn start_export(
+    request: &ApiRequest,
     kind: ExportKind,
     workspace: &str,
     content: ExportContent,
-) -> Result<Export, ApiError> {
+) -> ApiResult {
+    let (state, caller, params) = (&request.state, &request.caller, &request.params);
     let now = state.clock.now();
     let (gid, result_gid) = {
         let mut world = state.world_mut();
@@ -108,7 +108,16 @@ fn admit_export(
             in_progress,
         }) => {
             state.limits.record_jobs(&caller.token, in_progress as u32);
-            Ok(export)
+            if kind == ExportKind::Organization {
+                let location = format!("{}/organization_exports/{}", state.base_url, export.gid);
+                wire::created(
+                    render_organization_export(state, &export, params),
+                    &location,
+                )
+            } else {
+                let location = format!("{}/jobs/{}", state.base_url, export.gid);
+                wire::created(render_job(state, &export, params), &location)
+            }
         }
         Err(Refusal::WorkspaceBusy) => Err(ApiError::forbidden(
             "A workspace is limited to one in progress export request at a given time. \
@@ -123,66 +132,60 @@ fn admit_export(
     }
 }
 
-async fn create_organization_export(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let data = input::body_data(&body)?;
+async fn create_organization_export(write: ApiWrite) -> ApiResult {
+    let data = input::body_data(&write.body)?;
+    let request = &write.request;
     let organization = required_string(&data, "organization")?;
-    if organization != state.world().workspace.gid {
+    if organization != request.state.world().workspace.gid {
         return Err(ApiError::not_found("organization"));
     }
-    if !is_enterprise_service_account(&caller) {
+    if !is_enterprise_service_account(&request.caller) {
         return Err(ApiError::forbidden(ORGANIZATION_EXPORTS_ONLY));
     }
-    let export = admit_export(
-        &state,
-        &caller,
+    start_export(
+        request,
         ExportKind::Organization,
         &organization,
         ExportContent::Organization,
-    )?;
-    let location = format!("{}/organization_exports/{}", state.base_url, export.gid);
-    wire::created(
-        render_organization_export(&state, &export, &params),
-        &location,
     )
 }
 
-async fn get_organization_export(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let export = state
-        .exports()
-        .exports
-        .get(&gid)
-        .filter(|e| e.kind == ExportKind::Organization)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("organization_export"))?;
-    if !is_enterprise_service_account(&caller) {
+async fn get_organization_export(request: ApiRequest) -> ApiResult {
+    let export = find_export(&request, "organization_export", |e| {
+        e.kind == ExportKind::Organization
+    })?;
+    if !is_enterprise_service_account(&request.caller) {
         return Err(ApiError::forbidden(ORGANIZATION_EXPORTS_ONLY));
     }
-    wire::ok(render_organization_export(&state, &export, &params))
+    wire::ok(render_organization_export(
+        &request.state,
+        &export,
+        &request.params,
+    ))
 }
 
-async fn create_graph_export(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let data = input::body_data(&body)?;
+/// The export the path names if it is one `wanted` takes, else 404 naming `what`.
+fn find_export(
+    request: &ApiRequest,
+    what: &str,
+    wanted: impl Fn(&Export) -> bool,
+) -> Result<Export, ApiError> {
+    request
+        .state
+        .exports()
+        .exports
+        .get(&request.gid)
+        .filter(|e| wanted(e))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(what))
+}
+
+async fn create_graph_export(write: ApiWrite) -> ApiResult {
+    let data = input::body_data(&write.body)?;
+    let request = &write.request;
     let parent = required_string(&data, "parent")?;
     let workspace = {
-        let world = state.world();
+        let world = request.state.world();
         match world.kind_of(&parent) {
             Some("project") | Some("team") => {}
             Some(other) => {
@@ -194,72 +197,49 @@ async fn create_graph_export(
         }
         world.workspace.gid.clone()
     };
-    if !caller.record.enterprise {
+    if !request.caller.record.enterprise {
         return Err(ApiError::forbidden(
             "Graph exports are only available to accounts of an Enterprise/Enterprise+ organization.",
         ));
     }
-    let export = admit_export(
-        &state,
-        &caller,
+    start_export(
+        request,
         ExportKind::Graph,
         &workspace,
         ExportContent::Graph { parent },
-    )?;
-    let location = format!("{}/jobs/{}", state.base_url, export.gid);
-    wire::created(render_job(&state, &export, &params), &location)
+    )
 }
 
-async fn create_resource_export(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let data = input::body_data(&body)?;
+async fn create_resource_export(write: ApiWrite) -> ApiResult {
+    let data = input::body_data(&write.body)?;
+    let request = &write.request;
     let workspace = required_string(&data, "workspace")?;
-    if workspace != state.world().workspace.gid {
+    if workspace != request.state.world().workspace.gid {
         return Err(ApiError::not_found("workspace"));
     }
     let parameters = parse_parameters(data.get("export_request_parameters"))?;
-    if !is_enterprise_service_account(&caller) {
+    if !is_enterprise_service_account(&request.caller) {
         return Err(ApiError::forbidden(
             "Resource exports are only available to Service Accounts from an Enterprise+ \
              organization or an organization with the Compliance Management Add-on.",
         ));
     }
-    let export = admit_export(
-        &state,
-        &caller,
+    start_export(
+        request,
         ExportKind::Resource,
         &workspace,
         ExportContent::Resource { parameters },
-    )?;
-    let location = format!("{}/jobs/{}", state.base_url, export.gid);
-    wire::created(render_job(&state, &export, &params), &location)
+    )
 }
 
-async fn get_job(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let export = state
-        .exports()
-        .exports
-        .get(&gid)
-        .filter(|e| e.kind != ExportKind::Organization)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("job"))?;
-    if export.user_gid != caller.record.user_gid {
+async fn get_job(request: ApiRequest) -> ApiResult {
+    let export = find_export(&request, "job", |e| e.kind != ExportKind::Organization)?;
+    if export.user_gid != request.me() {
         return Err(ApiError::forbidden(
             "job: Only the user who started this job can read its status.",
         ));
     }
-    wire::ok(render_job(&state, &export, &params))
+    wire::ok(render_job(&request.state, &export, &request.params))
 }
 
 fn project_fields(state: &SimState, shallow: &Value, params: &Params) -> Value {
