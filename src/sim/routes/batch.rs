@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use super::request::ApiWrite;
 use crate::sim::input;
 use crate::sim::state::{Caller, SharedState};
-use crate::sim::wire::{self, ApiError, ApiResult, urlencode};
+use crate::sim::wire::{self, ApiError, ApiResult, with_query};
 
 /// Most actions in one batch, as Asana documents.
 pub const MAX_ACTIONS: usize = 10;
@@ -156,16 +156,12 @@ fn build_request(caller: &Caller, action: &Value) -> Result<Request<Body>, ApiEr
             query.push((key.clone(), scalar(value)));
         }
     }
-    let mut uri = path.to_string();
-    if !query.is_empty() {
-        let encoded = query
+    let uri = with_query(
+        path,
+        query
             .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        uri.push(if uri.contains('?') { '&' } else { '?' });
-        uri.push_str(&encoded);
-    }
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    );
     let body = if reads {
         Body::empty()
     } else {

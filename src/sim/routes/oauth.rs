@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::sim::config::{OAuthClientSpec, TokenKind};
 use crate::sim::state::{AuthCode, Grant, SharedState, SimState, TokenRecord};
-use crate::sim::wire::urlencode;
+use crate::sim::wire::with_query;
 
 /// How long an authorization code may be exchanged (simulated seconds), as in common OAuth
 /// servers; Asana does not document it.
@@ -99,20 +99,6 @@ fn find_client(state: &SimState, client_id: &str) -> Option<OAuthClientSpec> {
         .find(|c| c.client_id == client_id)
 }
 
-/// Appends query parameters to a redirect URI that may already carry some.
-fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
-    let mut out = uri.to_string();
-    let mut separator = if uri.contains('?') { '&' } else { '?' };
-    for (key, value) in pairs {
-        out.push(separator);
-        out.push_str(key);
-        out.push('=');
-        out.push_str(&urlencode(value));
-        separator = '&';
-    }
-    out
-}
-
 fn redirect(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(value) => {
@@ -162,7 +148,7 @@ async fn authorize(
         if !client_state.is_empty() {
             pairs.push(("state", client_state));
         }
-        redirect(&with_query(redirect_uri, &pairs))
+        redirect(&with_query(redirect_uri, pairs))
     };
     if get("response_type") != Some("code") {
         return fail(
@@ -194,7 +180,7 @@ async fn authorize(
     if !client_state.is_empty() {
         pairs.push(("state", client_state));
     }
-    redirect(&with_query(redirect_uri, &pairs))
+    redirect(&with_query(redirect_uri, pairs))
 }
 
 /// Client credentials from the form or from HTTP Basic authentication.
