@@ -2,9 +2,15 @@
 //! format and enforces Asana's documented limits, with a seeded world, faults on demand and an
 //! admin API under `/_sim/`. Every test, demo and benchmark of the worker runs against it.
 //!
-//! Layout: [`wire`] holds the conventions every endpoint shares (envelope, errors, pagination,
-//! `opt_fields`); [`middleware`] authenticates, rate-limits and injects faults; [`routes`] holds
-//! one module per endpoint group; [`admin`] is the control surface for tests.
+//! Layers, each importing only the ones below it (see ARCHITECTURE.md, "Simulator"):
+//! - foundations: [`config`], [`clock`], [`wire`] (envelope, errors, pagination offsets,
+//!   `opt_fields`, query encoding), [`input`] (request fields), [`limits`];
+//! - [`model`]: the world, the event log, the exports, and the changes that record events;
+//! - [`state`]: the model behind its locks, with tokens, limits, faults and clock;
+//! - adapters: [`routes`] (Asana's API, one module per endpoint group, never importing each
+//!   other), [`admin`] (the `/_sim/` control surface), [`background`] (activity, audit events,
+//!   export runner) and [`middleware`] (authentication, limits, faults);
+//! - this module, which assembles the server.
 
 pub mod admin;
 pub mod background;

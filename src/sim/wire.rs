@@ -1,9 +1,11 @@
 //! Asana's wire conventions, shared by every simulated endpoint: the `{"data": …}` envelope, the
-//! `{"errors": [...]}` error body, `limit`/`offset` pagination with expiring opaque offsets, and
-//! `opt_fields` projection.
+//! `{"errors": [...]}` error body, `limit`/`offset` pagination with expiring opaque offsets,
+//! `opt_fields` projection, timestamps and query-string encoding.
 //!
 //! Keeping these in one place is what makes the simulator faithful: an endpoint cannot forget the
 //! envelope or invent its own error shape, because it only ever returns [`ApiResult`].
+//!
+//! The bottom layer of the simulator: imports nothing of it.
 
 use std::collections::BTreeMap;
 

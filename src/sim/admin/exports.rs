@@ -7,7 +7,7 @@
 //! cuts the downloads in flight and makes the next N URLs born expired, so a test can make a URL
 //! expire in the middle of a job's download.
 //!
-//! Imports the state and the export model only.
+//! Imports the state, the export model and `wire` only.
 
 use axum::Router;
 use axum::body::Bytes;

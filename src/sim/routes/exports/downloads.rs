@@ -3,7 +3,7 @@
 //! `timing.download_url_ttl_secs` (then 403 `Request has expired`, so clients learn to read the
 //! export again rather than persist URLs) or when a test expires all URLs handed out so far.
 //!
-//! Imports the state and the export model only.
+//! Imports the state, the export model and `wire` only.
 
 use axum::Router;
 use axum::body::Body;
