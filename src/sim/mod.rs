@@ -2,20 +2,28 @@
 //! format and enforces Asana's documented limits, with a seeded world, faults on demand and an
 //! admin API under `/_sim/`. Every test, demo and benchmark of the worker runs against it.
 //!
-//! Layout: [`wire`] holds the conventions every endpoint shares (envelope, errors, pagination,
-//! `opt_fields`); [`middleware`] authenticates, rate-limits and injects faults; [`routes`] holds
-//! one module per endpoint group; [`admin`] is the control surface for tests.
+//! Layers, each importing only the ones below it (see ARCHITECTURE.md, "Simulator"):
+//! - foundations: [`config`], [`clock`], [`wire`] (envelope, errors, pagination offsets,
+//!   `opt_fields`, query encoding), [`input`] (request fields), [`limits`];
+//! - [`model`]: the world, the event log, the exports, and the changes that record events;
+//! - [`state`]: the model behind its locks, with tokens, limits, faults and clock;
+//! - adapters: [`routes`] (Asana's API, one module per endpoint group, never importing each
+//!   other), [`admin`] (the `/_sim/` control surface), [`background`] (activity, audit events,
+//!   export runner) and [`middleware`] (authentication, limits, faults);
+//! - this module, which assembles the server.
 
 pub mod admin;
+pub mod background;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod input;
 pub mod limits;
 pub mod middleware;
+pub mod model;
 pub mod routes;
 pub mod state;
 pub mod wire;
-pub mod world;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -87,7 +95,7 @@ impl SimServer {
         let state = build_state(config, local);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        routes::spawn_background(&state, &tasks, &shutdown);
+        background::spawn(&state, &tasks, &shutdown);
         let app = router(state.clone());
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -149,7 +157,7 @@ impl SimServer {
 
 fn build_state(config: SimConfig, addr: SocketAddr) -> SharedState {
     let clock = clock::SimClock::new(Utc::now(), config.time_scale);
-    let world = world::World::generate(config.seed, &config.world, clock.now());
+    let world = model::world::World::generate(config.seed, &config.world, clock.now());
     let mut tokens = HashMap::new();
     for spec in config.effective_tokens() {
         let user_gid = world

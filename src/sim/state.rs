@@ -1,7 +1,11 @@
-//! Shared state of a running simulator: the world, the token registry, limits, faults and clock.
+//! Shared state of a running simulator: the model (world, event log, exports) behind its locks,
+//! the token registry, limits, faults and clock.
+//!
+//! Imports the model layer and the foundations (config, clock, limits, wire), never routes: every
+//! layer above (routes, admin, background tasks, middleware) reaches the model through here.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,8 +13,11 @@ use serde::Serialize;
 use super::clock::SimClock;
 use super::config::{FaultSpec, SimConfig, Tier, TokenKind};
 use super::limits::Limits;
+use super::model::edit::Edit;
+use super::model::events::EventLog;
+use super::model::exports::registry::ExportRegistry;
+use super::model::world::World;
 use super::wire::OffsetCodec;
-use super::world::World;
 
 /// A token the simulator accepts, and what it may do.
 #[derive(Debug, Clone, Serialize)]
@@ -105,13 +112,13 @@ pub struct AuthCode {
     pub expires_at: DateTime<Utc>,
 }
 
-/// State owned by individual endpoint groups.
+/// Model state besides the world, each behind its own lock.
 #[derive(Debug, Default)]
 pub struct Extensions {
     /// Events API state (sync tokens, event log).
-    pub events: Mutex<super::routes::events::EventLog>,
+    pub events: Mutex<EventLog>,
     /// Exports and jobs.
-    pub exports: Mutex<super::routes::exports::ExportRegistry>,
+    pub exports: Mutex<ExportRegistry>,
 }
 
 /// Shared handle to the state.
@@ -131,6 +138,37 @@ impl SimState {
     /// Changes the world.
     pub fn world_mut(&self) -> std::sync::RwLockWriteGuard<'_, World> {
         self.world.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the world and records the events the change causes. Both locks are held for the
+    /// whole change (world first, then the log: the order every caller keeps), so no reader sees a
+    /// change without its events; `now` is read under them, so no reader passes that instant first.
+    pub fn edit<R>(&self, change: impl FnOnce(&mut Edit<'_>) -> R) -> R {
+        let mut world = self.world_mut();
+        let mut log = self.events();
+        let now = self.clock.now();
+        change(&mut Edit::new(&mut world, &mut log, now))
+    }
+
+    /// The event log and its sync tokens.
+    pub fn events(&self) -> MutexGuard<'_, EventLog> {
+        self.extensions
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The exports and jobs.
+    pub fn exports(&self) -> MutexGuard<'_, ExportRegistry> {
+        self.extensions
+            .exports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The oldest creation time of an audit event still retained at `now`.
+    pub fn audit_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - chrono::Duration::days(i64::from(self.config.timing.audit_retention_days))
     }
 
     /// Current faults.

@@ -1,9 +1,11 @@
 //! Asana's wire conventions, shared by every simulated endpoint: the `{"data": …}` envelope, the
-//! `{"errors": [...]}` error body, `limit`/`offset` pagination with expiring opaque offsets, and
-//! `opt_fields` projection.
+//! `{"errors": [...]}` error body, `limit`/`offset` pagination with expiring opaque offsets,
+//! `opt_fields` projection, timestamps and query-string encoding.
 //!
 //! Keeping these in one place is what makes the simulator faithful: an endpoint cannot forget the
 //! envelope or invent its own error shape, because it only ever returns [`ApiResult`].
+//!
+//! The bottom layer of the simulator: imports nothing of it.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -27,6 +31,11 @@ please use it to request a new bearer token, otherwise allow the user to re-auth
 
 /// Largest result an unpaginated list request may return before Asana refuses it.
 pub const UNPAGINATED_MAX: usize = 1000;
+
+/// Format of Asana timestamps: `2012-02-22T02:06:58.147Z`.
+pub fn timestamp(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
 
 /// An error response in Asana's shape. Endpoints build these instead of raw responses so the body
 /// is always `{"errors":[{"message","help"}]}` (plus `phrase` on 500s).
@@ -178,18 +187,6 @@ pub fn page(data: Vec<Value>, next_page: Option<Value>, paginated: bool) -> ApiR
     Ok(axum::Json(Value::Object(body)).into_response())
 }
 
-/// Reads the request body's `data` object, as Asana requires for POST/PUT.
-pub fn body_data(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::bad_request("Could not parse request data, invalid JSON"))?;
-    match value.get("data") {
-        Some(Value::Object(map)) => Ok(map.clone()),
-        _ => Err(ApiError::bad_request(
-            "data: Missing input. Request bodies must be of the form {\"data\": {...}}",
-        )),
-    }
-}
-
 /// Parses a `limit` parameter: 1..=100 as Asana enforces.
 pub fn parse_limit(raw: Option<&str>) -> Result<Option<usize>, ApiError> {
     match raw {
@@ -278,19 +275,12 @@ fn scope_hash(scope: &str) -> String {
 /// Builds `next_page` objects: `{offset, path, uri}` where `path` repeats the request's query with
 /// the new offset, as Asana does.
 pub fn next_page(base_url: &str, path: &str, query: &[(String, String)], offset: &str) -> Value {
-    let mut serializer = url_query();
-    for (key, value) in query {
-        if key != "offset" {
-            serializer.push((key.clone(), value.clone()));
-        }
-    }
-    serializer.push(("offset".to_string(), offset.to_string()));
-    let encoded = serializer
+    let pairs = query
         .iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let full_path = format!("{path}?{encoded}");
+        .filter(|(key, _)| key != "offset")
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .chain([("offset", offset)]);
+    let full_path = format!("{path}?{}", query_string(pairs));
     json!({
         "offset": offset,
         "path": full_path,
@@ -298,22 +288,37 @@ pub fn next_page(base_url: &str, path: &str, query: &[(String, String)], offset:
     })
 }
 
-fn url_query() -> Vec<(String, String)> {
-    Vec::new()
+/// What stays unencoded in a query key or value: RFC 3986's unreserved characters. Everything else
+/// is percent-encoded, so a value can never end its pair or the query early.
+const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `key=value&…`, each key and value percent-encoded.
+pub fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pairs
+        .into_iter()
+        .map(|(key, value)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(key, QUERY_COMPONENT),
+                utf8_percent_encode(value, QUERY_COMPONENT)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
-/// Percent-encodes a query component.
-pub fn urlencode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
+/// `uri` with `pairs` added to its query: after `?`, or after `&` when it has a query already.
+pub fn with_query<'a>(uri: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let query = query_string(pairs);
+    if query.is_empty() {
+        return uri.to_string();
     }
-    out
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{separator}{query}")
 }
 
 /// Which fields of an object, and of the objects it refers to, a response should contain.
@@ -594,6 +599,22 @@ mod tests {
             full["assignee"],
             json!({"gid": "7", "resource_type": "user", "name": "Ann"})
         );
+    }
+
+    #[test]
+    fn query_components_keep_only_unreserved_characters() {
+        assert_eq!(
+            query_string([
+                ("opt_fields", "name,assignee.(name|email)"),
+                ("a b", "ü~-_.&=+/?"),
+            ]),
+            "opt_fields=name%2Cassignee.%28name%7Cemail%29&a%20b=%C3%BC~-_.%26%3D%2B%2F%3F"
+        );
+        assert_eq!(
+            with_query("https://app.test/cb?x=1", [("code", "a/b")]),
+            "https://app.test/cb?x=1&code=a%2Fb"
+        );
+        assert_eq!(with_query("/tasks", []), "/tasks");
     }
 
     #[test]

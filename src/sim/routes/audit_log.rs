@@ -1,5 +1,5 @@
-//! Audit Log API: `GET /workspaces/{workspace_gid}/audit_log_events`, and the background generator
-//! that keeps adding events while the simulator runs.
+//! Audit Log API: `GET /workspaces/{workspace_gid}/audit_log_events` (the events themselves are
+//! the world's; a background generator keeps adding them while the simulator runs).
 //!
 //! The endpoint is a *stream*, unlike every other list endpoint: once the filters have matched
 //! something, `next_page` is always present, also when the caller is caught up (`data: []`), and
@@ -12,23 +12,18 @@
 //! parameter declares `maximum: 100`. The simulator follows the declared parameter: `limit` must be
 //! 1..=100 and defaults to 100.
 
-use std::time::Duration;
-
 use axum::Router;
-use axum::extract::{Extension, Path, Query, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::Params;
+use super::params::Params;
+use super::read::WORKSPACE;
+use super::request::ApiRequest;
 use crate::sim::config::TokenKind;
-use crate::sim::state::{Caller, SharedState};
+use crate::sim::model::world::AuditEvent;
+use crate::sim::state::SharedState;
 use crate::sim::wire::{self, ApiError, ApiResult};
-use crate::sim::world::AuditEvent;
 
 /// Page size when `limit` is absent (the declared maximum; see the module docs).
 pub const DEFAULT_LIMIT: usize = 100;
@@ -162,21 +157,14 @@ impl Filters {
     }
 }
 
-/// The oldest creation time still retained at `now`.
-fn retention_cutoff(state: &SharedState, now: DateTime<Utc>) -> DateTime<Utc> {
-    now - chrono::Duration::days(i64::from(state.config.timing.audit_retention_days))
-}
-
-async fn audit_log_events(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(workspace_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    if workspace_gid != state.world().workspace.gid {
-        return Err(ApiError::not_found("workspace"));
-    }
+async fn audit_log_events(request: ApiRequest) -> ApiResult {
+    let ApiRequest {
+        state,
+        caller,
+        gid: workspace_gid,
+        params,
+    } = request;
+    WORKSPACE.find(&state.world(), &workspace_gid, &caller.record.user_gid)?;
     if caller.record.kind != TokenKind::ServiceAccount || !caller.record.enterprise {
         return Err(ApiError::forbidden(SERVICE_ACCOUNT_ONLY));
     }
@@ -196,7 +184,7 @@ async fn audit_log_events(
         None => None,
     };
     let world = state.world();
-    let cutoff = retention_cutoff(&state, state.clock.now());
+    let cutoff = state.audit_cutoff(state.clock.now());
     let events = &world.audit_events;
     let first = match &after {
         Some(position) => events.partition_point(|e| !position.is_after(e)),
@@ -217,47 +205,4 @@ async fn audit_log_events(
     });
     let data = data.into_iter().map(|e| e.body.clone()).collect();
     wire::page(data, next_page, true)
-}
-
-/// Starts the generator adding `timing.audit_events_per_minute` events per simulated minute, and
-/// dropping events past the retention period, until `shutdown`.
-pub fn spawn_generator(state: &SharedState, tasks: &TaskTracker, shutdown: &CancellationToken) {
-    let rate = state.config.timing.audit_events_per_minute;
-    if !(rate.is_finite() && rate > 0.0) {
-        return;
-    }
-    let state = state.clone();
-    let shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let mut rng = ChaCha8Rng::seed_from_u64(state.config.seed ^ 0xa0d1_7109);
-        let interval = state
-            .clock
-            .to_real(Duration::from_secs_f64(60.0 / rate))
-            .clamp(Duration::from_millis(20), Duration::from_secs(1));
-        let start = state.clock.sim_secs();
-        let mut emitted: u64 = 0;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(interval) => {}
-            }
-            let due = ((state.clock.sim_secs() - start) * rate / 60.0).floor() as u64;
-            let mut world = state.world_mut();
-            // Read the clock under the lock so no reader can pass this instant before the
-            // events exist: generated events are never "late".
-            let now = state.clock.now();
-            for _ in emitted..due {
-                let event = world.make_audit_event(&mut rng, now, None);
-                world.insert_audit_event(event);
-            }
-            emitted = emitted.max(due);
-            let cutoff = retention_cutoff(&state, now);
-            let expired = world
-                .audit_events
-                .partition_point(|e| e.created_at < cutoff);
-            if expired > 0 {
-                world.audit_events.drain(..expired);
-            }
-        }
-    });
 }

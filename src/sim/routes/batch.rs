@@ -5,34 +5,32 @@
 //! not fit, the whole batch answers 429.
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Query, State};
+use axum::body::Body;
 use axum::http::{Method, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
-use super::Params;
+use super::request::ApiWrite;
+use crate::sim::input;
 use crate::sim::state::{Caller, SharedState};
-use crate::sim::wire::{self, ApiError, ApiResult, urlencode};
+use crate::sim::wire::{self, ApiError, ApiResult, with_query};
 
 /// Most actions in one batch, as Asana documents.
 pub const MAX_ACTIONS: usize = 10;
 
 /// Routes of this group.
-pub fn routes() -> Router<SharedState> {
-    Router::new().route("/batch", post(batch))
+///
+/// `api` builds the router the actions are dispatched to: the whole API, which includes this
+/// group, so it is handed in rather than imported.
+pub fn routes(api: fn() -> Router<SharedState>) -> Router<SharedState> {
+    Router::new().route("/batch", post(move |write: ApiWrite| batch(api, write)))
 }
 
-async fn batch(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let _params = Params::parse(query)?;
-    let data = wire::body_data(&body)?;
+async fn batch(api: fn() -> Router<SharedState>, write: ApiWrite) -> ApiResult {
+    let data = input::body_data(&write.body)?;
+    let (state, caller) = (&write.request.state, &write.request.caller);
     let actions = match data.get("actions") {
         Some(Value::Array(actions)) => actions.clone(),
         Some(_) => return Err(ApiError::bad_request("actions: Not an array")),
@@ -65,7 +63,7 @@ async fn batch(
         .limits
         .hold_concurrent(&caller.token, reads, writes)
         .map_err(|(_, retry_after)| ApiError::too_many_requests(retry_after))?;
-    let router = super::api_routes()
+    let router = api()
         .fallback(|| async { ApiError::no_route() })
         .with_state(state.clone());
     let runs = actions
@@ -158,16 +156,12 @@ fn build_request(caller: &Caller, action: &Value) -> Result<Request<Body>, ApiEr
             query.push((key.clone(), scalar(value)));
         }
     }
-    let mut uri = path.to_string();
-    if !query.is_empty() {
-        let encoded = query
+    let uri = with_query(
+        path,
+        query
             .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        uri.push(if uri.contains('?') { '&' } else { '?' });
-        uri.push_str(&encoded);
-    }
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    );
     let body = if reads {
         Body::empty()
     } else {

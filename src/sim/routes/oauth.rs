@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::sim::config::{OAuthClientSpec, TokenKind};
 use crate::sim::state::{AuthCode, Grant, SharedState, SimState, TokenRecord};
-use crate::sim::wire::urlencode;
+use crate::sim::wire::with_query;
 
 /// How long an authorization code may be exchanged (simulated seconds), as in common OAuth
 /// servers; Asana does not document it.
@@ -73,6 +73,15 @@ fn parse_form(
     })
 }
 
+/// 400 `invalid_request` for a required parameter that was not sent.
+fn missing(key: &str) -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!("{key} is required"),
+    )
+}
+
 fn invalid_grant(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
@@ -88,20 +97,6 @@ fn find_client(state: &SimState, client_id: &str) -> Option<OAuthClientSpec> {
         .effective_oauth_clients()
         .into_iter()
         .find(|c| c.client_id == client_id)
-}
-
-/// Appends query parameters to a redirect URI that may already carry some.
-fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
-    let mut out = uri.to_string();
-    let mut separator = if uri.contains('?') { '&' } else { '?' };
-    for (key, value) in pairs {
-        out.push(separator);
-        out.push_str(key);
-        out.push('=');
-        out.push_str(&urlencode(value));
-        separator = '&';
-    }
-    out
 }
 
 fn redirect(location: &str) -> Response {
@@ -125,11 +120,7 @@ async fn authorize(
 ) -> Response {
     let get = |key: &str| query.get(key).map(String::as_str).filter(|v| !v.is_empty());
     let Some(client_id) = get("client_id") else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_id is required",
-        );
+        return missing("client_id");
     };
     if find_client(&state, client_id).is_none() {
         return oauth_error(
@@ -139,11 +130,7 @@ async fn authorize(
         );
     }
     let Some(redirect_uri) = get("redirect_uri") else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "redirect_uri is required",
-        );
+        return missing("redirect_uri");
     };
     if !(redirect_uri.starts_with("http://")
         || redirect_uri.starts_with("https://")
@@ -161,7 +148,7 @@ async fn authorize(
         if !client_state.is_empty() {
             pairs.push(("state", client_state));
         }
-        redirect(&with_query(redirect_uri, &pairs))
+        redirect(&with_query(redirect_uri, pairs))
     };
     if get("response_type") != Some("code") {
         return fail(
@@ -193,7 +180,7 @@ async fn authorize(
     if !client_state.is_empty() {
         pairs.push(("state", client_state));
     }
-    redirect(&with_query(redirect_uri, &pairs))
+    redirect(&with_query(redirect_uri, pairs))
 }
 
 /// Client credentials from the form or from HTTP Basic authentication.
@@ -227,6 +214,26 @@ fn authenticate_client(
     id.as_deref()
         .and_then(|id| find_client(state, id))
         .filter(|client| secret.as_deref() == Some(client.client_secret.as_str()))
+}
+
+/// A form a client posts with its credentials (HTTP Basic, or `client_id` and `client_secret`
+/// fields), and that client: refused with 400 `invalid_request` when the body is not a form, 401
+/// `invalid_client` when the credentials do not match.
+struct ClientForm {
+    client: OAuthClientSpec,
+    form: HashMap<String, String>,
+}
+
+impl FromRequest<SharedState> for ClientForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let form = Form::<HashMap<String, String>>::from_request(request, state).await;
+        let form = parse_form(form).map_err(|response| *response)?;
+        let client = authenticate_client(state, &headers, &form).ok_or_else(invalid_client)?;
+        Ok(ClientForm { client, form })
+    }
 }
 
 fn invalid_client() -> Response {
@@ -288,16 +295,8 @@ fn no_store(body: Value) -> Response {
 
 async fn token(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    ClientForm { client, form }: ClientForm,
 ) -> Response {
-    let form = match parse_form(form) {
-        Ok(form) => form,
-        Err(response) => return *response,
-    };
-    let Some(client) = authenticate_client(&state, &headers, &form) else {
-        return invalid_client();
-    };
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => exchange_code(&state, &client, &form),
         Some("refresh_token") => refresh(&state, &client, &form),
@@ -308,11 +307,7 @@ async fn token(
                 "grant_type {other:?} is not supported; use authorization_code or refresh_token"
             ),
         ),
-        None => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "grant_type is required",
-        ),
+        None => missing("grant_type"),
     }
 }
 
@@ -322,11 +317,7 @@ fn exchange_code(
     form: &HashMap<String, String>,
 ) -> Response {
     let Some(code) = form.get("code") else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "code is required",
-        );
+        return missing("code");
     };
     // A code is single use: it is gone whether or not this exchange succeeds.
     let issued = state
@@ -383,11 +374,7 @@ fn exchange_code(
 
 fn refresh(state: &SimState, client: &OAuthClientSpec, form: &HashMap<String, String>) -> Response {
     let Some(refresh_token) = form.get("refresh_token") else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "refresh_token is required",
-        );
+        return missing("refresh_token");
     };
     let grant = {
         let mut grants = state.grants.write().unwrap_or_else(|p| p.into_inner());
@@ -404,22 +391,10 @@ fn refresh(state: &SimState, client: &OAuthClientSpec, form: &HashMap<String, St
 
 async fn revoke(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    ClientForm { client, form }: ClientForm,
 ) -> Response {
-    let form = match parse_form(form) {
-        Ok(form) => form,
-        Err(response) => return *response,
-    };
-    let Some(client) = authenticate_client(&state, &headers, &form) else {
-        return invalid_client();
-    };
     let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
+        return missing("token");
     };
     if state.token(token).is_some() {
         return oauth_error(
@@ -459,11 +434,7 @@ async fn token_info(
         Err(response) => return *response,
     };
     let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
+        return missing("token");
     };
     let now = state.clock.now();
     if let Some(record) = state.token(token) {

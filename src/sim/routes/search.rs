@@ -5,16 +5,18 @@
 use std::cmp::Ordering;
 
 use axum::Router;
-use axum::extract::{Extension, Path, Query, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 
-use super::Params;
-use super::support::{bool_param, require_workspace, resolve_user, split_list, time_param};
+use super::params::Params;
+use super::read::WORKSPACE;
+use super::request::ApiRequest;
 use crate::sim::config::Tier;
-use crate::sim::state::{Caller, SharedState};
+use crate::sim::input::split_list;
+use crate::sim::model::world::render::render;
+use crate::sim::model::world::{Task, World};
+use crate::sim::state::SharedState;
 use crate::sim::wire::{self, ApiError, ApiResult, Detail};
-use crate::sim::world::{self, Task, World};
 
 fn in_projects(task: &Task) -> Vec<&str> {
     task.memberships.iter().map(|(p, _)| p.as_str()).collect()
@@ -32,14 +34,14 @@ pub fn routes() -> Router<SharedState> {
 }
 
 /// A user-list filter (`assignee.any` …): gids, emails or `me`; `null` stands for "nobody".
-fn users(world: &World, caller: &Caller, raw: &str) -> Vec<Option<String>> {
+fn users(world: &World, me: &str, raw: &str) -> Vec<Option<String>> {
     split_list(raw)
         .iter()
         .map(|item| {
             if item == "null" {
                 None
             } else {
-                Some(resolve_user(world, caller, item).unwrap_or_else(|| item.clone()))
+                Some(world.find_user(item, me).unwrap_or_else(|| item.clone()))
             }
         })
         .collect()
@@ -53,8 +55,8 @@ struct TimeRange {
 impl TimeRange {
     fn parse(params: &Params, field: &str) -> Result<TimeRange, ApiError> {
         Ok(TimeRange {
-            after: time_param(params, &format!("{field}.after"))?,
-            before: time_param(params, &format!("{field}.before"))?,
+            after: params.time(&format!("{field}.after"))?,
+            before: params.time(&format!("{field}.before"))?,
         })
     }
 
@@ -72,36 +74,28 @@ impl TimeRange {
     }
 }
 
-async fn search(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(workspace_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    require_workspace(&world, &workspace_gid)?;
-    if caller.record.tier == Tier::Free {
+async fn search(request: ApiRequest) -> ApiResult {
+    let params = &request.params;
+    let world = request.state.world();
+    let me = request.me();
+    WORKSPACE.find(&world, &request.gid, me)?;
+    if request.caller.record.tier == Tier::Free {
         return Err(ApiError::payment_required(SEARCH_PREMIUM_MESSAGE));
     }
     let text = params.get("text").map(str::to_lowercase);
-    let assignee_any = params
-        .get("assignee.any")
-        .map(|r| users(&world, &caller, r));
-    let assignee_not = params
-        .get("assignee.not")
-        .map(|r| users(&world, &caller, r));
+    let assignee_any = params.get("assignee.any").map(|r| users(&world, me, r));
+    let assignee_not = params.get("assignee.not").map(|r| users(&world, me, r));
     let projects_any = params.get("projects.any").map(split_list);
     let projects_not = params.get("projects.not").map(split_list);
     let projects_all = params.get("projects.all").map(split_list);
     let sections_any = params.get("sections.any").map(split_list);
     let tags_any = params.get("tags.any").map(split_list);
     let subtype = params.get("resource_subtype");
-    let completed = bool_param(&params, "completed")?;
-    let is_subtask = bool_param(&params, "is_subtask")?;
-    let modified = TimeRange::parse(&params, "modified_at")?;
-    let created = TimeRange::parse(&params, "created_at")?;
-    let completed_at = TimeRange::parse(&params, "completed_at")?;
+    let completed = params.bool("completed")?;
+    let is_subtask = params.bool("is_subtask")?;
+    let modified = TimeRange::parse(params, "modified_at")?;
+    let created = TimeRange::parse(params, "created_at")?;
+    let completed_at = TimeRange::parse(params, "completed_at")?;
     let sort_by = params.get("sort_by").unwrap_or("modified_at");
     if !matches!(
         sort_by,
@@ -111,7 +105,7 @@ async fn search(
             "sort_by: Invalid value: {sort_by}"
         )));
     }
-    let ascending = bool_param(&params, "sort_ascending")?.unwrap_or(false);
+    let ascending = params.bool("sort_ascending")?.unwrap_or(false);
     let limit = params.limit.unwrap_or(DEFAULT_SEARCH_LIMIT);
 
     let mut found: Vec<&Task> = world
@@ -192,7 +186,7 @@ async fn search(
         .iter()
         .take(limit)
         .map(|t| {
-            world::render(&world, &t.gid, params.fields(), Detail::Compact)
+            render(&world, &t.gid, params.fields(), Detail::Compact)
                 .unwrap_or_else(|| serde_json::json!({ "gid": t.gid }))
         })
         .collect();

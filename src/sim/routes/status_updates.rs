@@ -2,15 +2,16 @@
 //! `GET /status_updates/{gid}`.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
-use axum::routing::get;
+use axum::routing::post;
 
-use super::support::{body_string, created_object, read_body, time_param, unrecognized};
-use super::{Params, paginate, single};
-use crate::sim::state::{Caller, SharedState};
+use super::answer::created;
+use super::read::{ReadRoutes, STATUS_UPDATE};
+use super::request::ApiWrite;
+use crate::sim::input::{body_string, unrecognized};
+use crate::sim::model::rich_text::{escape_xml, rich_text_to_plain};
+use crate::sim::model::world::StatusUpdate;
+use crate::sim::state::SharedState;
 use crate::sim::wire::{ApiError, ApiResult};
-use crate::sim::world::StatusUpdate;
 
 /// `status_type` values allowed on project and portfolio status updates.
 pub const PROJECT_STATUS_TYPES: &[&str] = &[
@@ -36,55 +37,29 @@ pub const GOAL_STATUS_TYPES: &[&str] = &[
 /// Routes of this group.
 pub fn routes() -> Router<SharedState> {
     Router::new()
-        .route("/status_updates", get(list).post(create))
-        .route("/status_updates/{status_update_gid}", get(status_update))
+        .get_list("/status_updates", |read| {
+            let parent = read.params.require("parent")?;
+            let created_since = read.params.time("created_since")?;
+            if !matches!(
+                read.world.kind_of(parent),
+                Some("project" | "portfolio" | "goal")
+            ) {
+                return Err(ApiError::not_found("parent"));
+            }
+            Ok(read.world.status_updates.gids_where(|u| {
+                u.parent == parent && created_since.is_none_or(|since| u.created_at >= since)
+            }))
+        })
+        .route("/status_updates", post(create))
+        .get_one("/status_updates/{status_update_gid}", STATUS_UPDATE)
 }
 
-async fn status_update(
-    State(state): State<SharedState>,
-    Path(gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    if world.status_updates.get(&gid).is_none() {
-        return Err(ApiError::not_found("status_update"));
-    }
-    single(&world, &gid, &params, "status_update")
-}
-
-async fn list(
-    State(state): State<SharedState>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let parent = params.require("parent")?.to_string();
-    let created_since = time_param(&params, "created_since")?;
-    let world = state.world();
-    if !matches!(
-        world.kind_of(&parent),
-        Some("project" | "portfolio" | "goal")
-    ) {
-        return Err(ApiError::not_found("parent"));
-    }
-    let gids: Vec<String> = world
-        .status_updates
-        .iter()
-        .filter(|u| u.parent == parent)
-        .filter(|u| created_since.is_none_or(|since| u.created_at >= since))
-        .map(|u| u.gid.clone())
-        .collect();
-    paginate(&state, &world, "/status_updates", &params, &gids)
-}
-
-async fn create(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let mut params = Params::parse(query)?;
-    let data = read_body(&body, &mut params)?;
+/// `POST /status_updates`: posts a status update on a project (or portfolio, or goal); answers it
+/// with its `Location`.
+async fn create(mut write: ApiWrite) -> ApiResult {
+    let data = write.data()?;
+    let request = &write.request;
+    let state = &request.state;
     let required = |key: &str| -> Result<String, ApiError> {
         body_string(&data, key)?
             .ok_or_else(|| ApiError::bad_request(format!("{key}: Missing input")))
@@ -95,10 +70,10 @@ async fn create(
     let title = body_string(&data, "title")?.unwrap_or_default();
     let html_text = match body_string(&data, "html_text")? {
         Some(html) => {
-            super::stories::rich_text_to_plain(&html, "html_text")?;
+            rich_text_to_plain(&html, "html_text")?;
             html
         }
-        None => format!("<body>{}</body>", crate::sim::world::escape_xml(&text)),
+        None => format!("<body>{}</body>", escape_xml(&text)),
     };
     let now = state.clock.now();
     let gid = {
@@ -118,7 +93,7 @@ async fn create(
         world.add_status_update(StatusUpdate {
             gid,
             parent,
-            author: caller.record.user_gid.clone(),
+            author: request.me().to_string(),
             status_type,
             title,
             text,
@@ -126,6 +101,10 @@ async fn create(
             created_at: now,
         })
     };
-    let world = state.world();
-    created_object(&world, &gid, &params, &format!("/status_updates/{gid}"))
+    created(
+        &state.world(),
+        &gid,
+        &request.params,
+        &format!("/status_updates/{gid}"),
+    )
 }

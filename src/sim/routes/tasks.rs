@@ -1,23 +1,23 @@
 //! Tasks: `GET /tasks` (by project, section, tag, or assignee + workspace, with `completed_since`
 //! and `modified_since`), `GET /projects/{gid}/tasks`, `GET /sections/{gid}/tasks`,
 //! `GET /tags/{gid}/tasks`, `GET /tasks/{gid}`, `GET /tasks/{gid}/subtasks`, `PUT /tasks/{gid}`,
-//! `DELETE /tasks/{gid}` and `POST /tasks`. Writes record events (see [`super::events`]).
+//! `DELETE /tasks/{gid}` and `POST /tasks`. Writes go through `SimState::edit`, which records their
+//! events.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
-use axum::routing::get;
+use axum::extract::{Extension, Path, State};
+use axum::routing::{post, put};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
-use super::support::{
-    body_bool, body_gid_list, body_nullable_string, body_string, created_object, parse_date,
-    read_body, resolve_user, time_param, unrecognized,
-};
-use super::{Params, events, paginate, single};
+use super::answer::{created, single};
+use super::params::Params;
+use super::read::{PROJECT, Read, ReadRoutes, SECTION, TAG, TASK, WORKSPACE};
+use super::request::ApiWrite;
+use crate::sim::input::unrecognized;
+use crate::sim::model::requests::{parse_new_task, parse_patch};
+use crate::sim::model::world::{Task, World};
 use crate::sim::state::{Caller, SharedState};
 use crate::sim::wire::{ApiError, ApiResult};
-use crate::sim::world::{NewTask, Task, TaskPatch, World};
 
 /// Asana's message when `GET /tasks` gets no (or more than one) way to select tasks.
 pub const TASKS_SELECTOR_MESSAGE: &str =
@@ -26,15 +26,32 @@ pub const TASKS_SELECTOR_MESSAGE: &str =
 /// Routes of this group.
 pub fn routes() -> Router<SharedState> {
     Router::new()
-        .route("/tasks", get(list_tasks).post(create_task))
-        .route(
-            "/tasks/{task_gid}",
-            get(get_task).put(update_task).delete(delete_task),
-        )
-        .route("/tasks/{task_gid}/subtasks", get(subtasks))
-        .route("/projects/{project_gid}/tasks", get(project_tasks))
-        .route("/sections/{section_gid}/tasks", get(section_tasks))
-        .route("/tags/{tag_gid}/tasks", get(tag_tasks))
+        .get_list("/tasks", list_tasks)
+        .route("/tasks", post(create_task))
+        .get_one("/tasks/{task_gid}", TASK)
+        .route("/tasks/{task_gid}", put(update_task).delete(delete_task))
+        .get_list("/tasks/{task_gid}/subtasks", |read| {
+            let task = read.path(TASK)?;
+            Ok(read
+                .world
+                .subtasks_of(&task)
+                .map(|t| t.gid.clone())
+                .collect())
+        })
+        .get_list("/projects/{project_gid}/tasks", |read| {
+            let filter = TaskFilter::parse(read.params, false)?;
+            let project = read.path(PROJECT)?;
+            Ok(filter.select(read.world, |t| t.in_project(&project)))
+        })
+        .get_list("/sections/{section_gid}/tasks", |read| {
+            let filter = TaskFilter::parse(read.params, false)?;
+            let section = read.path(SECTION)?;
+            Ok(filter.select(read.world, |t| t.in_section(&section)))
+        })
+        .get_list("/tags/{tag_gid}/tasks", |read| {
+            let tag = read.path(TAG)?;
+            Ok(TaskFilter::default().select(read.world, |t| t.has_tag(&tag)))
+        })
 }
 
 /// `completed_since` as Asana reads it: `now` keeps only incomplete tasks; a time keeps incomplete
@@ -57,10 +74,10 @@ impl TaskFilter {
         let completed_since = match params.get("completed_since") {
             None => None,
             Some("now") => Some(CompletedSince::Now),
-            Some(_) => time_param(params, "completed_since")?.map(CompletedSince::At),
+            Some(_) => params.time("completed_since")?.map(CompletedSince::At),
         };
         let modified_since = if allow_modified {
-            time_param(params, "modified_since")?
+            params.time("modified_since")?
         } else {
             None
         };
@@ -90,23 +107,19 @@ impl TaskFilter {
             .is_none_or(|since| task.modified_at.timestamp_millis() >= since.timestamp_millis());
         completed_ok && modified_ok
     }
+
+    /// The live tasks `keep` takes that pass the filter, in order.
+    fn select(&self, world: &World, keep: impl Fn(&Task) -> bool) -> Vec<String> {
+        world.tasks.gids_where(|t| self.keeps(t) && keep(t))
+    }
 }
 
-fn gids<'a>(tasks: impl Iterator<Item = &'a Task>, filter: &TaskFilter) -> Vec<String> {
-    tasks
-        .filter(|t| filter.keeps(t))
-        .map(|t| t.gid.clone())
-        .collect()
-}
-
-async fn list_tasks(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let filter = TaskFilter::parse(&params, true)?;
-    let world = state.world();
+/// `GET /tasks`: exactly one way of selecting tasks (a project, a section, a tag, or an assignee
+/// in a workspace), filtered by `completed_since` and `modified_since`.
+fn list_tasks(read: &Read<'_>) -> Result<Vec<String>, ApiError> {
+    let params = read.params;
+    let world = read.world;
+    let filter = TaskFilter::parse(params, true)?;
     let project = params.get("project");
     let section = params.get("section");
     let tag = params.get("tag");
@@ -124,286 +137,52 @@ async fn list_tasks(
     if selectors != 1 || assignee.is_some() != workspace.is_some() {
         return Err(ApiError::bad_request(TASKS_SELECTOR_MESSAGE));
     }
-    let selected = if let Some(project) = project {
-        if world.projects.get(project).is_none() {
-            return Err(ApiError::not_found("project"));
-        }
-        gids(world.project_tasks(project), &filter)
+    if let Some(project) = project {
+        let project = read.find(PROJECT, project)?;
+        Ok(filter.select(world, |t| t.in_project(&project)))
     } else if let Some(section) = section {
-        section_gids(&world, section, &filter)?
+        let section = read.find(SECTION, section)?;
+        Ok(filter.select(world, |t| t.in_section(&section)))
     } else if let Some(tag) = tag {
-        tag_gids(&world, tag, &filter)?
+        let tag = read.find(TAG, tag)?;
+        Ok(filter.select(world, |t| t.has_tag(&tag)))
     } else {
-        let workspace = workspace.unwrap_or_default();
-        super::support::require_workspace(&world, workspace)?;
+        read.find(WORKSPACE, workspace.unwrap_or_default())?;
         let raw = assignee.unwrap_or_default();
-        let user =
-            resolve_user(&world, &caller, raw).ok_or_else(|| unrecognized("assignee", raw))?;
-        gids(
-            world
-                .tasks
-                .iter()
-                .filter(|t| t.assignee.as_deref() == Some(user.as_str())),
-            &filter,
-        )
-    };
-    paginate(&state, &world, "/tasks", &params, &selected)
-}
-
-fn section_gids(
-    world: &World,
-    section: &str,
-    filter: &TaskFilter,
-) -> Result<Vec<String>, ApiError> {
-    if world.sections.get(section).is_none() {
-        return Err(ApiError::not_found("section"));
+        let user = world
+            .find_user(raw, read.me())
+            .ok_or_else(|| unrecognized("assignee", raw))?;
+        Ok(filter.select(world, |t| t.assignee.as_deref() == Some(user.as_str())))
     }
-    Ok(gids(
-        world
-            .tasks
-            .iter()
-            .filter(|t| t.memberships.iter().any(|(_, s)| s == section)),
-        filter,
-    ))
 }
 
-fn tag_gids(world: &World, tag: &str, filter: &TaskFilter) -> Result<Vec<String>, ApiError> {
-    if world.tags.get(tag).is_none() {
-        return Err(ApiError::not_found("tag"));
-    }
-    Ok(gids(
-        world
-            .tasks
-            .iter()
-            .filter(|t| t.tags.iter().any(|g| g == tag)),
-        filter,
-    ))
+/// `PUT /tasks/{gid}`: changes the task's writable fields; answers the task.
+async fn update_task(mut write: ApiWrite) -> ApiResult {
+    let request = &write.request;
+    TASK.find(&request.state.world(), &request.gid, request.me())?;
+    let data = write.data()?;
+    let request = &write.request;
+    let (state, task, me) = (&request.state, &request.gid, request.me());
+    let patch = parse_patch(&state.world(), Some(me), &data)?;
+    state
+        .edit(|edit| edit.change_task(task, &patch, Some(me)))
+        .ok_or_else(|| ApiError::not_found(TASK.name))?;
+    single(&state.world(), task, &request.params, TASK.name)
 }
 
-async fn project_tasks(
-    State(state): State<SharedState>,
-    Path(project_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let filter = TaskFilter::parse(&params, false)?;
-    let world = state.world();
-    if world.projects.get(&project_gid).is_none() {
-        return Err(ApiError::not_found("project"));
-    }
-    let selected = gids(world.project_tasks(&project_gid), &filter);
-    let path = format!("/projects/{project_gid}/tasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-async fn section_tasks(
-    State(state): State<SharedState>,
-    Path(section_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let filter = TaskFilter::parse(&params, false)?;
-    let world = state.world();
-    let selected = section_gids(&world, &section_gid, &filter)?;
-    let path = format!("/sections/{section_gid}/tasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-async fn tag_tasks(
-    State(state): State<SharedState>,
-    Path(tag_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    let selected = tag_gids(&world, &tag_gid, &TaskFilter::default())?;
-    let path = format!("/tags/{tag_gid}/tasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-fn live_task<'a>(world: &'a World, gid: &str) -> Result<&'a Task, ApiError> {
-    world
-        .tasks
-        .get(gid)
-        .filter(|t| !t.deleted)
-        .ok_or_else(|| ApiError::not_found("task"))
-}
-
-async fn get_task(
-    State(state): State<SharedState>,
-    Path(task_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    live_task(&world, &task_gid)?;
-    single(&world, &task_gid, &params, "task")
-}
-
-async fn subtasks(
-    State(state): State<SharedState>,
-    Path(task_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let params = Params::parse(query)?;
-    let world = state.world();
-    live_task(&world, &task_gid)?;
-    let selected: Vec<String> = world
-        .subtasks_of(&task_gid)
-        .map(|t| t.gid.clone())
-        .collect();
-    let path = format!("/tasks/{task_gid}/subtasks");
-    paginate(&state, &world, &path, &params, &selected)
-}
-
-/// Reads the writable fields of a task from a request's `data`: `name`, `notes` (or `html_notes`),
-/// `completed`, `assignee` (gid, email, `me` or null) and `due_on` (`YYYY-MM-DD` or null).
-/// `caller` resolves `me`; without one (admin API) `me` is not accepted.
-pub fn parse_patch(
-    world: &World,
-    caller: Option<&Caller>,
-    data: &Map<String, Value>,
-) -> Result<TaskPatch, ApiError> {
-    let mut patch = TaskPatch {
-        name: body_string(data, "name")?,
-        notes: body_string(data, "notes")?,
-        completed: body_bool(data, "completed")?,
-        ..TaskPatch::default()
-    };
-    if let Some(html) = body_string(data, "html_notes")? {
-        if patch.notes.is_some() {
-            return Err(ApiError::bad_request(
-                "You may only provide one of notes or html_notes",
-            ));
-        }
-        patch.notes = Some(super::stories::rich_text_to_plain(&html, "html_notes")?);
-    }
-    if let Some(assignee) = body_nullable_string(data, "assignee")? {
-        patch.assignee = Some(match assignee {
-            None => None,
-            Some(raw) => {
-                let user = match caller {
-                    Some(caller) => resolve_user(world, caller, &raw),
-                    None => world.users.get(&raw).map(|u| u.gid.clone()),
-                };
-                Some(user.ok_or_else(|| unrecognized("assignee", &raw))?)
-            }
-        });
-    }
-    if let Some(due_on) = body_nullable_string(data, "due_on")? {
-        patch.due_on = Some(match due_on {
-            None => None,
-            Some(raw) => Some(parse_date("due_on", &raw)?),
-        });
-    }
-    Ok(patch)
-}
-
-async fn update_task(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(task_gid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let mut params = Params::parse(query)?;
-    let patch = {
-        let world = state.world();
-        live_task(&world, &task_gid)?;
-        let data = read_body(&body, &mut params)?;
-        parse_patch(&world, Some(&caller), &data)?
-    };
-    events::change_task(&state, &task_gid, &patch, Some(&caller.record.user_gid))
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    let world = state.world();
-    single(&world, &task_gid, &params, "task")
-}
-
-async fn create_task(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Bytes,
-) -> ApiResult {
-    let mut params = Params::parse(query)?;
-    let new = {
-        let world = state.world();
-        let data = read_body(&body, &mut params)?;
-        new_task(&world, &caller, &data)?
-    };
-    let gid = events::create_task(&state, new, Some(&caller.record.user_gid));
-    let world = state.world();
-    created_object(&world, &gid, &params, &format!("/tasks/{gid}"))
-}
-
-fn new_task(
-    world: &World,
-    caller: &Caller,
-    data: &Map<String, Value>,
-) -> Result<NewTask, ApiError> {
-    let patch = parse_patch(world, Some(caller), data)?;
-    let workspace = body_string(data, "workspace")?;
-    let projects = body_gid_list(data, "projects")?;
-    let parent = body_string(data, "parent")?;
-    let mut memberships = Vec::new();
-    if let Some(Value::Array(items)) = data.get("memberships") {
-        for item in items {
-            let project = item
-                .get("project")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let section = item
-                .get("section")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            match world.sections.get(section) {
-                Some(found) if found.project == project => {
-                    memberships.push((project.to_string(), section.to_string()))
-                }
-                _ => return Err(unrecognized("memberships", section)),
-            }
-        }
-    }
-    for project in &projects {
-        if world.projects.get(project).is_none() {
-            return Err(unrecognized("projects", project));
-        }
-        if memberships.iter().any(|(p, _)| p == project) {
-            continue;
-        }
-        let first_section = world
-            .sections
-            .iter()
-            .find(|s| &s.project == project)
-            .map(|s| s.gid.clone())
-            .unwrap_or_default();
-        memberships.push((project.clone(), first_section));
-    }
-    if let Some(parent) = &parent
-        && world.tasks.get(parent).is_none_or(|t| t.deleted)
-    {
-        return Err(unrecognized("parent", parent));
-    }
-    if let Some(workspace) = &workspace
-        && workspace != &world.workspace.gid
-    {
-        return Err(unrecognized("workspace", workspace));
-    }
-    if workspace.is_none() && memberships.is_empty() && parent.is_none() {
-        return Err(ApiError::bad_request(
-            "You should specify one of workspace, parent, projects",
-        ));
-    }
-    Ok(NewTask {
-        name: patch.name.unwrap_or_default(),
-        notes: patch.notes.unwrap_or_default(),
-        assignee: patch.assignee.flatten(),
-        created_by: caller.record.user_gid.clone(),
-        completed: patch.completed.unwrap_or(false),
-        due_on: patch.due_on.flatten(),
-        memberships,
-        parent,
-    })
+/// `POST /tasks`: creates a task; answers it with its `Location`.
+async fn create_task(mut write: ApiWrite) -> ApiResult {
+    let data = write.data()?;
+    let request = &write.request;
+    let (state, me) = (&request.state, request.me());
+    let new = parse_new_task(&state.world(), me, &data)?;
+    let gid = state.edit(|edit| edit.create_task(new, Some(me)));
+    created(
+        &state.world(),
+        &gid,
+        &request.params,
+        &format!("/tasks/{gid}"),
+    )
 }
 
 /// `DELETE /tasks/{gid}`: trashes the task; answers an empty data record, as Asana does.
@@ -412,7 +191,8 @@ async fn delete_task(
     Extension(caller): Extension<Caller>,
     Path(task_gid): Path<String>,
 ) -> ApiResult {
-    if !events::delete_task(&state, &task_gid, Some(&caller.record.user_gid)) {
+    let me = &caller.record.user_gid;
+    if !state.edit(|edit| edit.delete_task(&task_gid, Some(me))) {
         return Err(ApiError::not_found("task"));
     }
     crate::sim::wire::ok(serde_json::json!({}))

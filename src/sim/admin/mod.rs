@@ -1,7 +1,13 @@
 //! The simulator's control surface under `/_sim/`, for tests, benchmarks and people trying job
 //! files: read per-token statistics, change faults, revoke tokens, spend quota as another client,
-//! append audit events. It is not part of Asana's API and needs no token: the simulator listens on
-//! loopback only.
+//! append audit events, change tasks as other users. It is not part of Asana's API and needs no
+//! token: the simulator listens on loopback only.
+//!
+//! The admin layer sits beside the routes: it imports the state, the model and the foundations,
+//! never a route module.
+
+pub mod exports;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 
@@ -32,10 +38,8 @@ pub fn routes() -> Router<SharedState> {
         .route("/audit_events", post(append_audit_events))
         .route("/clock", get(clock).post(advance_clock))
         .route("/users/{user_gid}/deactivate", post(deactivate_user))
-        .route(
-            "/tasks/{task_gid}",
-            post(super::routes::events::admin_change_task),
-        )
+        .route("/tasks/{task_gid}", post(tasks::change_task))
+        .merge(exports::routes())
 }
 
 fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -1,0 +1,270 @@
+//! The objects of the simulated organization as plain typed structs: users, teams, projects,
+//! sections, tasks, stories, tags, custom fields, status updates and audit-log events. What they
+//! look like on the wire is [`super::render`]'s concern; how they change, [`super::mutate`]'s.
+//!
+//! Imports [`super::table`] only.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::table::HasGid;
+
+macro_rules! has_gid {
+    ($($t:ty),*) => { $(impl HasGid for $t { fn gid(&self) -> &str { &self.gid } })* };
+}
+
+/// The organization.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// Gid.
+    pub gid: String,
+    /// Display name.
+    pub name: String,
+    /// Email domains of the organization.
+    pub email_domains: Vec<String>,
+}
+
+/// A user of the organization.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Gid.
+    pub gid: String,
+    /// Full name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Whether the user is still active in the organization.
+    pub active: bool,
+}
+
+/// A team.
+#[derive(Debug, Clone)]
+pub struct Team {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Member user gids.
+    pub members: Vec<String>,
+}
+
+/// A project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Owning team.
+    pub team: String,
+    /// Owner user.
+    pub owner: String,
+    /// Member user gids.
+    pub members: Vec<String>,
+    /// Follower user gids.
+    pub followers: Vec<String>,
+    /// Whether archived.
+    pub archived: bool,
+    /// Color name.
+    pub color: String,
+    /// Notes.
+    pub notes: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last modified.
+    pub modified_at: DateTime<Utc>,
+    /// Due date (`YYYY-MM-DD`).
+    pub due_on: Option<String>,
+    /// Custom field gids attached to the project.
+    pub custom_fields: Vec<String>,
+}
+
+/// A section of a project.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Project it belongs to.
+    pub project: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A value of a custom field on a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomValue {
+    /// Text.
+    Text(String),
+    /// Number.
+    Number(f64),
+    /// Enum option gid.
+    Enum(String),
+}
+
+/// A task or subtask.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Notes.
+    pub notes: String,
+    /// `default_task`, `milestone`, `approval`.
+    pub resource_subtype: String,
+    /// Assignee user gid.
+    pub assignee: Option<String>,
+    /// Creator user gid.
+    pub created_by: String,
+    /// Whether completed.
+    pub completed: bool,
+    /// When completed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last modified (bumped by every change, including new stories).
+    pub modified_at: DateTime<Utc>,
+    /// Due date.
+    pub due_on: Option<String>,
+    /// Start date.
+    pub start_on: Option<String>,
+    /// (project gid, section gid) memberships.
+    pub memberships: Vec<(String, String)>,
+    /// Parent task for subtasks.
+    pub parent: Option<String>,
+    /// Tag gids.
+    pub tags: Vec<String>,
+    /// Follower user gids.
+    pub followers: Vec<String>,
+    /// Custom field values by field gid.
+    pub custom_fields: Vec<(String, CustomValue)>,
+    /// Number of likes.
+    pub num_likes: u32,
+    /// Whether deleted (kept for events).
+    pub deleted: bool,
+}
+
+impl Task {
+    /// Whether it is a (top-level) member of `project`.
+    pub fn in_project(&self, project: &str) -> bool {
+        self.memberships.iter().any(|(p, _)| p == project)
+    }
+
+    /// Whether it is in `section` of one of its projects.
+    pub fn in_section(&self, section: &str) -> bool {
+        self.memberships.iter().any(|(_, s)| s == section)
+    }
+
+    /// Whether it is tagged `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// A story (comment or system story) on a task.
+#[derive(Debug, Clone)]
+pub struct Story {
+    /// Gid.
+    pub gid: String,
+    /// Task it belongs to.
+    pub target: String,
+    /// Author.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// `comment_added` or a system subtype.
+    pub resource_subtype: String,
+    /// Text.
+    pub text: String,
+    /// Whether pinned.
+    pub is_pinned: bool,
+}
+
+/// A tag.
+#[derive(Debug, Clone)]
+pub struct Tag {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Color.
+    pub color: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An enum option of a custom field.
+#[derive(Debug, Clone)]
+pub struct EnumOption {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Color.
+    pub color: String,
+}
+
+/// A custom field definition.
+#[derive(Debug, Clone)]
+pub struct CustomField {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// `text`, `number` or `enum`.
+    pub field_type: String,
+    /// Options of enum fields.
+    pub enum_options: Vec<EnumOption>,
+    /// Precision of number fields.
+    pub precision: u32,
+}
+
+/// A status update on a project.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    /// Gid.
+    pub gid: String,
+    /// Project, portfolio or goal gid.
+    pub parent: String,
+    /// Author.
+    pub author: String,
+    /// `on_track`, ….
+    pub status_type: String,
+    /// Title.
+    pub title: String,
+    /// Text.
+    pub text: String,
+    /// Rich text.
+    pub html_text: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An audit-log event, stored as Asana returns it.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Gid.
+    pub gid: String,
+    /// Created (the log's sort key).
+    pub created_at: DateTime<Utc>,
+    /// The event as JSON (`AuditLogEvent`).
+    pub body: Value,
+}
+
+has_gid!(
+    Workspace,
+    User,
+    Team,
+    Project,
+    Section,
+    Task,
+    Story,
+    Tag,
+    CustomField,
+    StatusUpdate,
+    AuditEvent
+);
