@@ -15,7 +15,7 @@
 //! Every page with new events is one [`Batch`] committed to the sink *with the whole cursor*;
 //! the checkpoint in the store is written after the sink holds the batch. A restarted run
 //! resumes from whichever of the two has the higher batch sequence ([`Sink::recover`]), so a
-//! crash at any instant neither loses nor duplicates an event (DESIGN invariant 1).
+//! crash at any instant neither loses nor duplicates an event (ARCHITECTURE.md, "Invariants").
 //!
 //! Late events (Asana may list an event after newer ones) are caught by re-reading, on every
 //! pass, the `overlap` window that ends at the tail's position, and delivering the gids not
