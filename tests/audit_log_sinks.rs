@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
 use audit_support::{
-    AuditSetup, BIN, Collector, completed_runs, quiet_sim, stored_cursor, terminate,
+    AuditSetup, BIN, Collector, completed_runs, kill, quiet_sim, stored_cursor, terminate,
 };
 use futures::StreamExt;
 use moto::Moto;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
+use rand::{RngExt, SeedableRng};
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -280,19 +281,25 @@ fn s3_sink(moto: &Moto, bucket: &str, gzip: bool) -> S3Sink {
 const LATE_BACKFILL: usize = 2_000;
 
 /// A job every 2 s with a 7-day start, a 10-minute overlap and 8 slices, as in the report of
-/// the bug: events timestamped two minutes back (before the tail's start) appear four times, twice while
-/// the backfill runs and twice after it, each time with one current event that moves the tail
-/// on. The re-read of the overlap window reaches behind the tail's start and knows every gid
-/// the slices delivered there: each event arrives once.
-async fn late_events_behind_the_backfill_boundary_arrive_once(sink: LateSink) {
+/// the bug: events timestamped two minutes back (before the tail's start) appear four times,
+/// twice while the backfill runs and twice after it, each time with one current event that
+/// moves the tail on. The re-read of the overlap window reaches behind the tail's start and
+/// knows every gid the slices delivered there: each event arrives once. With `kills`, the
+/// daemon is SIGKILLed and restarted a moment after each group appears: the gids delivered in
+/// the window are known from the cursor the sink or the checkpoint holds.
+async fn late_events_behind_the_backfill_boundary_arrive_once(sink: LateSink, kills: bool) {
     let mut config = quiet_sim(LATE_BACKFILL, 1.0);
     config.world.audit_backfill_days = 6;
     config.faults.latency_ms = 300;
     let setup = AuditSetup::new(config, "every = \"2s\"", "").await;
     write_job_with(&setup, "every = \"2s\"", LATE_SETTINGS, &sink.table(&setup));
-    let mut child = daemon(&setup);
+    // Daemon N logs to daemon-N.log.
+    let started = std::cell::Cell::new(0);
+    let log = || setup.daemon.log(&format!("daemon-{}", started.get()));
+    let mut child = setup.daemon.start_with_env("daemon-0", &S3_ENV);
     setup.wait_ready(&mut child).await;
     let store = setup.store().await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x1a7e);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut late: Vec<String> = Vec::new();
     let mut appended_during_backfill = 0;
@@ -303,7 +310,7 @@ async fn late_events_behind_the_backfill_boundary_arrive_once(sink: LateSink) {
         {
             return cursor;
         }
-        assert!(Instant::now() < deadline, "{}", daemon_log(&setup));
+        assert!(Instant::now() < deadline, "{}", log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     for group in 0..4 {
@@ -314,7 +321,7 @@ async fn late_events_behind_the_backfill_boundary_arrive_once(sink: LateSink) {
             _ => {
                 let runs = completed_runs(store.as_ref()).await;
                 while completed_runs(store.as_ref()).await < runs + 2 {
-                    assert!(Instant::now() < deadline, "{}", daemon_log(&setup));
+                    assert!(Instant::now() < deadline, "{}", log());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 until(&|_| true).await
@@ -334,6 +341,15 @@ async fn late_events_behind_the_backfill_boundary_arrive_once(sink: LateSink) {
         if !cursor.backfill.is_empty() {
             appended_during_backfill += 1;
         }
+        if kills {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
+            kill(&mut child);
+            started.set(started.get() + 1);
+            child = setup
+                .daemon
+                .start_with_env(&format!("daemon-{}", started.get()), &S3_ENV);
+            setup.wait_ready(&mut child).await;
+        }
     }
     assert_eq!(
         appended_during_backfill, 2,
@@ -352,14 +368,14 @@ async fn late_events_behind_the_backfill_boundary_arrive_once(sink: LateSink) {
             late.iter()
                 .filter(|g| !held.contains(*g))
                 .collect::<Vec<_>>(),
-            daemon_log(&setup)
+            log()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Two more runs, so a repeat would show.
     let runs = completed_runs(store.as_ref()).await;
     while completed_runs(store.as_ref()).await < runs + 2 {
-        assert!(Instant::now() < deadline, "{}", daemon_log(&setup));
+        assert!(Instant::now() < deadline, "{}", log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     terminate(&mut child);
@@ -390,7 +406,12 @@ fn by_gid_list(gids: &[String]) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_behind_the_backfill_boundary_reach_the_file_sink_once() {
-    late_events_behind_the_backfill_boundary_arrive_once(LateSink::File).await;
+    late_events_behind_the_backfill_boundary_arrive_once(LateSink::File, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_behind_the_backfill_boundary_survive_sigkills_once() {
+    late_events_behind_the_backfill_boundary_arrive_once(LateSink::File, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,11 +420,12 @@ async fn late_events_behind_the_backfill_boundary_reach_the_bucket_once() {
         return;
     };
     moto.bucket("late").await;
-    late_events_behind_the_backfill_boundary_arrive_once(LateSink::S3(moto)).await;
+    late_events_behind_the_backfill_boundary_arrive_once(LateSink::S3(moto), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_behind_the_backfill_boundary_reach_the_collector_once() {
     let (collector, addr) = Collector::start(u64::MAX).await;
-    late_events_behind_the_backfill_boundary_arrive_once(LateSink::Http(collector, addr)).await;
+    late_events_behind_the_backfill_boundary_arrive_once(LateSink::Http(collector, addr), false)
+        .await;
 }
