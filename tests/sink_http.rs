@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{TimeZone, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 const TOKEN: &str = "hec-canary-9d41c7";
 
@@ -160,6 +161,12 @@ fn batch(stream: &str, sequence: u64, gids: std::ops::RangeInclusive<u64>) -> Ba
     }
 }
 
+/// The idempotency key the sink gives chunk `chunk` of batch `sequence` with this body.
+fn key(stream: &str, sequence: u64, chunk: usize, body: &str) -> String {
+    let digest = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+    format!("{stream}-{sequence}-{chunk}-{}", &digest[..16])
+}
+
 fn context(dir: &std::path::Path) -> SinkContext {
     SinkContext {
         state_dir: dir.join("state"),
@@ -181,8 +188,11 @@ async fn ndjson_posts_in_chunks_of_batch_events_and_recovers_after_reopening() {
     sink.commit(batch("audit", 1, 1..=5)).await.unwrap();
     let got = collector.received();
     assert_eq!(got.len(), 3, "5 events in chunks of 2: {got:#?}");
-    let keys: Vec<_> = got.iter().map(|r| r.key.clone().unwrap()).collect();
-    assert_eq!(keys, ["audit-1-0", "audit-1-1", "audit-1-2"]);
+    // One key per chunk: the batch, the chunk and the body's digest.
+    for (chunk, r) in got.iter().enumerate() {
+        assert_eq!(r.key, Some(key("audit", 1, chunk, &r.body)));
+    }
+    assert!(got[0].key.as_ref().unwrap().starts_with("audit-1-0-"));
     for r in &got {
         assert_eq!(r.path, "/ingest");
         assert_eq!(r.auth.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
@@ -255,7 +265,7 @@ async fn json_format_posts_one_array_per_chunk() {
     let second: Vec<Value> = serde_json::from_str(&got[1].body).unwrap();
     assert_eq!(first, (1..=3).map(event).collect::<Vec<_>>());
     assert_eq!(second, vec![event(4)]);
-    assert_eq!(got[1].key.as_deref(), Some("audit-7-1"));
+    assert_eq!(got[1].key, Some(key("audit", 7, 1, &got[1].body)));
 
     // A redirect is reported, not followed; a job name that is not a directory name is refused.
     collector.push(307, None, "moved");
@@ -347,7 +357,10 @@ async fn retries_on_503_and_429_resend_the_same_key_and_never_log_the_token() {
     sink.commit(batch("audit", 3, 1..=2)).await.unwrap();
     let got = collector.received();
     assert_eq!(got.len(), 3, "{got:#?}");
-    assert!(got.iter().all(|r| r.key.as_deref() == Some("audit-3-0")));
+    assert!(
+        got.iter()
+            .all(|r| r.key == Some(key("audit", 3, 0, &got[0].body)))
+    );
     assert!(got.iter().all(|r| r.body == got[0].body));
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -355,22 +368,25 @@ async fn retries_on_503_and_429_resend_the_same_key_and_never_log_the_token() {
     );
     assert_eq!(sink.recover("audit").await.unwrap().unwrap().sequence, 3);
 
-    // A collector that keeps failing: the commit fails as transient, nothing is recorded, and a
-    // later commit of the same batch uses the same key again.
+    // A collector that keeps failing: the commit fails as transient and nothing is recorded.
+    // The next run's recovery resends the stored batch, same body under the same key, and
+    // records it; committing the batch again then posts nothing.
     for _ in 0..4 {
         collector.push(502, None, "bad gateway");
     }
     let err = sink.commit(batch("audit", 4, 3..=3)).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("after 4 attempt(s)"), "{err}");
-    assert_eq!(sink.recover("audit").await.unwrap().unwrap().sequence, 3);
+    assert!(sink.pending_path("audit").exists());
+    assert_eq!(sink.recover("audit").await.unwrap().unwrap().sequence, 4);
+    assert!(!sink.pending_path("audit").exists());
     sink.commit(batch("audit", 4, 3..=3)).await.unwrap();
     let got = collector.received();
     assert_eq!(got.len(), 3 + 4 + 1);
     assert!(
         got[3..]
             .iter()
-            .all(|r| r.key.as_deref() == Some("audit-4-0"))
+            .all(|r| r.key == Some(key("audit", 4, 0, &got[3].body)) && r.body == got[3].body)
     );
 
     // A collector that echoes the Authorization header in its refusal: the error says what
@@ -510,4 +526,83 @@ async fn a_slow_collector_times_out_and_the_post_is_retried_with_the_same_key() 
     assert_eq!(got[0].key, got[1].key);
     assert_eq!(got[0].body, got[1].body);
     assert_eq!(sink.recover("audit").await.unwrap().unwrap().sequence, 1);
+}
+
+/// The window the sink exists for, without luck: the collector keeps a POST's body but its
+/// answer never arrives (here: a timeout, the only attempt), so the batch is not recorded. The
+/// next process rebuilds the batch with another split (`batch_events`) and a later clock; its
+/// recovery resends the stored bodies byte for byte under the same keys, and the rebuilt batch
+/// is never posted. Every key carries one body, and every event arrives once.
+#[tokio::test]
+async fn an_unanswered_post_is_resent_byte_for_byte_after_a_restart_with_another_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, base, _server) = Collector::start().await;
+    let mut first = settings(&format!("{base}/ingest"), HttpFormat::SplunkHec, None);
+    first.token_file = Some(token_file(dir.path()));
+    first.batch_events = 2;
+    first.max_attempts = 1;
+    first.timeout = Duration::from_millis(300);
+    let sink = HttpSink::new(&first, &context(dir.path())).unwrap();
+    sink.commit(batch("audit", 1, 1..=2)).await.unwrap();
+    // Batch 2: the first chunk is answered, the second is kept and never answered in time.
+    {
+        let mut delays = collector.delays.lock().unwrap();
+        delays.push_back(Duration::ZERO);
+        delays.push_back(Duration::from_secs(2));
+    }
+    let mut stored = batch("audit", 2, 3..=6);
+    stored.records[3] = RawValue::from_string(
+        r#"{"gid":"6","note":"no created_at: HEC time is the batch's now"}"#.into(),
+    )
+    .unwrap();
+    let err = sink.commit(stored.clone()).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    drop(sink);
+    let before = collector.received();
+    assert_eq!(before.len(), 3, "{before:#?}");
+
+    // A restart: other chunks, a later clock, the same sequence rebuilt from the checkpoint.
+    let mut second = first.clone();
+    second.batch_events = 3;
+    second.timeout = Duration::from_secs(5);
+    let restarted = HttpSink::new(&second, &context(dir.path())).unwrap();
+    let recovered = restarted.recover("audit").await.unwrap().unwrap();
+    assert_eq!(recovered.sequence, 2);
+    assert_eq!(recovered.cursor, stored.cursor);
+    let mut rebuilt = stored.clone();
+    rebuilt.now += chrono::Duration::hours(1);
+    restarted.commit(rebuilt).await.unwrap();
+    restarted.commit(batch("audit", 3, 7..=9)).await.unwrap();
+
+    let got = collector.received();
+    let mut by_key: std::collections::BTreeMap<String, String> = Default::default();
+    for r in &got {
+        let key = r.key.clone().unwrap();
+        let previous = by_key.insert(key.clone(), r.body.clone());
+        assert!(
+            previous.is_none_or(|p| p == r.body),
+            "{key} was posted with two bodies"
+        );
+    }
+    // Batch 2's two chunks went out again exactly as first posted.
+    assert_eq!(got[3].key, before[1].key);
+    assert_eq!(got[3].body, before[1].body);
+    assert_eq!(got[4].key, before[2].key);
+    assert_eq!(got[4].body, before[2].body);
+    let mut gids: Vec<String> = by_key
+        .values()
+        .flat_map(|body| {
+            body.lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["event"]["gid"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    gids.sort_by_key(|g| g.parse::<u64>().unwrap());
+    assert_eq!(gids, (1..=9).map(|g| g.to_string()).collect::<Vec<_>>());
+    assert_eq!(restarted.verify("audit").unwrap().records, 9);
 }

@@ -439,6 +439,62 @@ async fn a_stale_run_cannot_overwrite_a_committed_batch() {
     assert_eq!(fresh.verify("other").await.unwrap().entries, 1);
 }
 
+/// The two crash windows of a commit: after a batch's object, before its manifest entry; and
+/// after the entry, before the job's checkpoint. A job resuming from an older position rebuilds
+/// the batch with other events (another page split), and the rebuilt batch can change neither
+/// the object already written (its key names its content) nor the entry (created only if
+/// absent, and a sequence the bucket holds is not written again).
+#[tokio::test]
+async fn a_batch_rebuilt_after_a_crash_cannot_change_a_stored_object_or_entry() {
+    let Some(moto) = Moto::start("rebuilt_batch").await else {
+        return;
+    };
+    moto.bucket("rebuilt").await;
+    let settings = moto.settings("rebuilt", false);
+    let sink = moto.sink(&settings);
+    sink.commit(batch("audit", 1, 1..=3)).await.unwrap();
+    sink.commit(batch("audit", 2, 4..=6)).await.unwrap();
+    // A crash between batch 2's object and its entry: the object is written, nothing names it.
+    let first_object = sink.data_key("audit", 2).await.unwrap().unwrap();
+    let first_bytes = object(&sink, &first_object).await;
+    let store = sink.store();
+    store.delete(&sink.manifest_key("audit", 2)).await.unwrap();
+    let hint = ObjectPath::from("audit-logs/audit/manifest/latest");
+    store.put(&hint, "1".into()).await.unwrap();
+    drop(sink);
+
+    let restarted = moto.sink(&settings);
+    assert_eq!(
+        restarted.recover("audit").await.unwrap().unwrap().sequence,
+        1
+    );
+    restarted.commit(batch("audit", 2, 4..=5)).await.unwrap();
+    assert_eq!(object(&restarted, &first_object).await, first_bytes);
+    let second_object = restarted.data_key("audit", 2).await.unwrap().unwrap();
+    assert_ne!(second_object, first_object);
+    assert_eq!(
+        lines(&object(&restarted, &second_object).await),
+        vec![event(4), event(5)]
+    );
+
+    // A crash between the entry and the checkpoint: a run that did not see the entry rebuilds
+    // batch 2 once more, with yet other events. Nothing changes.
+    let entry = object(&restarted, &restarted.manifest_key("audit", 2)).await;
+    let stale = moto.sink(&settings);
+    stale.commit(batch("audit", 2, 4..=7)).await.unwrap();
+    assert_eq!(object(&stale, &stale.manifest_key("audit", 2)).await, entry);
+    assert_eq!(object(&stale, &second_object).await, {
+        let mut expected = Vec::new();
+        for gid in 4..=5 {
+            expected.extend_from_slice(event(gid).to_string().as_bytes());
+            expected.push(b'\n');
+        }
+        expected
+    });
+    let report = stale.verify("audit").await.unwrap();
+    assert_eq!((report.entries, report.records), (2, 5));
+}
+
 /// A batch above the multipart threshold is uploaded in parts and still verifies.
 #[tokio::test]
 async fn a_large_batch_is_uploaded_in_parts() {

@@ -18,10 +18,18 @@
 //! so a crash at any instant neither loses nor duplicates an event (ARCHITECTURE.md,
 //! "Invariants").
 //!
-//! Late events (Asana may list an event after newer ones) are caught by re-reading the tail's
-//! last `overlap` window on every run and delivering the gids not delivered before. Slices of a
-//! backfill are committed in the order each slice's pages arrive: within a slice the order is
-//! Asana's, across slices it is not (each record carries its `created_at`).
+//! Late events (Asana may list an event after newer ones) are caught by re-reading, on every
+//! pass, the `overlap` window that ends at the tail's position, and delivering the gids not
+//! delivered before. The window is the whole window, whatever read its events first: for the
+//! first `overlap` of a job's life it reaches back before the tail's start into the backfill,
+//! whose finished slices are never read again. So every gid delivered inside the window, by a
+//! backfill slice, the tail or an earlier re-read, is remembered in the cursor ([`Cursor::recent`])
+//! and committed with every batch: after a crash the set is whatever the winning cursor holds,
+//! exactly the events delivered before it. The one limit left is the configured one: an event
+//! listed later than the whole window (created more than `overlap` before the tail's position
+//! when it appears) is not re-read. Slices of a backfill are committed in the order each slice's
+//! pages arrive: within a slice the order is Asana's, across slices it is not (each record
+//! carries its `created_at`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -118,8 +126,9 @@ pub struct AuditLogSettings {
     )]
     #[schemars(with = "DurationText")]
     pub start: Duration,
-    /// The window re-read on every run; events listed late are delivered once (de-duplicated by
-    /// gid)
+    /// The window re-read on every run, ending at the newest event the tail has delivered (at
+    /// the tail's start until it has one); events listed late are delivered once, de-duplicated
+    /// by gid against every event delivered in the window, backfill included
     #[serde(
         default = "default_audit_overlap",
         with = "crate::config::values::duration"
@@ -288,7 +297,7 @@ impl Slice {
     }
 }
 
-/// An event delivered recently, remembered to de-duplicate the overlap re-read.
+/// An event delivered inside the overlap window, remembered to de-duplicate its re-read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seen {
     /// Its `created_at`.
@@ -306,8 +315,14 @@ pub struct Cursor {
     pub backfill: Vec<Slice>,
     /// The open-ended tail.
     pub tail: Slice,
-    /// Tail events inside the overlap window, for de-duplication.
+    /// Events delivered inside the overlap window ([`Cursor::overlap_window`]), by any slice or
+    /// the re-read itself, for de-duplication; older ones are forgotten as the window moves.
     pub recent: Vec<Seen>,
+    /// Whether `recent` holds the events of every slice. Cursors written before it did hold
+    /// only the tail's, so their window stays clamped to the tail's start (a backfill event in
+    /// it would be delivered again); every cursor started since sets it.
+    #[serde(default)]
+    pub recent_covers_every_slice: bool,
     /// When an event was last delivered (job clock).
     pub last_delivery_at: Option<DateTime<Utc>>,
     /// Windows lost to retention, for the record (reported once, when found).
@@ -335,6 +350,7 @@ impl Cursor {
             backfill,
             tail: Slice::new(now, None),
             recent: Vec::new(),
+            recent_covers_every_slice: true,
             last_delivery_at: None,
             lost: Vec::new(),
         }
@@ -363,6 +379,35 @@ impl Cursor {
             .retain(|s| s.end.is_none_or(|end| end > cutoff));
         self.lost.push((oldest, cutoff));
         Some((oldest, cutoff))
+    }
+
+    /// The window the overlap re-read covers: `overlap` back from the tail's position (its
+    /// newest event, or its start while it has none), up to and including that position. A
+    /// late event behind the tail's start lies in the backfill's range, so the window is not
+    /// clamped to the tail's start: `recent` covers the slices too (but see
+    /// [`Cursor::recent_covers_every_slice`]).
+    pub fn overlap_window(&self, overlap: chrono::Duration) -> (DateTime<Utc>, DateTime<Utc>) {
+        let to = self.tail.position();
+        let from = to - overlap;
+        if self.recent_covers_every_slice {
+            (from, to)
+        } else {
+            (from.max(self.tail.start), to)
+        }
+    }
+
+    /// Remembers an event just delivered (by any slice or the re-read) if it lies in the
+    /// overlap window; one before it can never be re-read, since the window only moves on.
+    fn remember(&mut self, at: DateTime<Utc>, gid: String, overlap: chrono::Duration) {
+        if at >= self.overlap_window(overlap).0 {
+            self.recent.push(Seen { at, gid });
+        }
+    }
+
+    /// Forgets the events the window has moved past.
+    fn forget_before_window(&mut self, overlap: chrono::Duration) {
+        let from = self.overlap_window(overlap).0;
+        self.recent.retain(|s| s.at >= from);
     }
 
     /// The oldest instant any slice still needs.
@@ -743,10 +788,12 @@ impl Runner<'_> {
                 Which::Tail => &mut cursor.tail,
                 Which::Backfill(i) => &mut cursor.backfill[i],
             };
+            // A gid the window remembers was delivered already, whichever read found it first
+            // (the tail meets one at its newest instant that a re-read delivered).
             let recent: HashSet<&str> = cursor.recent.iter().map(|s| s.gid.as_str()).collect();
             let mut records = Vec::new();
             let mut marks = Vec::new();
-            let mut seen = Vec::new();
+            let mut delivered = Vec::new();
             for raw in &page.data {
                 let head: EventHead = serde_json::from_str(raw.get()).map_err(|e| {
                     Stop::Outcome(JobOutcome::Failed {
@@ -763,9 +810,7 @@ impl Runner<'_> {
                         })
                     })?
                     .with_timezone(&Utc);
-                if slice.already_delivered(at, &head.gid)
-                    || (which == Which::Tail && recent.contains(head.gid.as_str()))
-                {
+                if slice.already_delivered(at, &head.gid) || recent.contains(head.gid.as_str()) {
                     continue;
                 }
                 slice.note(at, &head.gid);
@@ -777,9 +822,7 @@ impl Runner<'_> {
                     gid: head.gid.clone(),
                     created_at: head.created_at.clone(),
                 });
-                if which == Which::Tail {
-                    seen.push(Seen { at, gid: head.gid });
-                }
+                delivered.push((at, head.gid));
             }
             drop(recent);
             if let Some(next) = page.next_page {
@@ -791,12 +834,11 @@ impl Runner<'_> {
                     slice.start = end;
                 }
             }
-            if which == Which::Tail {
-                cursor.recent.extend(seen);
-                let keep_from = cursor.tail.newest.unwrap_or(cursor.tail.start)
-                    - chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
-                cursor.recent.retain(|s| s.at >= keep_from);
+            let overlap = self.overlap_len();
+            for (at, gid) in delivered {
+                cursor.remember(at, gid, overlap);
             }
+            cursor.forget_before_window(overlap);
             self.commit(&mut shared, cursor, records, marks).await?;
             if caught_up {
                 return Ok(());
@@ -852,24 +894,27 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Re-reads the tail's last `overlap` window and delivers events not delivered before.
+    /// The configured `overlap`.
+    fn overlap_len(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.overlap).unwrap_or_default()
+    }
+
+    /// Re-reads the overlap window ([`Cursor::overlap_window`]) and delivers the events no read
+    /// delivered before. Runs after every slice of the pass is caught up, so no backfill slice
+    /// is still walking the part of the window before the tail's start.
     async fn overlap(&self) -> Result<(), Stop> {
-        let (from, to) = {
-            let shared = self.shared.lock().await;
-            let tail = &shared.cursor.tail;
-            let Some(newest) = tail.newest else {
-                return Ok(());
-            };
-            let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
-            ((newest - overlap).max(tail.start), newest)
-        };
+        let overlap = self.overlap_len();
+        let (from, to) = self.shared.lock().await.cursor.overlap_window(overlap);
         if from >= to {
             return Ok(());
         }
+        // `end_at` is exclusive and the window includes `to`: a late event at the tail's newest
+        // instant that sorts before the tail's offset is found here. What lies after `to` is
+        // the tail's to read.
         let base = self
             .filters(Query::new())
             .param("start_at", rfc3339(from))
-            .param("end_at", rfc3339(to));
+            .param("end_at", rfc3339(to + chrono::Duration::milliseconds(1)));
         let mut offset: Option<String> = None;
         loop {
             let mut query = base.clone();
@@ -909,16 +954,10 @@ impl Runner<'_> {
                     continue;
                 };
                 let at = at.with_timezone(&Utc);
-                if known.contains(&head.gid) || at >= to {
+                if known.contains(&head.gid) || at > to || !self.wanted(&head) {
                     continue;
                 }
-                cursor.recent.push(Seen {
-                    at,
-                    gid: head.gid.clone(),
-                });
-                if !self.wanted(&head) {
-                    continue;
-                }
+                cursor.remember(at, head.gid.clone(), overlap);
                 tracing::info!(job = %self.job.name, gid = %head.gid, created_at = %head.created_at, "Late audit-log event found in the overlap window");
                 metrics::counter!("asana_worker_audit_log_late_events_total", "job" => self.job.name.clone()).increment(1);
                 records.push((*raw).to_owned());
@@ -1025,6 +1064,47 @@ mod tests {
         );
         assert_eq!(cursor.tail.query_start, cutoff);
         assert!(cursor.tail.offset.is_none());
+    }
+
+    #[test]
+    fn the_overlap_window_reaches_into_the_backfill_and_remembers_every_slice() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let overlap = chrono::Duration::minutes(10);
+        let start = t("2026-05-01T00:00:00Z");
+        let mut cursor = Cursor::initial(start, Duration::from_secs(7 * 86400), 8);
+        // No tail event yet: the window ends at the tail's start and reaches back before it.
+        assert_eq!(
+            cursor.overlap_window(overlap),
+            (t("2026-04-30T23:50:00Z"), start)
+        );
+        // The last backfill slice's events inside the window are remembered; older ones are not.
+        cursor.remember(t("2026-04-30T23:58:00Z"), "late-slice".into(), overlap);
+        cursor.remember(t("2026-04-30T23:40:00Z"), "old-slice".into(), overlap);
+        assert_eq!(cursor.recent.len(), 1);
+        // The tail moves on: the window follows its newest event, forgetting what it passed.
+        cursor.tail.note(t("2026-05-01T00:05:00Z"), "tail");
+        cursor.remember(t("2026-05-01T00:05:00Z"), "tail".into(), overlap);
+        assert_eq!(
+            cursor.overlap_window(overlap),
+            (t("2026-04-30T23:55:00Z"), t("2026-05-01T00:05:00Z"))
+        );
+        cursor.tail.note(t("2026-05-01T00:09:00Z"), "tail-2");
+        cursor.forget_before_window(overlap);
+        let kept: Vec<&str> = cursor.recent.iter().map(|s| s.gid.as_str()).collect();
+        assert_eq!(kept, ["tail"]);
+
+        // A cursor written before the slices were remembered keeps its window on the tail.
+        let mut legacy =
+            serde_json::to_value(Cursor::initial(start, Duration::from_secs(86400), 2)).unwrap();
+        legacy
+            .as_object_mut()
+            .unwrap()
+            .remove("recent_covers_every_slice");
+        let mut legacy: Cursor = serde_json::from_value(legacy).unwrap();
+        assert!(!legacy.recent_covers_every_slice);
+        assert_eq!(legacy.overlap_window(overlap), (start, start));
+        legacy.remember(t("2026-04-30T23:58:00Z"), "slice".into(), overlap);
+        assert!(legacy.recent.is_empty());
     }
 
     #[test]

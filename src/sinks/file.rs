@@ -86,6 +86,11 @@ struct StreamState {
     head: Option<ManifestEntry>,
     /// Last journal line of the open segment.
     open: Option<JournalLine>,
+    /// The open segment's sealed file, renamed into place by a seal that a crash stopped
+    /// before its manifest entry. Its name is public from the moment of the rename, so the
+    /// next seal records that file as it is instead of writing the name again (by then the
+    /// open segment may hold more batches, and the same name would get other bytes).
+    interrupted_seal: Option<String>,
 }
 
 impl StreamState {
@@ -220,8 +225,11 @@ impl RecordSink for FileSink {
                     message: "an empty batch cannot be committed (it has no first record)".into(),
                 });
             }
-            if let Some(open) = &state.open
-                && age_due(settings, open.opened_at, batch.now)
+            if state.interrupted_seal.is_some()
+                || state
+                    .open
+                    .as_ref()
+                    .is_some_and(|open| age_due(settings, open.opened_at, batch.now))
             {
                 seal(settings, dir, state, batch.now)?;
             }
@@ -257,8 +265,11 @@ impl RecordSink for FileSink {
 
     async fn rotate_if_due(&self, stream: &str, now: DateTime<Utc>) -> Result<(), SinkError> {
         self.blocking(stream, move |settings, dir, state| {
-            if let Some(open) = &state.open
-                && age_due(settings, open.opened_at, now)
+            if state.interrupted_seal.is_some()
+                || state
+                    .open
+                    .as_ref()
+                    .is_some_and(|open| age_due(settings, open.opened_at, now))
             {
                 seal(settings, dir, state, now)?;
             }
@@ -405,6 +416,8 @@ fn load_stream(dir: &Path) -> Result<StreamState, SinkError> {
                 truncate(&journal_path, good_len as u64)?;
             }
             truncate(&data_path, open.end)?;
+            let next_index = state.head.as_ref().map_or(1, |h| h.body.index + 1);
+            state.interrupted_seal = find_interrupted_seal(dir, next_index, &open)?;
             state.open = Some(open);
         }
         _ => {
@@ -423,6 +436,69 @@ fn load_stream(dir: &Path) -> Result<StreamState, SinkError> {
         }
     }
     Ok(state)
+}
+
+/// Name of a sealed segment: the stream, its index and when it was opened.
+fn segment_name(stream: &str, index: u64, opened_at: DateTime<Utc>, gzip: bool) -> String {
+    format!(
+        "{stream}-{index:06}-{}.jsonl{}",
+        opened_at.format("%Y%m%dT%H%M%SZ"),
+        if gzip { ".gz" } else { "" }
+    )
+}
+
+fn stream_of(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+/// The sealed file of the open segment `open` that a seal interrupted by a crash left in place
+/// (written and renamed, not yet in the manifest), if there is one: the name the next seal
+/// would take, plain or gzipped (`gzip` may have been changed since), holding exactly the open
+/// segment. A file under that name with other content is not ours to replace.
+fn find_interrupted_seal(
+    dir: &Path,
+    index: u64,
+    open: &JournalLine,
+) -> Result<Option<String>, SinkError> {
+    let stream = stream_of(dir);
+    for gzip in [false, true] {
+        let name = segment_name(&stream, index, open.opened_at, gzip);
+        let path = dir.join(&name);
+        let stored = match std::fs::read(&path) {
+            Ok(stored) => stored,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(io("read", &path)(error)),
+        };
+        let content = if gzip {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&stored[..]),
+                &mut text,
+            )
+            .map(|_| text)
+            .ok()
+        } else {
+            Some(stored)
+        };
+        let data_path = dir.join(OPEN_DATA);
+        let data = std::fs::read(&data_path).map_err(io("read", &data_path))?;
+        let open_data = &data[..(open.end as usize).min(data.len())];
+        if content.as_deref() == Some(open_data) {
+            tracing::info!(segment = %path.display(), "Completing a seal a crash interrupted");
+            return Ok(Some(name));
+        }
+        return Err(SinkError::Corrupt {
+            sink: "file",
+            message: format!(
+                "{} is not in the manifest and does not hold the open segment it is named after; \
+                 move it out of the directory (the open segment will then be sealed under that name)",
+                path.display()
+            ),
+        });
+    }
+    Ok(None)
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), SinkError> {
@@ -511,29 +587,34 @@ fn seal(
     let Some(open) = state.open.clone() else {
         return Ok(());
     };
-    let data_path = dir.join(OPEN_DATA);
-    let data = std::fs::read(&data_path).map_err(io("read", &data_path))?;
-    let data = &data[..(open.end as usize).min(data.len())];
-    let stored = if settings.gzip {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder
-            .write_all(data)
-            .map_err(io("compress", &data_path))?;
-        encoder.finish().map_err(io("compress", &data_path))?
-    } else {
-        data.to_vec()
-    };
     let index = state.head.as_ref().map_or(1, |h| h.body.index + 1);
-    let stream = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let file = format!(
-        "{stream}-{index:06}-{}.jsonl{}",
-        open.opened_at.format("%Y%m%dT%H%M%SZ"),
-        if settings.gzip { ".gz" } else { "" }
-    );
-    write_atomic(&dir.join(&file), &stored)?;
+    let stream = stream_of(dir);
+    let (file, stored) = match state.interrupted_seal.clone() {
+        // Checked when the stream was loaded: it holds exactly the open segment.
+        Some(file) => {
+            let path = dir.join(&file);
+            let stored = std::fs::read(&path).map_err(io("read", &path))?;
+            (file, stored)
+        }
+        None => {
+            let data_path = dir.join(OPEN_DATA);
+            let data = std::fs::read(&data_path).map_err(io("read", &data_path))?;
+            let data = &data[..(open.end as usize).min(data.len())];
+            let stored = if settings.gzip {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder
+                    .write_all(data)
+                    .map_err(io("compress", &data_path))?;
+                encoder.finish().map_err(io("compress", &data_path))?
+            } else {
+                data.to_vec()
+            };
+            let file = segment_name(&stream, index, open.opened_at, settings.gzip);
+            write_atomic(&dir.join(&file), &stored)?;
+            (file, stored)
+        }
+    };
     let body = EntryBody {
         version: manifest::FORMAT_VERSION,
         stream: stream.clone(),
@@ -564,8 +645,9 @@ fn seal(
     write_atomic(&manifest_path, &text)?;
     state.head = Some(entry);
     state.open = None;
+    state.interrupted_seal = None;
     remove_if_exists(&journal_path_of(dir))?;
-    remove_if_exists(&data_path)?;
+    remove_if_exists(&dir.join(OPEN_DATA))?;
     sync_dir(dir)
 }
 
@@ -612,6 +694,26 @@ pub fn verify_stream_dir(dir: &Path) -> Result<StreamReport, SinkError> {
         };
         problems.extend(manifest::verify_segment(entry, stored.as_deref()));
     }
+    // The open segment (its batches not sealed yet), and the names its seal takes: a seal a
+    // crash interrupted may have left its file there, which the next commit records.
+    let last_entry = entries.last().map(|(_, entry)| &entry.body);
+    let open = std::fs::read(dir.join(OPEN_JOURNAL))
+        .ok()
+        .and_then(|journal| {
+            journal
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .filter_map(|l| serde_json::from_slice::<JournalLine>(l).ok())
+                .next_back()
+                .filter(|open| last_entry.is_none_or(|last| open.sequence > last.last_sequence))
+        });
+    let being_sealed: Vec<String> = open
+        .iter()
+        .flat_map(|open| {
+            let index = last_entry.map_or(1, |last| last.index + 1);
+            [false, true].map(|gzip| segment_name(&stream_of(dir), index, open.opened_at, gzip))
+        })
+        .collect();
     let read = std::fs::read_dir(dir).map_err(io("list", dir))?;
     let mut unlisted: Vec<String> = read
         .flatten()
@@ -621,6 +723,7 @@ pub fn verify_stream_dir(dir: &Path) -> Result<StreamReport, SinkError> {
                 && (name.ends_with(".jsonl") || name.ends_with(".jsonl.gz"))
                 && name != MANIFEST_FILE
                 && !listed.contains(name)
+                && !being_sealed.contains(name)
         })
         .collect();
     unlisted.sort();
@@ -629,15 +732,7 @@ pub fn verify_stream_dir(dir: &Path) -> Result<StreamReport, SinkError> {
             .into_iter()
             .map(|file| ChainProblem::UnlistedSegment { file }),
     );
-    if let Ok(journal) = std::fs::read(dir.join(OPEN_JOURNAL))
-        && let Some(line) = journal
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .filter_map(|l| serde_json::from_slice::<JournalLine>(l).ok())
-            .next_back()
-    {
-        report.open_records = line.count;
-    }
+    report.open_records = open.map_or(0, |open| open.count);
     report.problems = problems;
     Ok(report)
 }
@@ -842,6 +937,95 @@ mod tests {
         );
         assert!(!dir.join(OPEN_DATA).exists());
         assert_eq!(all_records(&dir).len(), 2);
+    }
+
+    /// A crash between a seal's rename and its manifest entry leaves the sealed file under its
+    /// final name. The rebuilt state must not write that name again with other bytes: the next
+    /// commit (here a different batch than any before) records the file as it is.
+    #[tokio::test]
+    async fn a_seal_interrupted_before_its_manifest_entry_keeps_the_file_it_renamed() {
+        for gzip in [false, true] {
+            let temp = tempfile::tempdir().unwrap();
+            let sink = FileSink::new(settings(temp.path(), gzip, 1 << 20)).unwrap();
+            sink.commit(batch(1, 0..2, t0())).await.unwrap();
+            sink.commit(batch(2, 2..4, t0())).await.unwrap();
+            let dir = sink.stream_dir("audit");
+            let journal = std::fs::read(dir.join(OPEN_JOURNAL)).unwrap();
+            let data = std::fs::read(dir.join(OPEN_DATA)).unwrap();
+            sink.rotate_if_due("audit", t0() + chrono::Duration::hours(2))
+                .await
+                .unwrap();
+            let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+            let (entries, _) = manifest::parse_manifest(&text);
+            let sealed = entries[0].1.body.file.clone();
+            let sealed_bytes = std::fs::read(dir.join(&sealed)).unwrap();
+            // The crash came after the rename: no manifest entry yet, the open files remain.
+            std::fs::remove_file(dir.join(MANIFEST_FILE)).unwrap();
+            std::fs::write(dir.join(OPEN_JOURNAL), &journal).unwrap();
+            std::fs::write(dir.join(OPEN_DATA), &data).unwrap();
+            drop(sink);
+            let report = verify_stream_dir(&dir).unwrap();
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            assert_eq!((report.segments, report.open_records), (0, 4));
+
+            let restarted = FileSink::new(settings(temp.path(), gzip, 1 << 20)).unwrap();
+            assert_eq!(
+                restarted.recover("audit").await.unwrap().unwrap().sequence,
+                2
+            );
+            restarted
+                .commit(batch(3, 10..13, t0() + chrono::Duration::minutes(10)))
+                .await
+                .unwrap();
+            assert_eq!(
+                std::fs::read(dir.join(&sealed)).unwrap(),
+                sealed_bytes,
+                "{sealed} kept its bytes"
+            );
+            let report = verify_stream_dir(&dir).unwrap();
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            assert_eq!((report.segments, report.records), (1, 4));
+            assert_eq!(report.open_records, 3);
+            let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+            let (entries, _) = manifest::parse_manifest(&text);
+            assert_eq!(entries[0].1.body.file, sealed);
+            assert_eq!(entries[0].1.body.last_sequence, 2);
+            let gids: Vec<String> = all_records(&dir)
+                .iter()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["gid"].to_string())
+                .collect();
+            assert_eq!(gids.len(), 7, "{gids:?}");
+            // Sealing what followed takes the next name; the first keeps its bytes.
+            restarted
+                .rotate_if_due("audit", t0() + chrono::Duration::hours(3))
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(dir.join(&sealed)).unwrap(), sealed_bytes);
+            let report = verify_stream_dir(&dir).unwrap();
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            assert_eq!((report.segments, report.records), (2, 7));
+        }
+    }
+
+    /// A file under the name the open segment will be sealed to that holds something else is
+    /// refused, not overwritten.
+    #[tokio::test]
+    async fn a_foreign_file_under_the_next_segment_name_is_refused() {
+        let temp = tempfile::tempdir().unwrap();
+        let sink = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
+        sink.commit(batch(1, 0..2, t0())).await.unwrap();
+        drop(sink);
+        let dir = temp.path().join("audit");
+        let name = segment_name("audit", 1, t0(), false);
+        std::fs::write(dir.join(&name), b"{\"gid\":\"other\"}\n").unwrap();
+        let restarted = FileSink::new(settings(temp.path(), false, 1 << 20)).unwrap();
+        let err = restarted.recover("audit").await.unwrap_err();
+        assert!(matches!(err, SinkError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&name), "{err}");
+        assert_eq!(
+            std::fs::read(dir.join(&name)).unwrap(),
+            b"{\"gid\":\"other\"}\n"
+        );
     }
 
     #[tokio::test]

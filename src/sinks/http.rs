@@ -1,4 +1,15 @@
 //! The `http` sink: batched POSTs to a log collector (NDJSON, JSON array or Splunk HEC).
+//!
+//! A collector cannot be read back, so what the sink promises rests on two things it controls:
+//! a key always carries the same bytes, and the bytes of a batch are fixed before any of them
+//! leaves. Each batch is encoded into its POSTs and stored durably (`pending.json` beside the
+//! delivery manifest) before the first POST; after a crash between an acknowledged POST and the
+//! manifest entry, the next run posts exactly those bodies under exactly those keys instead of
+//! rebuilding the batch (a rebuilt batch can split differently: other pages after faults, an
+//! expired offset or new events). A collector that honours `Idempotency-Key` therefore stores
+//! every event once. The key also names the body's SHA-256, so even a batch rebuilt without its
+//! stored copy (the state directory lost) can never reuse a key for another body: such a
+//! collector then receives an event twice under two keys, never zero times.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -150,16 +161,51 @@ pub const SPLUNK_HEC_PATH: &str = "/services/collector/event";
 /// Header carrying the per-POST idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
+/// Name of the file, beside a stream's delivery manifest, holding the batch being delivered.
+pub const PENDING_FILE: &str = "pending.json";
+
+/// The idempotency key of one POST: the batch and chunk it belongs to, and the first 16 hex
+/// digits of its body's SHA-256, so a key can never stand for two different bodies.
+fn idempotency_key(stream: &str, sequence: u64, chunk: usize, body: &str) -> String {
+    let digest = manifest::sha256_hex(body.as_bytes());
+    format!("{stream}-{sequence}-{chunk}-{}", &digest[..16])
+}
+
+/// A batch encoded for the collector, stored durably before its first POST and removed once
+/// its manifest entry is written: what a run interrupted in between resends.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct PendingBatch {
+    /// The manifest entry recording the batch, chained when every POST is acknowledged.
+    entry: EntryBody,
+    /// The POSTs, in chunk order.
+    posts: Vec<PendingPost>,
+}
+
+/// One stored POST.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct PendingPost {
+    /// Its `Idempotency-Key`.
+    key: String,
+    /// Its `Content-Type`.
+    content_type: String,
+    /// The body, exactly as posted.
+    body: String,
+    /// Events in the body, for the delivered-events counter.
+    events: u64,
+}
+
 /// A Retry-After longer than this ends the attempts: the run fails as transient and the job's
 /// own retry picks the batch up later, instead of a worker sleeping for hours.
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-/// The HTTP sink: posts each batch in chunks of `batch_events`, then records the delivery in a
-/// local manifest so [`RecordSink::recover`] knows the last acknowledged batch.
+/// The HTTP sink: stores each batch encoded in chunks of `batch_events`, posts the chunks, then
+/// records the delivery in a local manifest so [`RecordSink::recover`] knows the last acknowledged
+/// batch.
 ///
-/// At-least-once: a crash after a POST was acknowledged but before the manifest entry was
-/// written resends that batch at the next run, with the same `Idempotency-Key` per chunk
-/// (`<stream>-<sequence>-<chunk>`), so a collector that honours the key stores it once.
+/// At-least-once to any collector, exactly once to one that honours `Idempotency-Key`: a crash
+/// after a POST was acknowledged but before the manifest entry was written resends the stored
+/// bodies at the next run, byte for byte under the same keys
+/// (`<stream>-<sequence>-<chunk>-<sha256 of the body, 16 hex digits>`).
 pub struct HttpSink {
     /// Where the POSTs go (Splunk's event path added for a bare `splunk_hec` host).
     url: url::Url,
@@ -258,31 +304,31 @@ impl HttpSink {
         &self.url
     }
 
-    /// The body of one POST and its content type.
+    /// The body of one POST and its content type. Bodies are JSON text, so always UTF-8.
     fn encode(
         &self,
         stream: &str,
         records: &[Box<RawValue>],
         now: DateTime<Utc>,
-    ) -> (Vec<u8>, &'static str) {
-        let mut body = Vec::with_capacity(records.iter().map(|r| r.get().len() + 1).sum());
+    ) -> (String, &'static str) {
+        let mut body = String::with_capacity(records.iter().map(|r| r.get().len() + 1).sum());
         match self.settings.format {
             HttpFormat::Ndjson => {
                 for record in records {
-                    body.extend_from_slice(record.get().as_bytes());
-                    body.push(b'\n');
+                    body.push_str(record.get());
+                    body.push('\n');
                 }
                 (body, "application/x-ndjson")
             }
             HttpFormat::Json => {
-                body.push(b'[');
+                body.push('[');
                 for (i, record) in records.iter().enumerate() {
                     if i > 0 {
-                        body.push(b',');
+                        body.push(',');
                     }
-                    body.extend_from_slice(record.get().as_bytes());
+                    body.push_str(record.get());
                 }
-                body.push(b']');
+                body.push(']');
                 (body, "application/json")
             }
             HttpFormat::SplunkHec => {
@@ -293,14 +339,119 @@ impl HttpSink {
                         source: stream,
                     };
                     // Serializing borrowed JSON and a float cannot fail.
-                    if let Ok(line) = serde_json::to_vec(&envelope) {
-                        body.extend_from_slice(&line);
+                    if let Ok(line) = serde_json::to_string(&envelope) {
+                        body.push_str(&line);
                     }
-                    body.push(b'\n');
+                    body.push('\n');
                 }
                 (body, "application/json")
             }
         }
+    }
+
+    /// Encodes a batch into its POSTs and the manifest entry that records them once they are
+    /// all acknowledged.
+    fn encode_batch(&self, batch: Batch) -> PendingBatch {
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        let chunk_len = self.settings.batch_events.max(1) as usize;
+        let mut posts = Vec::new();
+        for (chunk, records) in batch.records.chunks(chunk_len).enumerate() {
+            let (body, content_type) = self.encode(&batch.stream, records, batch.now);
+            hasher.update(body.as_bytes());
+            bytes += body.len() as u64;
+            posts.push(PendingPost {
+                key: idempotency_key(&batch.stream, batch.sequence, chunk, &body),
+                content_type: content_type.to_string(),
+                body,
+                events: records.len() as u64,
+            });
+        }
+        let entry = EntryBody {
+            version: manifest::FORMAT_VERSION,
+            stream: batch.stream.clone(),
+            index: 0,
+            file: format!("{}-{}", batch.stream, batch.sequence),
+            count: batch.records.len() as u64,
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+            first: batch.first,
+            last: batch.last,
+            first_sequence: batch.sequence,
+            last_sequence: batch.sequence,
+            cursor: batch.cursor,
+            sealed_at: batch
+                .now
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            prev_hash: String::new(),
+        };
+        PendingBatch { entry, posts }
+    }
+
+    /// Posts a stored batch's bodies in order, then records it in the manifest and removes its
+    /// file; returns the new newest entry.
+    async fn deliver(
+        &self,
+        cache: &mut HashMap<String, Option<ManifestEntry>>,
+        pending: PendingBatch,
+        newest: Option<ManifestEntry>,
+    ) -> Result<Option<ManifestEntry>, SinkError> {
+        let PendingBatch { entry, posts } = pending;
+        let stream = entry.stream.clone();
+        for post in posts {
+            self.post(&stream, post.body.into(), &post.content_type, &post.key)
+                .await?;
+            metrics::counter!("asana_worker_sink_http_events_total", "job" => stream.clone())
+                .increment(post.events);
+        }
+        let entry = ManifestEntry::chain(entry, newest.as_ref());
+        self.append(&entry)?;
+        cache.insert(stream.clone(), Some(entry.clone()));
+        self.remove_pending(&stream);
+        Ok(Some(entry))
+    }
+
+    /// Finishes a batch whose POSTs a crash (or a failed run) interrupted: its stored bodies are
+    /// posted again exactly as they were, under the same keys, and recorded; a batch a rebuild
+    /// would split differently never reaches the collector. Returns the newest entry after it.
+    async fn finish_pending(
+        &self,
+        cache: &mut HashMap<String, Option<ManifestEntry>>,
+        stream: &str,
+        newest: Option<ManifestEntry>,
+    ) -> Result<Option<ManifestEntry>, SinkError> {
+        let Some(pending) = self.read_pending(stream)? else {
+            return Ok(newest);
+        };
+        let sequence = pending.entry.last_sequence;
+        if newest
+            .as_ref()
+            .is_some_and(|n| sequence <= n.body.last_sequence)
+        {
+            // Recorded already: the crash came between the manifest entry and the removal.
+            self.remove_pending(stream);
+            return Ok(newest);
+        }
+        tracing::warn!(
+            stream,
+            sequence,
+            "Resending a batch whose delivery was interrupted, byte for byte under the same keys"
+        );
+        let path = self.pending_path(stream);
+        self.deliver(cache, pending, newest)
+            .await
+            .map_err(|error| match error {
+                SinkError::Rejected { sink, message } => SinkError::Rejected {
+                    sink,
+                    message: format!(
+                        "{message}; the batch is kept in {} to be resent byte for byte: fix the \
+                         cause, or move that file away to have the batch rebuilt under new keys \
+                         (the collector may then receive some of its events twice)",
+                        path.display()
+                    ),
+                },
+                other => other,
+            })
     }
 
     /// POSTs one body, retrying 429, 5xx, timeouts and connection failures with exponential
@@ -308,11 +459,10 @@ impl HttpSink {
     async fn post(
         &self,
         stream: &str,
-        body: Vec<u8>,
-        content_type: &'static str,
+        body: bytes::Bytes,
+        content_type: &str,
         key: &str,
     ) -> Result<(), SinkError> {
-        let body = bytes::Bytes::from(body);
         let mut backoff = ExponentialBuilder::new()
             .with_min_delay(self.settings.min_backoff)
             .with_max_delay(self.settings.max_backoff.max(self.settings.min_backoff))
@@ -360,7 +510,7 @@ impl HttpSink {
     async fn attempt(
         &self,
         body: bytes::Bytes,
-        content_type: &'static str,
+        content_type: &str,
         key: &str,
     ) -> Result<(), Attempt> {
         let mut request = self
@@ -522,6 +672,9 @@ impl RecordSink for HttpSink {
     async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
         let mut cache = self.last.lock().await;
         let newest = self.newest(&mut cache, &batch.stream)?;
+        let newest = self
+            .finish_pending(&mut cache, &batch.stream, newest)
+            .await?;
         if let Some(newest) = &newest
             && batch.sequence <= newest.body.last_sequence
         {
@@ -531,46 +684,21 @@ impl RecordSink for HttpSink {
             );
             return Ok(());
         }
-        let mut hasher = Sha256::new();
-        let mut bytes = 0u64;
-        let chunk_len = self.settings.batch_events.max(1) as usize;
-        for (chunk, records) in batch.records.chunks(chunk_len).enumerate() {
-            let (body, content_type) = self.encode(&batch.stream, records, batch.now);
-            hasher.update(&body);
-            bytes += body.len() as u64;
-            let key = format!("{}-{}-{chunk}", batch.stream, batch.sequence);
-            self.post(&batch.stream, body, content_type, &key).await?;
-            metrics::counter!("asana_worker_sink_http_events_total", "job" => batch.stream.clone())
-                .increment(records.len() as u64);
-        }
-        let body = EntryBody {
-            version: manifest::FORMAT_VERSION,
-            stream: batch.stream.clone(),
-            index: 0,
-            file: format!("{}-{}", batch.stream, batch.sequence),
-            count: batch.records.len() as u64,
-            bytes,
-            sha256: hex::encode(hasher.finalize()),
-            first: batch.first,
-            last: batch.last,
-            first_sequence: batch.sequence,
-            last_sequence: batch.sequence,
-            cursor: batch.cursor,
-            sealed_at: batch
-                .now
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            prev_hash: String::new(),
-        };
-        let entry = ManifestEntry::chain(body, newest.as_ref());
-        self.append(&entry)?;
-        cache.insert(batch.stream, Some(entry));
+        let pending = self.encode_batch(batch);
+        // Durable before the first POST: from here on, these bytes are what the keys carry.
+        self.write_pending(&pending)?;
+        self.deliver(&mut cache, pending, newest).await?;
         Ok(())
     }
 
+    /// Also finishes a batch whose delivery was interrupted (see [`HttpSink`]) before answering,
+    /// so the cursor returned is always one the collector has acknowledged.
     async fn recover(&self, stream: &str) -> Result<Option<Recovered>, SinkError> {
         let mut cache = self.last.lock().await;
         cache.remove(stream);
-        Ok(self.newest(&mut cache, stream)?.map(|entry| Recovered {
+        let newest = self.newest(&mut cache, stream)?;
+        let newest = self.finish_pending(&mut cache, stream, newest).await?;
+        Ok(newest.map(|entry| Recovered {
             sequence: entry.body.last_sequence,
             cursor: entry.body.cursor,
         }))
@@ -668,6 +796,52 @@ impl HttpSink {
             .rev()
             .find(|l| !l.trim().is_empty())
             .map(str::to_string))
+    }
+
+    /// The file holding the batch of `stream` being delivered.
+    pub fn pending_path(&self, stream: &str) -> PathBuf {
+        self.state_dir.join(stream).join(PENDING_FILE)
+    }
+
+    /// The batch of `stream` whose delivery was started and not recorded, if any.
+    fn read_pending(&self, stream: &str) -> Result<Option<PendingBatch>, SinkError> {
+        let path = self.pending_path(stream);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io_error(&path, "read", e)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| SinkError::Corrupt {
+                sink: "http",
+                message: format!(
+                    "{} is not a stored batch ({e}); restore it, or move it away to have the batch \
+                 rebuilt under new keys (the collector may then receive some of its events twice)",
+                    path.display()
+                ),
+            })
+    }
+
+    /// Stores a batch before its first POST: written to a temporary file, fsynced, renamed.
+    fn write_pending(&self, pending: &PendingBatch) -> Result<(), SinkError> {
+        let path = self.pending_path(&pending.entry.stream);
+        // Serializing strings, numbers and a JSON value cannot fail.
+        let bytes = serde_json::to_vec(pending).unwrap_or_default();
+        super::file::write_atomic(&path, &bytes)
+    }
+
+    /// Removes the stored batch once its manifest entry is written. A failure only leaves a
+    /// file the next run recognises as recorded and removes, so it is logged, not returned.
+    fn remove_pending(&self, stream: &str) {
+        let path = self.pending_path(stream);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "Could not remove a delivered batch's stored copy");
+            }
+        }
     }
 
     /// Takes the stream's lock file, once per sink; fails as transient while another run

@@ -49,7 +49,7 @@ pub struct EntryBody {
     pub last: RecordMark,
     /// Sequence of the first batch in the segment.
     pub first_sequence: u64,
-    /// Sequence of the last batch in the segment: what [`super::Sink::recover`] returns.
+    /// Sequence of the last batch in the segment: what [`super::RecordSink::recover`] returns.
     pub last_sequence: u64,
     /// The job's cursor after the last batch in the segment.
     pub cursor: serde_json::Value,

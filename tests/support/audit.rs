@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use asana_worker::jobs::audit_log::Cursor;
 use asana_worker::sim::{SimConfig, SimServer};
+use asana_worker::store::{RunFilter, RunState, Store};
 use serde_json::Value;
 
 #[path = "daemon.rs"]
@@ -150,6 +152,30 @@ rotate_bytes = 300000
             .collect()
     }
 
+    /// The simulator's clock.
+    pub async fn sim_now(&self) -> chrono::DateTime<chrono::Utc> {
+        let clock: Value = reqwest::get(format!("{}/_sim/clock", self.sim.origin()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        chrono::DateTime::parse_from_rfc3339(clock["now"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    /// Moves the simulator's clock forward (offsets age with it).
+    pub async fn advance_sim_clock(&self, secs: u64) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/_sim/clock", self.sim.origin()))
+            .json(&serde_json::json!({ "advance_secs": secs }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
     /// `asana-worker verify --dir …`.
     pub fn verify(&self) -> std::process::Output {
         Command::new(BIN)
@@ -241,6 +267,28 @@ pub fn read_records(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The job's cursor as its checkpoint holds it (None before the first one).
+pub async fn stored_cursor(store: &dyn Store) -> Option<Cursor> {
+    store
+        .get_checkpoint("audit", asana_worker::jobs::audit_log::CURSOR_KEY)
+        .await
+        .unwrap()
+        .map(|value| serde_json::from_value(value).unwrap())
+}
+
+/// How many runs of the job have completed.
+pub async fn completed_runs(store: &dyn Store) -> usize {
+    store
+        .list_runs(&RunFilter {
+            job_name: Some("audit".into()),
+            states: vec![RunState::Completed],
+            limit: 100_000,
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
 /// Counts records by gid.
 pub fn by_gid(records: &[Value]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -252,14 +300,19 @@ pub fn by_gid(records: &[Value]) -> BTreeMap<String, usize> {
     counts
 }
 
-/// An HTTP collector for the `http` sink on loopback: it answers 503 to every `fail_every`-th
-/// POST and records accepted bodies by idempotency key, and any key posted again with another
-/// body (which must never happen).
+/// An HTTP collector for the `http` sink on loopback that honours `Idempotency-Key` as a real
+/// one would: it answers 503 to every `fail_every`-th POST and keeps the first body accepted
+/// under each key (a key posted again with another body is recorded: that must never happen).
 #[derive(Clone, Default)]
 pub struct Collector {
     pub by_key: std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>,
     pub conflicts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub posts: std::sync::Arc<std::sync::Mutex<u64>>,
+    /// Every key in the order its POSTs were stored, repeats included.
+    pub stored: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// `(n, pid)`: once the body of POST number `n` is stored, SIGKILL process `pid` before
+    /// answering.
+    kill: std::sync::Arc<std::sync::Mutex<Option<(u64, u32)>>>,
 }
 
 impl Collector {
@@ -287,13 +340,25 @@ impl Collector {
                         .unwrap_or_default()
                         .to_string();
                     let body = String::from_utf8_lossy(&body).into_owned();
-                    let previous = state
-                        .by_key
-                        .lock()
-                        .unwrap()
-                        .insert(key.clone(), body.clone());
-                    if previous.is_some_and(|p| p != body) {
-                        state.conflicts.lock().unwrap().push(key);
+                    {
+                        let mut by_key = state.by_key.lock().unwrap();
+                        match by_key.get(&key) {
+                            Some(first) if *first != body => {
+                                state.conflicts.lock().unwrap().push(key.clone());
+                            }
+                            Some(_) => {}
+                            None => {
+                                by_key.insert(key.clone(), body);
+                            }
+                        }
+                    }
+                    state.stored.lock().unwrap().push(key);
+                    let kill = *state.kill.lock().unwrap();
+                    if let Some((at, pid)) = kill
+                        && at == n
+                    {
+                        // SAFETY: signalling the test's own daemon process.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                     }
                     (StatusCode::OK, "ok").into_response()
                 }
@@ -302,6 +367,13 @@ impl Collector {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (collector, addr)
+    }
+
+    /// Arms the collector to SIGKILL process `pid` right after it has stored the body of POST
+    /// number `n` (counted from 1), before it answers: the sender dies with its POST
+    /// acknowledged by the collector and not yet recorded by itself.
+    pub fn kill_after_storing(&self, n: u64, pid: u32) {
+        *self.kill.lock().unwrap() = Some((n, pid));
     }
 
     /// The gids of every accepted body's events, with repeats.

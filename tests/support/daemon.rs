@@ -17,7 +17,8 @@ use asana_worker::store::{self, Store};
 pub const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
 
 /// What differs between the tests' daemons; the rest of the config is the same for all (short
-/// leases and heartbeats, so a killed daemon's run is rescued within seconds).
+/// leases and heartbeats, so a killed daemon's run is rescued within seconds, and a short
+/// scheduler leader lease, so the next daemon takes over its schedule within seconds too).
 pub struct DaemonOptions {
     /// `[worker] poll_interval_ms`.
     pub poll_interval_ms: u64,
@@ -78,6 +79,7 @@ shutdown_grace_secs = 5
 {worker}
 [scheduler]
 tick_ms = {tick}
+leader_lease_secs = 3
 [asana]
 base_url = "{base}"
 {asana}
