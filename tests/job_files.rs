@@ -33,7 +33,7 @@ const CASES: &[(&str, &[Expected])] = &[
         &[(
             "8:13",
             "`page_size` is out of range: use a whole number from 1 to 100",
-            "events per request",
+            "Events per request (1 to 100)",
         )],
     ),
     (
