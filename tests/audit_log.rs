@@ -3,8 +3,8 @@
 //! delivered once, an idle job polls without a request storm, filters (server-side and
 //! client-side) hold, and `verify` names tampering exactly.
 
-#[path = "support/audit.rs"]
-mod audit_support;
+mod support;
+use support::audit as audit_support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! simulator that injects 5xx, 429s and connection resets. Afterwards the sink holds exactly
 //! the simulator's events — none missing, none twice, byte-equal as JSON — and `verify` passes.
 
-#[path = "support/audit.rs"]
-mod audit_support;
+mod support;
+use support::audit as audit_support;
 
 use std::time::{Duration, Instant};
 

@@ -5,8 +5,8 @@
 //! is still there, and the next run continues; and a continuous tail (`tail_for`) delivers
 //! events added while it tails.
 
-#[path = "support/audit.rs"]
-mod audit_support;
+mod support;
+use support::audit as audit_support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

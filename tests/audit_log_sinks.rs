@@ -5,16 +5,15 @@
 //! sinks alike: events that appear late, timestamped before the tail's start, while the
 //! backfill runs and just after it, are delivered once.
 
-#[path = "support/audit.rs"]
-mod audit_support;
-#[path = "support/moto.rs"]
-mod moto;
+mod support;
+use support::audit as audit_support;
+use support::moto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
+use asana_worker::sinks::s3::{S3Credentials, S3Location, S3Sink, S3SinkSettings};
 use audit_support::{
     AuditSetup, BIN, Collector, completed_runs, kill, quiet_sim, stored_cursor, terminate,
 };
@@ -259,13 +258,15 @@ impl LateSink {
 fn s3_sink(moto: &Moto, bucket: &str, gzip: bool) -> S3Sink {
     S3Sink::with_credentials(
         &S3SinkSettings {
-            bucket: bucket.into(),
-            prefix: "asana".into(),
-            region: "us-east-1".into(),
-            endpoint: Some(moto.endpoint.clone()),
-            allow_http: true,
-            access_key_id_env: String::new(),
-            secret_access_key_env: String::new(),
+            location: S3Location {
+                bucket: bucket.into(),
+                prefix: "asana".into(),
+                region: "us-east-1".into(),
+                endpoint: Some(moto.endpoint.clone()),
+                allow_http: true,
+                access_key_id_env: String::new(),
+                secret_access_key_env: String::new(),
+            },
             gzip,
             conditional_put: true,
         },

@@ -12,8 +12,8 @@ use asana_worker::sim::{SimConfig, SimServer};
 use asana_worker::store::{Run, RunFilter, RunState, Store};
 use serde_json::json;
 
-#[path = "support/daemon.rs"]
-mod daemon_support;
+mod support;
+use support::daemon as daemon_support;
 
 use daemon_support::{BIN, Daemon, DaemonOptions, send_signal};
 

@@ -20,13 +20,12 @@ use asana_worker::store::{self, RunState, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-#[path = "support/moto.rs"]
-mod moto;
+mod support;
+use support::moto;
 
 use moto::Moto;
 
-#[path = "support/daemon.rs"]
-mod daemon_support;
+use support::daemon as daemon_support;
 
 use daemon_support::{Daemon, DaemonOptions, kill, terminate};
 

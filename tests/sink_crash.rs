@@ -7,16 +7,15 @@
 //! also hit on purpose: the collector kills the daemon right after storing a POST, and the next
 //! daemon runs with another page split, new events and a later clock.
 
-#[path = "support/audit.rs"]
-mod audit_support;
-#[path = "support/moto.rs"]
-mod moto;
+mod support;
+use support::audit as audit_support;
+use support::moto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
+use asana_worker::sinks::s3::{S3Credentials, S3Location, S3Sink, S3SinkSettings};
 use audit_support::{AuditSetup, Collector, faulty_sim, kill, quiet_sim, terminate};
 use futures::StreamExt;
 use moto::Moto;
@@ -164,13 +163,15 @@ async fn sigkills_leave_the_bucket_with_every_event_exactly_once() {
     let expected: BTreeSet<String> = setup.sim_events().into_keys().collect();
     let sink = S3Sink::with_credentials(
         &S3SinkSettings {
-            bucket: "crash-archive".into(),
-            prefix: "asana".into(),
-            region: "us-east-1".into(),
-            endpoint: Some(moto.endpoint.clone()),
-            allow_http: true,
-            access_key_id_env: String::new(),
-            secret_access_key_env: String::new(),
+            location: S3Location {
+                bucket: "crash-archive".into(),
+                prefix: "asana".into(),
+                region: "us-east-1".into(),
+                endpoint: Some(moto.endpoint.clone()),
+                allow_http: true,
+                access_key_id_env: String::new(),
+                secret_access_key_env: String::new(),
+            },
             gzip: false,
             conditional_put: true,
         },

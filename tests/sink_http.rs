@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use asana_worker::sinks::http::{HttpFormat, HttpSink, HttpSinkSettings};
+use asana_worker::sinks::http_post::HttpEndpoint;
 use asana_worker::sinks::{Batch, RecordMark, RecordSink, Recovered, SinkContext, SinkError};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -113,15 +114,17 @@ fn settings(
     token_file: Option<std::path::PathBuf>,
 ) -> HttpSinkSettings {
     HttpSinkSettings {
-        url: url.to_string(),
+        endpoint: HttpEndpoint {
+            url: url.to_string(),
+            token_file,
+            token_env: None,
+            timeout: Duration::from_secs(5),
+            max_attempts: 4,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        },
         format,
         batch_events: 2,
-        token_file,
-        token_env: None,
-        timeout: Duration::from_secs(5),
-        max_attempts: 4,
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
     }
 }
 
@@ -310,10 +313,8 @@ async fn splunk_hec_sends_envelopes_to_the_event_endpoint_with_the_splunk_token(
     assert_eq!(envelopes[1]["source"], "audit");
 
     // Splunk HEC cannot work without its token.
-    let no_token = HttpSinkSettings {
-        token_file: None,
-        ..settings.clone()
-    };
+    let mut no_token = settings.clone();
+    no_token.endpoint.token_file = None;
     let err = HttpSink::new(&no_token, &context(dir.path())).unwrap_err();
     assert!(err.to_string().contains("token_file or token_env"), "{err}");
 }
@@ -425,10 +426,8 @@ async fn plain_http_is_refused_except_on_loopback() {
         None,
     );
     assert!(HttpSink::new(&secure, &context(dir.path())).is_ok());
-    let missing_env = HttpSinkSettings {
-        token_env: Some("ASANA_WORKER_TEST_SURELY_UNSET_TOKEN".into()),
-        ..secure
-    };
+    let mut missing_env = secure;
+    missing_env.endpoint.token_env = Some("ASANA_WORKER_TEST_SURELY_UNSET_TOKEN".into());
     let err = HttpSink::new(&missing_env, &context(dir.path())).unwrap_err();
     assert!(
         err.to_string()
@@ -513,7 +512,7 @@ async fn a_slow_collector_times_out_and_the_post_is_retried_with_the_same_key() 
     let dir = tempfile::tempdir().unwrap();
     let (collector, base, _server) = Collector::start().await;
     let mut settings = settings(&format!("{base}/ingest"), HttpFormat::Ndjson, None);
-    settings.timeout = Duration::from_millis(300);
+    settings.endpoint.timeout = Duration::from_millis(300);
     let sink = HttpSink::new(&settings, &context(dir.path())).unwrap();
     collector
         .delays
@@ -538,10 +537,10 @@ async fn an_unanswered_post_is_resent_byte_for_byte_after_a_restart_with_another
     let dir = tempfile::tempdir().unwrap();
     let (collector, base, _server) = Collector::start().await;
     let mut first = settings(&format!("{base}/ingest"), HttpFormat::SplunkHec, None);
-    first.token_file = Some(token_file(dir.path()));
+    first.endpoint.token_file = Some(token_file(dir.path()));
     first.batch_events = 2;
-    first.max_attempts = 1;
-    first.timeout = Duration::from_millis(300);
+    first.endpoint.max_attempts = 1;
+    first.endpoint.timeout = Duration::from_millis(300);
     let sink = HttpSink::new(&first, &context(dir.path())).unwrap();
     sink.commit(batch("audit", 1, 1..=2)).await.unwrap();
     // Batch 2: the first chunk is answered, the second is kept and never answered in time.
@@ -564,7 +563,7 @@ async fn an_unanswered_post_is_resent_byte_for_byte_after_a_restart_with_another
     // A restart: other chunks, a later clock, the same sequence rebuilt from the checkpoint.
     let mut second = first.clone();
     second.batch_events = 3;
-    second.timeout = Duration::from_secs(5);
+    second.endpoint.timeout = Duration::from_secs(5);
     let restarted = HttpSink::new(&second, &context(dir.path())).unwrap();
     let recovered = restarted.recover("audit").await.unwrap().unwrap();
     assert_eq!(recovered.sequence, 2);

@@ -6,13 +6,13 @@
 //! Without a Python that has moto (see `tests/support/moto.rs`), the tests print SKIPPED with
 //! the command that creates it, and return.
 
-#[path = "support/moto.rs"]
-mod moto;
+mod support;
+use support::moto;
 
 use std::io::Read;
 use std::process::Command;
 
-use asana_worker::sinks::s3::{S3Credentials, S3Sink, S3SinkSettings};
+use asana_worker::sinks::s3::{S3Credentials, S3Location, S3Sink, S3SinkSettings};
 use asana_worker::sinks::{Batch, RecordMark, RecordSink, Recovered, SinkError};
 use chrono::{TimeZone, Utc};
 use futures::StreamExt;
@@ -34,13 +34,15 @@ trait MotoSink {
 impl MotoSink for Moto {
     fn settings(&self, bucket: &str, gzip: bool) -> S3SinkSettings {
         S3SinkSettings {
-            bucket: bucket.to_string(),
-            prefix: "/audit-logs/".into(),
-            region: "us-east-1".into(),
-            endpoint: Some(self.endpoint.clone()),
-            allow_http: true,
-            access_key_id_env: "UNUSED".into(),
-            secret_access_key_env: "UNUSED".into(),
+            location: S3Location {
+                bucket: bucket.to_string(),
+                prefix: "/audit-logs/".into(),
+                region: "us-east-1".into(),
+                endpoint: Some(self.endpoint.clone()),
+                allow_http: true,
+                access_key_id_env: "UNUSED".into(),
+                secret_access_key_env: "UNUSED".into(),
+            },
             gzip,
             conditional_put: true,
         }
@@ -301,13 +303,15 @@ async fn upload_file_streams_a_multi_megabyte_file_with_its_sha256() {
 #[test]
 fn missing_credentials_name_the_variables_to_set() {
     let settings = S3SinkSettings {
-        bucket: "b".into(),
-        prefix: String::new(),
-        region: "us-east-1".into(),
-        endpoint: None,
-        allow_http: false,
-        access_key_id_env: "ASANA_WORKER_TEST_SURELY_UNSET_KEY_ID".into(),
-        secret_access_key_env: "ASANA_WORKER_TEST_SURELY_UNSET_SECRET".into(),
+        location: S3Location {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            allow_http: false,
+            access_key_id_env: "ASANA_WORKER_TEST_SURELY_UNSET_KEY_ID".into(),
+            secret_access_key_env: "ASANA_WORKER_TEST_SURELY_UNSET_SECRET".into(),
+        },
         gzip: false,
         conditional_put: true,
     };
@@ -321,7 +325,10 @@ fn missing_credentials_name_the_variables_to_set() {
     // Plain http needs allow_http.
     let err = S3Sink::with_credentials(
         &S3SinkSettings {
-            endpoint: Some("http://127.0.0.1:9000".into()),
+            location: S3Location {
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                ..settings.location.clone()
+            },
             ..settings
         },
         S3Credentials {

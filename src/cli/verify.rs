@@ -152,7 +152,7 @@ async fn verify_remote(
     let (place, result) = match sink {
         SinkSettings::S3(s3) => {
             let sink = crate::sinks::s3::S3Sink::new(s3)?;
-            let place = format!("s3 bucket {} ({job})", s3.bucket);
+            let place = format!("s3 bucket {} ({job})", s3.location.bucket);
             (
                 place,
                 sink.verify(job).await.map(|r| (r.entries, r.records)),

@@ -13,23 +13,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use rand::RngExt;
 use schemars::JsonSchema;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use super::http_post::{HttpEndpoint, PostBody, Poster};
 use super::manifest::{self, EntryBody, ManifestEntry};
 use super::{Batch, RecordSink, Recovered, SinkContext, SinkError};
-use crate::clock::Clock;
 use crate::config::jobs::SettingsCheck;
-use crate::credentials::TokenSource;
 
 /// Body format of the POSTs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
@@ -46,89 +41,33 @@ pub enum HttpFormat {
 
 /// Settings of the HTTP sink.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct HttpSinkSettings {
-    /// Where the batches are POSTed. `https://`, or `http://` on a loopback address only; no
-    /// query, fragment or credentials in it. For `splunk_hec`, a URL without a path gets
-    /// `/services/collector/event`
-    pub url: String,
+    /// Where the batches go, the token and the retries.
+    #[serde(flatten)]
+    pub endpoint: HttpEndpoint,
     /// `ndjson`: one event per line (`Content-Type: application/x-ndjson`). `json`: one JSON
     /// array per POST (`application/json`). `splunk_hec`: one `{"event": …, "time": …,
     /// "source": "<job>"}` envelope per line, `time` being the event's `created_at` in epoch
-    /// seconds (milliseconds as the fraction)
+    /// seconds (milliseconds as the fraction); a URL without a path gets
+    /// `/services/collector/event`, and the token, required, is sent as `Authorization: Splunk
+    /// <token>` rather than `Bearer`
     #[serde(default)]
     pub format: HttpFormat,
     /// Most events in one POST; a job's batch is split into chunks of this size
     #[serde(default = "default_batch_events")]
     #[schemars(range(min = 1, max = 100000))]
     pub batch_events: u32,
-    /// File holding the collector's token (trailing whitespace ignored; a relative path is looked
-    /// up in `$CREDENTIALS_DIRECTORY` first). Sent as `Authorization: Bearer <token>`, or
-    /// `Authorization: Splunk <token>` for `splunk_hec`, which requires a token
-    #[serde(default)]
-    pub token_file: Option<std::path::PathBuf>,
-    /// Environment variable holding the token, instead of `token_file`
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// Longest one POST may take, connection included
-    #[serde(default = "default_timeout", with = "crate::config::values::duration")]
-    #[schemars(with = "crate::config::values::DurationText")]
-    pub timeout: Duration,
-    /// Attempts per POST, the first included, before the run fails (and is retried by the job's
-    /// own retry policy)
-    #[serde(default = "default_max_attempts")]
-    #[schemars(range(min = 1, max = 100))]
-    pub max_attempts: u32,
-    /// First delay before a retry; delays grow exponentially with full jitter
-    #[serde(
-        default = "default_min_backoff",
-        with = "crate::config::values::duration"
-    )]
-    #[schemars(with = "crate::config::values::DurationText")]
-    pub min_backoff: Duration,
-    /// Longest delay between retries
-    #[serde(
-        default = "default_max_backoff",
-        with = "crate::config::values::duration"
-    )]
-    #[schemars(with = "crate::config::values::DurationText")]
-    pub max_backoff: Duration,
 }
 
 impl HttpSinkSettings {
-    /// The URL, the token and the backoff bounds are checked at load.
+    /// The endpoint's checks, and the HEC token a `splunk_hec` sink needs.
     pub fn validate(&self, check: &mut SettingsCheck<'_>) {
-        if let Err(error) = crate::asana::validate_base_url(&self.url) {
+        self.endpoint.validate(check);
+        if self.format == HttpFormat::SplunkHec && !self.endpoint.has_token() {
             check.problem(
-                "url",
-                format!("`url` {:?} cannot be used: {error}", self.url),
-                "use an https URL, e.g. url = \"https://collector.example.com/ingest\" (plain http only on loopback)",
-            );
-        }
-        match (&self.token_file, &self.token_env) {
-            (Some(_), Some(_)) => check.problem(
-                "token_env",
-                "set `token_file` or `token_env`, not both",
-                "keep the one that holds the collector's token",
-            ),
-            (Some(file), None) => check.secret_file("token_file", file),
-            (None, Some(variable)) => check.secret_env("token_env", variable),
-            (None, None) if self.format == HttpFormat::SplunkHec => check.problem(
                 "",
                 "a splunk_hec sink needs the HEC token",
                 "set token_file (a file holding the token) or token_env (a variable holding it)",
-            ),
-            (None, None) => {}
-        }
-        if self.min_backoff > self.max_backoff {
-            check.problem(
-                "min_backoff",
-                format!(
-                    "`min_backoff` ({}) is longer than `max_backoff` ({})",
-                    crate::config::values::format_duration(self.min_backoff),
-                    crate::config::values::format_duration(self.max_backoff)
-                ),
-                "retry delays grow from min_backoff up to max_backoff; make min_backoff the shorter",
             );
         }
     }
@@ -138,28 +77,9 @@ fn default_batch_events() -> u32 {
     500
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_max_attempts() -> u32 {
-    5
-}
-
-fn default_min_backoff() -> Duration {
-    Duration::from_secs(1)
-}
-
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
-}
-
 /// The path Splunk's HTTP Event Collector takes JSON events on; used when a `splunk_hec` URL
 /// names only the host.
 pub const SPLUNK_HEC_PATH: &str = "/services/collector/event";
-
-/// Header carrying the per-POST idempotency key.
-pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// Name of the file, beside a stream's delivery manifest, holding the batch being delivered.
 pub const PENDING_FILE: &str = "pending.json";
@@ -194,10 +114,6 @@ struct PendingPost {
     events: u64,
 }
 
-/// A Retry-After longer than this ends the attempts: the run fails as transient and the job's
-/// own retry picks the batch up later, instead of a worker sleeping for hours.
-const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(600);
-
 /// The HTTP sink: stores each batch encoded in chunks of `batch_events`, posts the chunks, then
 /// records the delivery in a local manifest so [`RecordSink::recover`] knows the last acknowledged
 /// batch.
@@ -207,14 +123,10 @@ const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// bodies at the next run, byte for byte under the same keys
 /// (`<stream>-<sequence>-<chunk>-<sha256 of the body, 16 hex digits>`).
 pub struct HttpSink {
-    /// Where the POSTs go (Splunk's event path added for a bare `splunk_hec` host).
-    url: url::Url,
+    /// The POSTs (Splunk's event path added to a bare `splunk_hec` host), token and retries.
+    poster: Poster,
     /// Checked settings.
     settings: HttpSinkSettings,
-    /// The collector token, if one is configured; never logged.
-    token: Option<SecretString>,
-    /// Connection pool with the POST timeout.
-    client: reqwest::Client,
     /// Directory of the per-stream delivery manifests.
     state_dir: PathBuf,
     /// Newest manifest entry per stream, as read or written by this process; the lock also
@@ -229,9 +141,8 @@ pub struct HttpSink {
 impl std::fmt::Debug for HttpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSink")
-            .field("url", &self.url.as_str())
+            .field("poster", &self.poster)
             .field("format", &self.settings.format)
-            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
             .field("state_dir", &self.state_dir)
             .finish()
     }
@@ -247,9 +158,7 @@ fn config_error(message: impl Into<String>) -> SinkError {
 impl HttpSink {
     /// Checks the settings, reads the token and prepares the client; nothing is sent yet.
     pub fn new(settings: &HttpSinkSettings, context: &SinkContext) -> Result<Self, SinkError> {
-        let base = crate::asana::validate_base_url(&settings.url)
-            .map_err(|e| config_error(format!("url: {e}")))?;
-        let mut url = url::Url::parse(&base).map_err(|e| config_error(format!("url: {e}")))?;
+        let mut url = settings.endpoint.parsed_url("http")?;
         if settings.format == HttpFormat::SplunkHec && (url.path() == "/" || url.path().is_empty())
         {
             url.set_path(SPLUNK_HEC_PATH);
@@ -257,42 +166,19 @@ impl HttpSink {
         if settings.batch_events == 0 {
             return Err(config_error("batch_events must be at least 1"));
         }
-        if settings.max_attempts == 0 {
-            return Err(config_error("max_attempts must be at least 1"));
+        let scheme = match settings.format {
+            HttpFormat::SplunkHec => "Splunk",
+            _ => "Bearer",
+        };
+        let poster = Poster::new(&settings.endpoint, url, scheme, "the collector", "http")?;
+        if settings.format == HttpFormat::SplunkHec && !poster.has_token() {
+            return Err(config_error(
+                "splunk_hec needs the HEC token: set token_file or token_env",
+            ));
         }
-        let source = match (&settings.token_file, &settings.token_env) {
-            (Some(_), Some(_)) => {
-                return Err(config_error("set token_file or token_env, not both"));
-            }
-            (Some(path), None) => Some(TokenSource::File(path.clone())),
-            (None, Some(var)) => Some(TokenSource::Env(var.clone())),
-            (None, None) => None,
-        };
-        let token = match source {
-            Some(source) => Some(
-                crate::credentials::read_token("http sink", &source)
-                    .map_err(|e| config_error(format!("token: {e}")))?,
-            ),
-            None if settings.format == HttpFormat::SplunkHec => {
-                return Err(config_error(
-                    "splunk_hec needs the HEC token: set token_file or token_env",
-                ));
-            }
-            None => None,
-        };
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            // A redirect is reported, not followed: a POST turned into a GET, or a token sent on
-            // to another host, must not pass for a delivery.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("asana-worker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
-            url,
+            poster,
             settings: settings.clone(),
-            token,
-            client,
             state_dir: context.state_dir.join("sinks").join("http"),
             last: tokio::sync::Mutex::new(HashMap::new()),
             locks: std::sync::Mutex::new(HashMap::new()),
@@ -301,7 +187,7 @@ impl HttpSink {
 
     /// The URL the POSTs go to.
     pub fn url(&self) -> &url::Url {
-        &self.url
+        self.poster.url()
     }
 
     /// The body of one POST and its content type. Bodies are JSON text, so always UTF-8.
@@ -399,7 +285,14 @@ impl HttpSink {
         let PendingBatch { entry, posts } = pending;
         let stream = entry.stream.clone();
         for post in posts {
-            self.post(&stream, post.body.into(), &post.content_type, &post.key)
+            self.poster
+                .post(
+                    &stream,
+                    PostBody::Bytes(post.body.into()),
+                    &post.content_type,
+                    &post.key,
+                    &[],
+                )
                 .await?;
             metrics::counter!("asana_worker_sink_http_events_total", "job" => stream.clone())
                 .increment(post.events);
@@ -453,159 +346,6 @@ impl HttpSink {
                 other => other,
             })
     }
-
-    /// POSTs one body, retrying 429, 5xx, timeouts and connection failures with exponential
-    /// backoff (full jitter) and at least the collector's `Retry-After`.
-    async fn post(
-        &self,
-        stream: &str,
-        body: bytes::Bytes,
-        content_type: &str,
-        key: &str,
-    ) -> Result<(), SinkError> {
-        let mut backoff = ExponentialBuilder::new()
-            .with_min_delay(self.settings.min_backoff)
-            .with_max_delay(self.settings.max_backoff.max(self.settings.min_backoff))
-            .with_max_times(self.settings.max_attempts.saturating_sub(1) as usize)
-            .build();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let failure = match self.attempt(body.clone(), content_type, key).await {
-                Ok(()) => return Ok(()),
-                Err(Attempt::Fatal(error)) => return Err(error),
-                Err(Attempt::Retry {
-                    message,
-                    retry_after,
-                }) => (message, retry_after),
-            };
-            let (message, retry_after) = failure;
-            let exhausted = || SinkError::Transient {
-                sink: "http",
-                message: format!(
-                    "POST to {} failed after {attempt} attempt(s): {message}",
-                    self.url
-                ),
-            };
-            let Some(delay) = backoff.next() else {
-                return Err(exhausted());
-            };
-            let jittered =
-                Duration::from_secs_f64(rand::rng().random_range(0.0..=delay.as_secs_f64()));
-            let wait = match retry_after {
-                Some(after) if after > LONGEST_RETRY_AFTER => return Err(exhausted()),
-                Some(after) => after.max(jittered),
-                None => jittered,
-            };
-            metrics::counter!("asana_worker_sink_http_retries_total", "job" => stream.to_string())
-                .increment(1);
-            tracing::warn!(
-                url = %self.url, idempotency_key = key, attempt, error = %message,
-                wait_ms = wait.as_millis() as u64, "Retrying POST to the collector"
-            );
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    async fn attempt(
-        &self,
-        body: bytes::Bytes,
-        content_type: &str,
-        key: &str,
-    ) -> Result<(), Attempt> {
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .header(IDEMPOTENCY_HEADER, key)
-            .body(body);
-        if let Some(token) = &self.token {
-            let scheme = match self.settings.format {
-                HttpFormat::SplunkHec => "Splunk",
-                _ => "Bearer",
-            };
-            let mut value = reqwest::header::HeaderValue::from_str(&format!(
-                "{scheme} {}",
-                token.expose_secret()
-            ))
-            .map_err(|_| {
-                Attempt::Fatal(config_error(
-                    "the token holds characters an HTTP header cannot carry",
-                ))
-            })?;
-            value.set_sensitive(true);
-            request = request.header(reqwest::header::AUTHORIZATION, value);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => {
-                // reqwest's message names the URL and the cause, never request headers.
-                let kind = if error.is_timeout() {
-                    "timed out"
-                } else {
-                    "failed"
-                };
-                return Err(Attempt::Retry {
-                    message: format!("the request {kind}: {}", error_chain(&error)),
-                    retry_after: None,
-                });
-            }
-        };
-        let status = response.status();
-        if status.is_success() {
-            // Drain the body so the connection can be reused.
-            let _ = response.bytes().await;
-            return Ok(());
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let text = response.text().await.unwrap_or_default();
-        let message = format!("HTTP {status}: {}", self.redact(&snippet(&text)));
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-            || status.is_server_error()
-        {
-            return Err(Attempt::Retry {
-                message,
-                retry_after,
-            });
-        }
-        let hint = match status.as_u16() {
-            300..=399 => "; the collector redirects: put the final URL in the sink's url",
-            401 | 403 => "; check the collector token (token_file / token_env)",
-            404 => "; check the sink's url",
-            413 => "; lower batch_events",
-            _ => "",
-        };
-        Err(Attempt::Fatal(SinkError::Rejected {
-            sink: "http",
-            message: format!("the collector at {} answered {message}{hint}", self.url),
-        }))
-    }
-
-    /// Removes the token from text that came from the collector (an echoing proxy).
-    fn redact(&self, text: &str) -> String {
-        match &self.token {
-            Some(token) if !token.expose_secret().is_empty() => {
-                text.replace(token.expose_secret(), "[redacted]")
-            }
-            _ => text.to_string(),
-        }
-    }
-}
-
-/// What one failed attempt means.
-enum Attempt {
-    /// Worth another attempt (after at least `retry_after`).
-    Retry {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    /// Retrying cannot help.
-    Fatal(SinkError),
 }
 
 /// A Splunk HEC event envelope.
@@ -628,43 +368,6 @@ fn event_time(record: &RawValue) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(&stamp.created_at?)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// `Retry-After` as seconds or an HTTP date (measured against the system clock, as the
-/// collector's own clock wrote it).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    let now = crate::clock::SystemClock.now();
-    Some(
-        (at.with_timezone(&Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// The first 200 characters of a response body, on one line.
-fn snippet(text: &str) -> String {
-    let line: String = text.chars().take(200).collect();
-    let line = line.replace(['\n', '\r'], " ");
-    if line.trim().is_empty() {
-        "(empty body)".into()
-    } else {
-        line.trim().to_string()
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[async_trait]
@@ -995,16 +698,6 @@ mod tests {
         std::fs::write(&path, "only-torn").unwrap();
         assert_eq!(sink.last_line("s").unwrap(), None);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-    }
-
-    #[test]
-    fn retry_after_is_read_as_seconds_or_a_date() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

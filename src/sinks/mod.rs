@@ -14,6 +14,7 @@
 pub mod document;
 pub mod file;
 pub mod http;
+pub mod http_post;
 pub mod manifest;
 pub mod record;
 pub mod s3;

@@ -32,10 +32,10 @@ use super::manifest::{self, EntryBody, ManifestEntry};
 use super::{Batch, RecordSink, Recovered, SinkError};
 use crate::config::jobs::SettingsCheck;
 
-/// Settings of the S3 sink.
+/// Where an S3-compatible bucket is and how to sign in; shared by the s3 record sink and the
+/// s3 document sink.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct S3SinkSettings {
+pub struct S3Location {
     /// The bucket; it must exist
     #[schemars(length(min = 1))]
     pub bucket: String,
@@ -59,17 +59,9 @@ pub struct S3SinkSettings {
     /// runs; `validate` names a missing one
     #[serde(default = "default_secret_env")]
     pub secret_access_key_env: String,
-    /// Compress each object with gzip (`.jsonl.gz`)
-    #[serde(default)]
-    pub gzip: bool,
-    /// Create each manifest entry only if it is absent (`If-None-Match: *`, supported by AWS S3,
-    /// MinIO, Cloudflare R2 and moto), so a stale run racing a newer one cannot write a second
-    /// entry for the same batch. Turn off only for a store that refuses the header
-    #[serde(default = "default_true")]
-    pub conditional_put: bool,
 }
 
-impl S3SinkSettings {
+impl S3Location {
     /// The endpoint and the credentials' variables are checked at load.
     pub fn validate(&self, check: &mut SettingsCheck<'_>) {
         if let Some(endpoint) = &self.endpoint {
@@ -94,6 +86,39 @@ impl S3SinkSettings {
         }
         check.secret_env("access_key_id_env", &self.access_key_id_env);
         check.secret_env("secret_access_key_env", &self.secret_access_key_env);
+    }
+}
+
+/// Settings of the S3 sink.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+pub struct S3SinkSettings {
+    /// The bucket and how to sign in.
+    #[serde(flatten)]
+    pub location: S3Location,
+    /// Compress each object with gzip (`.jsonl.gz`)
+    #[serde(default)]
+    pub gzip: bool,
+    /// Create each manifest entry only if it is absent (`If-None-Match: *`, supported by AWS S3,
+    /// MinIO, Cloudflare R2 and moto), so a stale run racing a newer one cannot write a second
+    /// entry for the same batch. Turn off only for a store that refuses the header
+    #[serde(default = "default_true")]
+    pub conditional_put: bool,
+}
+
+impl S3SinkSettings {
+    /// The location's checks.
+    pub fn validate(&self, check: &mut SettingsCheck<'_>) {
+        self.location.validate(check);
+    }
+
+    /// Settings for writing whole objects at `location` (documents: no gzip of their own,
+    /// conditional creates).
+    pub fn for_documents(location: &S3Location) -> S3SinkSettings {
+        S3SinkSettings {
+            location: location.clone(),
+            gzip: false,
+            conditional_put: true,
+        }
     }
 }
 
@@ -139,9 +164,9 @@ pub struct S3Sink {
 impl std::fmt::Debug for S3Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Sink")
-            .field("bucket", &self.settings.bucket)
+            .field("bucket", &self.settings.location.bucket)
             .field("prefix", &self.prefix)
-            .field("endpoint", &self.settings.endpoint)
+            .field("endpoint", &self.settings.location.endpoint)
             .field("gzip", &self.settings.gzip)
             .finish()
     }
@@ -223,8 +248,11 @@ impl S3Sink {
     /// nothing is sent yet.
     pub fn new(settings: &S3SinkSettings) -> Result<Self, SinkError> {
         let credentials = S3Credentials {
-            access_key_id: read_env(&settings.access_key_id_env, "access key id")?,
-            secret_access_key: read_env(&settings.secret_access_key_env, "secret access key")?,
+            access_key_id: read_env(&settings.location.access_key_id_env, "access key id")?,
+            secret_access_key: read_env(
+                &settings.location.secret_access_key_env,
+                "secret access key",
+            )?,
         };
         Self::with_credentials(settings, credentials)
     }
@@ -235,21 +263,21 @@ impl S3Sink {
         settings: &S3SinkSettings,
         credentials: S3Credentials,
     ) -> Result<Self, SinkError> {
-        if settings.bucket.trim().is_empty() {
+        if settings.location.bucket.trim().is_empty() {
             return Err(config_error("bucket must not be empty"));
         }
         let key_id = credentials.access_key_id;
         let secret = credentials.secret_access_key;
         let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&settings.bucket)
-            .with_region(&settings.region)
+            .with_bucket_name(&settings.location.bucket)
+            .with_region(&settings.location.region)
             .with_access_key_id(key_id.expose_secret())
             .with_secret_access_key(secret.expose_secret())
-            .with_allow_http(settings.allow_http);
-        if let Some(endpoint) = &settings.endpoint {
+            .with_allow_http(settings.location.allow_http);
+        if let Some(endpoint) = &settings.location.endpoint {
             let url = url::Url::parse(endpoint)
                 .map_err(|e| config_error(format!("endpoint {endpoint:?}: {e}")))?;
-            if url.scheme() == "http" && !settings.allow_http {
+            if url.scheme() == "http" && !settings.location.allow_http {
                 return Err(config_error(format!(
                     "endpoint {endpoint} is plain http; use https, or set allow_http = true for a \
                      test server on loopback"
@@ -260,7 +288,7 @@ impl S3Sink {
         let store = builder
             .build()
             .map_err(|e| config_error(format!("cannot set up the bucket client: {e}")))?;
-        let prefix = settings.prefix.trim_matches('/').to_string();
+        let prefix = settings.location.prefix.trim_matches('/').to_string();
         Ok(Self {
             store: Arc::new(store),
             settings: settings.clone(),

@@ -12,8 +12,7 @@ use asana_worker::sim::{SimConfig, SimServer};
 use asana_worker::store::{RunFilter, RunState, Store};
 use serde_json::Value;
 
-#[path = "daemon.rs"]
-pub mod daemon;
+pub use super::daemon;
 
 // Each test crate uses a different part of these.
 #[allow(unused_imports)]
@@ -300,7 +299,10 @@ pub fn by_gid(records: &[Value]) -> BTreeMap<String, usize> {
     counts
 }
 
-/// An HTTP collector for the `http` sink on loopback that honours `Idempotency-Key` as a real
+/// One POST a [`Collector`] stored: its headers (lower-case names) and raw body.
+pub type Received = (BTreeMap<String, String>, Vec<u8>);
+
+/// An HTTP collector for the `http` sinks on loopback that honours `Idempotency-Key` as a real
 /// one would: it answers 503 to every `fail_every`-th POST and keeps the first body accepted
 /// under each key (a key posted again with another body is recorded: that must never happen).
 #[derive(Clone, Default)]
@@ -310,6 +312,8 @@ pub struct Collector {
     pub posts: std::sync::Arc<std::sync::Mutex<u64>>,
     /// Every key in the order its POSTs were stored, repeats included.
     pub stored: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every stored POST's headers (lower-case names) and raw body, in order.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     /// `(n, pid)`: once the body of POST number `n` is stored, SIGKILL process `pid` before
     /// answering.
     kill: std::sync::Arc<std::sync::Mutex<Option<(u64, u32)>>>,
@@ -339,6 +343,17 @@ impl Collector {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
+                    let header_map: BTreeMap<String, String> = headers
+                        .iter()
+                        .filter_map(|(name, value)| {
+                            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+                        })
+                        .collect();
+                    state
+                        .received
+                        .lock()
+                        .unwrap()
+                        .push((header_map, body.to_vec()));
                     let body = String::from_utf8_lossy(&body).into_owned();
                     {
                         let mut by_key = state.by_key.lock().unwrap();

@@ -1,5 +1,12 @@
-//! Helpers shared by the integration tests.
+//! The one harness every integration test uses: the simulator's admin API, daemon processes,
+//! audit-log set-ups, moto for S3, throw-away PostgreSQL databases, OAuth flows and the OpenAPI
+//! spec. Each test binary declares `mod support;` and uses the parts it needs.
 
+#![allow(dead_code, unused_imports)]
+
+pub mod audit;
+pub mod daemon;
+pub mod moto;
 pub mod oauth;
 pub mod pg;
 pub mod spec;

@@ -151,4 +151,12 @@ impl Moto {
             Err(error) => panic!("reading s3://{bucket}/{key} from moto: {error}"),
         }
     }
+
+    /// moto's test credentials (it accepts any).
+    pub fn credentials(&self) -> asana_worker::sinks::s3::S3Credentials {
+        asana_worker::sinks::s3::S3Credentials {
+            access_key_id: secrecy::SecretString::from("testing".to_string()),
+            secret_access_key: secrecy::SecretString::from("testing-secret".to_string()),
+        }
+    }
 }

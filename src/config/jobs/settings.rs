@@ -522,23 +522,51 @@ fn key_spanned<'i>(key: &str, value: &Spanned<DeValue<'i>>) -> Spanned<toml::de:
     Spanned::new(value.span(), std::borrow::Cow::Owned(key.to_string()))
 }
 
-/// Follows `$ref` into `$defs`, keeping the referring schema's description.
+/// Follows `$ref` into `$defs` and merges `allOf` parts, keeping what the referring schema says
+/// itself: its description wins, its `properties` and `required` are added to the target's
+/// (schemars writes a flattened struct inside a tagged enum variant as a `$ref` beside the tag's
+/// property).
 fn resolve(schema: &Map<String, Value>, defs: &Map<String, Value>) -> Map<String, Value> {
-    let Some(reference) = schema.get("$ref").and_then(Value::as_str) else {
-        return schema.clone();
-    };
-    let name = reference.trim_start_matches("#/$defs/");
-    let mut resolved = defs
-        .get(name)
-        .and_then(Value::as_object)
-        .map(|target| resolve(target, defs))
-        .unwrap_or_default();
-    for (key, value) in schema {
-        if key != "$ref" {
-            resolved.insert(key.clone(), value.clone());
+    let mut parts: Vec<Map<String, Value>> = Vec::new();
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.trim_start_matches("#/$defs/");
+        if let Some(target) = defs.get(name).and_then(Value::as_object) {
+            parts.push(resolve(target, defs));
         }
     }
-    resolved
+    if let Some(Value::Array(all)) = schema.get("allOf") {
+        for part in all.iter().filter_map(Value::as_object) {
+            parts.push(resolve(part, defs));
+        }
+    }
+    if parts.is_empty() {
+        return schema.clone();
+    }
+    let mut own = schema.clone();
+    own.remove("$ref");
+    own.remove("allOf");
+    parts.push(own);
+    let mut merged = Map::new();
+    for part in parts {
+        for (key, value) in part {
+            match (key.as_str(), merged.get_mut(&key), value) {
+                ("properties", Some(Value::Object(into)), Value::Object(from)) => {
+                    into.extend(from);
+                }
+                ("required", Some(Value::Array(into)), Value::Array(from)) => {
+                    for name in from {
+                        if !into.contains(&name) {
+                            into.push(name);
+                        }
+                    }
+                }
+                (_, _, value) => {
+                    merged.insert(key, value);
+                }
+            }
+        }
+    }
+    merged
 }
 
 /// The non-null alternative of an optional value (`anyOf: [X, {type: null}]`, or a type list
@@ -580,7 +608,6 @@ fn type_name(schema: &Map<String, Value>) -> Option<&str> {
 fn shape<'s>(schema: &'s Map<String, Value>, defs: &Map<String, Value>) -> Shape<'s> {
     // `schema` is already resolved by the caller where it came from a property; options and
     // references below are resolved here.
-    let _ = defs;
     if let Some(Value::Array(values)) = schema.get("enum") {
         return Shape::Choice(values.iter().filter_map(Value::as_str).collect());
     }
@@ -598,14 +625,14 @@ fn shape<'s>(schema: &'s Map<String, Value>, defs: &Map<String, Value>) -> Shape
             let variants = options
                 .iter()
                 .filter_map(|option| {
-                    let object = option.as_object()?;
+                    let object = resolve(option.as_object()?, defs);
                     let name = object
                         .get("properties")?
                         .get(&tag)?
                         .get("const")?
                         .as_str()?
                         .to_string();
-                    Some((name, object.clone()))
+                    Some((name, object))
                 })
                 .collect();
             let noun = schema

@@ -10,6 +10,7 @@
 //! (file, s3), or POSTs the same bytes under the same idempotency key (http).
 
 pub mod file;
+pub mod http;
 pub mod s3;
 
 use std::path::Path;
@@ -37,6 +38,8 @@ pub enum DocumentSinkSettings {
     File(file::FileDocumentSettings),
     /// An object in S3-compatible storage, with its checksum and metadata beside it.
     S3(s3::S3DocumentSettings),
+    /// One POST of the document's bytes (a webhook, an upload endpoint).
+    Http(http::HttpDocumentSettings),
 }
 
 impl DocumentSinkSettings {
@@ -45,6 +48,7 @@ impl DocumentSinkSettings {
         match self {
             DocumentSinkSettings::File(_) => "file",
             DocumentSinkSettings::S3(_) => "s3",
+            DocumentSinkSettings::Http(_) => "http",
         }
     }
 
@@ -54,6 +58,7 @@ impl DocumentSinkSettings {
         match self {
             DocumentSinkSettings::File(settings) => settings.validate(check),
             DocumentSinkSettings::S3(settings) => settings.validate(check),
+            DocumentSinkSettings::Http(settings) => settings.validate(check),
         }
     }
 }
@@ -113,6 +118,9 @@ pub fn build(
     match settings {
         DocumentSinkSettings::File(settings) => Ok(Arc::new(file::FileDocumentSink::new(settings))),
         DocumentSinkSettings::S3(settings) => Ok(Arc::new(s3::S3DocumentSink::new(settings)?)),
+        DocumentSinkSettings::Http(settings) => {
+            Ok(Arc::new(http::HttpDocumentSink::new(settings)?))
+        }
     }
 }
 

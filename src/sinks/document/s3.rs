@@ -11,57 +11,21 @@ use serde::Deserialize;
 use super::{CHECKSUM_SUFFIX, Content, Delivered, Document, DocumentSink, METADATA_SUFFIX};
 use crate::config::jobs::SettingsCheck;
 use crate::sinks::SinkError;
-use crate::sinks::s3::{S3Sink, S3SinkSettings};
+use crate::sinks::s3::{S3Credentials, S3Location, S3Sink, S3SinkSettings};
 
 /// Settings of the `s3` document sink: where the bucket is and how to sign in.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3DocumentSettings {
-    /// The bucket; it must exist
-    #[schemars(length(min = 1))]
-    pub bucket: String,
-    /// Key prefix of every object (leading and trailing `/` ignored)
-    #[serde(default)]
-    pub prefix: String,
-    /// The bucket's region
-    #[serde(default = "crate::sinks::s3::default_region")]
-    pub region: String,
-    /// URL of an S3-compatible service (MinIO, Ceph) instead of AWS
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Allow a plain-http `endpoint` (test servers on loopback); an `http://` endpoint is
-    /// refused without it
-    #[serde(default)]
-    pub allow_http: bool,
-    /// Environment variable holding the access key id
-    #[serde(default = "crate::sinks::s3::default_key_id_env")]
-    pub access_key_id_env: String,
-    /// Environment variable holding the secret access key. Both must be set where the job
-    /// runs; `validate` names a missing one
-    #[serde(default = "crate::sinks::s3::default_secret_env")]
-    pub secret_access_key_env: String,
+    /// The bucket and how to sign in.
+    #[serde(flatten)]
+    pub location: S3Location,
 }
 
 impl S3DocumentSettings {
-    /// The bucket settings as the s3 record sink takes them (documents are whole objects:
-    /// no gzip of their own).
-    fn bucket(&self) -> S3SinkSettings {
-        S3SinkSettings {
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            region: self.region.clone(),
-            endpoint: self.endpoint.clone(),
-            allow_http: self.allow_http,
-            access_key_id_env: self.access_key_id_env.clone(),
-            secret_access_key_env: self.secret_access_key_env.clone(),
-            gzip: false,
-            conditional_put: true,
-        }
-    }
-
     /// Endpoint and credentials are checked at load.
     pub fn validate(&self, check: &mut SettingsCheck<'_>) {
-        self.bucket().validate(check);
+        self.location.validate(check);
     }
 }
 
@@ -75,7 +39,20 @@ impl S3DocumentSink {
     /// Reads the credentials and prepares the client; nothing is sent yet.
     pub fn new(settings: &S3DocumentSettings) -> Result<Self, SinkError> {
         Ok(Self {
-            bucket: S3Sink::new(&settings.bucket())?,
+            bucket: S3Sink::new(&S3SinkSettings::for_documents(&settings.location))?,
+        })
+    }
+
+    /// Like [`S3DocumentSink::new`] with credentials the caller already holds.
+    pub fn with_credentials(
+        settings: &S3DocumentSettings,
+        credentials: S3Credentials,
+    ) -> Result<Self, SinkError> {
+        Ok(Self {
+            bucket: S3Sink::with_credentials(
+                &S3SinkSettings::for_documents(&settings.location),
+                credentials,
+            )?,
         })
     }
 
