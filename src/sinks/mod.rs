@@ -5,7 +5,8 @@
 //!   `file`, `http`, `s3`.
 //! - [`table`]: keyed rows upserted and deleted in SQL tables, committed in one transaction with
 //!   the job's checkpoint (sync): SQLite and PostgreSQL.
-//! - [`document`]: whole named documents, each delivered once (exports, digests): `file`, `s3`.
+//! - [`document`]: whole named documents, each delivered once (exports, digests): `file`, `s3`,
+//!   `http`.
 //!
 //! Settings are tables in a job file (`[settings.sink]`, `[settings.deliver]`) chosen by
 //! `type`; each family's settings enum derives the JSON schema the job-file checker walks, and
