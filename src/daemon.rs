@@ -43,6 +43,103 @@ pub enum DaemonError {
     /// The stored credentials cannot be used (no master key, wrong key, tampered row).
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialError),
+    /// Another daemon runs on the same SQLite database.
+    #[error(
+        "another asana-worker daemon{holder} runs on the SQLite database {database}; SQLite takes one daemon per file: stop the other one, or use PostgreSQL (database.url = \"postgres://…\") for several replicas"
+    )]
+    Locked {
+        /// The database file.
+        database: String,
+        /// " (pid N)" when the lock file names it.
+        holder: String,
+    },
+    /// The daemon lock beside the SQLite database could not be taken or written.
+    #[error("cannot take the daemon lock {path}: {source}; check the directory's permissions")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Takes the daemon lock of a SQLite database (`<file>.daemon.lock`, an exclusive `flock` held
+/// until the process exits, released by the kernel if it dies): a second daemon on the same file
+/// refuses to start, and the holder knows every `running` run in the file was left by a daemon
+/// that is gone. Returns None for PostgreSQL and in-memory databases.
+fn take_sqlite_lock(url: &str) -> Result<Option<std::fs::File>, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let Some(path) = crate::store::sqlite_file(url) else {
+        return Ok(None);
+    };
+    let lock_path = format!("{}.daemon.lock", path.display());
+    let lock_error = |source| DaemonError::Lock {
+        path: lock_path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(lock_error)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(lock_error)?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(DaemonError::Locked {
+            database: path.display().to_string(),
+            holder: if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            },
+        });
+    }
+    file.set_len(0).map_err(lock_error)?;
+    file.rewind().map_err(lock_error)?;
+    writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
+    Ok(Some(file))
+}
+
+/// `/readyz`'s view of the credentials: every credential an enabled job uses and
+/// `config.toml` declares must have its token where it says (a deleted token file, an unset
+/// variable makes the daemon not ready, naming it; stored credentials are checked when
+/// decrypted).
+#[derive(Debug)]
+struct CredentialReadiness {
+    credentials: std::collections::BTreeMap<String, crate::config::settings::CredentialSettings>,
+    jobs: watch::Receiver<JobSet<Kind>>,
+}
+
+impl crate::telemetry::admin::Readiness for CredentialReadiness {
+    fn problems(&self) -> Vec<(String, String)> {
+        let jobs = self.jobs.borrow().clone();
+        let mut users: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for job in jobs.iter().filter(|job| job.enabled) {
+            users.entry(&job.credential).or_default().push(&job.name);
+        }
+        users
+            .into_iter()
+            .filter_map(|(name, jobs)| {
+                let settings = self.credentials.get(name)?;
+                let reason = settings.token_location(name).check().err()?;
+                Some((
+                    format!("credential {name:?} (jobs {})", jobs.join(", ")),
+                    format!("has no token: {reason}"),
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The validation context of the credentials declared in configuration.
@@ -116,7 +213,22 @@ pub async fn run(
     mut reload: tokio::sync::mpsc::Receiver<()>,
     started: impl FnOnce(DaemonHandle) + Send,
 ) -> Result<(), DaemonError> {
+    // Held until this function returns; the kernel releases it if the process dies.
+    let sqlite_lock = take_sqlite_lock(&settings.database.url)?;
     let store = store::open(&settings.database.url).await?;
+    if sqlite_lock.is_some() {
+        // No other daemon can use this file: its running runs were left by one that stopped
+        // (a crash, a SIGKILL before `Restart=on-failure`), so they resume now rather than
+        // when their leases expire.
+        let rescued = store.rescue_running(clock.now()).await?;
+        if rescued > 0 {
+            tracing::warn!(
+                count = rescued,
+                "Rescued the runs a previous daemon left running"
+            );
+            metrics::counter!("asana_worker_lease_rescues_total").increment(rescued);
+        }
+    }
     let stored = crate::credentials::load_stored(&*store, &settings).await?;
     let stored_names: Vec<String> = stored.iter().map(|c| c.name.clone()).collect();
     if !stored_names.is_empty() {
@@ -150,6 +262,7 @@ pub async fn run(
         },
     );
     let owner = process_owner();
+    let health = crate::health::Health::new();
     let tracker = TaskTracker::new();
     let components = CancellationToken::new();
 
@@ -160,7 +273,8 @@ pub async fn run(
         owner.clone(),
         Duration::from_millis(settings.scheduler.tick_ms.max(10)),
         Duration::from_secs(settings.scheduler.leader_lease_secs.max(1)),
-    );
+    )
+    .with_health(health.clone());
     let last_tick = scheduler.last_tick();
     let accepting = Arc::new(AtomicBool::new(false));
     let mut admin_addr = None;
@@ -176,10 +290,15 @@ pub async fn run(
             ),
             accepting: accepting.clone(),
             clock: clock.clone(),
+            health: health.clone(),
+            readiness: Arc::new(CredentialReadiness {
+                credentials: settings.credentials.clone(),
+                jobs: jobs_rx.clone(),
+            }),
         };
         let stop = components.clone();
         tracker.spawn(async move { admin::serve(listener, state, stop).await });
-        tracing::info!(addr = ?admin_addr, "Admin server listening (/healthz /readyz /metrics)");
+        tracing::info!(addr = %admin_addr.map(|a| a.to_string()).unwrap_or_default(), "Admin server listening (/healthz /readyz /metrics)");
     }
     {
         let stop = components.clone();
@@ -189,21 +308,24 @@ pub async fn run(
         KindRunner::new(jobs_rx.clone(), clients.clone())
             .with_sink_context(crate::sinks::SinkContext::from_settings(&settings)),
     );
-    let pool = Arc::new(WorkerPool::new(
-        store.clone(),
-        clock.clone(),
-        runner,
-        PoolSettings {
-            owner: owner.clone(),
-            concurrency: settings.worker.concurrency,
-            per_kind: settings.worker.per_kind.clone(),
-            kinds: Kind::NAMES.iter().map(|name| name.to_string()).collect(),
-            lease: Duration::from_secs(settings.worker.lease_secs),
-            heartbeat: Duration::from_secs(settings.worker.heartbeat_secs),
-            poll_interval: Duration::from_millis(settings.worker.poll_interval_ms.max(10)),
-            shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace_secs),
-        },
-    ));
+    let pool = Arc::new(
+        WorkerPool::new(
+            store.clone(),
+            clock.clone(),
+            runner,
+            PoolSettings {
+                owner: owner.clone(),
+                concurrency: settings.worker.concurrency,
+                per_kind: settings.worker.per_kind.clone(),
+                kinds: Kind::NAMES.iter().map(|name| name.to_string()).collect(),
+                lease: Duration::from_secs(settings.worker.lease_secs),
+                heartbeat: Duration::from_secs(settings.worker.heartbeat_secs),
+                poll_interval: Duration::from_millis(settings.worker.poll_interval_ms.max(10)),
+                shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace_secs),
+            },
+        )
+        .with_health(health.clone()),
+    );
     let pool_stop = CancellationToken::new();
     let pool_task = {
         let stop = pool_stop.clone();

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod health;
 pub mod jobs;
 pub mod scheduler;
 pub mod sim;

@@ -34,6 +34,10 @@ impl std::ops::Deref for Setup {
 
 impl Setup {
     async fn new() -> Setup {
+        Setup::with_lease(2).await
+    }
+
+    async fn with_lease(lease_secs: u64) -> Setup {
         let mut config = SimConfig::default();
         config.timing.activity_per_minute = 0.0;
         config.timing.audit_events_per_minute = 0.0;
@@ -42,6 +46,7 @@ impl Setup {
             &sim,
             DaemonOptions {
                 asana: "request_timeout_secs = 120".into(),
+                lease_secs,
                 ..DaemonOptions::default()
             },
         );
@@ -139,9 +144,12 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// A run left `running` by a killed daemon resumes as soon as the next daemon on the SQLite file
+/// starts (it holds the file's daemon lock, so the run can only be its predecessor's), well
+/// before the run's 60-second lease would have expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_killed_with_its_daemon_is_rescued_after_the_lease_and_completes() {
-    let setup = Setup::new().await;
+async fn a_run_killed_with_its_daemon_is_rescued_at_restart_and_completes() {
+    let setup = Setup::with_lease(60).await;
     setup.set_latency(60_000).await;
     let mut first = setup.start("first");
     setup.wait_ready(&mut first).await;
@@ -153,20 +161,56 @@ async fn a_run_killed_with_its_daemon_is_rescued_after_the_lease_and_completes()
     first.wait().unwrap();
 
     setup.set_latency(0).await;
+    let restarted = Instant::now();
     let mut second = setup.start("second");
     setup.wait_ready(&mut second).await;
     let done = wait_for_state(&store, id, &[RunState::Completed], Duration::from_secs(30)).await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(30),
+        "rescued at restart, not after the 60 s lease"
+    );
     assert_eq!(
         done.attempt, 2,
         "the killed attempt counts, the rescue is the second"
     );
     assert_eq!(done.rescues, 1);
-    assert!(done.last_error.unwrap_or_default().contains("lease"));
+    assert!(
+        done.last_error
+            .unwrap_or_default()
+            .contains("rescued at restart")
+    );
     assert_eq!(runs(&store, "check").await.len(), 1, "no duplicate run");
     signal(&second, libc::SIGTERM);
     assert!(wait_exit(&mut second, Duration::from_secs(15)).success());
-    let metrics_after = setup.log("second");
-    assert!(metrics_after.contains("Rescued runs"), "{metrics_after}");
+    let log = setup.log("second");
+    assert!(
+        log.contains("Rescued the runs a previous daemon left running"),
+        "{log}"
+    );
+}
+
+/// A second daemon on the same SQLite file refuses to start, naming the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_one_sqlite_file_refuses_to_start() {
+    let setup = Setup::new().await;
+    let mut first = setup.start("first");
+    setup.wait_ready(&mut first).await;
+    let mut second = setup.start("second");
+    let status = wait_exit(&mut second, Duration::from_secs(20));
+    assert!(!status.success());
+    let log = setup.log("second");
+    assert!(
+        log.contains(&format!(
+            "another asana-worker daemon (pid {}) runs on the SQLite database",
+            first.id()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("use PostgreSQL"), "{log}");
+    // The first one is unaffected.
+    setup.wait_ready(&mut first).await;
+    signal(&first, libc::SIGTERM);
+    assert!(wait_exit(&mut first, Duration::from_secs(15)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,6 +481,30 @@ async fn json_logs_are_one_object_per_line_and_never_show_the_token() {
     }
     assert!(lines > 5, "{text}");
     assert!(text.contains("Run completed"));
+    // Every line logged while the run executed, the job's and the client's included, names the
+    // run: job, kind, run id and attempt (a JSON number).
+    let in_run: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["span"]["name"] == "run")
+        .collect();
+    let messages: Vec<&str> = in_run
+        .iter()
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    for expected in ["Starting run", "Credential is valid", "Run completed"] {
+        assert!(
+            messages.contains(&expected),
+            "{expected:?} not in a run span: {messages:?}"
+        );
+    }
+    for line in &in_run {
+        let span = &line["span"];
+        assert_eq!(span["job"], "check", "{line}");
+        assert_eq!(span["kind"], "credential_check", "{line}");
+        assert_eq!(span["run_id"], id.to_string(), "{line}");
+        assert_eq!(span["attempt"], 1, "{line}");
+    }
     let token = setup.sim.token("service-account").unwrap();
     assert!(
         !text.contains(&token),

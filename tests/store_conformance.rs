@@ -870,6 +870,35 @@ async fn rescue_kills_runs_without_attempts_left(b: &Backend) {
     assert_eq!(store.rescue_expired(at).await.unwrap(), 0);
 }
 
+/// A daemon holding the database alone rescues its predecessor's runs at once, leases or not.
+async fn rescue_running_takes_every_running_run_back(b: &Backend) {
+    let store = b.store.as_ref();
+    let held = insert(store, new_run("held", "k", t0())).await;
+    let waiting = insert(store, new_run("waiting", "k", t0() + secs(600))).await;
+    claim(store, "dead-daemon", t0()).await.unwrap();
+    // Its lease has not expired: the ordinary rescue leaves it alone.
+    let now = t0() + secs(5);
+    assert_eq!(store.rescue_expired(now).await.unwrap(), 0);
+    assert_eq!(store.rescue_running(now).await.unwrap(), 1);
+    let rescued = store.get_run(held.id).await.unwrap().unwrap();
+    assert_eq!(rescued.state, RunState::Retrying);
+    assert_eq!(rescued.run_after, now);
+    assert_eq!(rescued.lease_owner, None);
+    assert_eq!(rescued.rescues, 1);
+    assert!(
+        rescued
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rescued at restart")
+    );
+    // Queued runs are untouched, and nothing is left to rescue.
+    let queued = store.get_run(waiting.id).await.unwrap().unwrap();
+    assert_eq!(queued.state, RunState::Queued);
+    assert_eq!(store.rescue_running(now).await.unwrap(), 0);
+    assert_eq!(claim(store, "new-daemon", now).await.unwrap().id, held.id);
+}
+
 async fn leader_lease_contention_and_expiry(b: &Backend) {
     let store = b.store.as_ref();
     let ttl = Duration::from_secs(15);
@@ -1295,6 +1324,7 @@ conformance!(
     heartbeat_and_finish_are_fenced_after_a_rescue,
     every_transition_lands_where_it_should,
     rescue_kills_runs_without_attempts_left,
+    rescue_running_takes_every_running_run_back,
     leader_lease_contention_and_expiry,
     checkpoints_are_fenced_by_the_run_lease,
     prune_deletes_only_old_terminal_runs,

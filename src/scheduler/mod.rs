@@ -20,7 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::jobs::{JobSpec, MisfirePolicy, NamedKind, OverlapPolicy};
+use crate::health::{FaultLog, Health};
 use crate::store::{NewRun, RunState, ScheduleRow, Store, StoreError, Trigger, priority};
+
+/// The scheduler's key in [`Health`]: its ticks read and write the database.
+pub const HEALTH_COMPONENT: &str = "store (scheduler)";
 
 /// Name of the scheduler's leader lease.
 pub const LEADER_LEASE: &str = "scheduler";
@@ -246,6 +250,8 @@ pub struct Scheduler<K> {
     lease: Duration,
     /// Unix millis of the last completed tick, read by `/readyz`.
     last_tick: Arc<AtomicI64>,
+    /// Failing ticks (the database cannot be written): logged once, and at `/readyz`.
+    faults: FaultLog,
 }
 
 impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
@@ -266,7 +272,14 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
             tick,
             lease,
             last_tick: Arc::new(AtomicI64::new(0)),
+            faults: FaultLog::new(HEALTH_COMPONENT, "schedule fires", Health::new()),
         }
+    }
+
+    /// Reports failing ticks to `health` (for `/readyz`).
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.faults = FaultLog::new(HEALTH_COMPONENT, "schedule fires", health);
+        self
     }
 
     /// Unix millis of the last completed tick (0 before the first), shared for health checks.
@@ -372,6 +385,7 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
             }
             match self.tick().await {
                 Ok(report) => {
+                    self.faults.succeeded();
                     self.last_tick
                         .store(self.clock.now().timestamp_millis(), Ordering::Relaxed);
                     metrics::gauge!("asana_worker_scheduler_leader").set(if report.leader {
@@ -381,8 +395,10 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
                     });
                 }
                 Err(error) => {
-                    tracing::error!(%error, "Scheduler tick failed; retrying on the next tick");
+                    // Logged once per outage (then every minute), not once per tick.
+                    self.faults.failed(&error);
                     metrics::counter!("asana_worker_scheduler_errors_total").increment(1);
+                    continue;
                 }
             }
         }

@@ -491,6 +491,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `dead` when no attempts are left. Returns how many were rescued.
     async fn rescue_expired(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
+    /// Like [`Store::rescue_expired`] for every `running` run, whatever its lease: for a daemon
+    /// that knows no other process can hold one (it holds the SQLite database's daemon lock), so
+    /// the runs of its crashed predecessor resume at once instead of after their leases.
+    async fn rescue_running(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
     /// Records progress figures on a run `owner` holds.
     async fn set_progress(&self, run_id: Uuid, owner: &str, progress: Value) -> StoreResult<bool>;
 
@@ -603,6 +608,14 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     };
     store.migrate().await?;
     Ok(store)
+}
+
+/// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH`), None for `:memory:` and other
+/// databases: what a daemon locks and a backup copies.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    sqlite::sqlite_path(url)
+        .filter(|path| *path != ":memory:")
+        .map(std::path::PathBuf::from)
 }
 
 /// Hides passwords in a database URL for logs and errors: the password of the user part (the

@@ -379,6 +379,23 @@ macro_rules! held {
 }
 
 /// What every transition out of `running` does to the lease.
+/// The `UPDATE` that returns rescued runs to the queue (`retrying`, due at `$1`) or, without
+/// attempts left, to `dead`, with `reason` as their last error; the caller adds the `WHERE`.
+macro_rules! rescue_update {
+    ($reason:literal) => {
+        concat!(
+            "UPDATE runs SET \
+               state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retrying' END, \
+               run_after = CASE WHEN attempt >= max_attempts THEN run_after ELSE $1 END, \
+               finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END, \
+               rescues = rescues + 1, last_error = '",
+            $reason,
+            "', ",
+            lease_cleared!()
+        )
+    };
+}
+
 macro_rules! lease_cleared {
     () => {
         "lease_owner = NULL, lease_expires_at = NULL"
@@ -619,13 +636,17 @@ impl<B: Backend> Store for B {
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let statement = Statement::new(concat!(
-            "UPDATE runs SET \
-               state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retrying' END, \
-               run_after = CASE WHEN attempt >= max_attempts THEN run_after ELSE $1 END, \
-               finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END, \
-               rescues = rescues + 1, last_error = 'lease expired (worker lost)', ",
-            lease_cleared!(),
+            rescue_update!("lease expired (worker lost)"),
             " WHERE state = 'running' AND lease_expires_at <= $1"
+        ))
+        .bind(now);
+        self.write(statement).await
+    }
+
+    async fn rescue_running(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let statement = Statement::new(concat!(
+            rescue_update!("the daemon that ran it stopped (rescued at restart)"),
+            " WHERE state = 'running'"
         ))
         .bind(now);
         self.write(statement).await

@@ -298,7 +298,7 @@ mod writer {
 
 /// The file path in a SQLite URL (`sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`), without
 /// any `?query`; `:memory:` for an in-memory database.
-fn sqlite_path(url: &str) -> Option<&str> {
+pub(crate) fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite:")?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let path = rest.split('?').next().unwrap_or(rest);

@@ -1,5 +1,10 @@
 //! The admin HTTP server: `/healthz`, `/readyz` and `/metrics`. It listens on loopback unless
 //! configured otherwise, and exposes no secrets and no control actions.
+//!
+//! `/readyz` answers 503, naming each cause, while the database cannot be read (a ping) or
+//! written (the scheduler's ticks, the workers' claims: [`Health`]), while a credential an
+//! enabled job uses has no token ([`Readiness`]), while the scheduler is stuck, and while the
+//! daemon starts or drains.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
+use crate::health::Health;
 use crate::store::Store;
+
+/// Checks the admin server cannot make itself: what the daemon knows (the job set, the
+/// credentials' token sources).
+pub trait Readiness: Send + Sync + std::fmt::Debug {
+    /// Every problem now, as (what, why): e.g. ("credential sa", "token file … cannot be read").
+    fn problems(&self) -> Vec<(String, String)>;
+}
 
 /// What the admin endpoints look at.
 #[derive(Debug, Clone)]
@@ -34,6 +47,10 @@ pub struct AdminState {
     pub accepting: Arc<AtomicBool>,
     /// Wall time.
     pub clock: SharedClock,
+    /// Faults the components reported (the database cannot be written, …).
+    pub health: Health,
+    /// The daemon's own checks (credentials of enabled jobs).
+    pub readiness: Arc<dyn Readiness>,
 }
 
 /// Errors of the admin server.
@@ -86,11 +103,30 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let scheduler_ok =
         last_tick > 0 && since_tick_ms <= state.scheduler_stall_after.as_millis() as i64;
     let accepting = state.accepting.load(Ordering::Relaxed);
-    let ready = store_ok.is_ok() && scheduler_ok && accepting;
+    // Writes fail while reads work (a read-only or full database): the components that write
+    // report it.
+    let faults = state.health.faults();
+    let store = match (
+        &store_ok,
+        faults.iter().find(|(name, _)| name.starts_with("store")),
+    ) {
+        (Err(error), _) => Err(error.clone()),
+        (Ok(()), Some((component, cause))) => Err(format!("{component}: {cause}")),
+        (Ok(()), None) => Ok(()),
+    };
+    let problems = state.readiness.problems();
+    let ready =
+        store.is_ok() && scheduler_ok && accepting && problems.is_empty() && faults.is_empty();
     let body = json!({
         "ready": ready,
-        "store": store_ok.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone()),
+        "store": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone()),
         "scheduler": if scheduler_ok { "ok".to_string() } else if last_tick == 0 { "not started".to_string() } else { format!("last tick {since_tick_ms} ms ago") },
+        "credentials": if problems.is_empty() {
+            json!("ok")
+        } else {
+            json!(problems.iter().map(|(what, why)| format!("{what}: {why}")).collect::<Vec<_>>())
+        },
+        "faults": faults,
         "accepting": accepting,
     });
     let status = if ready {

@@ -101,12 +101,47 @@ pub fn init_tracing(
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
         }
     };
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)
         .with(otel_layer)
-        .try_init();
+        .try_init()
+        .is_ok();
+    if installed && format == LogFormat::Json {
+        install_panic_log();
+    }
     Ok(guard)
+}
+
+/// Routes panics through the log stream, so a JSON log stays one JSON object per line: the
+/// panic's message, place and thread become one error event (with the current span's fields,
+/// such as the run's id) instead of Rust's plain-text report on stderr.
+fn install_panic_log() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = match info.payload().downcast_ref::<&str>() {
+            Some(text) => (*text).to_string(),
+            None => info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "(no message)".to_string()),
+        };
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        tracing::error!(
+            target: "panic",
+            panic = %message,
+            location = %location,
+            thread = %thread,
+            "A thread panicked"
+        );
+    }));
 }
 
 static METRICS_HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
@@ -128,4 +163,60 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// A writer that keeps what is logged.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_one_json_log_object_with_the_spans_fields() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_writer(move || writer.clone()),
+        );
+        let previous = std::panic::take_hook();
+        super::install_panic_log();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("run", run_id = "r-1", attempt = 2);
+            let _entered = span.enter();
+            let _ = std::panic::catch_unwind(|| panic!("the export file vanished"));
+        });
+        std::panic::set_hook(previous);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(event["level"], "ERROR");
+        assert_eq!(event["panic"], "the export file vanished");
+        assert!(
+            event["location"]
+                .as_str()
+                .unwrap()
+                .contains("src/telemetry/mod.rs")
+        );
+        assert_eq!(event["span"]["run_id"], "r-1");
+        assert_eq!(event["span"]["attempt"], 2);
+    }
 }

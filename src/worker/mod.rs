@@ -20,8 +20,10 @@ use std::sync::Mutex;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::clock::SharedClock;
+use crate::health::{FaultLog, Health};
 use crate::store::{Run, RunState, Store, StoreError, Transition, retry_delay};
 
 /// How a job attempt ended. Jobs return values, never panic for control flow.
@@ -264,7 +266,14 @@ pub struct WorkerPool {
     runner: Arc<dyn JobRunner>,
     settings: PoolSettings,
     running_by_kind: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// Failing claims (the database cannot be read or written): logged once, and at `/readyz`.
+    claim_faults: FaultLog,
+    /// Failing lease rescues, likewise.
+    rescue_faults: FaultLog,
 }
+
+/// The worker pool's keys in [`Health`]: claims and rescues read and write the database.
+pub const HEALTH_COMPONENTS: [&str; 2] = ["store (claims)", "store (lease rescue)"];
 
 impl WorkerPool {
     /// A pool executing runs with `runner`.
@@ -280,7 +289,20 @@ impl WorkerPool {
             runner,
             settings,
             running_by_kind: Arc::new(Mutex::new(BTreeMap::new())),
+            claim_faults: FaultLog::new(HEALTH_COMPONENTS[0], "claim runs", Health::new()),
+            rescue_faults: FaultLog::new(
+                HEALTH_COMPONENTS[1],
+                "rescue expired leases",
+                Health::new(),
+            ),
         }
+    }
+
+    /// Reports failing claims and rescues to `health` (for `/readyz`).
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.claim_faults = FaultLog::new(HEALTH_COMPONENTS[0], "claim runs", health.clone());
+        self.rescue_faults = FaultLog::new(HEALTH_COMPONENTS[1], "rescue expired leases", health);
+        self
     }
 
     fn claimable_kinds(&self) -> Option<Vec<String>> {
@@ -328,12 +350,14 @@ impl WorkerPool {
             tokio::select! {
                 _ = rescue_every.tick() => {
                     match self.store.rescue_expired(self.clock.now()).await {
-                        Ok(0) => {}
                         Ok(count) => {
-                            tracing::warn!(count, "Rescued runs whose worker stopped renewing its lease");
-                            metrics::counter!("asana_worker_lease_rescues_total").increment(count);
+                            self.rescue_faults.succeeded();
+                            if count > 0 {
+                                tracing::warn!(count, "Rescued runs whose worker stopped renewing its lease");
+                                metrics::counter!("asana_worker_lease_rescues_total").increment(count);
+                            }
                         }
-                        Err(error) => tracing::error!(%error, "Could not rescue expired leases"),
+                        Err(error) => self.rescue_faults.failed(&error),
                     }
                     continue;
                 }
@@ -348,6 +372,9 @@ impl WorkerPool {
                         .store
                         .claim(&claim_owner, self.clock.now(), self.settings.lease, kinds.as_deref())
                         .await;
+                    if claimed.is_ok() {
+                        self.claim_faults.succeeded();
+                    }
                     match claimed {
                         Ok(Some(run)) => {
                             // Count the run against its kind before the next claim looks at
@@ -355,11 +382,23 @@ impl WorkerPool {
                             let kind_slot = KindSlot::take(&self.running_by_kind, &run.kind);
                             let pool = self.clone();
                             let cancel = jobs_cancel.child_token();
-                            tracker.spawn(async move {
-                                pool.execute(run, claim_owner, cancel).await;
-                                drop(kind_slot);
-                                drop(permit);
-                            });
+                            // Every line logged while the run executes (the job's own, the
+                            // client's, the sinks') carries these fields.
+                            let span = tracing::info_span!(
+                                "run",
+                                job = %run.job_name,
+                                kind = %run.kind,
+                                run_id = %run.id,
+                                attempt = run.attempt,
+                            );
+                            tracker.spawn(
+                                async move {
+                                    pool.execute(run, claim_owner, cancel).await;
+                                    drop(kind_slot);
+                                    drop(permit);
+                                }
+                                .instrument(span),
+                            );
                         }
                         Ok(None) => {
                             drop(permit);
@@ -370,7 +409,8 @@ impl WorkerPool {
                         }
                         Err(error) => {
                             drop(permit);
-                            tracing::error!(%error, "Could not claim a run; retrying");
+                            // Logged once per outage (then every minute), not once per poll.
+                            self.claim_faults.failed(&error);
                             tokio::select! {
                                 _ = shutdown.cancelled() => {}
                                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -494,11 +534,8 @@ impl WorkerPool {
             clock: self.clock.clone(),
         };
         let timeout = self.runner.timeout(&job_name);
-        let span = tracing::info_span!("run", job = %job_name, kind = %kind, run_id = %run_id, attempt = run.attempt);
         let outcome = {
-            let _entered = span.enter();
             tracing::info!("Starting run");
-            drop(_entered);
             let runner = self.runner.clone();
             let attempt = async {
                 match timeout {

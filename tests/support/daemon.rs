@@ -24,6 +24,8 @@ pub struct DaemonOptions {
     pub poll_interval_ms: u64,
     /// `[scheduler] tick_ms`.
     pub tick_ms: u64,
+    /// `[worker] lease_secs` (the heartbeat is a third of it).
+    pub lease_secs: u64,
     /// Further `[worker]` lines.
     pub worker: &'static str,
     /// Further `[asana]` lines (after `base_url`).
@@ -32,6 +34,8 @@ pub struct DaemonOptions {
     pub credential: &'static str,
     /// `ASANA_WORKER__LOG__LEVEL` of started daemons.
     pub log_level: &'static str,
+    /// `[database] url`; None: `state.sqlite` in the daemon's directory.
+    pub database_url: Option<String>,
 }
 
 impl Default for DaemonOptions {
@@ -39,10 +43,12 @@ impl Default for DaemonOptions {
         Self {
             poll_interval_ms: 100,
             tick_ms: 200,
+            lease_secs: 2,
             worker: "",
             asana: String::new(),
             credential: "",
             log_level: "info,asana_worker=debug",
+            database_url: None,
         }
     }
 }
@@ -66,14 +72,14 @@ impl Daemon {
         let config = format!(
             r#"
 [database]
-url = "sqlite://{db}"
+url = "{db}"
 [jobs]
 dir = "{jobs}"
 [admin]
 listen = "127.0.0.1:{admin_port}"
 [worker]
-lease_secs = 2
-heartbeat_secs = 1
+lease_secs = {lease}
+heartbeat_secs = {heartbeat}
 poll_interval_ms = {poll}
 shutdown_grace_secs = 5
 {worker}
@@ -88,9 +94,14 @@ kind = "service_account"
 token_file = "{token}"
 {credential}
 "#,
-            db = dir.path().join("state.sqlite").display(),
+            db = options.database_url.clone().unwrap_or_else(|| format!(
+                "sqlite://{}",
+                dir.path().join("state.sqlite").display()
+            )),
             jobs = dir.path().join("jobs").display(),
             poll = options.poll_interval_ms,
+            lease = options.lease_secs,
+            heartbeat = (options.lease_secs / 3).max(1),
             worker = options.worker,
             tick = options.tick_ms,
             base = sim.base_url(),

@@ -950,7 +950,7 @@ impl ProgressSink for StateSink<'_, '_> {
         }
         tracing::info!(
             job = %job, export = %snapshot.export_gid, bytes = offset,
-            total = ?total, percent = ?progress["percent"].as_f64(), "Export download progress"
+            total, percent = progress["percent"].as_f64(), "Export download progress"
         );
         let value = serde_json::to_value(&snapshot).unwrap_or_default();
         self.exporter
