@@ -26,20 +26,14 @@ fn assert_exactly(setup: &AuditSetup, expected: &BTreeSet<String>) {
 }
 
 async fn stats(setup: &AuditSetup) -> Value {
-    reqwest::get(format!("{}/_sim/stats", setup.sim.origin()))
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["tokens"]["service-account"]
-        .clone()
+    setup.admin().token_stats("service-account").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_offset_resumes_from_the_newest_event_without_loss_or_duplicates() {
-    // 600x: the simulator's 15-minute offsets expire after 1.5 s.
+    // The simulator's offsets last 15 simulated minutes: the test moves its clock past that.
     let setup = AuditSetup::new(
-        quiet_sim(300, 600.0),
+        quiet_sim(300, 1.0),
         "every = \"1h\"",
         "start = \"2d\"\nbackfill_slices = 3",
     )
@@ -52,13 +46,13 @@ async fn an_expired_offset_resumes_from_the_newest_event_without_loss_or_duplica
     // Events that share one instant, read by the tail (the first run's finished backfill
     // slices are not walked again).
     expected.extend(setup.append(json!({ "count": 4 })).await);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    setup.advance_sim_clock(16 * 60).await;
     setup.run_job();
     assert_exactly(&setup, &expected);
     // The tail's stored offset has expired by the next run: the fallback's `start_at` equals
     // the newest instant, whose gids are dropped.
     expected.extend(setup.append(json!({ "count": 2 })).await);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    setup.advance_sim_clock(16 * 60).await;
     let before = stats(&setup).await["statuses"]["400"].as_u64().unwrap_or(0);
     setup.run_job();
     let after = stats(&setup).await["statuses"]["400"].as_u64().unwrap_or(0);
@@ -66,7 +60,7 @@ async fn an_expired_offset_resumes_from_the_newest_event_without_loss_or_duplica
     assert_exactly(&setup, &expected);
     // And again.
     expected.extend(setup.append(json!({ "count": 3 })).await);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    setup.advance_sim_clock(16 * 60).await;
     let before = stats(&setup).await["statuses"]["400"].as_u64().unwrap_or(0);
     setup.run_job();
     let after = stats(&setup).await["statuses"]["400"].as_u64().unwrap_or(0);
@@ -77,9 +71,8 @@ async fn an_expired_offset_resumes_from_the_newest_event_without_loss_or_duplica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_inside_the_overlap_are_delivered_once_and_idle_polls_are_cheap() {
-    // 60x: the simulated clock runs well ahead of where the tail started.
     let setup = AuditSetup::new(
-        quiet_sim(200, 60.0),
+        quiet_sim(200, 1.0),
         "every = \"1h\"",
         "start = \"2d\"\nbackfill_slices = 2\noverlap = \"10m\"",
     )
@@ -88,18 +81,13 @@ async fn late_events_inside_the_overlap_are_delivered_once_and_idle_polls_are_ch
     setup.wait_ready(&mut daemon).await;
     setup.run_job();
     let mut expected: BTreeSet<String> = setup.sim_events().keys().cloned().collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The simulated clock moves well ahead of where the tail started.
+    setup.advance_sim_clock(120).await;
     expected.extend(setup.append(json!({ "count": 3 })).await);
     setup.run_job();
     assert_exactly(&setup, &expected);
     // Two events appear late: created a minute before the newest one delivered.
-    let clock: Value = reqwest::get(format!("{}/_sim/clock", setup.sim.origin()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let now = chrono::DateTime::parse_from_rfc3339(clock["now"].as_str().unwrap()).unwrap();
+    let now = setup.sim_now().await;
     let newest = setup
         .records()
         .iter()
@@ -118,11 +106,7 @@ async fn late_events_inside_the_overlap_are_delivered_once_and_idle_polls_are_ch
     assert_exactly(&setup, &expected);
 
     // Caught up: each run asks for the tail once and re-reads the overlap once.
-    reqwest::Client::new()
-        .post(format!("{}/_sim/stats/reset", setup.sim.origin()))
-        .send()
-        .await
-        .unwrap();
+    setup.admin().reset_stats().await;
     for _ in 0..5 {
         setup.run_job();
     }

@@ -59,13 +59,9 @@ impl Setup {
             latency_ms,
             ..FaultSpec::default()
         };
-        let response = reqwest::Client::new()
-            .put(format!("{}/_sim/faults", self.sim.origin()))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        support::sim::SimAdmin::of(&self.sim)
+            .set_faults(&faults)
+            .await;
     }
 }
 

@@ -128,12 +128,9 @@ impl Setup {
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request =
-            reqwest::Client::new().request(method, format!("{}{path}", self.sim.origin()));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap().json().await.unwrap()
+        support::sim::SimAdmin::of(&self.sim)
+            .call(method, path.trim_start_matches("/_sim/"), body)
+            .await
     }
 
     async fn sim_exports(&self) -> Vec<Value> {

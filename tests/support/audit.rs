@@ -119,60 +119,31 @@ rotate_bytes = 300000
             .collect()
     }
 
+    /// The simulator's admin API.
+    pub fn admin(&self) -> super::sim::SimAdmin {
+        super::sim::SimAdmin::of(&self.sim)
+    }
+
     /// Requests the token made so far.
     pub async fn requests(&self) -> u64 {
-        let stats: Value = reqwest::get(format!("{}/_sim/stats", self.sim.origin()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["tokens"]["service-account"]["requests"]
+        self.admin().token_stats("service-account").await["requests"]
             .as_u64()
             .unwrap_or(0)
     }
 
     /// Appends events through the simulator's admin API; returns their gids.
     pub async fn append(&self, body: Value) -> Vec<String> {
-        let response: Value = reqwest::Client::new()
-            .post(format!("{}/_sim/audit_events", self.sim.origin()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        response["gids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g.as_str().unwrap().to_string())
-            .collect()
+        self.admin().append_audit_events(body).await
     }
 
     /// The simulator's clock.
     pub async fn sim_now(&self) -> chrono::DateTime<chrono::Utc> {
-        let clock: Value = reqwest::get(format!("{}/_sim/clock", self.sim.origin()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        chrono::DateTime::parse_from_rfc3339(clock["now"].as_str().unwrap())
-            .unwrap()
-            .with_timezone(&chrono::Utc)
+        self.admin().now().await
     }
 
     /// Moves the simulator's clock forward (offsets age with it).
     pub async fn advance_sim_clock(&self, secs: u64) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/_sim/clock", self.sim.origin()))
-            .json(&serde_json::json!({ "advance_secs": secs }))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        self.admin().advance(secs as i64).await;
     }
 
     /// `asana-worker verify --dir …`.

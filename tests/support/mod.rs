@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod moto;
 pub mod oauth;
 pub mod pg;
+pub mod sim;
 pub mod spec;
