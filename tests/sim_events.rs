@@ -255,11 +255,17 @@ async fn events_bubble_up_from_tasks_and_subtasks_to_projects_and_the_workspace(
             ("added".to_string(), story.clone()),
             ("changed".to_string(), subtask.clone()),
             ("added".to_string(), created.clone()),
+            ("added".to_string(), created.clone()),
         ]
     );
     assert_eq!(events[2]["parent"]["gid"], json!(tasks[0]));
     assert_eq!(events[2]["resource"]["resource_type"], json!("story"));
     assert_eq!(events[4]["parent"]["gid"], json!(project));
+    assert_eq!(
+        events[5]["parent"]["resource_type"],
+        json!("section"),
+        "a new task is added to its project and to its section"
+    );
     let me = sim.ok("/users/me").await["data"]["gid"].clone();
     assert_eq!(events[0]["user"]["gid"], me, "API writes are the caller's");
     assert!(events[0]["user"]["name"].is_string());

@@ -156,13 +156,28 @@ async fn teams_projects_and_sections_answer_their_main_paths_and_errors() {
     let all = gids(&sim.ok(&format!("/projects?workspace={ws}")).await);
     assert!(all.len() > team_projects.len());
     assert!(team_projects.iter().all(|p| all.contains(p)));
+    let archived = sim
+        .ok(&format!(
+            "/projects?workspace={ws}&archived=true&opt_fields=archived"
+        ))
+        .await;
     assert!(
-        gids(
-            &sim.ok(&format!("/projects?workspace={ws}&archived=true"))
-                .await
-        )
-        .is_empty()
+        !gids(&archived).is_empty(),
+        "the seeded world archives some"
     );
+    assert!(
+        archived["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["archived"] == json!(true))
+    );
+    let live = gids(
+        &sim.ok(&format!("/projects?workspace={ws}&archived=false"))
+            .await,
+    );
+    assert_eq!(live.len() + gids(&archived).len(), all.len());
+    assert!(live.iter().all(|p| !gids(&archived).contains(p)));
     let (status, _) = sim
         .get(&format!("/projects?workspace={ws}&archived=maybe"))
         .await;
@@ -659,8 +674,12 @@ async fn status_updates_validate_type_per_parent_and_list_by_parent() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {body}");
     }
 
-    let listed = sim.ok(&format!("/status_updates?parent={project}")).await;
-    assert_eq!(gids(&listed), vec![update.clone()]);
+    let listed = gids(&sim.ok(&format!("/status_updates?parent={project}")).await);
+    assert_eq!(
+        listed.last(),
+        Some(&update),
+        "the new update comes after the seeded ones"
+    );
     let (status, body) = sim.get("/status_updates").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(message(&body), "parent: Missing input");
