@@ -262,7 +262,8 @@ pub enum TokenKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
-    /// 150 requests per minute; search answers 402.
+    /// 150 requests per minute; premium features (search, portfolios, goals, dependencies, time
+    /// tracking) answer 402.
     Free,
     /// 1,500 requests per minute.
     Paid,

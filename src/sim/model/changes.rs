@@ -15,9 +15,9 @@ use super::world::World;
 use super::world::mutate::{NewTask, TaskPatch};
 use super::world::relate::{NewAttachment, ProjectPatch, TaskList};
 
-/// One change, by `user` (a user gid; `None`: the service account's user).
+/// One change, by `user` (a user gid; `None`: the service account's user). Unknown fields are
+/// refused by [`Action`] (serde cannot refuse them here, beside a flattened field).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Change {
     /// Who makes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
