@@ -2,120 +2,18 @@
 //! status updates, search, custom fields, tags and the batch API, with pagination, `opt_fields`
 //! and the error cases Asana documents.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use asana_worker::sim::SimServer;
-use asana_worker::sim::config::{LimitSpec, SimConfig};
+use asana_worker::sim::config::LimitSpec;
 use asana_worker::sim::routes::search::SEARCH_PREMIUM_MESSAGE;
 use asana_worker::sim::routes::tasks::TASKS_SELECTOR_MESSAGE;
 use asana_worker::sim::wire::OFFSET_EXPIRED_MESSAGE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-struct Sim {
-    server: SimServer,
-    client: reqwest::Client,
-    token: String,
-}
-
-fn quiet_config() -> SimConfig {
-    let mut config = SimConfig::default();
-    config.timing.activity_per_minute = 0.0;
-    config.timing.audit_events_per_minute = 0.0;
-    config.world.audit_events = 10;
-    config
-}
-
-impl Sim {
-    async fn start(config: SimConfig) -> Sim {
-        let server = SimServer::start(config).await.expect("simulator starts");
-        let token = server.token("pat-paid").expect("paid token");
-        Sim {
-            server,
-            client: reqwest::Client::new(),
-            token,
-        }
-    }
-
-    async fn call_as(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let url = format!("{}{}", self.server.base_url(), path);
-        let mut request = self.client.request(method, url).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        (status, body, headers)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let (status, body, _) = self.call_as(&self.token, method, path, body).await;
-        (status, body)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn ok(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-
-    async fn workspace(&self) -> String {
-        self.ok("/workspaces").await["data"][0]["gid"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn first_project(&self) -> String {
-        let ws = self.workspace().await;
-        self.ok(&format!("/workspaces/{ws}/projects")).await["data"][0]["gid"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn now(&self) -> String {
-        let clock: Value = self
-            .client
-            .get(format!("{}/_sim/clock", self.server.origin()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        clock["now"].as_str().unwrap().to_string()
-    }
-}
-
-fn gids(body: &Value) -> Vec<String> {
-    body["data"]
-        .as_array()
-        .expect("data is a list")
-        .iter()
-        .map(|o| o["gid"].as_str().expect("gid").to_string())
-        .collect()
-}
-
-fn message(body: &Value) -> String {
-    body["errors"][0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
+use support::sim::{Sim, gids, message, quiet_config};
 
 fn keys(object: &Value) -> BTreeSet<String> {
     object

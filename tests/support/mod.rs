@@ -2,4 +2,5 @@
 
 pub mod oauth;
 pub mod pg;
+pub mod sim;
 pub mod spec;
