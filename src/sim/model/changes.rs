@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::edit::Edit;
 use super::world::World;
 use super::world::mutate::{NewTask, TaskPatch};
-use super::world::relate::{NewAttachment, ProjectPatch, TaskList};
+use super::world::relate::{NewAttachment, Placement, ProjectPatch, TaskList};
 
 /// One change, by `user` (a user gid; `None`: the service account's user). Unknown fields are
 /// refused by [`Action`] (serde cannot refuse them here, beside a flattened field).
@@ -327,7 +327,7 @@ impl Change {
             ),
             Action::MoveTask { task, section } => edit
                 .place_task(task, section, by)
-                .is_some_and(|p| p != super::world::relate::Placement::Unchanged),
+                .is_some_and(|p| p != Placement::Unchanged),
             Action::RemoveFromProject { task, project } => {
                 edit.remove_from_project(task, project, by)
             }

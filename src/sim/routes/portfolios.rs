@@ -12,6 +12,7 @@ use super::read::{
     PORTFOLIO, PORTFOLIO_MEMBERSHIP, PORTFOLIOS_PREMIUM, Read, ReadRoutes, USER, WORKSPACE,
 };
 use crate::sim::config::TokenKind;
+use crate::sim::model::world::PortfolioMembership;
 use crate::sim::state::SharedState;
 use crate::sim::wire::ApiError;
 
@@ -74,9 +75,7 @@ fn list_portfolios(read: &Read<'_>) -> Result<Vec<String>, ApiError> {
 /// parameter's user when given.
 fn memberships(read: &Read<'_>, portfolio: Option<&str>) -> Result<Vec<String>, ApiError> {
     let user = read.find_param(USER, "user")?;
-    let keep = |m: &crate::sim::model::world::PortfolioMembership| {
-        user.as_ref().is_none_or(|u| &m.user == u)
-    };
+    let keep = |m: &PortfolioMembership| user.as_ref().is_none_or(|u| &m.user == u);
     Ok(match portfolio {
         Some(portfolio) => read
             .world

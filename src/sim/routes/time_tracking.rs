@@ -10,6 +10,7 @@ use super::read::{
     WORKSPACE,
 };
 use crate::sim::input::parse_date;
+use crate::sim::model::world::TimeEntry;
 use crate::sim::state::SharedState;
 use crate::sim::wire::ApiError;
 
@@ -62,7 +63,7 @@ fn list_entries(read: &Read<'_>) -> Result<Vec<String>, ApiError> {
     let portfolio_items = portfolio
         .and_then(|p| world.portfolios.get(&p))
         .map(|p| p.items.as_slice());
-    let keep = |e: &crate::sim::model::world::TimeEntry| {
+    let keep = |e: &TimeEntry| {
         task.as_ref().is_none_or(|t| &e.task == t)
             && project
                 .as_ref()

@@ -37,6 +37,10 @@ const ATTACHMENT_SHARE: f64 = 0.3;
 const PROJECT_ATTACHMENT_SHARE: f64 = 0.5;
 /// Share of top-level tasks with time logged.
 const TIME_SHARE: f64 = 0.2;
+/// Status types of the generated project and portfolio status updates.
+const PROJECT_TYPES: &[&str] = &["on_track", "at_risk", "off_track", "on_hold"];
+/// Status types of the generated goal status updates (all of an open goal).
+const GOAL_TYPES: &[&str] = &["on_track", "at_risk", "off_track"];
 
 /// The status of an open goal as its latest status update's type sets it.
 fn goal_status(status_type: &str) -> &'static str {
@@ -285,8 +289,6 @@ impl World {
     /// `status` follows its latest update).
     fn generate_status_updates(&mut self, rng: &mut ChaCha8Rng, now: DateTime<Utc>) {
         let mut parents: Vec<(String, String, &[&str])> = Vec::new();
-        const PROJECT_TYPES: &[&str] = &["on_track", "at_risk", "off_track", "on_hold"];
-        const GOAL_TYPES: &[&str] = &["on_track", "at_risk", "off_track"];
         for (i, project) in self.projects.iter().enumerate() {
             if i % 2 == 0 {
                 parents.push((project.gid.clone(), project.owner.clone(), PROJECT_TYPES));

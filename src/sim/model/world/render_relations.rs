@@ -75,8 +75,8 @@ impl World {
             )
         } else {
             format!(
-                "https://{}.example.com/files/{}/{}",
-                attachment.host, attachment.gid, attachment.name
+                "https://{}.example.com/files/{}",
+                attachment.host, attachment.gid
             )
         };
         json!({
