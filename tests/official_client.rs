@@ -1,7 +1,9 @@
 //! Asana's official Python client (PyPI `asana`, pinned in `scripts/python-venv`) against the
 //! simulator: if the real SDK can list, paginate, page the audit log, run an organization export,
-//! handle the events 412 handshake and create a status update against the simulator, the
-//! simulator speaks Asana's protocol the way Asana's own tooling expects.
+//! handle the events 412 handshake, create a status update, and list the work graph a sync
+//! mirrors (memberships, archived projects, portfolios, goals, attachments, time entries,
+//! dependencies; 402 for a free token) against the simulator, the simulator speaks Asana's
+//! protocol the way Asana's own tooling expects.
 //!
 //! The Python side is `tests/python/official_client.py`; it uses the client unchanged with
 //! `Configuration.host` pointed at the simulator and reports one JSON object of facts per step.
@@ -105,6 +107,20 @@ struct Expected {
     project_tasks: BTreeSet<String>,
     task: String,
     audit_events: usize,
+    team: String,
+    team_members: Vec<String>,
+    project_members: Vec<String>,
+    archived: Vec<String>,
+    portfolios: Vec<String>,
+    portfolio_items: Vec<String>,
+    portfolio_members: Vec<String>,
+    goals: Vec<String>,
+    attached_task: String,
+    attachments: Vec<String>,
+    timed_task: String,
+    minutes: u64,
+    blocked_task: String,
+    dependencies: Vec<String>,
 }
 
 fn expected(server: &SimServer) -> Expected {
@@ -128,7 +144,36 @@ fn expected(server: &SimServer) -> Expected {
         project_tasks.len()
     );
     let task = project_tasks.iter().next().cloned().expect("a task");
+    let team = world.teams.at(0).expect("a team").gid.clone();
+    let portfolio = world.portfolios.at(0).expect("a portfolio");
+    let attached_task = world
+        .attachments
+        .iter()
+        .find(|a| world.tasks.get(&a.parent).is_some())
+        .expect("a task with attachments")
+        .parent
+        .clone();
+    let timed_task = world.time_entries.at(0).expect("time logged").task.clone();
+    let blocked = world
+        .tasks
+        .iter()
+        .find(|t| !t.dependencies.is_empty())
+        .expect("a dependency");
     Expected {
+        team_members: world.team_members(&team).cloned().collect(),
+        team,
+        project_members: world.project_members(&project).cloned().collect(),
+        archived: world.projects.gids_where(|p| p.archived),
+        portfolios: world.portfolios.gids(),
+        portfolio_items: portfolio.items.clone(),
+        portfolio_members: world.portfolio_members(&portfolio.gid).cloned().collect(),
+        goals: world.goals.gids(),
+        attachments: world.attachments.gids_within(&attached_task, |_| true),
+        attached_task,
+        minutes: world.time_spent(&timed_task).unwrap_or_default(),
+        timed_task,
+        blocked_task: blocked.gid.clone(),
+        dependencies: blocked.dependencies.clone(),
         workspace: world.workspace.gid.clone(),
         me,
         users: world
@@ -329,6 +374,91 @@ fn check_step(name: &str, facts: &Value, want: &Expected, server: &SimServer) ->
                 "not listed by GET /status_updates".into(),
             );
         }
+        "team_memberships" => {
+            expect(
+                facts["team"] == want.team.as_str(),
+                format!("first team {}", facts["team"]),
+            );
+            expect(
+                strings(&facts["members"]) == want.team_members,
+                format!("team memberships {:?}", facts["members"]),
+            );
+            expect(
+                strings(&facts["users"]) == want.team_members,
+                format!("team users {:?}", facts["users"]),
+            );
+        }
+        "project_memberships" => {
+            expect(
+                strings(&facts["members"]) == want.project_members,
+                format!("project members {:?}", facts["members"]),
+            );
+            expect(
+                strings(&facts["access_levels"]).contains(&"admin".to_string()),
+                format!("access levels {:?}", facts["access_levels"]),
+            );
+        }
+        "archived_projects" => {
+            expect(
+                strings(&facts["gids"]) == want.archived,
+                format!("archived {:?}", facts["gids"]),
+            );
+            expect(
+                facts["flags"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().all(|v| v == true)),
+                format!("flags {}", facts["flags"]),
+            );
+        }
+        "portfolios" => {
+            expect(
+                strings(&facts["gids"]) == want.portfolios,
+                format!("portfolios {:?}", facts["gids"]),
+            );
+            expect(
+                strings(&facts["items"]) == want.portfolio_items,
+                format!("items {:?}", facts["items"]),
+            );
+            expect(
+                strings(&facts["members"]) == want.portfolio_members,
+                format!("members {:?}", facts["members"]),
+            );
+        }
+        "goals" => {
+            expect(
+                strings(&facts["gids"]) == want.goals,
+                format!("goals {:?}", facts["gids"]),
+            );
+            expect(
+                facts["status"].is_string(),
+                format!("status {}", facts["status"]),
+            );
+        }
+        "attachments" => {
+            expect(
+                strings(&facts["gids"]) == want.attachments,
+                format!("attachments {:?}", facts["gids"]),
+            );
+            expect(
+                facts["parent"] == want.attached_task.as_str(),
+                format!("parent {}", facts["parent"]),
+            );
+        }
+        "time_tracking" => expect(
+            facts["minutes"] == want.minutes,
+            format!(
+                "{} minutes, the world has {}",
+                facts["minutes"], want.minutes
+            ),
+        ),
+        "dependencies" => expect(
+            strings(&facts["gids"]) == want.dependencies,
+            format!("dependencies {:?} of {}", facts["gids"], want.blocked_task),
+        ),
+        "premium_only" => expect(
+            facts["status_code"] == 402,
+            format!("a free token listing goals got {}", facts["status_code"]),
+        ),
         "not_found" => expect(
             facts["status_code"] == 404,
             format!("status {}", facts["status_code"]),
@@ -357,6 +487,15 @@ const STEPS: &[&str] = &[
     "events_after_write",
     "events_iterator",
     "status_update",
+    "team_memberships",
+    "project_memberships",
+    "archived_projects",
+    "portfolios",
+    "goals",
+    "attachments",
+    "time_tracking",
+    "dependencies",
+    "premium_only",
     "not_found",
     "unauthorized",
 ];
@@ -387,6 +526,9 @@ async fn official_python_client_works_against_the_simulator() {
         )
         .env("ASANA_SIM_PROJECT", &want.project)
         .env("ASANA_SIM_TASK", &want.task)
+        .env("ASANA_SIM_ATTACHED_TASK", &want.attached_task)
+        .env("ASANA_SIM_TIMED_TASK", &want.timed_task)
+        .env("ASANA_SIM_BLOCKED_TASK", &want.blocked_task)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

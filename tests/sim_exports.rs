@@ -24,6 +24,7 @@ fn token(name: &str, kind: TokenKind, user: usize, enterprise: bool, secret: &st
         user,
         enterprise,
         secret: Some(secret.into()),
+        forbidden_projects: Vec::new(),
     }
 }
 

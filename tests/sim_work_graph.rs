@@ -2,120 +2,18 @@
 //! status updates, search, custom fields, tags and the batch API, with pagination, `opt_fields`
 //! and the error cases Asana documents.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use asana_worker::sim::SimServer;
-use asana_worker::sim::config::{LimitSpec, SimConfig};
+use asana_worker::sim::config::LimitSpec;
 use asana_worker::sim::routes::search::SEARCH_PREMIUM_MESSAGE;
 use asana_worker::sim::routes::tasks::TASKS_SELECTOR_MESSAGE;
 use asana_worker::sim::wire::OFFSET_EXPIRED_MESSAGE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-struct Sim {
-    server: SimServer,
-    client: reqwest::Client,
-    token: String,
-}
-
-fn quiet_config() -> SimConfig {
-    let mut config = SimConfig::default();
-    config.timing.activity_per_minute = 0.0;
-    config.timing.audit_events_per_minute = 0.0;
-    config.world.audit_events = 10;
-    config
-}
-
-impl Sim {
-    async fn start(config: SimConfig) -> Sim {
-        let server = SimServer::start(config).await.expect("simulator starts");
-        let token = server.token("pat-paid").expect("paid token");
-        Sim {
-            server,
-            client: reqwest::Client::new(),
-            token,
-        }
-    }
-
-    async fn call_as(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let url = format!("{}{}", self.server.base_url(), path);
-        let mut request = self.client.request(method, url).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        (status, body, headers)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let (status, body, _) = self.call_as(&self.token, method, path, body).await;
-        (status, body)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn ok(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-
-    async fn workspace(&self) -> String {
-        self.ok("/workspaces").await["data"][0]["gid"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn first_project(&self) -> String {
-        let ws = self.workspace().await;
-        self.ok(&format!("/workspaces/{ws}/projects")).await["data"][0]["gid"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn now(&self) -> String {
-        let clock: Value = self
-            .client
-            .get(format!("{}/_sim/clock", self.server.origin()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        clock["now"].as_str().unwrap().to_string()
-    }
-}
-
-fn gids(body: &Value) -> Vec<String> {
-    body["data"]
-        .as_array()
-        .expect("data is a list")
-        .iter()
-        .map(|o| o["gid"].as_str().expect("gid").to_string())
-        .collect()
-}
-
-fn message(body: &Value) -> String {
-    body["errors"][0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
+use support::sim::{Sim, gids, message, quiet_config};
 
 fn keys(object: &Value) -> BTreeSet<String> {
     object
@@ -156,13 +54,28 @@ async fn teams_projects_and_sections_answer_their_main_paths_and_errors() {
     let all = gids(&sim.ok(&format!("/projects?workspace={ws}")).await);
     assert!(all.len() > team_projects.len());
     assert!(team_projects.iter().all(|p| all.contains(p)));
+    let archived = sim
+        .ok(&format!(
+            "/projects?workspace={ws}&archived=true&opt_fields=archived"
+        ))
+        .await;
     assert!(
-        gids(
-            &sim.ok(&format!("/projects?workspace={ws}&archived=true"))
-                .await
-        )
-        .is_empty()
+        !gids(&archived).is_empty(),
+        "the seeded world archives some"
     );
+    assert!(
+        archived["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["archived"] == json!(true))
+    );
+    let live = gids(
+        &sim.ok(&format!("/projects?workspace={ws}&archived=false"))
+            .await,
+    );
+    assert_eq!(live.len() + gids(&archived).len(), all.len());
+    assert!(live.iter().all(|p| !gids(&archived).contains(p)));
     let (status, _) = sim
         .get(&format!("/projects?workspace={ws}&archived=maybe"))
         .await;
@@ -659,8 +572,12 @@ async fn status_updates_validate_type_per_parent_and_list_by_parent() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {body}");
     }
 
-    let listed = sim.ok(&format!("/status_updates?parent={project}")).await;
-    assert_eq!(gids(&listed), vec![update.clone()]);
+    let listed = gids(&sim.ok(&format!("/status_updates?parent={project}")).await);
+    assert_eq!(
+        listed.last(),
+        Some(&update),
+        "the new update comes after the seeded ones"
+    );
     let (status, body) = sim.get("/status_updates").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(message(&body), "parent: Missing input");

@@ -228,6 +228,57 @@ fn cases() -> Vec<Case> {
         get("tags", "/workspaces/{{ws}}/tags"),
         get("tags", "/tags").q("workspace={{ws}}&limit=3"),
         get("tags", "/tags/{{tag}}"),
+        // Memberships.
+        get("memberships", "/team_memberships").q("team={{team}}&limit=2").capture("team_membership", "/data/0/gid"),
+        get("memberships", "/team_memberships").q("user=me&workspace={{ws}}"),
+        get("memberships", "/team_memberships/{{team_membership}}"),
+        get("memberships", "/teams/{{team}}/team_memberships"),
+        get("memberships", "/users/me/team_memberships").q("workspace={{ws}}"),
+        get("memberships", "/teams/{{team}}/users"),
+        get("memberships", "/users").q("team={{team}}"),
+        get("memberships", "/projects/{{project}}/project_memberships").q("limit=2").capture("project_membership", "/data/0/gid"),
+        get("memberships", "/project_memberships/{{project_membership}}"),
+        get("memberships", "/memberships").q("parent={{project}}&limit=2"),
+        get("memberships", "/memberships/{{project_membership}}"),
+        // Archived projects and task relations.
+        get("projects", "/projects").q("workspace={{ws}}&archived=true"),
+        get("projects", "/teams/{{team}}/projects").q("archived=false&limit=2"),
+        get("projects", "/tasks/{{task}}/projects"),
+        get("tags", "/tasks/{{task}}/tags"),
+        get("tasks", "/tasks/{{blocked}}/dependencies"),
+        get("tasks", "/tasks/{{blocker}}/dependents").q("limit=5"),
+        get("tasks", "/tasks/{{blocked}}/dependencies").tok(Tok::Free).expect(402),
+        // Portfolios (premium).
+        get("portfolios", "/portfolios").q("workspace={{ws}}").capture("portfolio", "/data/0/gid"),
+        get("portfolios", "/portfolios/{{portfolio}}"),
+        get("portfolios", "/portfolios/{{portfolio}}/items").q("limit=2"),
+        get("portfolios", "/portfolios/{{portfolio}}/portfolio_memberships").capture("portfolio_membership", "/data/0/gid"),
+        get("portfolios", "/portfolio_memberships").q("portfolio={{portfolio}}"),
+        get("portfolios", "/portfolio_memberships/{{portfolio_membership}}"),
+        get("portfolios", "/memberships").q("parent={{portfolio}}"),
+        get("portfolios", "/status_updates").q("parent={{portfolio}}"),
+        get("portfolios", "/portfolios").q("workspace={{ws}}").tok(Tok::Free).expect(402)
+            .unlisted_ok("portfolios are a premium feature; the spec's response list omits 402 as it does for search"),
+        // Goals (premium).
+        get("goals", "/goals").q("workspace={{ws}}").capture("goal", "/data/0/gid"),
+        get("goals", "/goals").q("project={{project}}&limit=1"),
+        get("goals", "/goals/{{goal}}"),
+        get("goals", "/goals/{{goal}}/parentGoals"),
+        get("goals", "/status_updates").q("parent={{goal}}"),
+        get("goals", "/events").q("resource={{goal}}").expect(412),
+        get("goals", "/goals/{{goal}}").tok(Tok::Free).expect(402),
+        // Attachments.
+        get("attachments", "/attachments").q("parent={{attached_task}}").capture("attachment", "/data/0/gid"),
+        get("attachments", "/attachments").q("parent={{attached_task}}&limit=1"),
+        get("attachments", "/attachments/{{attachment}}"),
+        // Time tracking (premium).
+        get("time_tracking", "/tasks/{{timed_task}}/time_tracking_entries").capture("time_entry", "/data/0/gid"),
+        get("time_tracking", "/time_tracking_entries/{{time_entry}}"),
+        get("time_tracking", "/time_tracking_entries").q("task={{timed_task}}&limit=5"),
+        get("time_tracking", "/time_tracking_entries").q("workspace={{ws}}&entered_on_start_date=2000-01-01&limit=5"),
+        get("time_tracking", "/time_tracking_entries").q("task={{timed_task}}").tok(Tok::Free).expect(402),
+        get("time_tracking", "/tasks/{{timed_task}}/time_tracking_entries").tok(Tok::Free).expect(402)
+            .unlisted_ok("time tracking is a premium feature; the spec lists 402 only on the workspace-wide list"),
         // Batch: each action's result is validated against its own operation too.
         post("batch", "/batch").body(r#"{"data":{"actions":[{"method":"get","relative_path":"/tasks/{{task}}","options":{"fields":["name","completed"]}},{"method":"get","relative_path":"/users/me"},{"method":"get","relative_path":"/projects/{{project}}/tasks","options":{"limit":2}},{"method":"get","relative_path":"/tasks/1"}]}}"#),
         post("batch", "/batch").body(r#"{"data":{"actions":[]}}"#).expect(400),
@@ -273,6 +324,15 @@ fn cases() -> Vec<Case> {
         get("errors", "/events").q("resource=9999999999").expect(404),
         get("errors", "/organization_exports/9999999999").expect(404),
         get("errors", "/jobs/9999999999").expect(404),
+        get("errors", "/team_memberships").expect(400),
+        get("errors", "/memberships").expect(400),
+        get("errors", "/portfolios").expect(400),
+        get("errors", "/goals").expect(400),
+        get("errors", "/goals/9999999999").expect(404),
+        get("errors", "/attachments").expect(400),
+        get("errors", "/attachments/9999999999").expect(404),
+        get("errors", "/time_tracking_entries").expect(400),
+        get("errors", "/project_memberships/9999999999").expect(404),
     ]
 }
 
@@ -321,6 +381,21 @@ fn fixtures(server: &SimServer) -> BTreeMap<String, String> {
         .at(0)
         .expect("the world has a custom field");
     map.insert("custom_field".into(), field.gid.clone());
+    let blocked = world
+        .tasks
+        .iter()
+        .find(|t| !t.dependencies.is_empty())
+        .expect("the world has a dependency");
+    map.insert("blocked".into(), blocked.gid.clone());
+    map.insert("blocker".into(), blocked.dependencies[0].clone());
+    let attached = world
+        .attachments
+        .iter()
+        .find(|a| world.tasks.get(&a.parent).is_some())
+        .expect("the world has a task with an attachment");
+    map.insert("attached_task".into(), attached.parent.clone());
+    let timed = world.time_entries.at(0).expect("the world has time logged");
+    map.insert("timed_task".into(), timed.task.clone());
     map
 }
 

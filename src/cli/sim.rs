@@ -28,7 +28,11 @@ pub struct SimArgs {
     /// Number of teams (overrides the config).
     #[arg(long)]
     pub teams: Option<usize>,
-    /// Tasks per project (overrides the config).
+    /// Projects in the workspace, dealt out to the teams (overrides the config).
+    #[arg(long)]
+    pub projects: Option<usize>,
+    /// Tasks per project (overrides the config); with --projects, sizes a benchmark world
+    /// (e.g. --projects 500 --tasks-per-project 100 for 50,000 top-level tasks).
     #[arg(long)]
     pub tasks_per_project: Option<usize>,
     /// Pre-generated audit-log events (overrides the config).
@@ -58,6 +62,9 @@ impl SimArgs {
         if let Some(teams) = self.teams {
             config.world.teams = teams;
         }
+        if let Some(projects) = self.projects {
+            config.world.projects = projects;
+        }
         if let Some(tasks) = self.tasks_per_project {
             config.world.tasks_per_project = tasks;
         }
@@ -81,7 +88,22 @@ pub async fn run(args: SimArgs) -> anyhow::Result<u8> {
     println!("Asana simulator listening on {}", server.origin());
     println!("  API base URL: {}", server.base_url());
     println!("  admin API:    {}/_sim/stats", server.origin());
-    println!("  workspace:    {}", server.state().world().workspace.gid);
+    {
+        let world = server.state().world();
+        println!("  workspace:    {}", world.workspace.gid);
+        println!(
+            "  world:        {} users, {} teams, {} projects, {} tasks and subtasks, {} stories, \
+             {} attachments, {} portfolios, {} goals",
+            world.users.len(),
+            world.teams.len(),
+            world.projects.len(),
+            world.tasks.len(),
+            world.stories.len(),
+            world.attachments.len(),
+            world.portfolios.len(),
+            world.goals.len()
+        );
+    }
     let tokens = server
         .state()
         .tokens

@@ -109,6 +109,11 @@ impl SimConfig {
                 "world.users must be at least 1 (tokens need an owner)".into(),
             ));
         }
+        if self.world.projects > 0 && self.world.teams == 0 {
+            return Err(SimConfigError::Invalid(
+                "world.projects needs at least one team to own them (world.teams = 0)".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for token in &self.tokens {
             if !names.insert(token.name.as_str()) {
@@ -124,23 +129,20 @@ impl SimConfig {
                 )));
             }
         }
-        for rate in [
-            self.faults.error_500,
-            self.faults.error_502,
-            self.faults.error_503,
-            self.faults.error_504,
-            self.faults.error_429,
-            self.faults.reset,
-            self.faults.truncate,
-            self.faults.hang,
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
+        for token in &self.tokens {
+            if let Some(project) = token
+                .forbidden_projects
+                .iter()
+                .find(|&&p| p >= self.world.projects)
+            {
                 return Err(SimConfigError::Invalid(format!(
-                    "fault rates are probabilities between 0 and 1, got {rate}"
+                    "token {:?} forbids project index {project} but the world has {} projects \
+                     (0-based)",
+                    token.name, self.world.projects
                 )));
             }
         }
-        Ok(())
+        self.faults.check().map_err(SimConfigError::Invalid)
     }
 
     /// The tokens in effect: the configured ones, or a default set covering every kind.
@@ -162,6 +164,7 @@ impl SimConfig {
                 user: 0,
                 enterprise: true,
                 secret: Some("sim-sa-0001".into()),
+                forbidden_projects: Vec::new(),
             },
             TokenSpec {
                 name: "pat-paid".into(),
@@ -170,6 +173,7 @@ impl SimConfig {
                 user: 1.min(WorldSize::default().users - 1),
                 enterprise: true,
                 secret: Some("sim-pat-paid-0001".into()),
+                forbidden_projects: Vec::new(),
             },
             TokenSpec {
                 name: "pat-free".into(),
@@ -178,6 +182,7 @@ impl SimConfig {
                 user: 2.min(WorldSize::default().users - 1),
                 enterprise: false,
                 secret: Some("sim-pat-free-0001".into()),
+                forbidden_projects: Vec::new(),
             },
         ]
     }
@@ -200,8 +205,8 @@ pub struct WorldSize {
     pub users: usize,
     /// Teams.
     pub teams: usize,
-    /// Projects per team.
-    pub projects_per_team: usize,
+    /// Projects in the workspace, dealt out to the teams in turn; every seventh is archived.
+    pub projects: usize,
     /// Sections per project.
     pub sections_per_project: usize,
     /// Top-level tasks per project.
@@ -210,6 +215,8 @@ pub struct WorldSize {
     pub max_subtasks: usize,
     /// Stories per task, at most.
     pub max_stories: usize,
+    /// Attachments per task, at most.
+    pub max_attachments: usize,
     /// Tags in the workspace.
     pub tags: usize,
     /// Custom fields in the workspace.
@@ -225,11 +232,12 @@ impl Default for WorldSize {
         Self {
             users: 12,
             teams: 3,
-            projects_per_team: 3,
+            projects: 9,
             sections_per_project: 3,
             tasks_per_project: 40,
             max_subtasks: 3,
             max_stories: 3,
+            max_attachments: 2,
             tags: 6,
             custom_fields: 4,
             audit_events: 2_000,
@@ -254,7 +262,8 @@ pub enum TokenKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
-    /// 150 requests per minute; search answers 402.
+    /// 150 requests per minute; premium features (search, portfolios, goals, dependencies, time
+    /// tracking) answer 402.
     Free,
     /// 1,500 requests per minute.
     Paid,
@@ -280,6 +289,11 @@ pub struct TokenSpec {
     /// The token string; generated from the seed when absent.
     #[serde(default)]
     pub secret: Option<String>,
+    /// Indexes (0-based, in creation order) of the projects this token may not access: they
+    /// stay listed, but reading them or their contents answers 403, as for a private project
+    /// the token's user was removed from. Changeable at runtime under `/_sim/tokens/`.
+    #[serde(default)]
+    pub forbidden_projects: Vec<usize>,
 }
 
 fn default_tier() -> Tier {
@@ -413,4 +427,30 @@ pub struct FaultSpec {
     pub hang: f64,
     /// How long a hung request is held, in real milliseconds.
     pub hang_ms: u64,
+    /// Share of Events API events lost as they happen: the change is made, but no stream ever
+    /// delivers its event (Asana delivers events at most once).
+    pub drop_events: f64,
+}
+
+impl FaultSpec {
+    /// Checks that every rate is a probability; the error names the first one that is not.
+    pub fn check(&self) -> Result<(), String> {
+        let rates = [
+            ("error_500", self.error_500),
+            ("error_502", self.error_502),
+            ("error_503", self.error_503),
+            ("error_504", self.error_504),
+            ("error_429", self.error_429),
+            ("reset", self.reset),
+            ("truncate", self.truncate),
+            ("hang", self.hang),
+            ("drop_events", self.drop_events),
+        ];
+        match rates.iter().find(|(_, rate)| !(0.0..=1.0).contains(rate)) {
+            Some((name, rate)) => Err(format!(
+                "fault rates are probabilities between 0 and 1, got {name} = {rate}"
+            )),
+            None => Ok(()),
+        }
+    }
 }

@@ -72,14 +72,17 @@ pub fn body_gid_list(data: &Map<String, Value>, key: &str) -> Result<Vec<String>
     }
 }
 
-/// Parses a boolean (`true`/`false`), 400 otherwise.
+/// Parses a boolean (`true`/`false` in any case: Asana's Python client sends `True`), 400
+/// otherwise.
 pub fn parse_bool(key: &str, raw: &str) -> Result<bool, ApiError> {
-    match raw {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(ApiError::bad_request(format!(
-            "{key}: Not a boolean: {other}"
-        ))),
+    if raw.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if raw.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{key}: Not a boolean: {raw}"
+        )))
     }
 }
 

@@ -169,6 +169,11 @@ fn build_state(config: SimConfig, addr: SocketAddr) -> SharedState {
             .secret
             .clone()
             .unwrap_or_else(|| generated_secret(config.seed, &spec.name));
+        let forbidden_projects = spec
+            .forbidden_projects
+            .iter()
+            .filter_map(|&i| world.projects.at(i).map(|p| p.gid.clone()))
+            .collect();
         tokens.insert(
             secret,
             TokenRecord {
@@ -180,6 +185,7 @@ fn build_state(config: SimConfig, addr: SocketAddr) -> SharedState {
                 expires_at: None,
                 revoked: false,
                 grant: None,
+                forbidden_projects,
             },
         );
     }

@@ -38,6 +38,8 @@ pub struct TokenRecord {
     pub revoked: bool,
     /// For OAuth access tokens: the refresh token they were issued from.
     pub grant: Option<String>,
+    /// Projects this token may not read (403), as for private projects its user cannot see.
+    pub forbidden_projects: Vec<String>,
 }
 
 /// Who is calling, as resolved from the `Authorization` header.
@@ -143,11 +145,13 @@ impl SimState {
     /// Changes the world and records the events the change causes. Both locks are held for the
     /// whole change (world first, then the log: the order every caller keeps), so no reader sees a
     /// change without its events; `now` is read under them, so no reader passes that instant first.
+    /// Events are lost at the rate of the `drop_events` fault in force when the change starts.
     pub fn edit<R>(&self, change: impl FnOnce(&mut Edit<'_>) -> R) -> R {
+        let loss_rate = self.faults().drop_events;
         let mut world = self.world_mut();
         let mut log = self.events();
         let now = self.clock.now();
-        change(&mut Edit::new(&mut world, &mut log, now))
+        change(&mut Edit::new(&mut world, &mut log, now, loss_rate))
     }
 
     /// The event log and its sync tokens.

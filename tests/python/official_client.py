@@ -8,6 +8,9 @@ stay out of process listings):
   ASANA_SIM_FREE_TOKEN  a free-tier PAT (optional)
   ASANA_SIM_PROJECT     gid of a project with more than one page of tasks
   ASANA_SIM_TASK        gid of a task in that project
+  ASANA_SIM_ATTACHED_TASK  gid of a task with attachments
+  ASANA_SIM_TIMED_TASK     gid of a task with time logged
+  ASANA_SIM_BLOCKED_TASK   gid of a task with dependencies
 
 Each step runs on its own; the script always exits 0 and prints one JSON object on its last
 stdout line: {"client_version": ..., "steps": {name: {"status": "ok"|"failed"|"not_implemented",
@@ -270,6 +273,98 @@ def main():
             "listed": created["gid"] in listed,
         }
 
+    def team_memberships():
+        teams = list(asana.TeamsApi(client).get_teams_for_workspace(context["workspace"], {}))
+        team = teams[0]["gid"]
+        memberships = list(
+            asana.TeamMembershipsApi(client).get_team_memberships_for_team(
+                team, {"limit": 2, "opt_fields": "user,is_admin"}
+            )
+        )
+        users = list(asana.UsersApi(client).get_users_for_team(team, {}))
+        return {
+            "team": team,
+            "members": [m["user"]["gid"] for m in memberships],
+            "users": [u["gid"] for u in users],
+        }
+
+    def project_memberships():
+        found = list(
+            asana.ProjectMembershipsApi(client).get_project_memberships_for_project(
+                project, {"limit": 3, "opt_fields": "member,access_level"}
+            )
+        )
+        return {
+            "members": [m["member"]["gid"] for m in found],
+            "access_levels": [m["access_level"] for m in found],
+        }
+
+    def archived_projects():
+        # The client sends booleans as Python spells them (`True`), which Asana accepts.
+        found = list(
+            asana.ProjectsApi(client).get_projects_for_workspace(
+                context["workspace"], {"archived": True, "opt_fields": "archived"}
+            )
+        )
+        return {"gids": [p["gid"] for p in found], "flags": [p["archived"] for p in found]}
+
+    def portfolios():
+        api = asana.PortfoliosApi(client)
+        found = list(api.get_portfolios(context["workspace"], {"limit": 2}))
+        first = found[0]["gid"]
+        items = list(api.get_items_for_portfolio(first, {}))
+        members = list(
+            asana.PortfolioMembershipsApi(client).get_portfolio_memberships_for_portfolio(
+                first, {"opt_fields": "user,access_level"}
+            )
+        )
+        return {
+            "gids": [p["gid"] for p in found],
+            "items": [i["gid"] for i in items],
+            "members": [m["user"]["gid"] for m in members],
+        }
+
+    def goals():
+        api = asana.GoalsApi(client)
+        found = list(api.get_goals({"workspace": context["workspace"]}))
+        goal = api.get_goal(found[0]["gid"], {"opt_fields": "name,team,status,metric"})
+        return {"gids": [g["gid"] for g in found], "goal_status": goal.get("status")}
+
+    def attachments():
+        api = asana.AttachmentsApi(client)
+        found = list(api.get_attachments_for_object(os.environ["ASANA_SIM_ATTACHED_TASK"], {}))
+        first = api.get_attachment(found[0]["gid"], {})
+        return {
+            "gids": [a["gid"] for a in found],
+            "parent": first["parent"]["gid"],
+            "host": first.get("host"),
+        }
+
+    def time_tracking():
+        found = list(
+            asana.TimeTrackingEntriesApi(client).get_time_tracking_entries_for_task(
+                os.environ["ASANA_SIM_TIMED_TASK"], {"opt_fields": "duration_minutes"}
+            )
+        )
+        return {"minutes": sum(e["duration_minutes"] for e in found), "count": len(found)}
+
+    def dependencies():
+        found = list(
+            asana.TasksApi(client).get_dependencies_for_task(
+                os.environ["ASANA_SIM_BLOCKED_TASK"], {}
+            )
+        )
+        return {"gids": [t["gid"] for t in found]}
+
+    def premium_only():
+        free = make_client(os.environ["ASANA_SIM_FREE_TOKEN"])
+        try:
+            list(asana.GoalsApi(free).get_goals({"workspace": context["workspace"]}))
+        except ApiException as exc:
+            body = error_body(exc)
+            return {"status_code": exc.status, "message": body["errors"][0]["message"]}
+        raise RuntimeError("a free token listed goals")
+
     def not_found():
         try:
             asana.UsersApi(client).get_user("9999999999", {})
@@ -300,6 +395,15 @@ def main():
     run_step(steps, "events_after_write", events_after_write, requires="events_412")
     run_step(steps, "events_iterator", events_iterator)
     run_step(steps, "status_update", status_update)
+    run_step(steps, "team_memberships", team_memberships, requires="workspaces")
+    run_step(steps, "project_memberships", project_memberships)
+    run_step(steps, "archived_projects", archived_projects, requires="workspaces")
+    run_step(steps, "portfolios", portfolios, requires="workspaces")
+    run_step(steps, "goals", goals, requires="workspaces")
+    run_step(steps, "attachments", attachments)
+    run_step(steps, "time_tracking", time_tracking)
+    run_step(steps, "dependencies", dependencies)
+    run_step(steps, "premium_only", premium_only, requires="workspaces")
     run_step(steps, "not_found", not_found)
     run_step(steps, "unauthorized", unauthorized)
 

@@ -1,12 +1,15 @@
 //! The simulator's control surface under `/_sim/`, for tests, benchmarks and people trying job
-//! files: read per-token statistics, change faults, revoke tokens, spend quota as another client,
-//! append audit events, change tasks as other users. It is not part of Asana's API and needs no
-//! token: the simulator listens on loopback only.
+//! files: read per-token statistics, change faults, revoke tokens, forbid projects to a token,
+//! spend quota as another client, append audit events, change tasks as other users, make random
+//! or scripted changes to the work graph, expire event streams. It is not part of Asana's API and
+//! needs no token: the simulator listens on loopback only.
 //!
 //! The admin layer sits beside the routes: it imports the state, the model and the foundations,
 //! never a route module.
 
+pub mod events;
 pub mod exports;
+pub mod mutate;
 pub mod tasks;
 
 use std::collections::BTreeMap;
@@ -33,12 +36,19 @@ pub fn routes() -> Router<SharedState> {
         .route("/stats/reset", post(reset_stats))
         .route("/faults", get(get_faults).put(put_faults))
         .route("/tokens", get(tokens))
+        .route(
+            "/tokens/{name}/forbidden_projects",
+            axum::routing::put(forbid_projects),
+        )
         .route("/revoke", post(revoke))
         .route("/consume", post(consume))
         .route("/audit_events", post(append_audit_events))
         .route("/clock", get(clock).post(advance_clock))
         .route("/users/{user_gid}/deactivate", post(deactivate_user))
         .route("/tasks/{task_gid}", post(tasks::change_task))
+        .route("/mutate", post(mutate::mutate))
+        .route("/events", get(events::stats))
+        .route("/events/expire", post(events::expire))
         .merge(exports::routes())
 }
 
@@ -89,22 +99,8 @@ async fn get_faults(State(state): State<SharedState>) -> Response {
 
 /// Replaces the faults; fields left out are zero.
 async fn put_faults(State(state): State<SharedState>, Json(faults): Json<FaultSpec>) -> Response {
-    for rate in [
-        faults.error_500,
-        faults.error_502,
-        faults.error_503,
-        faults.error_504,
-        faults.error_429,
-        faults.reset,
-        faults.truncate,
-        faults.hang,
-    ] {
-        if !(0.0..=1.0).contains(&rate) {
-            return admin_error(
-                StatusCode::BAD_REQUEST,
-                "fault rates must be between 0 and 1",
-            );
-        }
+    if let Err(why) = faults.check() {
+        return admin_error(StatusCode::BAD_REQUEST, why);
     }
     *state.faults.write().unwrap_or_else(|p| p.into_inner()) = faults.clone();
     axum::Json(faults).into_response()
@@ -125,10 +121,47 @@ async fn tokens(State(state): State<SharedState>) -> Response {
                 "user_gid": record.user_gid, "enterprise": record.enterprise,
                 "revoked": record.revoked,
                 "expires_at": record.expires_at.map(|t| t.to_rfc3339()),
+                "forbidden_projects": record.forbidden_projects,
             })
         })
         .collect();
     axum::Json(json!({ "tokens": list })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForbidRequest {
+    /// Gids of the projects the token may no longer access (replacing the previous list).
+    projects: Vec<String>,
+}
+
+/// Replaces the projects a token (by name) may not access: reading them, their sections, their
+/// tasks (when in no other project) or their events answers 403.
+async fn forbid_projects(
+    State(state): State<SharedState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Json(request): Json<ForbidRequest>,
+) -> Response {
+    if let Some(unknown) = {
+        let world = state.world();
+        request
+            .projects
+            .iter()
+            .find(|gid| world.projects.get(gid).is_none())
+            .cloned()
+    } {
+        return admin_error(StatusCode::NOT_FOUND, format!("no project {unknown:?}"));
+    }
+    let mut tokens = state.tokens.write().unwrap_or_else(|p| p.into_inner());
+    let mut matched = 0;
+    for record in tokens.values_mut().filter(|r| r.name == name) {
+        record.forbidden_projects = request.projects.clone();
+        matched += 1;
+    }
+    if matched == 0 {
+        return admin_error(StatusCode::NOT_FOUND, format!("no token named {name:?}"));
+    }
+    axum::Json(json!({ "name": name, "forbidden_projects": request.projects })).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,7 @@
-//! Events API: `GET /events?resource=&sync=` (and its `/tasks/{gid}/events`,
-//! `/projects/{gid}/events` forms) and `GET /workspaces/{gid}/events?sync=`, over the event log of
-//! [`crate::sim::model::events`] that task writes, new comments, the admin API and the background
-//! activity generator record into.
+//! Events API: `GET /events?resource=&sync=` (a task, project or goal; also the
+//! `/tasks/{gid}/events`, `/projects/{gid}/events` forms) and `GET /workspaces/{gid}/events?sync=`,
+//! over the event log of [`crate::sim::model::events`] that task writes, new comments, the admin
+//! API and the background activity generator record into.
 //!
 //! On the wire: the first call (no sync token) and any call with an unknown or expired token answer
 //! `412` with a fresh `sync`; a valid token returns at most 100 events (1,000 for the workspace
@@ -14,10 +14,10 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::params::Params;
-use super::read::WORKSPACE;
+use super::read::{GOAL, PROJECT, TASK, WORKSPACE, admit};
 use super::request::ApiRequest;
 use crate::sim::model::world::World;
-use crate::sim::state::{SharedState, SimState};
+use crate::sim::state::SharedState;
 use crate::sim::wire::{self, ApiError, ApiResult, Detail};
 
 /// Asana's 412 message for a missing, unknown or expired sync token.
@@ -48,7 +48,7 @@ pub fn routes() -> Router<SharedState> {
 
 async fn resource_events(request: ApiRequest) -> ApiResult {
     let resource = request.params.require("resource")?;
-    stream_events(&request.state, &request.params, resource, false)
+    stream_events(&request, resource, false)
 }
 
 /// The stream of the object the path names; 404 naming `kind` unless it is one (a task in the
@@ -57,25 +57,33 @@ fn typed_events(request: &ApiRequest, kind: &str) -> ApiResult {
     if request.state.world().kind_of(&request.gid) != Some(kind) {
         return Err(ApiError::not_found(kind));
     }
-    stream_events(&request.state, &request.params, &request.gid, false)
+    stream_events(request, &request.gid, false)
 }
 
 async fn workspace_events(request: ApiRequest) -> ApiResult {
     WORKSPACE.find(&request.state.world(), &request.gid, request.me())?;
-    stream_events(&request.state, &request.params, &request.gid, true)
+    stream_events(&request, &request.gid, true)
 }
 
-fn stream_events(state: &SimState, params: &Params, stream: &str, workspace: bool) -> ApiResult {
+/// Answers a read of `stream` (a resource's, or the workspace's when `workspace`): the caller
+/// must be allowed to read the resource (402 for a goal and a free token, 403 for a project it
+/// may not access).
+fn stream_events(request: &ApiRequest, stream: &str, workspace: bool) -> ApiResult {
+    let (state, params) = (&request.state, &request.params);
     if !workspace {
-        match state.world().kind_of(stream) {
-            Some("task" | "project") => {}
+        let world = state.world();
+        let kind = match world.kind_of(stream) {
+            Some("task") => TASK,
+            Some("project") => PROJECT,
+            Some("goal") => GOAL,
             Some(_) => {
                 return Err(ApiError::bad_request(
                     "resource: Events are only available for tasks, projects and goals.",
                 ));
             }
             None => return Err(ApiError::not_found("resource")),
-        }
+        };
+        admit(&world, &request.caller, kind, stream)?;
     }
     let cap = if workspace {
         WORKSPACE_EVENTS_CAP

@@ -12,12 +12,16 @@ pub mod params;
 pub mod read;
 pub mod request;
 
+pub mod attachments;
 pub mod audit_log;
 pub mod batch;
 pub mod custom_fields;
 pub mod events;
 pub mod exports;
+pub mod goals;
+pub mod memberships;
 pub mod oauth;
+pub mod portfolios;
 pub mod projects;
 pub mod search;
 pub mod status_updates;
@@ -25,6 +29,7 @@ pub mod stories;
 pub mod tags;
 pub mod tasks;
 pub mod teams;
+pub mod time_tracking;
 pub mod users;
 
 use axum::Router;
@@ -45,6 +50,11 @@ pub fn api_routes() -> Router<SharedState> {
         .merge(search::routes())
         .merge(custom_fields::routes())
         .merge(tags::routes())
+        .merge(memberships::routes())
+        .merge(portfolios::routes())
+        .merge(goals::routes())
+        .merge(attachments::routes())
+        .merge(time_tracking::routes())
         .merge(batch::routes(api_routes))
         .merge(audit_log::routes())
 }

@@ -264,6 +264,7 @@ fn issue_access_token(state: &SimState, refresh_token: &str, grant: &Grant) -> V
                 expires_at: Some(state.clock.now() + chrono::Duration::seconds(ttl as i64)),
                 revoked: false,
                 grant: Some(refresh_token.to_string()),
+                forbidden_projects: Vec::new(),
             },
         );
     let user = {

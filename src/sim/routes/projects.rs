@@ -1,10 +1,10 @@
 //! Projects and sections: `GET /projects?workspace=&team=&archived=`, `GET /projects/{gid}`,
-//! `GET /teams/{gid}/projects`, `GET /workspaces/{gid}/projects`, `GET /projects/{gid}/sections`,
-//! `GET /sections/{gid}`.
+//! `GET /teams/{gid}/projects`, `GET /workspaces/{gid}/projects`, `GET /tasks/{gid}/projects`,
+//! `GET /projects/{gid}/sections`, `GET /sections/{gid}`.
 
 use axum::Router;
 
-use super::read::{PROJECT, ReadRoutes, SECTION, TEAM, WORKSPACE};
+use super::read::{PROJECT, ReadRoutes, SECTION, TASK, TEAM, WORKSPACE};
 use crate::sim::model::world::World;
 use crate::sim::state::SharedState;
 use crate::sim::wire::ApiError;
@@ -42,9 +42,18 @@ pub fn routes() -> Router<SharedState> {
             read.path(WORKSPACE)?;
             Ok(project_gids(read.world, None, archived))
         })
+        .get_list("/tasks/{task_gid}/projects", |read| {
+            let task = read.path(TASK)?;
+            let memberships = read.world.tasks.get(&task).map(|t| &t.memberships);
+            Ok(memberships
+                .into_iter()
+                .flatten()
+                .map(|(project, _)| project.clone())
+                .collect())
+        })
         .get_list("/projects/{project_gid}/sections", |read| {
             let project = read.path(PROJECT)?;
-            Ok(read.world.sections.gids_where(|s| s.project == project))
+            Ok(read.world.sections.gids_within(&project, |_| true))
         })
         .get_one("/sections/{section_gid}", SECTION)
 }

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::routing::post;
 
 use super::answer::created;
-use super::read::{ReadRoutes, STATUS_UPDATE};
+use super::read::{GOAL, PORTFOLIO, PROJECT, ReadRoutes, STATUS_UPDATE};
 use super::request::ApiWrite;
 use crate::sim::input::{body_string, unrecognized};
 use crate::sim::model::rich_text::{escape_xml, rich_text_to_plain};
@@ -38,16 +38,17 @@ pub const GOAL_STATUS_TYPES: &[&str] = &[
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .get_list("/status_updates", |read| {
-            let parent = read.params.require("parent")?;
+            let raw = read.params.require("parent")?;
             let created_since = read.params.time("created_since")?;
-            if !matches!(
-                read.world.kind_of(parent),
-                Some("project" | "portfolio" | "goal")
-            ) {
-                return Err(ApiError::not_found("parent"));
-            }
-            Ok(read.world.status_updates.gids_where(|u| {
-                u.parent == parent && created_since.is_none_or(|since| u.created_at >= since)
+            let kind = match read.world.kind_of(raw) {
+                Some("project") => PROJECT,
+                Some("portfolio") => PORTFOLIO,
+                Some("goal") => GOAL,
+                _ => return Err(ApiError::not_found("parent")),
+            };
+            let parent = read.find(kind, raw)?;
+            Ok(read.world.status_updates.gids_within(&parent, |u| {
+                created_since.is_none_or(|since| u.created_at >= since)
             }))
         })
         .route("/status_updates", post(create))

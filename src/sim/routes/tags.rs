@@ -1,9 +1,9 @@
-//! Tags: `GET /tags?workspace=`, `GET /tags/{gid}`, `GET /workspaces/{gid}/tags`
-//! (`GET /tags/{gid}/tasks` is with the task lists in [`super::tasks`]).
+//! Tags: `GET /tags?workspace=`, `GET /tags/{gid}`, `GET /workspaces/{gid}/tags`,
+//! `GET /tasks/{gid}/tags` (`GET /tags/{gid}/tasks` is with the task lists in [`super::tasks`]).
 
 use axum::Router;
 
-use super::read::{ReadRoutes, TAG, WORKSPACE};
+use super::read::{ReadRoutes, TAG, TASK, WORKSPACE};
 use crate::sim::state::SharedState;
 
 /// Routes of this group.
@@ -18,5 +18,14 @@ pub fn routes() -> Router<SharedState> {
         .get_list("/workspaces/{workspace_gid}/tags", |read| {
             read.path(WORKSPACE)?;
             Ok(read.world.tags.gids())
+        })
+        .get_list("/tasks/{task_gid}/tags", |read| {
+            let task = read.path(TASK)?;
+            Ok(read
+                .world
+                .tasks
+                .get(&task)
+                .map(|t| t.tags.clone())
+                .unwrap_or_default())
         })
 }

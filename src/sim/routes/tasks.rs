@@ -1,6 +1,7 @@
 //! Tasks: `GET /tasks` (by project, section, tag, or assignee + workspace, with `completed_since`
 //! and `modified_since`), `GET /projects/{gid}/tasks`, `GET /sections/{gid}/tasks`,
-//! `GET /tags/{gid}/tasks`, `GET /tasks/{gid}`, `GET /tasks/{gid}/subtasks`, `PUT /tasks/{gid}`,
+//! `GET /tags/{gid}/tasks`, `GET /tasks/{gid}`, `GET /tasks/{gid}/subtasks`,
+//! `GET /tasks/{gid}/dependencies` and `/dependents` (premium), `PUT /tasks/{gid}`,
 //! `DELETE /tasks/{gid}` and `POST /tasks`. Writes go through `SimState::edit`, which records their
 //! events.
 
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::answer::{created, single};
 use super::params::Params;
-use super::read::{PROJECT, Read, ReadRoutes, SECTION, TAG, TASK, WORKSPACE};
+use super::read::{DEPENDENCIES_PREMIUM, PROJECT, Read, ReadRoutes, SECTION, TAG, TASK, WORKSPACE};
 use super::request::ApiWrite;
 use crate::sim::input::unrecognized;
 use crate::sim::model::requests::{parse_new_task, parse_patch};
@@ -38,6 +39,12 @@ pub fn routes() -> Router<SharedState> {
                 .map(|t| t.gid.clone())
                 .collect())
         })
+        .get_list("/tasks/{task_gid}/dependencies", |read| {
+            linked(read, |t| &t.dependencies)
+        })
+        .get_list("/tasks/{task_gid}/dependents", |read| {
+            linked(read, |t| &t.dependents)
+        })
         .get_list("/projects/{project_gid}/tasks", |read| {
             let filter = TaskFilter::parse(read.params, false)?;
             let project = read.path(PROJECT)?;
@@ -52,6 +59,18 @@ pub fn routes() -> Router<SharedState> {
             let tag = read.path(TAG)?;
             Ok(TaskFilter::default().select(read.world, |t| t.has_tag(&tag)))
         })
+}
+
+/// The live tasks a premium-only link of the path's task names (its dependencies or dependents).
+fn linked(read: &Read<'_>, links: fn(&Task) -> &Vec<String>) -> Result<Vec<String>, ApiError> {
+    read.premium(DEPENDENCIES_PREMIUM)?;
+    let task = read.path(TASK)?;
+    let world = read.world;
+    let gids = world.tasks.get(&task).map(links).into_iter().flatten();
+    Ok(gids
+        .filter(|gid| world.tasks.get(gid).is_some_and(|t| !t.deleted))
+        .cloned()
+        .collect())
 }
 
 /// `completed_since` as Asana reads it: `now` keeps only incomplete tasks; a time keeps incomplete

@@ -1,10 +1,10 @@
 //! Users and workspaces: `GET /users/{gid}` (a gid, an email address or `me`, which also answers
-//! `GET /users/me`), `GET /users`, `GET /workspaces`, `GET /workspaces/{gid}`,
+//! `GET /users/me`), `GET /users?workspace=&team=`, `GET /workspaces`, `GET /workspaces/{gid}`,
 //! `GET /workspaces/{gid}/users`.
 
 use axum::Router;
 
-use super::read::{ReadRoutes, USER, WORKSPACE};
+use super::read::{ReadRoutes, TEAM, USER, WORKSPACE};
 use crate::sim::model::world::World;
 use crate::sim::state::SharedState;
 
@@ -13,10 +13,11 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .get_one("/users/{user_gid}", USER)
         .get_list("/users", |read| {
-            if let Some(workspace) = read.params.get("workspace") {
-                read.find(WORKSPACE, workspace)?;
+            read.find_param(WORKSPACE, "workspace")?;
+            match read.find_param(TEAM, "team")? {
+                Some(team) => Ok(read.world.active_team_members(&team)),
+                None => Ok(active_users(read.world)),
             }
-            Ok(active_users(read.world))
         })
         .get_list("/workspaces", |read| {
             Ok(vec![read.world.workspace.gid.clone()])

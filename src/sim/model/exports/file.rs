@@ -335,12 +335,16 @@ fn write_resources(
                     if fields.is_none() {
                         let stories: Vec<Value> = world
                             .stories
-                            .iter()
-                            .filter(|s| s.target == task.gid)
+                            .within(&task.gid)
                             .map(|s| line_of(&s.gid, None))
                             .collect();
                         line["stories"] = Value::Array(stories);
-                        line["attachments"] = json!([]);
+                        let attachments: Vec<Value> = world
+                            .attachments
+                            .within(&task.gid)
+                            .map(|a| line_of(&a.gid, None))
+                            .collect();
+                        line["attachments"] = Value::Array(attachments);
                     }
                     write_line(out, &line)?;
                 }
@@ -349,9 +353,8 @@ fn write_resources(
                 for team in world.teams.iter() {
                     let mut line = line_of(&team.gid, fields);
                     if fields.is_none() {
-                        let members: Vec<Value> = team
-                            .members
-                            .iter()
+                        let members: Vec<Value> = world
+                            .team_members(&team.gid)
                             .map(|gid| {
                                 render(world, gid, None, Detail::Compact)
                                     .unwrap_or_else(|| json!({ "gid": gid }))

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use super::{
-    AuditEvent, CustomField, CustomValue, EnumOption, GidSource, Project, Section, Story, Table,
-    Tag, Task, Team, User, Workspace, World,
+    AuditEvent, CustomField, CustomValue, EnumOption, GidSource, Project, ProjectMembership,
+    Section, Story, Table, Tag, Task, Team, TeamMembership, User, Workspace, World,
 };
 use crate::sim::config::WorldSize;
 use crate::sim::wire::timestamp;
@@ -74,7 +74,8 @@ const WORDS: &[&str] = &[
     "renewal",
     "policy",
 ];
-const COLORS: &[&str] = &[
+/// Colors of projects, tags, enum options and portfolios.
+pub const COLORS: &[&str] = &[
     "dark-pink",
     "dark-green",
     "dark-blue",
@@ -105,7 +106,8 @@ pub const AUDIT_EVENT_TYPES: &[(&str, &str, &str)] = &[
     ("domain_setting_changed", "admin_settings", "workspace"),
 ];
 
-fn title(rng: &mut ChaCha8Rng, words: usize) -> String {
+/// A capitalised title of `words` random words.
+pub fn title(rng: &mut ChaCha8Rng, words: usize) -> String {
     let mut parts: Vec<String> = (0..words)
         .map(|_| WORDS[rng.random_range(0..WORDS.len())].to_string())
         .collect();
@@ -118,7 +120,8 @@ fn title(rng: &mut ChaCha8Rng, words: usize) -> String {
     parts.join(" ")
 }
 
-fn date(time: DateTime<Utc>) -> String {
+/// `YYYY-MM-DD` of a time.
+pub fn date(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d").to_string()
 }
 
@@ -136,12 +139,19 @@ impl World {
             workspace,
             users: Table::default(),
             teams: Table::default(),
+            team_memberships: Table::default(),
             projects: Table::default(),
+            project_memberships: Table::default(),
             sections: Table::default(),
             tasks: Table::default(),
             stories: Table::default(),
             tags: Table::default(),
             custom_fields: Table::default(),
+            attachments: Table::default(),
+            time_entries: Table::default(),
+            portfolios: Table::default(),
+            portfolio_memberships: Table::default(),
+            goals: Table::default(),
             status_updates: Table::default(),
             audit_events: Vec::new(),
             gids,
@@ -228,9 +238,22 @@ impl World {
                 gid: gid.clone(),
                 name: format!("{} Team", title(&mut rng, 1)),
                 description: format!("The {} team", title(&mut rng, 1).to_lowercase()),
-                members: members.clone(),
             });
-            for _ in 0..size.projects_per_team {
+            for (i, user) in members.iter().enumerate() {
+                let membership = TeamMembership {
+                    gid: world.gids.next_gid(),
+                    team: gid.clone(),
+                    user: user.clone(),
+                    // The first member after the service account runs the team.
+                    is_admin: i == 1,
+                    is_guest: false,
+                    is_limited_access: false,
+                };
+                world.team_memberships.insert(membership);
+            }
+            // Projects are dealt out to the teams in turn; the first teams get the remainder.
+            let share = size.projects / size.teams + usize::from(t < size.projects % size.teams);
+            for _ in 0..share {
                 world.generate_project(
                     &mut rng,
                     &gid,
@@ -242,6 +265,7 @@ impl World {
                 );
             }
         }
+        world.generate_relations(seed, size, now);
         world.generate_audit_backfill(&mut rng, size, now);
         world
     }
@@ -259,14 +283,16 @@ impl World {
     ) {
         let project_gid = self.gids.next_gid();
         let created = now - Duration::days(rng.random_range(30..400));
+        let owner = members[rng.random_range(0..members.len())].clone();
+        // Every seventh project of the workspace is archived.
+        let archived = self.projects.len() % 7 == 6;
         self.projects.insert(Project {
             gid: project_gid.clone(),
             name: title(rng, 2),
             team: team.to_string(),
-            owner: members[rng.random_range(0..members.len())].clone(),
-            members: members.to_vec(),
+            owner: owner.clone(),
             followers: members.iter().take(2).cloned().collect(),
-            archived: false,
+            archived,
             color: COLORS[rng.random_range(0..COLORS.len())].to_string(),
             notes: format!("Project notes: {}", title(rng, 4)),
             created_at: created,
@@ -274,6 +300,22 @@ impl World {
             due_on: Some(date(now + Duration::days(rng.random_range(10..120)))),
             custom_fields: field_gids.to_vec(),
         });
+        for (i, user) in members.iter().enumerate() {
+            let access_level = if *user == owner {
+                "admin"
+            } else if i % 5 == 4 {
+                "commenter"
+            } else {
+                "editor"
+            };
+            let membership = ProjectMembership {
+                gid: self.gids.next_gid(),
+                project: project_gid.clone(),
+                user: user.clone(),
+                access_level: access_level.into(),
+            };
+            self.project_memberships.insert(membership);
+        }
         let mut section_gids = Vec::new();
         for s in 0..size.sections_per_project.max(1) {
             let gid = self.gids.next_gid();
@@ -396,6 +438,8 @@ impl World {
             tags,
             followers,
             custom_fields,
+            dependencies: Vec::new(),
+            dependents: Vec::new(),
             num_likes: rng.random_range(0..4),
             deleted: false,
         });
@@ -535,7 +579,7 @@ mod tests {
         };
         assert_eq!(names(&a), names(&b));
         assert_ne!(names(&a), names(&c));
-        assert_eq!(a.projects.len(), size.teams * size.projects_per_team);
+        assert_eq!(a.projects.len(), size.projects);
         assert!(
             a.tasks.iter().any(|t| t.parent.is_some()),
             "subtasks generated"

@@ -1,6 +1,6 @@
 //! The changes made to the world: task edits, new tasks, deletions, comments, status updates and
-//! audit events. Changes here do not record events; [`crate::sim::model::edit`] wraps the ones
-//! the Events API reports.
+//! audit events ([`super::relate`] has the changes to what links objects). Changes here do not
+//! record events; [`crate::sim::model::edit`] wraps the ones the Events API reports.
 //!
 //! Imports [`super`] (the world and its objects) and `wire` (reference markers in changes).
 
@@ -125,9 +125,13 @@ impl World {
         Some(changes)
     }
 
-    /// Creates a task at `now` and returns its gid. Callers check that referenced objects exist.
+    /// Creates a task at `now` and returns its gid; a new subtask counts as a change to its
+    /// parent. Callers check that referenced objects exist.
     pub fn create_task(&mut self, new: NewTask, now: DateTime<Utc>) -> String {
         let gid = self.gids.next_gid();
+        if let Some(parent) = new.parent.as_deref().and_then(|p| self.tasks.get_mut(p)) {
+            parent.modified_at = parent.modified_at.max(now);
+        }
         let mut followers = vec![new.created_by.clone()];
         if let Some(assignee) = &new.assignee
             && assignee != &new.created_by
@@ -152,6 +156,8 @@ impl World {
             tags: Vec::new(),
             followers,
             custom_fields: Vec::new(),
+            dependencies: Vec::new(),
+            dependents: Vec::new(),
             num_likes: 0,
             deleted: false,
         });

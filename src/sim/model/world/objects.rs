@@ -1,6 +1,8 @@
-//! The objects of the simulated organization as plain typed structs: users, teams, projects,
-//! sections, tasks, stories, tags, custom fields, status updates and audit-log events. What they
-//! look like on the wire is [`super::render`]'s concern; how they change, [`super::mutate`]'s.
+//! The objects of the simulated organization as plain typed structs: users, teams and their
+//! memberships, projects and theirs, sections, tasks, stories, tags, custom fields, attachments,
+//! time-tracking entries, portfolios and theirs, goals, status updates and audit-log events. What
+//! they look like on the wire is [`super::render`]'s concern; how they change, [`super::mutate`]'s
+//! and [`super::relate`]'s.
 //!
 //! Imports [`super::table`] only.
 
@@ -11,6 +13,14 @@ use super::table::HasGid;
 
 macro_rules! has_gid {
     ($($t:ty),*) => { $(impl HasGid for $t { fn gid(&self) -> &str { &self.gid } })* };
+}
+
+/// Objects that live in another one, named by a field that never changes after creation.
+macro_rules! contained {
+    ($($t:ty => $field:ident),*) => { $(impl HasGid for $t {
+        fn gid(&self) -> &str { &self.gid }
+        fn container(&self) -> Option<&str> { Some(&self.$field) }
+    })* };
 }
 
 /// The organization.
@@ -46,8 +56,23 @@ pub struct Team {
     pub name: String,
     /// Description.
     pub description: String,
-    /// Member user gids.
-    pub members: Vec<String>,
+}
+
+/// A user's membership of a team.
+#[derive(Debug, Clone)]
+pub struct TeamMembership {
+    /// Gid.
+    pub gid: String,
+    /// The team.
+    pub team: String,
+    /// The member.
+    pub user: String,
+    /// Whether the member administers the team.
+    pub is_admin: bool,
+    /// Whether the member is a guest of the organization.
+    pub is_guest: bool,
+    /// Whether the member has limited access to the team.
+    pub is_limited_access: bool,
 }
 
 /// A project.
@@ -61,8 +86,6 @@ pub struct Project {
     pub team: String,
     /// Owner user.
     pub owner: String,
-    /// Member user gids.
-    pub members: Vec<String>,
     /// Follower user gids.
     pub followers: Vec<String>,
     /// Whether archived.
@@ -79,6 +102,19 @@ pub struct Project {
     pub due_on: Option<String>,
     /// Custom field gids attached to the project.
     pub custom_fields: Vec<String>,
+}
+
+/// A user's membership of a project, with its access level.
+#[derive(Debug, Clone)]
+pub struct ProjectMembership {
+    /// Gid.
+    pub gid: String,
+    /// The project.
+    pub project: String,
+    /// The member.
+    pub user: String,
+    /// `admin`, `editor`, `commenter` or `viewer`.
+    pub access_level: String,
 }
 
 /// A section of a project.
@@ -142,6 +178,10 @@ pub struct Task {
     pub followers: Vec<String>,
     /// Custom field values by field gid.
     pub custom_fields: Vec<(String, CustomValue)>,
+    /// Tasks this one depends on (is blocked by), in the order they were added.
+    pub dependencies: Vec<String>,
+    /// Tasks that depend on this one; always the mirror of their `dependencies`.
+    pub dependents: Vec<String>,
     /// Number of likes.
     pub num_likes: u32,
     /// Whether deleted (kept for events).
@@ -223,7 +263,7 @@ pub struct CustomField {
     pub precision: u32,
 }
 
-/// A status update on a project.
+/// A status update on a project, portfolio or goal.
 #[derive(Debug, Clone)]
 pub struct StatusUpdate {
     /// Gid.
@@ -244,6 +284,110 @@ pub struct StatusUpdate {
     pub created_at: DateTime<Utc>,
 }
 
+/// A file attached to a task or to a project's key resources (metadata only: the simulator keeps
+/// no file contents).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Gid.
+    pub gid: String,
+    /// The task or project it is attached to.
+    pub parent: String,
+    /// File name.
+    pub name: String,
+    /// Where the file lives: `asana` (uploaded), `dropbox`, `gdrive`, `box`, `onedrive`, …
+    pub host: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Who attached it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Time logged on a task.
+#[derive(Debug, Clone)]
+pub struct TimeEntry {
+    /// Gid.
+    pub gid: String,
+    /// The task the time was spent on.
+    pub task: String,
+    /// Who logged it.
+    pub created_by: String,
+    /// Minutes spent.
+    pub duration_minutes: u32,
+    /// The day the time was spent (`YYYY-MM-DD`).
+    pub entered_on: String,
+    /// The project the time counts towards.
+    pub attributable_to: Option<String>,
+    /// `billable`, `nonBillable` or `notApplicable`.
+    pub billable_status: String,
+    /// What was done.
+    pub description: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A portfolio: a curated list of projects.
+#[derive(Debug, Clone)]
+pub struct Portfolio {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Owner user.
+    pub owner: String,
+    /// Color name.
+    pub color: String,
+    /// Project gids, in the portfolio's order.
+    pub items: Vec<String>,
+    /// Start date.
+    pub start_on: Option<String>,
+    /// Due date.
+    pub due_on: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user's membership of a portfolio, with its access level.
+#[derive(Debug, Clone)]
+pub struct PortfolioMembership {
+    /// Gid.
+    pub gid: String,
+    /// The portfolio.
+    pub portfolio: String,
+    /// The member.
+    pub user: String,
+    /// `admin`, `editor` or `viewer`.
+    pub access_level: String,
+}
+
+/// A measurable target of a team or of the whole workspace.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    /// Gid.
+    pub gid: String,
+    /// Name.
+    pub name: String,
+    /// Notes.
+    pub notes: String,
+    /// Owner user.
+    pub owner: Option<String>,
+    /// The team whose goal it is; `None` for a workspace-level goal.
+    pub team: Option<String>,
+    /// Start date.
+    pub start_on: Option<String>,
+    /// Due date.
+    pub due_on: Option<String>,
+    /// `green`, `yellow`, `red`, `blue`, … or `None` before any status update.
+    pub status: Option<String>,
+    /// Follower user gids.
+    pub followers: Vec<String>,
+    /// Projects, portfolios and tasks that support the goal.
+    pub supporting: Vec<String>,
+    /// How far along the goal's percentage metric is (0..=100).
+    pub progress: f64,
+}
+
 /// An audit-log event, stored as Asana returns it.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -260,11 +404,31 @@ has_gid!(
     User,
     Team,
     Project,
-    Section,
-    Task,
-    Story,
     Tag,
     CustomField,
-    StatusUpdate,
+    Portfolio,
+    Goal,
     AuditEvent
 );
+
+contained!(
+    TeamMembership => team,
+    ProjectMembership => project,
+    Section => project,
+    Story => target,
+    StatusUpdate => parent,
+    Attachment => parent,
+    TimeEntry => task,
+    PortfolioMembership => portfolio
+);
+
+/// Subtasks live in their parent task (which never changes): `within(parent)` lists them in order.
+impl HasGid for Task {
+    fn gid(&self) -> &str {
+        &self.gid
+    }
+
+    fn container(&self) -> Option<&str> {
+        self.parent.as_deref()
+    }
+}

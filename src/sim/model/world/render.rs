@@ -77,12 +77,7 @@ impl World {
             })
             .collect();
         let custom_fields: Vec<Value> = Vec::new();
-        let current_status_update = self
-            .status_updates
-            .iter()
-            .filter(|u| u.parent == project.gid)
-            .max_by_key(|u| u.created_at)
-            .map(|u| reference(&u.gid));
+        let current_status_update = self.current_status_update(&project.gid);
         json!({
             "gid": project.gid,
             "resource_type": "project",
@@ -102,7 +97,7 @@ impl World {
             "owner": reference(&project.owner),
             "team": reference(&project.team),
             "workspace": reference(&self.workspace.gid),
-            "members": references(&project.members),
+            "members": references(self.project_members(&project.gid)),
             "followers": references(&project.followers),
             "custom_fields": custom_fields,
             "completed": false,
@@ -231,8 +226,8 @@ impl World {
             "completed_at": task.completed_at.map(timestamp),
             "completed_by": task.completed.then(|| reference(task.assignee.as_deref().unwrap_or(&task.created_by))),
             "created_at": timestamp(task.created_at),
-            "dependencies": [],
-            "dependents": [],
+            "dependencies": references(&task.dependencies),
+            "dependents": references(&task.dependents),
             "due_at": null,
             "due_on": task.due_on,
             "html_notes": format!("<body>{}</body>", escape_xml(&task.notes)),
@@ -249,7 +244,7 @@ impl World {
             "num_subtasks": num_subtasks,
             "start_at": null,
             "start_on": task.start_on,
-            "actual_time_minutes": null,
+            "actual_time_minutes": self.time_spent(&task.gid),
             "assignee": task.assignee.as_deref().map(reference),
             "assignee_section": null,
             "custom_fields": custom_fields,
@@ -347,6 +342,15 @@ impl World {
         })
     }
 
+    /// A reference to the latest status update of a project, portfolio or goal, or null.
+    pub fn current_status_update(&self, parent: &str) -> Value {
+        self.status_updates
+            .within(parent)
+            .max_by_key(|u| u.created_at)
+            .map(|u| reference(&u.gid))
+            .unwrap_or(Value::Null)
+    }
+
     /// Shallow rendering of a project's custom field setting (`CustomFieldSettingResponse`).
     /// Settings are not stored: their gid is derived from the project and the field, so the same
     /// setting always has the same gid.
@@ -387,6 +391,28 @@ pub fn compact_fields(kind: &str) -> &'static [&'static str] {
             "text",
         ],
         "status_update" => &["gid", "resource_type", "title", "resource_subtype"],
+        "goal" => &["gid", "resource_type", "name", "owner"],
+        "attachment" => &["gid", "resource_type", "name", "resource_subtype"],
+        "team_membership" => &[
+            "gid",
+            "resource_type",
+            "user",
+            "team",
+            "is_guest",
+            "is_limited_access",
+            "is_admin",
+        ],
+        "project_membership" => &["gid", "resource_type", "parent", "member", "access_level"],
+        "portfolio_membership" => &["gid", "resource_type", "portfolio", "user", "access_level"],
+        "time_tracking_entry" => &[
+            "gid",
+            "resource_type",
+            "duration_minutes",
+            "entered_on",
+            "attributable_to",
+            "created_by",
+            "categories",
+        ],
         "custom_field" => &[
             "gid",
             "resource_type",
@@ -421,6 +447,17 @@ impl Resolver for World {
             "tag" => self.render_tag(self.tags.get(gid)?),
             "custom_field" => self.render_custom_field(self.custom_fields.get(gid)?, None),
             "status_update" => self.render_status_update(self.status_updates.get(gid)?),
+            "team_membership" => self.render_team_membership(self.team_memberships.get(gid)?),
+            "project_membership" => {
+                self.render_project_membership(self.project_memberships.get(gid)?)
+            }
+            "attachment" => self.render_attachment(self.attachments.get(gid)?),
+            "time_tracking_entry" => self.render_time_entry(self.time_entries.get(gid)?),
+            "portfolio" => self.render_portfolio(self.portfolios.get(gid)?),
+            "portfolio_membership" => {
+                self.render_portfolio_membership(self.portfolio_memberships.get(gid)?)
+            }
+            "goal" => self.render_goal(self.goals.get(gid)?),
             _ => return None,
         };
         Some((value, compact_fields(kind)))

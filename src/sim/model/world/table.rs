@@ -1,15 +1,18 @@
 //! The storage every kind of object shares: a [`Table`] keeps objects in insertion order with a gid
-//! index, and a [`GidSource`] issues gids unique across all of them.
+//! index and an index of what each container holds, and a [`GidSource`] issues gids unique across
+//! all of them.
 //!
 //! Imports nothing of the simulator.
 
 use std::collections::HashMap;
 
-/// A table of objects in insertion order, indexed by gid.
+/// A table of objects in insertion order, indexed by gid and by container.
 #[derive(Debug, Clone)]
 pub struct Table<T> {
     items: Vec<T>,
     index: HashMap<String, usize>,
+    /// Positions of the objects of each container, in insertion order.
+    contents: HashMap<String, Vec<usize>>,
 }
 
 impl<T> Default for Table<T> {
@@ -17,6 +20,7 @@ impl<T> Default for Table<T> {
         Self {
             items: Vec::new(),
             index: HashMap::new(),
+            contents: HashMap::new(),
         }
     }
 }
@@ -25,13 +29,45 @@ impl<T> Default for Table<T> {
 pub trait HasGid {
     /// The object's gid.
     fn gid(&self) -> &str;
+
+    /// The object this one lives in (a story's task, a section's project, a subtask's parent),
+    /// when it has one that never changes: the table indexes it, so listing what a container
+    /// holds needs no scan of the table, however large the world.
+    fn container(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<T: HasGid> Table<T> {
     /// Adds an object.
     pub fn insert(&mut self, item: T) {
-        self.index.insert(item.gid().to_string(), self.items.len());
+        let position = self.items.len();
+        self.index.insert(item.gid().to_string(), position);
+        if let Some(container) = item.container() {
+            self.contents
+                .entry(container.to_string())
+                .or_default()
+                .push(position);
+        }
         self.items.push(item);
+    }
+
+    /// The objects that live in `container`, in insertion order.
+    pub fn within<'a>(&'a self, container: &str) -> impl Iterator<Item = &'a T> + 'a {
+        self.contents
+            .get(container)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|&i| &self.items[i])
+    }
+
+    /// The gids of the objects in `container` that `keep` takes, in insertion order.
+    pub fn gids_within(&self, container: &str, keep: impl Fn(&T) -> bool) -> Vec<String> {
+        self.within(container)
+            .filter(|item| keep(item))
+            .map(|item| item.gid().to_string())
+            .collect()
     }
 
     /// Looks an object up.
@@ -45,7 +81,7 @@ impl<T: HasGid> Table<T> {
     }
 
     /// All objects in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
         self.items.iter()
     }
 

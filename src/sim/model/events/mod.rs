@@ -1,24 +1,26 @@
-//! The Events API's model: the event log every change to a task is recorded in, the sync tokens
-//! issued over it, and the event bodies Asana sends for task and story changes.
+//! The Events API's model: the event log every change is recorded in, the sync tokens issued over
+//! it, and ([`bodies`]) the events Asana sends for each kind of change.
 //!
 //! Asana's contract, as the log keeps it: a read without a token, or with an unknown, expired or
 //! foreign one, gets a fresh token and no events; a valid token returns the events since it was
 //! issued, at most `cap`, with `has_more`; reading again with the same token returns exactly the
 //! same answer; events of a task also belong to the streams of its parent tasks and projects, and
-//! every event to the workspace stream.
+//! every event to the workspace stream. Events are delivered at most once: a configurable share
+//! of them is lost as they happen (a fault), and the tokens of a stream can be expired at will.
 //!
-//! Part of the model layer: imports [`super::world`] and [`crate::sim::wire`] (reference markers)
-//! only. What records events as the world changes is [`super::edit`].
+//! Part of the model layer: [`bodies`] imports [`super::world`] and [`crate::sim::wire`]
+//! (reference markers); this file imports neither. What records events as the world changes is
+//! [`super::edit`].
+
+pub mod bodies;
 
 use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-use super::world::World;
-use super::world::mutate::FieldChange;
-use crate::sim::wire::{reference, timestamp};
 
 /// Longest sync-token lifetime honoured (a century); larger configured values are capped.
 const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
@@ -75,7 +77,7 @@ pub struct NewEvent {
 }
 
 /// Event log and issued sync tokens.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventLog {
     events: VecDeque<StoredEvent>,
     /// Seq of the last event logged (0 = none yet).
@@ -85,9 +87,68 @@ pub struct EventLog {
     issued: u64,
     /// Seq of the newest event dropped by retention (tokens pointing before it are stale).
     dropped_through: u64,
+    /// Decides which events are lost when a loss rate is set; seeded, so a run that makes the
+    /// same changes loses the same events.
+    loss: ChaCha8Rng,
+    /// Events lost so far.
+    lost: u64,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self {
+            events: VecDeque::new(),
+            last_seq: 0,
+            tokens: HashMap::new(),
+            issued: 0,
+            dropped_through: 0,
+            loss: ChaCha8Rng::seed_from_u64(0x1055),
+            lost: 0,
+        }
+    }
+}
+
+/// Counters of the log, for the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LogStats {
+    /// Events retained (deliverable to tokens that still point before them).
+    pub retained: usize,
+    /// Events lost as they happened (the `drop_events` fault).
+    pub lost: u64,
+    /// Sync tokens currently valid or not yet pruned.
+    pub tokens: usize,
 }
 
 impl EventLog {
+    /// Logs an event (which also belongs to the `workspace` stream) unless it is lost: each event
+    /// is lost with probability `loss_rate`, as Asana delivers events at most once. Returns
+    /// whether it was logged.
+    pub fn record(&mut self, event: NewEvent, workspace: &str, loss_rate: f64) -> bool {
+        if loss_rate > 0.0 && self.loss.random_bool(loss_rate.min(1.0)) {
+            self.lost += 1;
+            return false;
+        }
+        self.push(event, workspace);
+        true
+    }
+
+    /// Forgets every sync token issued for `stream`, so its next read answers 412 with a fresh
+    /// token (as when Asana expires tokens early under load). Returns how many there were.
+    pub fn expire_stream(&mut self, stream: &str) -> usize {
+        let before = self.tokens.len();
+        self.tokens.retain(|_, token| token.stream != stream);
+        before - self.tokens.len()
+    }
+
+    /// The log's counters.
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            retained: self.events.len(),
+            lost: self.lost,
+            tokens: self.tokens.len(),
+        }
+    }
+
     /// Appends an event that also belongs to the `workspace` stream.
     pub fn push(&mut self, event: NewEvent, workspace: &str) {
         self.last_seq += 1;
@@ -195,157 +256,10 @@ impl EventLog {
     }
 }
 
-/// The `resource`/`parent` object of an event: a snapshot of the object's name at event time.
-fn named(world: &World, gid: &str) -> Value {
-    let Some(kind) = world.kind_of(gid) else {
-        return json!({ "gid": gid });
-    };
-    let mut out = Map::new();
-    out.insert("gid".into(), json!(gid));
-    out.insert("resource_type".into(), json!(kind));
-    match kind {
-        "task" => {
-            if let Some(task) = world.tasks.get(gid) {
-                out.insert("name".into(), json!(task.name));
-                out.insert("resource_subtype".into(), json!(task.resource_subtype));
-            }
-        }
-        "story" => {
-            if let Some(story) = world.stories.get(gid) {
-                out.insert("resource_subtype".into(), json!(story.resource_subtype));
-            }
-        }
-        "project" => {
-            if let Some(project) = world.projects.get(gid) {
-                out.insert("name".into(), json!(project.name));
-            }
-        }
-        "section" => {
-            if let Some(section) = world.sections.get(gid) {
-                out.insert("name".into(), json!(section.name));
-            }
-        }
-        _ => {}
-    }
-    Value::Object(out)
-}
-
-fn event_body(
-    world: &World,
-    user: Option<&str>,
-    resource: &str,
-    action: &str,
-    parent: Option<&str>,
-    change: Option<Value>,
-    now: DateTime<Utc>,
-) -> Value {
-    let resource_json = named(world, resource);
-    let mut body = json!({
-        "user": user.map(reference).unwrap_or(Value::Null),
-        "created_at": timestamp(now),
-        "action": action,
-        "resource": resource_json,
-        "type": world.kind_of(resource).unwrap_or("task"),
-        "parent": parent.map(|p| named(world, p)).unwrap_or(Value::Null),
-    });
-    if let (Some(change), Value::Object(map)) = (change, &mut body) {
-        map.insert("change".into(), change);
-    }
-    body
-}
-
-/// `changed` events for fields of a task, one per changed field.
-pub fn task_changed_events(
-    world: &World,
-    task: &str,
-    user: Option<&str>,
-    changes: &[FieldChange],
-    now: DateTime<Utc>,
-) -> Vec<NewEvent> {
-    let streams = world.task_streams(task);
-    changes
-        .iter()
-        .map(|change| NewEvent {
-            streams: streams.clone(),
-            created_at: now,
-            body: event_body(
-                world,
-                user,
-                task,
-                "changed",
-                None,
-                Some(json!({"field": change.field, "action": "changed", "new_value": change.new_value})),
-                now,
-            ),
-        })
-        .collect()
-}
-
-/// `added` events for a new task: one per project it was added to, or one for its parent task.
-pub fn task_added_events(
-    world: &World,
-    task: &str,
-    user: Option<&str>,
-    now: DateTime<Utc>,
-) -> Vec<NewEvent> {
-    let streams = world.task_streams(task);
-    let Some(record) = world.tasks.get(task) else {
-        return Vec::new();
-    };
-    let mut parents: Vec<String> = record.memberships.iter().map(|(p, _)| p.clone()).collect();
-    if let Some(parent) = &record.parent {
-        parents.push(parent.clone());
-    }
-    if parents.is_empty() {
-        return vec![NewEvent {
-            streams,
-            created_at: now,
-            body: event_body(world, user, task, "added", None, None, now),
-        }];
-    }
-    parents
-        .iter()
-        .map(|parent| NewEvent {
-            streams: streams.clone(),
-            created_at: now,
-            body: event_body(world, user, task, "added", Some(parent), None, now),
-        })
-        .collect()
-}
-
-/// The `added` event of a new story on a task (it bubbles up to the task's streams).
-pub fn story_added_events(
-    world: &World,
-    story: &str,
-    user: Option<&str>,
-    now: DateTime<Utc>,
-) -> Vec<NewEvent> {
-    let Some(record) = world.stories.get(story) else {
-        return Vec::new();
-    };
-    vec![NewEvent {
-        streams: world.task_streams(&record.target),
-        created_at: now,
-        body: event_body(world, user, story, "added", Some(&record.target), None, now),
-    }]
-}
-
-/// The `deleted` event of a task, built before the task goes to the trash.
-pub fn task_deleted_event(
-    world: &World,
-    task: &str,
-    user: Option<&str>,
-    now: DateTime<Utc>,
-) -> NewEvent {
-    NewEvent {
-        streams: world.task_streams(task),
-        created_at: now,
-        body: event_body(world, user, task, "deleted", None, None, now),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn event(streams: &[&str], n: u64) -> NewEvent {
@@ -376,5 +290,24 @@ mod tests {
         assert!(log.read("q", Some(&rest.sync), 2, now, 60).is_err());
         let later = now + chrono::Duration::seconds(61);
         assert!(log.read("p", Some(&rest.sync), 2, later, 60).is_err());
+    }
+
+    #[test]
+    fn lost_events_reach_no_stream_and_expired_streams_answer_412() {
+        let mut log = EventLog::default();
+        let now = DateTime::UNIX_EPOCH;
+        let token = log.read("p", None, 100, now, 60).unwrap_err();
+        let kept = (0..1000u64)
+            .filter(|&n| log.record(event(&["p"], n), "w", 0.3))
+            .count();
+        assert!(
+            (600..800).contains(&kept),
+            "kept {kept} of 1000 at 30% loss"
+        );
+        assert_eq!(log.stats().lost, 1000 - kept as u64);
+        assert!(log.record(event(&["p"], 0), "w", 0.0));
+        assert!(!log.record(event(&["p"], 0), "w", 1.0));
+        assert_eq!(log.expire_stream("p"), 1);
+        assert!(log.read("p", Some(&token), 100, now, 60).is_err());
     }
 }
