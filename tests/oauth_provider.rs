@@ -6,7 +6,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use asana_worker::asana::{AsanaError, CallContext};
 use asana_worker::budget::Priority;
@@ -21,6 +20,7 @@ use chrono::{TimeZone, Utc};
 use secrecy::ExposeSecret;
 use support::oauth::{self, CLIENT_ID, CLIENT_SECRET};
 use support::pg::TestDatabase;
+use support::sim::SimAdmin;
 
 struct Env {
     sim: SimServer,
@@ -165,8 +165,8 @@ async fn the_access_token_is_refreshed_ahead_of_expiry_on_the_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_expired_refreshes_and_retries_the_request_once() {
-    // Tokens live 1 s at the simulator, while the worker's clock stands still: only the 401
-    // can tell the provider that the token expired.
+    // Tokens live 1 s at the simulator, whose clock moves 2 s while the worker's stands still:
+    // only the 401 can tell the provider that the token expired.
     let env = env(1, None).await;
     let secret = oauth::authorize(&env.sim, CLIENT_ID, CLIENT_SECRET, &env.clock).await;
     let mut long_lived = secret.clone();
@@ -174,7 +174,7 @@ async fn a_401_expired_refreshes_and_retries_the_request_once() {
     oauth::store_oauth(&env.store, &env.ring, "ora", &long_lived, &env.clock).await;
     let pool = env.pool().await;
     let client = pool.client("ora").unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    SimAdmin::of(&env.sim).advance(2).await;
     let me = client.me(&["name"]).await.expect("refreshed and retried");
     assert!(!me.gid.is_empty());
     assert_eq!(oauth::refreshes(&env.sim, &secret.refresh_token).await, 1);

@@ -1,6 +1,9 @@
 //! The simulator's Audit Log API: access rules, filters and bounds, Asana's stream-style
 //! `next_page`, offsets that find later events, offset expiry, retention and the generator.
 
+mod support;
+use support::sim::SimAdmin;
+
 use std::time::Duration;
 
 use asana_worker::sim::config::{SimConfig, WorldSize};
@@ -316,7 +319,6 @@ async fn next_page_is_null_until_filters_match_then_always_present() {
 #[tokio::test]
 async fn offsets_expire_after_the_configured_simulated_time() {
     let mut config = config(10);
-    config.time_scale = 20.0;
     config.timing.offset_ttl_secs = 10;
     let sim = Sim::start(config).await;
     let body = sim.ok_events(&[("limit", "5")]).await;
@@ -325,7 +327,7 @@ async fn offsets_expire_after_the_configured_simulated_time() {
         .ok_events(&[("limit", "5"), ("offset", position.as_str())])
         .await;
     assert_eq!(gids(&body).len(), 5, "valid right away");
-    tokio::time::sleep(Duration::from_millis(700)).await; // 14 simulated seconds
+    SimAdmin::of(&sim.server).advance(14).await;
     let (status, body) = sim
         .events(SA, &[("limit", "5"), ("offset", position.as_str())])
         .await;

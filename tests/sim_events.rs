@@ -276,7 +276,6 @@ async fn the_workspace_stream_allows_1000_events_per_call() {
 #[tokio::test]
 async fn sync_tokens_expire_in_simulated_time() {
     let mut config = quiet_config();
-    config.time_scale = 120.0;
     config.timing.sync_token_ttl_secs = 60;
     let sim = Sim::start(config).await;
     let (_, _, tasks) = sim.project_with_tasks().await;
@@ -284,8 +283,7 @@ async fn sync_tokens_expire_in_simulated_time() {
     let sync = sim.handshake(&stream).await;
     let answer = sim.ok(&with_sync(&stream, &sync)).await;
     let next = answer["sync"].as_str().unwrap().to_string();
-    // 60 simulated seconds at 120x pass in half a real second.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    sim.admin_api().advance(61).await;
     let (status, body) = sim.get(&with_sync(&stream, &next)).await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
     assert_eq!(body["errors"][0]["message"], json!(SYNC_INVALID_MESSAGE));

@@ -2,6 +2,9 @@
 //! (`status`), downloads with and without Range, URL expiry, failures, the per-user job cap and
 //! the one-resource-export-per-workspace rule.
 
+mod support;
+use support::sim::SimAdmin;
+
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -288,7 +291,7 @@ async fn download_urls_expire_and_a_new_get_mints_a_fresh_one() {
     let (_, data) = sim.poll(SA, &path, "state", &["finished"]).await;
     let old = data["download_url"].as_str().unwrap().to_string();
     assert_eq!(sim.download(&old, None).await.status().as_u16(), 200);
-    tokio::time::sleep(Duration::from_millis(700)).await; // 14 simulated seconds > 10
+    SimAdmin::of(&sim.server).advance(14).await; // past the URL's 10 s
     let expired = sim.download(&old, None).await;
     assert_eq!(expired.status().as_u16(), 403);
     let text = expired.text().await.unwrap();

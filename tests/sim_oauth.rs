@@ -1,7 +1,8 @@
 //! The simulator's OAuth endpoints: authorization code with PKCE, refresh, expiry of access
 //! tokens, revocation and introspection, in Asana's shapes.
 
-use std::time::Duration;
+mod support;
+use support::sim::SimAdmin;
 
 use asana_worker::sim::SimServer;
 use asana_worker::sim::config::SimConfig;
@@ -352,12 +353,11 @@ async fn authorize_rejects_unknown_clients_and_other_response_types() {
 #[tokio::test]
 async fn an_expired_access_token_gets_asanas_expired_message_and_refresh_recovers() {
     let mut config = config();
-    config.time_scale = 20.0;
     config.timing.access_token_ttl_secs = 10;
     let sim = Sim::start(config).await;
     let (access, refresh) = sim.tokens().await;
     assert_eq!(sim.me(&access).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(700)).await; // 14 simulated seconds
+    SimAdmin::of(&sim.server).advance(14).await;
     let (status, body) = sim.me(&access).await;
     assert_eq!(status, 401);
     assert_eq!(body["errors"][0]["message"], TOKEN_EXPIRED_MESSAGE);

@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use asana_worker::sim::config::LimitSpec;
 use asana_worker::sim::routes::search::SEARCH_PREMIUM_MESSAGE;
@@ -112,7 +111,6 @@ async fn teams_projects_and_sections_answer_their_main_paths_and_errors() {
 #[tokio::test]
 async fn pagination_walks_every_page_and_expired_offsets_answer_400() {
     let mut config = quiet_config();
-    config.time_scale = 60.0;
     config.timing.offset_ttl_secs = 30;
     let sim = Sim::start(config).await;
     let project = sim.first_project().await;
@@ -149,8 +147,7 @@ async fn pagination_walks_every_page_and_expired_offsets_answer_400() {
         ))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // 30 simulated seconds at 60x pass in half a real second.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    sim.admin_api().advance(31).await;
     let (status, body) = sim
         .get(&format!(
             "/projects/{project}/tasks?limit=5&offset={offset}"

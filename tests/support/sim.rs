@@ -10,7 +10,6 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-
 /// The admin API of one running simulator.
 #[derive(Debug, Clone)]
 pub struct SimAdmin {
@@ -103,8 +102,6 @@ impl SimAdmin {
             .collect()
     }
 }
-
-
 
 /// The default config without background churn: the world changes only when a test changes it.
 pub fn quiet_config() -> SimConfig {
