@@ -7,6 +7,7 @@
 
 mod support;
 use support::audit as audit_support;
+use support::sim::SimAdmin;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -211,32 +212,14 @@ dir = "{out}"
 
     /// Appends `count` events now through the simulator's admin API; returns their gids.
     async fn append(&self, count: usize) -> Vec<String> {
-        let response: Value = reqwest::Client::new()
-            .post(format!("{}/_sim/audit_events", self.sim.origin()))
-            .json(&json!({ "count": count }))
-            .send()
+        SimAdmin::of(&self.sim)
+            .append_audit_events(json!({ "count": count }))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        response["gids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g.as_str().unwrap().to_string())
-            .collect()
     }
 
     /// Jumps the simulator's clock (through its admin route) and the daemon's by `secs`.
     async fn jump(&self, secs: i64) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/_sim/clock", self.sim.origin()))
-            .json(&json!({ "advance_secs": secs }))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        SimAdmin::of(&self.sim).advance(secs).await;
         self.clock.advance(chrono::Duration::seconds(secs));
     }
 

@@ -2,6 +2,9 @@
 //! when caught up, search uses its bucket, the events 412 hands over the new sync token, and
 //! export jobs wait for one of the user's five export slots instead of drawing 429s.
 
+mod support;
+use support::sim::SimAdmin;
+
 use std::time::Duration;
 
 use asana_worker::asana::{
@@ -74,13 +77,9 @@ async fn the_audit_log_walk_reads_every_event_once_and_stops_when_caught_up() {
         .next_offset
         .clone()
         .expect("Asana keeps sending next_page");
-    let response = reqwest::Client::new()
-        .post(format!("{}/_sim/audit_events", sim.origin()))
-        .json(&serde_json::json!({"count": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    SimAdmin::of(&sim)
+        .append_audit_events(serde_json::json!({"count": 3}))
+        .await;
     let newer: Vec<serde_json::Value> = client
         .audit_log_events(&workspace, &AuditLogFilter::default(), Some(offset))
         .collect()
@@ -127,13 +126,12 @@ async fn the_events_handshake_returns_the_new_sync_token_and_then_changes() {
         AsanaError::SyncExpired { sync, .. } => sync,
         other => panic!("expected a 412 with a sync token, got {other:?}"),
     };
-    let response = reqwest::Client::new()
-        .post(format!("{}/_sim/tasks/{task}", sim.origin()))
-        .json(&serde_json::json!({"name": "Renamed by the test"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    SimAdmin::of(&sim)
+        .post(
+            &format!("tasks/{task}"),
+            serde_json::json!({"name": "Renamed by the test"}),
+        )
+        .await;
     let page = client.events(&task, Some(&sync), &[]).await.unwrap();
     assert!(!page.data.is_empty(), "the rename produced an event");
     assert!(!page.sync.is_empty());

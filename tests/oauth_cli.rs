@@ -4,6 +4,9 @@
 //! in argv, trace-level logs of the CLI or the daemon, errors, metrics, `creds list`, or the bytes
 //! of the SQLite database and its WAL.
 
+mod support;
+use support::sim::SimAdmin;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -95,22 +98,12 @@ impl Setup {
     /// Every secret the test must never see again.
     async fn secrets(&self) -> Vec<String> {
         let mut out = vec![self.client_secret.clone(), self.pat.clone()];
-        let grants: serde_json::Value =
-            reqwest::get(format!("{}/_sim/oauth/grants", self.sim.origin()))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let admin = SimAdmin::of(&self.sim);
+        let grants = admin.get("oauth/grants").await;
         for grant in grants["grants"].as_array().unwrap() {
             out.push(grant["refresh_token"].as_str().unwrap().to_string());
         }
-        let tokens: serde_json::Value = reqwest::get(format!("{}/_sim/tokens", self.sim.origin()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tokens = admin.get("tokens").await;
         for token in tokens["tokens"].as_array().unwrap() {
             if token["name"] == "oauth:canary-app" {
                 out.push(token["token"].as_str().unwrap().to_string());

@@ -7,7 +7,7 @@ use support::sim::SimAdmin;
 use std::time::Duration;
 
 use asana_worker::sim::config::{SimConfig, WorldSize};
-use asana_worker::sim::{SimServer, wire};
+use asana_worker::sim::wire;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -27,17 +27,19 @@ fn config(backfill: usize) -> SimConfig {
     }
 }
 
-struct Sim {
-    server: SimServer,
-    http: reqwest::Client,
+/// The shared simulator client with the audit-log calls of these tests.
+struct Sim(support::sim::Sim);
+
+impl std::ops::Deref for Sim {
+    type Target = support::sim::Sim;
+    fn deref(&self) -> &support::sim::Sim {
+        &self.0
+    }
 }
 
 impl Sim {
     async fn start(config: SimConfig) -> Sim {
-        Sim {
-            server: SimServer::start(config).await.expect("simulator starts"),
-            http: reqwest::Client::new(),
-        }
+        Sim(support::sim::Sim::start(config).await)
     }
 
     fn workspace(&self) -> String {
@@ -51,7 +53,7 @@ impl Sim {
             self.workspace()
         );
         let response = self
-            .http
+            .client
             .get(url)
             .bearer_auth(token)
             .query(query)
@@ -74,22 +76,7 @@ impl Sim {
     }
 
     async fn add_events(&self, body: Value) -> Vec<String> {
-        let response: Value = self
-            .http
-            .post(format!("{}/_sim/audit_events", self.server.origin()))
-            .json(&body)
-            .send()
-            .await
-            .expect("admin request")
-            .json()
-            .await
-            .expect("admin json");
-        response["gids"]
-            .as_array()
-            .expect("gids")
-            .iter()
-            .map(|g| g.as_str().unwrap_or_default().to_string())
-            .collect()
+        self.admin_api().append_audit_events(body).await
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -127,7 +114,7 @@ async fn only_service_accounts_of_enterprise_workspaces_may_read() {
         assert!(message.contains("Service Account"), "{message}");
     }
     let url = format!("{}/workspaces/999/audit_log_events", sim.server.base_url());
-    let response = sim.http.get(url).bearer_auth(SA).send().await.unwrap();
+    let response = sim.client.get(url).bearer_auth(SA).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 404);
     let (status, body) = sim.events(SA, &[]).await;
     assert_eq!(status, 200);
@@ -140,7 +127,7 @@ async fn only_service_accounts_of_enterprise_workspaces_may_read() {
     assert_eq!(status, 400);
     let (status, _) = sim.events(SA, &[("start_at", "yesterday")]).await;
     assert_eq!(status, 400);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -220,7 +207,7 @@ async fn pages_are_oldest_first_and_filters_select_exactly_the_matching_events()
         .map(|e| e["gid"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(gids(&body), expected);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -246,7 +233,7 @@ async fn start_at_is_inclusive_and_end_at_exclusive() {
     assert_eq!(gids(&body), inserted[1..].to_vec());
     let body = sim.ok_events(&[("end_at", &times[1])]).await;
     assert_eq!(gids(&body), inserted[..1].to_vec());
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -313,7 +300,7 @@ async fn next_page_is_null_until_filters_match_then_always_present() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -337,7 +324,7 @@ async fn offsets_expire_after_the_configured_simulated_time() {
     forged.push('A');
     let (status, _) = sim.events(SA, &[("offset", forged.as_str())]).await;
     assert_eq!(status, 400);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -357,7 +344,7 @@ async fn events_older_than_the_retention_period_are_never_returned() {
         .ok_events(&[("start_at", &stamp(now - chrono::Duration::days(100)))])
         .await;
     assert_eq!(gids(&body), kept);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -386,7 +373,7 @@ async fn the_generator_adds_events_that_a_poller_finds_with_its_offset() {
         position = offset(&body);
     }
     assert!(found >= 20, "generated events found: {found}");
-    tokio::time::timeout(Duration::from_secs(5), sim.server.shutdown())
+    tokio::time::timeout(Duration::from_secs(5), sim.0.shutdown())
         .await
         .expect("generator stops on shutdown");
 }

@@ -8,7 +8,6 @@ use support::sim::SimAdmin;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use asana_worker::sim::SimServer;
 use asana_worker::sim::config::{SimConfig, Tier, TokenKind, TokenSpec};
 use flate2::read::GzDecoder;
 use serde_json::{Value, json};
@@ -58,9 +57,14 @@ fn config(running: u64) -> SimConfig {
     config
 }
 
-struct Sim {
-    server: SimServer,
-    http: reqwest::Client,
+/// The shared simulator client with the export calls of these tests.
+struct Sim(support::sim::Sim);
+
+impl std::ops::Deref for Sim {
+    type Target = support::sim::Sim;
+    fn deref(&self) -> &support::sim::Sim {
+        &self.0
+    }
 }
 
 struct Reply {
@@ -71,10 +75,7 @@ struct Reply {
 
 impl Sim {
     async fn start(config: SimConfig) -> Sim {
-        Sim {
-            server: SimServer::start(config).await.expect("simulator starts"),
-            http: reqwest::Client::new(),
-        }
+        Sim(support::sim::Sim::start(config).await)
     }
 
     fn workspace(&self) -> String {
@@ -88,19 +89,9 @@ impl Sim {
         path: &str,
         body: Option<Value>,
     ) -> Reply {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.server.base_url()))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.json().await.unwrap_or(Value::Null);
+        let (status, body, headers) = self.call_as(token, method, path, body).await;
         Reply {
-            status,
+            status: status.as_u16(),
             headers,
             body,
         }
@@ -121,18 +112,13 @@ impl Sim {
     }
 
     async fn admin(&self, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/_sim{path}", self.server.origin());
-        let request = match body {
-            Some(body) => self.http.post(url).json(&body),
-            None => self.http.get(url),
+        let method = match body {
+            Some(_) => reqwest::Method::POST,
+            None => reqwest::Method::GET,
         };
-        request
-            .send()
-            .await
-            .expect("admin")
-            .json()
-            .await
-            .expect("admin json")
+        let (status, answer) = self.0.admin(method, path, body).await;
+        assert!(status.is_success(), "/_sim{path}: {status} {answer}");
+        answer
     }
 
     async fn org_export(&self, token: &str) -> Reply {
@@ -177,7 +163,7 @@ impl Sim {
     }
 
     async fn download(&self, url: &str, range: Option<(u64, u64)>) -> reqwest::Response {
-        let mut request = self.http.get(url);
+        let mut request = self.client.get(url);
         if let Some((start, end)) = range {
             request = request.header("Range", format!("bytes={start}-{end}"));
         }
@@ -277,7 +263,7 @@ async fn organization_export_runs_pending_started_finished_and_downloads_with_ra
     .await;
     let admin = sim.admin(&format!("/exports/{again_gid}"), None).await;
     assert_eq!(admin["sha256"], json!(expected_sha));
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -307,7 +293,7 @@ async fn download_urls_expire_and_a_new_get_mints_a_fresh_one() {
     assert_eq!(sim.download(&fresh, None).await.status().as_u16(), 200);
     let forged = format!("{}x", fresh);
     assert_eq!(sim.download(&forged, None).await.status().as_u16(), 403);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -367,7 +353,7 @@ async fn exports_can_be_made_to_fail() {
         .await;
     assert_eq!(statuses.last().map(String::as_str), Some("failed"));
     assert!(data["new_graph_export"]["download_url"].is_null());
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -429,7 +415,7 @@ async fn a_sixth_concurrent_export_of_one_user_gets_429_until_one_finishes() {
         .post(SA_TWIN, "/exports/graph", json!({ "parent": projects[5] }))
         .await;
     assert_eq!(admitted.status, 201, "{}", admitted.body);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -527,7 +513,7 @@ async fn one_resource_export_per_workspace_and_its_file_is_filtered_json_lines()
 
     // Finished: the workspace may start another.
     assert_eq!(sim.post(SA, "/exports/resource", request).await.status, 201);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -601,7 +587,7 @@ async fn jobs_are_visible_to_their_creator_and_graph_exports_check_their_input()
     let team_projects = world.projects.iter().filter(|p| p.team == team).count();
     assert_eq!(export["projects"].as_array().unwrap().len(), team_projects);
     assert!(!export["tasks"].as_array().unwrap().is_empty());
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -636,5 +622,5 @@ async fn a_size_knob_pads_the_file_for_large_downloads() {
     );
     let export: Value = serde_json::from_str(&gunzip(&whole)).expect("still valid JSON");
     assert!(!export["padding"].as_array().unwrap().is_empty());
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }

@@ -1,6 +1,9 @@
 //! Every fault knob of the simulator does what it says, set at start or at runtime through
 //! `/_sim/faults`, and tokens can be revoked through `/_sim/revoke`.
 
+mod support;
+use support::sim::SimAdmin;
+
 use std::time::{Duration, Instant};
 
 use asana_worker::sim::config::FaultSpec;
@@ -26,13 +29,7 @@ async fn me(server: &SimServer, client: &reqwest::Client) -> reqwest::Result<req
 }
 
 async fn set_faults(server: &SimServer, faults: Value) {
-    let response = reqwest::Client::new()
-        .put(format!("{}/_sim/faults", server.origin()))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    SimAdmin::of(server).set_faults_json(faults).await;
 }
 
 #[tokio::test]
@@ -75,15 +72,8 @@ async fn injected_429_carries_retry_after_and_is_counted() {
     let response = me(&server, &client).await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "7");
-    let stats: Value = client
-        .get(format!("{}/_sim/stats", server.origin()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stats["tokens"]["pat-paid"]["rejected"]["injected"], 1);
+    let stats = SimAdmin::of(&server).token_stats("pat-paid").await;
+    assert_eq!(stats["rejected"]["injected"], 1);
     server.shutdown().await;
 }
 
@@ -176,21 +166,16 @@ async fn resets_truncations_and_hangs_fail_at_the_transport_level() {
 async fn faults_are_validated_and_revocation_turns_a_token_away() {
     let server = start(FaultSpec::default()).await;
     let client = reqwest::Client::new();
-    let bad = client
-        .put(format!("{}/_sim/faults", server.origin()))
-        .json(&json!({"error_500": 2.0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-
-    let revoke = client
-        .post(format!("{}/_sim/revoke", server.origin()))
-        .json(&json!({"name": "pat-paid"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), StatusCode::OK);
+    let admin = SimAdmin::of(&server);
+    let (status, _) = admin
+        .try_call(
+            reqwest::Method::PUT,
+            "faults",
+            Some(json!({"error_500": 2.0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    admin.revoke("pat-paid").await;
     let response = me(&server, &client).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let body: Value = response.json().await.unwrap();

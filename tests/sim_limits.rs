@@ -2,6 +2,9 @@
 //! rejected requests still counted, the search bucket, read and write concurrency, and
 //! `Retry-After` on every 429. These tests speak real HTTP to a simulator on loopback.
 
+mod support;
+use support::sim::SimAdmin;
+
 use std::time::Duration;
 
 use asana_worker::sim::config::{FaultSpec, LimitSpec};
@@ -30,16 +33,8 @@ async fn get(
         .expect("request")
 }
 
-async fn stats(client: &reqwest::Client, server: &SimServer, name: &str) -> Value {
-    let body: Value = client
-        .get(format!("{}/_sim/stats", server.origin()))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats json");
-    body["tokens"][name].clone()
+async fn stats(_client: &reqwest::Client, server: &SimServer, name: &str) -> Value {
+    SimAdmin::of(server).token_stats(name).await
 }
 
 #[tokio::test]
@@ -234,13 +229,14 @@ async fn another_client_spending_the_quota_is_felt_by_the_token() {
     };
     let server = SimServer::start(config).await.expect("sim");
     let http = client();
-    let response = http
-        .post(format!("{}/_sim/consume", server.origin()))
-        .json(&serde_json::json!({"name": "pat-paid", "count": 8}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = SimAdmin::of(&server)
+        .try_call(
+            reqwest::Method::POST,
+            "consume",
+            Some(serde_json::json!({"name": "pat-paid", "count": 8})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let token = server.token("pat-paid").unwrap();
     let mut statuses = Vec::new();
     for _ in 0..3 {

@@ -4,7 +4,6 @@
 mod support;
 use support::sim::SimAdmin;
 
-use asana_worker::sim::SimServer;
 use asana_worker::sim::config::SimConfig;
 use asana_worker::sim::wire::TOKEN_EXPIRED_MESSAGE;
 use base64::Engine;
@@ -28,20 +27,20 @@ fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-struct Sim {
-    server: SimServer,
-    http: reqwest::Client,
+/// The shared simulator client (which follows no redirects) with the OAuth flows of these
+/// tests.
+struct Sim(support::sim::Sim);
+
+impl std::ops::Deref for Sim {
+    type Target = support::sim::Sim;
+    fn deref(&self) -> &support::sim::Sim {
+        &self.0
+    }
 }
 
 impl Sim {
     async fn start(config: SimConfig) -> Sim {
-        Sim {
-            server: SimServer::start(config).await.expect("simulator starts"),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-        }
+        Sim(support::sim::Sim::start(config).await)
     }
 
     /// Runs the authorize step; returns the `Location` it redirects to.
@@ -54,7 +53,7 @@ impl Sim {
         ];
         query.extend_from_slice(extra);
         let response = self
-            .http
+            .client
             .get(format!("{}/-/oauth_authorize", self.server.origin()))
             .query(&query)
             .send()
@@ -95,7 +94,7 @@ impl Sim {
 
     async fn form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
         let response = self
-            .http
+            .client
             .post(format!("{}{path}", self.server.origin()))
             .form(form)
             .send()
@@ -145,27 +144,17 @@ impl Sim {
     }
 
     async fn me(&self, access_token: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}/users/me", self.server.base_url()))
-            .bearer_auth(access_token)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
+        let (status, body, _) = self
+            .call_as(access_token, reqwest::Method::GET, "/users/me", None)
+            .await;
+        (status.as_u16(), body)
     }
 
     async fn grants(&self) -> Vec<Value> {
-        let body: Value = self
-            .http
-            .get(format!("{}/_sim/oauth/grants", self.server.origin()))
-            .send()
-            .await
+        self.admin_api().get("oauth/grants").await["grants"]
+            .as_array()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["grants"].as_array().unwrap().clone()
+            .clone()
     }
 
     fn user_gid(&self) -> String {
@@ -182,28 +171,9 @@ impl Sim {
 }
 
 fn url_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
         .collect()
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 #[tokio::test]
@@ -296,7 +266,7 @@ async fn code_exchange_with_pkce_then_refresh() {
         (400, Some("unsupported_grant_type"))
     );
     let response = sim
-        .http
+        .client
         .post(format!("{}/-/oauth_token", sim.server.origin()))
         .json(&serde_json::json!({"grant_type": "refresh_token"}))
         .send()
@@ -309,14 +279,14 @@ async fn code_exchange_with_pkce_then_refresh() {
     );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
 async fn authorize_rejects_unknown_clients_and_other_response_types() {
     let sim = Sim::start(config()).await;
     let response = sim
-        .http
+        .client
         .get(format!("{}/-/oauth_authorize", sim.server.origin()))
         .query(&[
             ("client_id", "nobody"),
@@ -331,7 +301,7 @@ async fn authorize_rejects_unknown_clients_and_other_response_types() {
     assert_eq!(status, 302);
     assert!(location.contains("code="), "PKCE is optional: {location}");
     let response = sim
-        .http
+        .client
         .get(format!("{}/-/oauth_authorize", sim.server.origin()))
         .query(&[
             ("client_id", CLIENT),
@@ -347,7 +317,7 @@ async fn authorize_rejects_unknown_clients_and_other_response_types() {
         location.contains("error=unsupported_response_type"),
         "{location}"
     );
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -367,7 +337,7 @@ async fn an_expired_access_token_gets_asanas_expired_message_and_refresh_recover
     assert_eq!(status, 200);
     assert_eq!(body["expires_in"], 10);
     assert_eq!(sim.me(body["access_token"].as_str().unwrap()).await.0, 200);
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -408,7 +378,7 @@ async fn revoking_the_refresh_token_ends_the_grant() {
     // Revocation through the admin API (as if the user deauthorized the app).
     let (_, other_refresh) = sim.tokens().await;
     let response = sim
-        .http
+        .client
         .post(format!("{}/_sim/revoke", sim.server.origin()))
         .json(&serde_json::json!({ "token": other_refresh }))
         .send()
@@ -420,7 +390,7 @@ async fn revoking_the_refresh_token_ends_the_grant() {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
@@ -455,14 +425,14 @@ async fn token_info_describes_access_and_refresh_tokens() {
         .await;
     assert_eq!(info["active"], true);
     assert!(info["exp"].is_null());
-    sim.server.shutdown().await;
+    sim.0.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_deactivated_users_tokens_answer_401_and_other_users_keep_working() {
     let sim = Sim::start(config()).await;
     let me = |token: String| {
-        let http = sim.http.clone();
+        let http = sim.client.clone();
         let base = sim.server.base_url();
         async move {
             http.get(format!("{base}/users/me"))
@@ -483,7 +453,7 @@ async fn a_deactivated_users_tokens_answer_401_and_other_users_keep_working() {
     );
 
     let response = sim
-        .http
+        .client
         .post(format!(
             "{}/_sim/users/{gid}/deactivate",
             sim.server.origin()
@@ -495,7 +465,7 @@ async fn a_deactivated_users_tokens_answer_401_and_other_users_keep_working() {
     assert_eq!(me(pat).await.status().as_u16(), 401);
     assert_eq!(me(sa).await.status().as_u16(), 200);
     let unknown = sim
-        .http
+        .client
         .post(format!("{}/_sim/users/999/deactivate", sim.server.origin()))
         .send()
         .await

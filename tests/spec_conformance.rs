@@ -20,6 +20,7 @@
 //! (see [`fixtures`]) or values captured from an earlier case with `.capture(name, pointer)`.
 
 mod support;
+use support::sim::SimAdmin;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1000,13 +1001,9 @@ async fn limit_fault_and_revocation_errors_have_asanas_shape() {
         ("error_503", 503),
         ("error_504", 504),
     ] {
-        let put = client
-            .put(format!("{}/_sim/faults", server.origin()))
-            .json(&json!({ field: 1.0 }))
-            .send()
-            .await
-            .expect("admin request");
-        assert!(put.status().is_success(), "PUT /_sim/faults {field}");
+        SimAdmin::of(&server)
+            .set_faults_json(json!({ field: 1.0 }))
+            .await;
         let response = send(sa.clone()).await.expect("request");
         assert_eq!(response.status().as_u16(), status);
         let headers = response.headers().clone();
@@ -1021,23 +1018,12 @@ async fn limit_fault_and_revocation_errors_have_asanas_shape() {
             );
         }
     }
-    client
-        .put(format!("{}/_sim/faults", server.origin()))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("admin request");
+    SimAdmin::of(&server).set_faults_json(json!({})).await;
 
     // A revoked token answers 401 like an unknown one.
     let paid = server.token("pat-paid").expect("paid token");
     assert_eq!(send(paid.clone()).await.expect("request").status(), 200);
-    let revoke = client
-        .post(format!("{}/_sim/revoke", server.origin()))
-        .json(&json!({"name": "pat-paid"}))
-        .send()
-        .await
-        .expect("admin request");
-    assert!(revoke.status().is_success());
+    SimAdmin::of(&server).revoke("pat-paid").await;
     let response = send(paid).await.expect("request");
     assert_eq!(response.status(), 401);
     let headers = response.headers().clone();

@@ -26,9 +26,14 @@ impl SimAdmin {
         }
     }
 
-    /// Sends a request to `/_sim/<path>` and returns its JSON answer (null for an empty body);
-    /// panics unless it succeeds.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// Sends a request to `/_sim/<path>`: its status and JSON answer (null for an empty body),
+    /// for tests of the admin API's own refusals.
+    pub async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let url = format!("{}/_sim/{}", self.origin, path.trim_start_matches('/'));
         let mut request = self.client.request(method.clone(), &url);
         if let Some(body) = body {
@@ -40,12 +45,34 @@ impl SimAdmin {
             .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {url}: {status} {text}");
-        if text.trim().is_empty() {
+        let answer = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
-        }
+        };
+        (status, answer)
+    }
+
+    /// Sends a request to `/_sim/<path>` and returns its JSON answer (null for an empty body);
+    /// panics unless it succeeds.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.try_call(method.clone(), path, body).await;
+        assert!(
+            status.is_success(),
+            "{method} /_sim/{path}: {status} {answer}"
+        );
+        answer
+    }
+
+    /// `PUT /_sim/faults` with faults written as JSON.
+    pub async fn set_faults_json(&self, faults: Value) {
+        self.call(reqwest::Method::PUT, "faults", Some(faults))
+            .await;
+    }
+
+    /// Revokes the simulator token named `name`.
+    pub async fn revoke(&self, name: &str) {
+        self.post("revoke", json!({ "name": name })).await;
     }
 
     /// `GET /_sim/<path>`.
@@ -112,7 +139,8 @@ pub fn quiet_config() -> SimConfig {
     config
 }
 
-/// A running simulator and a client calling it as the paid PAT unless told otherwise.
+/// A running simulator and a client calling it as the paid PAT unless told otherwise. The
+/// client does not follow redirects, so OAuth tests see the simulator's `Location`.
 pub struct Sim {
     /// The simulator.
     pub server: SimServer,
@@ -134,9 +162,17 @@ impl Sim {
         let token = server.token("pat-paid").expect("paid token");
         Sim {
             server,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client"),
             token,
         }
+    }
+
+    /// Stops the simulator.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 
     /// The token string of a configured token, by name.
