@@ -3,6 +3,8 @@
 //! naming the stored credential validates and runs against the simulator; the daemon refuses to
 //! start without a key or with a wrong one; `rotate-key` re-encrypts every row.
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,7 +16,6 @@ use asana_worker::sim::SimServer;
 use asana_worker::sim::config::SimConfig;
 use asana_worker::store;
 
-const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -86,15 +87,7 @@ impl Setup {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .env_remove("ASANA_WORKER_MASTER_KEY")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("ASANA_WORKER_CONFIG")
-            .args(args)
-            .arg("--config")
-            .arg(self.path("config.toml"));
-        command
+        support::daemon::cli_command(&self.path("config.toml"), args)
     }
 
     fn cli(&self, args: &[&str]) -> Output {

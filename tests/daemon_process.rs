@@ -4,7 +4,7 @@
 //! CLI's exit codes.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use asana_worker::sim::config::FaultSpec;
@@ -15,7 +15,7 @@ use serde_json::json;
 mod support;
 use support::daemon as daemon_support;
 
-use daemon_support::{BIN, Daemon, DaemonOptions, send_signal};
+use daemon_support::{Daemon, DaemonOptions, send_signal};
 
 /// A daemon directory with a `credential_check` job `check`, and the simulator.
 struct Setup {
@@ -409,16 +409,13 @@ async fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_reports_s
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let log = std::fs::File::create(setup.dir.path().join("systemd.log")).unwrap();
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(setup.config())
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = setup.start_with_env(
+        "systemd",
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
     let mut seen = Vec::new();
     let mut buffer = [0u8; 512];
     while !(seen.iter().any(|m: &String| m.contains("READY=1"))
@@ -448,16 +445,13 @@ async fn under_systemd_the_daemon_reports_ready_pings_the_watchdog_and_reports_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_and_never_show_the_token() {
     let setup = Setup::new().await;
-    let log = std::fs::File::create(setup.dir.path().join("json.log")).unwrap();
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(setup.config())
-        .env("ASANA_WORKER__LOG__FORMAT", "json")
-        .env("ASANA_WORKER__LOG__LEVEL", "trace")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = setup.start_with_env(
+        "json",
+        &[
+            ("ASANA_WORKER__LOG__FORMAT", "json"),
+            ("ASANA_WORKER__LOG__LEVEL", "trace"),
+        ],
+    );
     setup.wait_ready(&mut daemon).await;
     let id = enqueue(&setup, "check");
     let store = setup.store().await;

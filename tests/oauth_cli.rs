@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use asana_worker::sim::SimServer;
 use asana_worker::sim::config::{OAuthClientSpec, SimConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_asana-worker");
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -79,15 +78,8 @@ impl Setup {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .env_remove("ASANA_WORKER_MASTER_KEY")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("ASANA_WORKER_CONFIG")
-            .env("ASANA_WORKER_LOG", "trace")
-            .args(args)
-            .arg("--config")
-            .arg(self.path("config.toml"));
+        let mut command = support::daemon::cli_command(&self.path("config.toml"), args);
+        command.env("ASANA_WORKER_LOG", "trace");
         command
     }
 

@@ -170,12 +170,7 @@ token_file = "{token}"
 
     /// Runs a CLI command with this daemon's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config())
-            .output()
-            .unwrap()
+        cli_command(&self.config(), args).output().unwrap()
     }
 
     /// The daemon's store, opened from this process.
@@ -192,6 +187,21 @@ token_file = "{token}"
     pub fn path(&self, name: impl AsRef<Path>) -> PathBuf {
         self.dir.path().join(name)
     }
+}
+
+/// `asana-worker ARGS --config CONFIG`, with none of the variables that would point it
+/// elsewhere (a master key, systemd credentials, another config) inherited from the test's
+/// environment.
+pub fn cli_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("ASANA_WORKER_MASTER_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("ASANA_WORKER_CONFIG")
+        .args(args)
+        .arg("--config")
+        .arg(config);
+    command
 }
 
 /// A loopback port free at the time of the call.
