@@ -16,7 +16,6 @@ use asana_worker::sim::SimServer;
 use asana_worker::sim::config::SimConfig;
 use asana_worker::store;
 
-
 struct Setup {
     dir: tempfile::TempDir,
     sim: SimServer,

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use asana_worker::sim::SimServer;
 use asana_worker::sim::config::{OAuthClientSpec, SimConfig};
 
-
 struct Setup {
     dir: tempfile::TempDir,
     sim: SimServer,
