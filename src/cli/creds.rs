@@ -156,7 +156,7 @@ pub async fn run(args: CredsArgs) -> anyhow::Result<u8> {
         return Ok(super::EXIT_OK);
     }
     let settings = args.config.load()?;
-    let store = crate::store::open(&settings.database.url)
+    let store = crate::store::open_current(&settings.database.url)
         .await
         .context("opening the database")?;
     match args.command {
@@ -872,7 +872,7 @@ pub async fn stored_names(settings: &Settings) -> Vec<String> {
     {
         return Vec::new();
     }
-    match crate::store::open(url).await {
+    match crate::store::open_current(url).await {
         Ok(store) => match store.list_credentials().await {
             Ok(rows) => rows.into_iter().map(|row| row.name).collect(),
             Err(error) => {

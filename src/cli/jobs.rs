@@ -93,7 +93,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
         &super::creds::stored_names(&settings).await,
     )
     .map_err(|problems| UsageError(format!("invalid job files:\n{problems}")))?;
-    let store = crate::store::open(&settings.database.url)
+    let store = crate::store::open_current(&settings.database.url)
         .await
         .context("opening the database")?;
     match args.command {

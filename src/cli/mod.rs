@@ -69,6 +69,16 @@ pub enum Command {
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    // A command whose output is piped into `head` ends quietly when the reader goes away, as
+    // Unix tools do, instead of panicking in `println!`. The daemon, the simulator, the demo and
+    // the benchmarks keep Rust's default (SIGPIPE ignored): their sockets report a gone peer
+    // as an error to handle, not a signal.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Sim(_) | Command::Demo(_) | Command::Bench(_)
+    ) {
+        end_quietly_on_closed_pipe();
+    }
     // The daemon sets its logging up from its settings (text or JSON, OTLP).
     match (&cli.command, &cli.log) {
         (Command::Run(_), _) => {}
@@ -93,6 +103,15 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     exit_code(runtime.block_on(run_async(command)))
+}
+
+/// Restores the default action of SIGPIPE (end the process), which Rust's runtime sets to
+/// ignore.
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; called before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 async fn run_async(command: Command) -> anyhow::Result<u8> {

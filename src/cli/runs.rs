@@ -46,7 +46,7 @@ pub enum RunsCommand {
 /// Runs a `runs` subcommand.
 pub async fn run(args: RunsArgs) -> anyhow::Result<u8> {
     let settings = args.config.load()?;
-    let store = crate::store::open(&settings.database.url)
+    let store = crate::store::open_current(&settings.database.url)
         .await
         .context("opening the database")?;
     match args.command {

@@ -39,6 +39,12 @@ pub enum StoreError {
     /// Applying migrations failed.
     #[error("database migration failed: {0}; the database may be newer than this binary")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's schema is not this build's, and this command does not migrate.
+    #[error("{}", schema_mismatch(status))]
+    SchemaMismatch {
+        /// How it differs.
+        status: SchemaStatus,
+    },
     /// A row holds a value this binary does not understand.
     #[error("corrupt row in {table}: {message}; inspect the database or restore a backup")]
     Corrupt {
@@ -55,6 +61,44 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// How a database's schema compares with the migrations a build carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaStatus {
+    /// No schema yet: a fresh database.
+    Empty,
+    /// Every migration of this build is applied, and no other.
+    Current,
+    /// Some of this build's migrations are not applied yet.
+    Older {
+        /// The newest migration applied.
+        database: i64,
+        /// The newest migration of this build.
+        build: i64,
+    },
+    /// The database carries migrations this build does not know: a newer release applied them.
+    Newer {
+        /// The newest migration applied.
+        database: i64,
+        /// The newest migration of this build.
+        build: i64,
+    },
+}
+
+fn schema_mismatch(status: &SchemaStatus) -> String {
+    match status {
+        SchemaStatus::Older { database, build } => format!(
+            "the database schema is older than this asana-worker (migration {database}, this build needs {build}); \
+             run `asana-worker migrate` (or start the daemon, `asana-worker run`, which migrates) \
+             once every replica runs this release"
+        ),
+        SchemaStatus::Newer { database, build } => format!(
+            "the database schema is newer than this asana-worker (migration {database}, this build knows up to {build}); \
+             use the asana-worker release the daemons run, or a newer one"
+        ),
+        SchemaStatus::Empty | SchemaStatus::Current => "the database schema matches".into(),
+    }
 }
 
 /// Result of store operations.
@@ -440,6 +484,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Applies pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
 
+    /// How the database's schema compares with this build's migrations.
+    async fn schema_status(&self) -> StoreResult<SchemaStatus>;
+
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -595,18 +642,37 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn reencrypt_credentials(&self, batch: Vec<Reencrypted>) -> StoreResult<u64>;
 }
 
-/// Opens the store named by `url` and applies pending migrations: `sqlite://PATH` (created
+/// Opens the store named by `url` and applies pending migrations (what `migrate` and `run` do): `sqlite://PATH` (created
 /// with mode 0600 if missing), `sqlite::memory:` (tests), or `postgres://…`/`postgresql://…`.
 /// Any other scheme is [`StoreError::UnsupportedUrl`].
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+    let store = connect(url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Connects to the store named by `url` without touching its schema.
+async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    Ok(if url.starts_with("sqlite:") {
         Arc::new(sqlite::SqliteStore::connect(url).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Arc::new(postgres::PgStore::connect(url).await?)
     } else {
         return Err(StoreError::UnsupportedUrl(redact_url(url)));
-    };
-    store.migrate().await?;
+    })
+}
+
+/// Opens the store named by `url` for a command that must not change the schema under a
+/// running fleet (every command but `migrate` and `run`): an empty database gets the schema
+/// created, as there is no fleet yet; a database whose schema is older or newer than this
+/// build is refused with [`StoreError::SchemaMismatch`], which says what to run.
+pub async fn open_current(url: &str) -> StoreResult<Arc<dyn Store>> {
+    let store = connect(url).await?;
+    match store.schema_status().await? {
+        SchemaStatus::Current => {}
+        SchemaStatus::Empty => store.migrate().await?,
+        status => return Err(StoreError::SchemaMismatch { status }),
+    }
     Ok(store)
 }
 

@@ -103,11 +103,30 @@ impl Backend for PgStore {
         &self.pool
     }
 
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+        &MIGRATOR
+    }
+
     async fn apply_migrations(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        Self::migrator().run(&self.pool).await?;
         Ok(())
+    }
+
+    async fn applied_migrations(&self) -> StoreResult<Option<Vec<i64>>> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await?;
+        if table.is_none() {
+            return Ok(None);
+        }
+        let versions = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(versions))
     }
 
     async fn write(&self, statement: Statement) -> StoreResult<u64> {

@@ -25,7 +25,7 @@ use super::rows::{
 };
 use super::{
     CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
-    RunState, ScheduleRow, Store, StoreResult, Transition,
+    RunState, ScheduleRow, SchemaStatus, Store, StoreResult, Transition,
 };
 
 /// One SQL statement and its parameters, for either database.
@@ -317,8 +317,15 @@ pub(super) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The pool reads go through.
     fn readers(&self) -> &Pool<Self::Db>;
 
-    /// Applies the database's migrations.
+    /// The migrations this build carries for the database.
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+
+    /// Applies the database's migrations ([`Backend::migrator`]).
     async fn apply_migrations(&self) -> StoreResult<()>;
+
+    /// Versions of the migrations applied to the database, None when it has no schema yet (no
+    /// migrations table).
+    async fn applied_migrations(&self) -> StoreResult<Option<Vec<i64>>>;
 
     /// Runs one write statement; how many rows it changed.
     async fn write(&self, statement: Statement) -> StoreResult<u64>;
@@ -505,6 +512,23 @@ fn claim_statement<B: Backend>(
 impl<B: Backend> Store for B {
     async fn migrate(&self) -> StoreResult<()> {
         self.apply_migrations().await
+    }
+
+    async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        let known: Vec<i64> = B::migrator().iter().map(|m| m.version).collect();
+        let build = known.iter().copied().max().unwrap_or(0);
+        Ok(match self.applied_migrations().await? {
+            None => SchemaStatus::Empty,
+            Some(applied) if applied.iter().any(|v| !known.contains(v)) => SchemaStatus::Newer {
+                database: applied.iter().copied().max().unwrap_or(0),
+                build,
+            },
+            Some(applied) if known.iter().any(|v| !applied.contains(v)) => SchemaStatus::Older {
+                database: applied.iter().copied().max().unwrap_or(0),
+                build,
+            },
+            Some(_) => SchemaStatus::Current,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -400,9 +400,31 @@ impl Backend for SqliteStore {
         &self.pool
     }
 
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+        &MIGRATOR
+    }
+
     async fn apply_migrations(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        Self::migrator().run(&self.pool).await?;
         Ok(())
+    }
+
+    async fn applied_migrations(&self) -> StoreResult<Option<Vec<i64>>> {
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if table.is_none() {
+            return Ok(None);
+        }
+        let versions = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(versions))
     }
 
     async fn write(&self, statement: Statement) -> StoreResult<u64> {
