@@ -20,8 +20,13 @@ use support::pg::TestDatabase;
 use tokio::sync::watch;
 
 fn job(name: &str, schedule: &str, extra: &str) -> JobSpec {
+    job_timed(name, &format!("schedule = \"{schedule}\""), extra)
+}
+
+/// A job whose timing line is `timing` (`schedule = …` or `every = …`).
+fn job_timed(name: &str, timing: &str, extra: &str) -> JobSpec {
     let source = format!(
-        "name = \"{name}\"\nkind = \"credential_check\"\nschedule = \"{schedule}\"\ncredential = \"sa\"\n{extra}"
+        "name = \"{name}\"\nkind = \"credential_check\"\n{timing}\ncredential = \"sa\"\n{extra}"
     );
     let context = ValidationContext {
         credentials: ["sa".to_string()].into_iter().collect(),
@@ -207,6 +212,72 @@ async fn concurrent_schedulers_enqueue_each_fire_once(store: Arc<dyn Store>) {
             total
         );
     }
+}
+
+/// The leader of two replicas dies without releasing its lease (SIGKILL): the other takes over
+/// when the 30 s lease expires, and the fires of the gap are scheduled runs, not misfires.
+async fn fires_during_a_failover_are_enqueued_not_missed(store: Arc<dyn Store>) {
+    let start = Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap();
+    let clock = ManualClock::new(start);
+    let jobs = vec![job_timed(
+        "often",
+        "every = \"1s\"",
+        "misfire = \"skip\"\noverlap = \"queue\"",
+    )];
+    let leader = scheduler(&store, &clock, jobs.clone(), "replica-a");
+    let standby = scheduler(&store, &clock, jobs.clone(), "replica-b");
+    assert!(leader.tick().await.unwrap().leader);
+    assert!(!standby.tick().await.unwrap().leader);
+    clock.advance(chrono::Duration::seconds(5));
+    leader.tick().await.unwrap();
+    let before = all_runs(&store, "often").await.len();
+    assert_eq!(before, 5, "one run per second while the leader lives");
+    // The leader is killed: it neither ticks nor releases its lease. The standby tries every
+    // second and takes over once the lease has expired.
+    drop(leader);
+    let mut took_over = None;
+    for second in 1..=40 {
+        clock.advance(chrono::Duration::seconds(1));
+        if standby.tick().await.unwrap().leader {
+            took_over = Some(second);
+            break;
+        }
+    }
+    let took_over = took_over.expect("the standby takes over once the lease expires");
+    assert!(
+        took_over > 20,
+        "not before the lease expired: {took_over} s"
+    );
+    let runs = all_runs(&store, "often").await;
+    assert!(
+        runs.iter().all(|r| r.state == RunState::Queued),
+        "no fire of the handover was skipped: {:?}",
+        runs.iter()
+            .filter(|r| r.state != RunState::Queued)
+            .map(|r| (&r.unique_key, &r.last_error))
+            .collect::<Vec<_>>()
+    );
+    assert!(runs.iter().all(|r| r.trigger == Trigger::Schedule));
+    assert_eq!(
+        runs.len(),
+        5 + took_over as usize,
+        "one run for every second of the gap"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_fires_during_a_failover_are_enqueued_not_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("state.sqlite").display());
+    fires_during_a_failover_are_enqueued_not_missed(store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_fires_during_a_failover_are_enqueued_not_missed() {
+    let Some(db) = TestDatabase::create("PostgreSQL scheduler failover test").await else {
+        return;
+    };
+    fires_during_a_failover_are_enqueued_not_missed(store::open(&db.url).await.unwrap()).await;
 }
 
 #[tokio::test]

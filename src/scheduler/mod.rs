@@ -54,13 +54,29 @@ pub struct TickReport {
     pub conflicts: usize,
 }
 
-/// Plans the runs for the fires of `job` that are due at `now`, given the stored schedule.
-/// Pure: the caller writes the plan with [`Store::fire`].
+/// Plans the runs for the fires of `job` that are due at `now`, given the stored schedule, with
+/// fires up to [`ON_TIME_GRACE`] late counting as on time. Pure: the caller writes the plan with
+/// [`Store::fire`].
 pub fn plan<K: NamedKind>(
     job: &JobSpec<K>,
     stored: Option<&ScheduleRow>,
     now: DateTime<Utc>,
     previous_active: bool,
+) -> Plan {
+    plan_within(job, stored, now, previous_active, ON_TIME_GRACE)
+}
+
+/// [`plan`] with fires up to `on_time_window` late counting as on time: each is enqueued as a
+/// scheduled run (the overlap policy still applies), and only older ones go to the misfire
+/// policy. The scheduler widens the window by its leader lease, so fires that fell due while
+/// leadership moved between replicas are not mistaken for fires missed while the daemon was
+/// down (see ARCHITECTURE.md, "Scheduler and failover").
+pub fn plan_within<K: NamedKind>(
+    job: &JobSpec<K>,
+    stored: Option<&ScheduleRow>,
+    now: DateTime<Utc>,
+    previous_active: bool,
+    on_time_window: Duration,
 ) -> Plan {
     let definition = job.schedule_definition();
     let fresh = stored.is_none_or(|row| row.definition != definition);
@@ -99,12 +115,13 @@ pub fn plan<K: NamedKind>(
         Some(next) => Some(next),
         None => job.next_fire_after(now),
     };
-    let grace = chrono::Duration::from_std(ON_TIME_GRACE).unwrap_or_default();
-    let on_time = fires.last().copied().filter(|fire| now - *fire <= grace);
-    let missed: Vec<DateTime<Utc>> = match on_time {
-        Some(_) => fires[..fires.len() - 1].to_vec(),
-        None => fires.clone(),
-    };
+    let window = chrono::Duration::from_std(on_time_window).unwrap_or_default();
+    let first_on_time = fires
+        .iter()
+        .position(|fire| now - *fire <= window)
+        .unwrap_or(fires.len());
+    let (missed, on_time) = fires.split_at(first_on_time);
+    let (missed, on_time) = (missed.to_vec(), on_time.to_vec());
     let mut runs = Vec::new();
     let mut to_run: Vec<(DateTime<Utc>, Trigger)> = Vec::new();
     let mut to_skip: Vec<(DateTime<Utc>, String)> = Vec::new();
@@ -120,7 +137,7 @@ pub fn plan<K: NamedKind>(
         MisfirePolicy::Once => {
             // A catch-up cut short by the cap runs nothing yet: a later tick holds later fires.
             let capped = cursor.is_some_and(|next| next <= now);
-            let run_one = on_time.is_none() && !capped;
+            let run_one = on_time.is_empty() && !capped;
             for (i, fire) in missed.iter().enumerate() {
                 if run_one && i + 1 == missed.len() {
                     to_run.push((*fire, Trigger::Misfire));
@@ -147,7 +164,7 @@ pub fn plan<K: NamedKind>(
             }
         }
     }
-    if let Some(fire) = on_time {
+    for fire in on_time {
         to_run.push((fire, Trigger::Schedule));
     }
     let mut active = previous_active;
@@ -320,7 +337,13 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
                 continue;
             }
             let active = self.store.has_active_run(&job.name).await?;
-            let plan = plan(job, stored.as_ref(), now, active);
+            let plan = plan_within(
+                job,
+                stored.as_ref(),
+                now,
+                active,
+                ON_TIME_GRACE + self.lease,
+            );
             let Some(next_fire_at) = plan.next_fire_at else {
                 continue;
             };
