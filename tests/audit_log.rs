@@ -275,3 +275,98 @@ async fn verify_names_an_edited_file_a_removed_file_and_an_edited_manifest_line(
     std::fs::write(&manifest_path, &manifest).unwrap();
     assert_eq!(verify().0, Some(0));
 }
+
+/// Runs the job once through the CLI; its exit code and what it printed.
+fn run_once(setup: &AuditSetup) -> (bool, String) {
+    let output = setup.cli(&["jobs", "run", "audit", "--wait", "--timeout-secs", "120"]);
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_rolled_back_or_swapped_under_the_job_is_refused() {
+    let setup = AuditSetup::new(
+        quiet_sim(120, 1.0),
+        "every = \"1h\"",
+        "start = \"2d\"\npage_size = 20",
+    )
+    .await;
+    let mut daemon = setup.start(0);
+    setup.wait_ready(&mut daemon).await;
+    setup.run_job();
+    let out = setup.path("out");
+    let backup = setup.path("backup");
+    copy_dir(&out, &backup);
+    let mut expected: BTreeSet<String> = setup.sim_events().keys().cloned().collect();
+    expected.extend(setup.append(json!({ "count": 30 })).await);
+    setup.advance_sim_clock(60).await;
+    setup.run_job();
+    assert_exactly(&setup, &expected);
+
+    // Rolled back: the sink is restored from the older copy, behind the checkpoint.
+    std::fs::rename(&out, setup.path("newer")).unwrap();
+    copy_dir(&backup, &out);
+    let (ok, text) = run_once(&setup);
+    assert!(!ok, "a sink behind the checkpoint is refused: {text}");
+    assert!(
+        text.contains("holds job \"audit\"'s stream only through batch")
+            && text.contains("the checkpoint has delivered through batch"),
+        "{text}"
+    );
+
+    // Swapped: the job now names another directory.
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::rename(setup.path("newer"), &out).unwrap();
+    let job_file = setup.jobs_dir().join("audit.toml");
+    let job = std::fs::read_to_string(&job_file).unwrap();
+    std::fs::create_dir(setup.path("elsewhere")).unwrap();
+    std::fs::write(
+        &job_file,
+        job.replace(
+            &out.display().to_string(),
+            &setup.path("elsewhere").display().to_string(),
+        ),
+    )
+    .unwrap();
+    terminate(&mut daemon);
+    let mut daemon = setup.start(1);
+    setup.wait_ready(&mut daemon).await;
+    let (ok, text) = run_once(&setup);
+    assert!(!ok, "another sink is refused: {text}");
+    assert!(
+        text.contains(&format!(
+            "wrote its stream to sink \"file:{}\"",
+            out.display()
+        )) && text.contains(&format!(
+            "its sink is now \"file:{}",
+            setup.path("elsewhere").display()
+        )),
+        "{text}"
+    );
+    // Pointed back at its sink, the job goes on where it stopped.
+    std::fs::write(&job_file, job).unwrap();
+    terminate(&mut daemon);
+    let mut daemon = setup.start(2);
+    setup.wait_ready(&mut daemon).await;
+    expected.extend(setup.append(json!({ "count": 5 })).await);
+    setup.advance_sim_clock(60).await;
+    setup.run_job();
+    assert_exactly(&setup, &expected);
+    terminate(&mut daemon);
+}

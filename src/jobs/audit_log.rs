@@ -328,6 +328,12 @@ pub struct Cursor {
     /// Windows lost to retention, for the record (reported once, when found).
     #[serde(default)]
     pub lost: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The sink the stream is written to ([`RecordSinkSettings::identity`]); None in cursors
+    /// written before it was recorded, which adopt the configured sink.
+    ///
+    /// [`RecordSinkSettings::identity`]: crate::sinks::record::RecordSinkSettings::identity
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
 }
 
 impl Cursor {
@@ -353,6 +359,7 @@ impl Cursor {
             recent_covers_every_slice: true,
             last_delivery_at: None,
             lost: Vec::new(),
+            sink: None,
         }
     }
 
@@ -538,10 +545,20 @@ async fn run(
             };
         }
     };
+    let identity = settings.sink.identity();
+    if let Some(refusal) = sink_out_of_place(
+        &job.name,
+        &identity,
+        stored.as_ref(),
+        from_sink.as_ref(),
+        settings.sink.reads_back(),
+    ) {
+        return JobOutcome::Failed { error: refusal };
+    }
     // The sink may hold batches the checkpoint missed (a crash between commit and checkpoint);
     // on a tie the checkpoint knows at least as much (it is written after the commit).
     let mut fresh = false;
-    let cursor = match (stored, from_sink) {
+    let mut cursor = match (stored, from_sink) {
         (Some(stored), Some(sunk)) if sunk.sequence > stored.sequence => sunk,
         (Some(stored), _) => stored,
         (None, Some(sunk)) => sunk,
@@ -551,6 +568,7 @@ async fn run(
             Cursor::initial(now, settings.start, settings.backfill_slices)
         }
     };
+    cursor.sink = Some(identity);
     let runner = Runner {
         ctx,
         job,
@@ -604,6 +622,40 @@ fn checkpoint_outcome(error: CheckpointError) -> JobOutcome {
             error: other.to_string(),
         },
     }
+}
+
+/// Why the sink cannot continue the stream the checkpoint describes, if it cannot: the job now
+/// names another sink than the one the stream was written to, or the sink holds fewer batches
+/// than the checkpoint counts (swapped for an empty one, restored from an old backup, or a
+/// per-replica directory that is not the one the stream went to). Continuing would split the
+/// stream or leave a hole that `verify` could not see.
+fn sink_out_of_place(
+    job: &str,
+    identity: &str,
+    stored: Option<&Cursor>,
+    from_sink: Option<&Cursor>,
+    sink_reads_back: bool,
+) -> Option<String> {
+    let stored = stored?;
+    if let Some(recorded) = &stored.sink
+        && recorded != identity
+    {
+        return Some(format!(
+            "job {job:?} wrote its stream to sink {recorded:?} (batches 1 to {}), but its sink is now {identity:?}; \
+             point the job back at that sink, or, to start a new stream in the new sink, rename the job",
+            stored.sequence
+        ));
+    }
+    let held = from_sink.map_or(0, |cursor| cursor.sequence);
+    if sink_reads_back && held < stored.sequence {
+        return Some(format!(
+            "sink {identity:?} holds job {job:?}'s stream only through batch {held}, but the checkpoint has delivered through batch {}; \
+             the sink was swapped, rolled back or is not shared between replicas: restore it (or mount the shared volume), \
+             or rename the job to start a new stream",
+            stored.sequence
+        ));
+    }
+    None
 }
 
 fn sink_outcome(error: crate::sinks::SinkError) -> JobOutcome {

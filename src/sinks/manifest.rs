@@ -168,6 +168,35 @@ pub enum ChainProblem {
         /// The previous entry's last sequence.
         previous: u64,
     },
+    /// The first entry does not hold the stream's first batch: the stream starts late (a sink
+    /// that joined after other batches went elsewhere, or lost its beginning).
+    #[error(
+        "manifest line {line} (segment {index}): the stream starts at batch {first}, not 1; batches 1 to {missing_through} are not in this sink"
+    )]
+    StartsLate {
+        /// Line number.
+        line: usize,
+        /// Segment index.
+        index: u64,
+        /// The first sequence it holds.
+        first: u64,
+        /// The last missing sequence.
+        missing_through: u64,
+    },
+    /// Batches are missing between two entries.
+    #[error(
+        "manifest line {line} (segment {index}): batches {from}..={to} are missing between this segment and the previous one"
+    )]
+    SequenceGap {
+        /// Line number.
+        line: usize,
+        /// Segment index.
+        index: u64,
+        /// First missing sequence.
+        from: u64,
+        /// Last missing sequence.
+        to: u64,
+    },
     /// The segment named by an entry is missing.
     #[error("segment {index} ({file}) is missing; it was removed after being sealed")]
     MissingSegment {
@@ -231,7 +260,7 @@ pub fn parse_manifest(text: &str) -> (Vec<(usize, ManifestEntry)>, Vec<ChainProb
 }
 
 /// Checks the chain of parsed entries (with their line numbers): every hash, every link, every
-/// index and the order of batch sequences. Returns every problem found.
+/// index, and that batch sequences start at 1 and follow each other without a gap or overlap. Returns every problem found.
 pub fn verify_chain(entries: &[(usize, ManifestEntry)]) -> Vec<ChainProblem> {
     let mut problems = Vec::new();
     let mut previous: Option<&ManifestEntry> = None;
@@ -258,6 +287,25 @@ pub fn verify_chain(entries: &[(usize, ManifestEntry)]) -> Vec<ChainProblem> {
                 line: *line,
                 found: body.index,
                 expected: expected_index,
+            });
+        }
+        if previous.is_none() && body.first_sequence > 1 {
+            problems.push(ChainProblem::StartsLate {
+                line: *line,
+                index: body.index,
+                first: body.first_sequence,
+                missing_through: body.first_sequence - 1,
+            });
+        }
+        if let Some(p) = previous
+            && body.first_sequence > p.body.last_sequence + 1
+            && body.last_sequence >= body.first_sequence
+        {
+            problems.push(ChainProblem::SequenceGap {
+                line: *line,
+                index: body.index,
+                from: p.body.last_sequence + 1,
+                to: body.first_sequence - 1,
             });
         }
         if let Some(p) = previous
@@ -412,9 +460,35 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(text.len(), 2, "{text:#?}");
+        assert_eq!(text.len(), 3, "{text:#?}");
         assert!(text[0].contains("prev_hash does not match"));
         assert!(text[1].contains("segment index 3 where 2 was expected"));
+        assert!(text[2].contains("batches 4..=4 are missing"), "{}", text[2]);
+    }
+
+    #[test]
+    fn a_stream_that_starts_late_is_reported() {
+        // A sink that joined the stream at batch 28, as a replica's own directory would.
+        let a = ManifestEntry::chain(body("a.jsonl", 28, 30, b"{}\n"), None);
+        let b = ManifestEntry::chain(body("b.jsonl", 31, 31, b"{}\n"), Some(&a));
+        let text: String = [a, b].iter().map(ManifestEntry::to_line).collect();
+        let (entries, problems) = parse_manifest(&text);
+        assert!(problems.is_empty());
+        let problems = verify_chain(&entries);
+        assert_eq!(
+            problems,
+            vec![ChainProblem::StartsLate {
+                line: 1,
+                index: 1,
+                first: 28,
+                missing_through: 27
+            }]
+        );
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("starts at batch 28, not 1")
+        );
     }
 
     #[test]

@@ -44,6 +44,39 @@ impl RecordSinkSettings {
         }
     }
 
+    /// Names where the stream goes (`file:DIR`, `http:URL`, `s3://BUCKET/PREFIX`), with no
+    /// secret in it. The job's checkpoint records it, so a job pointed at another sink is
+    /// refused instead of starting a second, partial copy of its stream.
+    pub fn identity(&self) -> String {
+        match self {
+            RecordSinkSettings::File(settings) => format!("file:{}", settings.dir.display()),
+            RecordSinkSettings::Http(settings) => format!(
+                "http:{}",
+                settings
+                    .endpoint
+                    .url
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or_default()
+            ),
+            RecordSinkSettings::S3(settings) => {
+                let location = &settings.location;
+                let prefix = location.prefix.trim_matches('/');
+                match &location.endpoint {
+                    Some(endpoint) => format!("s3://{}/{prefix} at {endpoint}", location.bucket),
+                    None => format!("s3://{}/{prefix}", location.bucket),
+                }
+            }
+        }
+    }
+
+    /// Whether the sink reads back what it holds (file, s3), so that a sink holding fewer
+    /// batches than the checkpoint counts is known to be behind. The http sink knows only what
+    /// this daemon's state directory recorded of its POSTs, which another replica does not see.
+    pub fn reads_back(&self) -> bool {
+        !matches!(self, RecordSinkSettings::Http(_))
+    }
+
     /// Checks what the schema cannot (directories, secrets, URLs), reporting at the sink's
     /// keys; call inside `check.scoped("sink", …)`.
     pub fn validate(&self, check: &mut SettingsCheck<'_>) {
