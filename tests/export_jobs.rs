@@ -497,6 +497,58 @@ async fn a_resource_export_meeting_another_in_progress_waits_and_retries() {
     terminate(&mut daemon);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_job_cap_held_by_another_client_is_waited_for_without_pausing_the_token() {
+    let setup = Setup::new(sim_config(3)).await;
+    let projects = setup.projects();
+    // Another tool of the same Asana user holds all five export slots for a few seconds.
+    let token = setup.sim.token("service-account").unwrap();
+    let client = reqwest::Client::new();
+    for project in projects.iter().take(5) {
+        let response = client
+            .post(format!("{}/exports/graph", setup.sim.base_url()))
+            .bearer_auth(&token)
+            .json(&json!({ "data": { "parent": project } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    setup.job(
+        "graph",
+        "graph_export",
+        &format!("parent = \"{}\"", projects[5]),
+    );
+    let mut daemon = setup.start("daemon");
+    setup.wait_ready(&mut daemon).await;
+    let id = setup.enqueue("graph");
+    let store = setup.store().await;
+    let run = wait_for_run(&store, id, &[RunState::Completed], Duration::from_secs(90)).await;
+    assert_eq!(run.attempt, 1, "waited within the attempt: {run:?}");
+    let stats = setup.token_stats().await;
+    assert!(
+        stats["rejected"]["jobs"].as_u64().unwrap_or(0) >= 1,
+        "the cap refused the job at first: {stats}"
+    );
+    let metrics = daemon_metrics(setup.admin_port).await;
+    assert!(
+        metric_value(&metrics, "asana_rate_limited_total", "cause=\"job_cap\"").unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "asana_rate_limited_total", "cause=\"quota\""),
+        None,
+        "not counted as a quota 429"
+    );
+    assert_eq!(
+        metric_value(&metrics, "asana_budget_cooldowns_total", ""),
+        None,
+        "the token was never paused"
+    );
+    terminate(&mut daemon);
+}
+
 /// Records the offsets a download reports.
 #[derive(Default)]
 struct Offsets(std::sync::Mutex<Vec<u64>>);

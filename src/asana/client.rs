@@ -227,6 +227,9 @@ pub struct ApiRequest {
     pub cost: u32,
     /// Whether a write may be repeated.
     pub idempotency: Idempotency,
+    /// Whether it starts an asynchronous job (an export), which Asana caps at 5 concurrent jobs:
+    /// a 429 for it is the job cap, not the token's quota (see [`ApiRequest::starting_a_job`]).
+    pub starts_job: bool,
 }
 
 impl ApiRequest {
@@ -240,6 +243,7 @@ impl ApiRequest {
             class: RequestClass::Read,
             cost: 1,
             idempotency: Idempotency::Idempotent,
+            starts_job: false,
         }
     }
 
@@ -253,7 +257,17 @@ impl ApiRequest {
             class: RequestClass::Write,
             cost: 1,
             idempotency,
+            starts_job: false,
         }
+    }
+
+    /// The same request marked as starting an asynchronous job. A 429 for it means other jobs
+    /// of the same Asana user hold the 5 slots (another replica or another tool): the request
+    /// waits `Retry-After` and tries again, while the token's other requests go on and its rate
+    /// is not lowered, as it would be for a quota 429.
+    pub fn starting_a_job(mut self) -> Self {
+        self.starts_job = true;
+        self
     }
 
     /// The same request in another budget class.
@@ -553,6 +567,10 @@ impl AsanaClient {
                 return Err(error);
             };
             let wait = match &error {
+                // The job cap holds only this request back.
+                AsanaError::RateLimited { retry_after, .. } if request.starts_job => {
+                    self.scaled(*retry_after)
+                }
                 // The budget holds every job back until Retry-After has passed.
                 AsanaError::RateLimited { .. } => Duration::ZERO,
                 _ => {
@@ -665,14 +683,18 @@ impl AsanaClient {
             // Pause the token before this permit is returned, so no other job slips in. The
             // budget never overfills a window, so a 429 outside search means another client
             // spends this token: let the budget lower its limit.
-            let cause = if request.class == RequestClass::Search {
+            let cause = if request.starts_job {
+                "job_cap"
+            } else if request.class == RequestClass::Search {
                 "search"
             } else {
                 "quota"
             };
             metrics::counter!("asana_rate_limited_total", "token" => token_name, "cause" => cause)
                 .increment(1);
-            budget.cool_down(*retry_after, request.class != RequestClass::Search);
+            if !request.starts_job {
+                budget.cool_down(*retry_after, request.class != RequestClass::Search);
+            }
         }
         drop(permit);
         Err(error)

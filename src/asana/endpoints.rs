@@ -86,7 +86,8 @@ impl AsanaClient {
             "/organization_exports",
             json!({ "organization": organization_gid }),
             Idempotency::NotIdempotent,
-        );
+        )
+        .starting_a_job();
         self.data(&request).await
     }
 
@@ -102,7 +103,8 @@ impl AsanaClient {
             "/exports/graph",
             json!({ "parent": parent_gid }),
             Idempotency::NotIdempotent,
-        );
+        )
+        .starting_a_job();
         self.data(&request).await
     }
 
@@ -117,7 +119,8 @@ impl AsanaClient {
             "/exports/resource",
             json!({ "workspace": workspace_gid, "export_request_parameters": parameters }),
             Idempotency::NotIdempotent,
-        );
+        )
+        .starting_a_job();
         self.data(&request).await
     }
 
