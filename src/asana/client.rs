@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -305,6 +306,21 @@ const SEGMENT_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// The route of a request path with its gids replaced by `{gid}` (`/projects/{gid}/tasks`):
+/// what traces group requests by, with no identifier of a customer's data in it.
+pub fn route_template(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+                "{gid}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
 
 /// Percent-encodes one path segment (gids are digits, but a job file could hold anything).
 pub fn segment(text: &str) -> String {
@@ -628,15 +644,37 @@ impl AsanaClient {
         }
     }
 
-    /// One attempt: permit, send, read the body, classify.
+    /// One attempt: permit, send, read the body, classify. Traced as one `asana.request` span
+    /// (method, route template, status, time waited for the budget), a child of the run's span.
     async fn attempt(
         &self,
         request: &ApiRequest,
         demand: &Demand,
         token: &SecretString,
     ) -> Result<Box<serde_json::value::RawValue>, AsanaError> {
+        let span = tracing::info_span!(
+            "asana.request",
+            otel.kind = "client",
+            http.request.method = %request.method,
+            http.route = %route_template(&request.path),
+            http.response.status_code = tracing::field::Empty,
+            budget.wait_ms = tracing::field::Empty,
+        );
+        self.attempt_in(request, demand, token)
+            .instrument(span)
+            .await
+    }
+
+    async fn attempt_in(
+        &self,
+        request: &ApiRequest,
+        demand: &Demand,
+        token: &SecretString,
+    ) -> Result<Box<serde_json::value::RawValue>, AsanaError> {
         let budget = &self.inner.budget;
+        let waiting = Instant::now();
         let permit = budget.acquire(demand.clone(), &self.ctx.cancel).await?;
+        tracing::Span::current().record("budget.wait_ms", waiting.elapsed().as_millis() as u64);
         let token_name = budget.config().name.clone();
         let class = request.class.as_str();
         let sent = Instant::now();
@@ -659,6 +697,7 @@ impl AsanaClient {
         )
         .increment(1);
         let (status, headers, body) = outcome?;
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         tracing::debug!(
             method = %request.method, path = %request.path, status = status.as_u16(),
             elapsed_ms = sent.elapsed().as_millis() as u64, "Asana request"

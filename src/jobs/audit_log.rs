@@ -926,7 +926,13 @@ impl Runner<'_> {
             now,
         };
         let value = batch.cursor.clone();
-        if let Err(error) = self.sink.commit(batch).await {
+        let span = tracing::info_span!(
+            "sink.commit",
+            sink = self.settings.sink.type_name(),
+            sequence = batch.sequence,
+            records = count,
+        );
+        if let Err(error) = tracing::Instrument::instrument(self.sink.commit(batch), span).await {
             return Err(Stop::Outcome(sink_outcome(error)));
         }
         let newest = marks
