@@ -244,6 +244,7 @@ pub async fn run(
         tracing::warn!(credential = %name, reason = %reason, "Credential has no token; jobs that name it will be refused until it has one");
     }
     tracing::info!(jobs = initial.len(), dir = %settings.jobs.dir.display(), database = %redact_url(&settings.database.url), "Loaded job definitions");
+    register_series(&initial, &settings, &stored_names);
     let (jobs_tx, jobs_rx) = watch::channel::<JobSet<Kind>>(Arc::new(initial));
     // The key ring seals refreshed OAuth tokens; without stored credentials a missing key is
     // no error (one added later is loaded by the periodic reload, which needs the key anyway).
@@ -426,11 +427,27 @@ async fn reload_credentials(
     }
 }
 
+/// Registers at zero the counters alerts watch, for these jobs and every credential (see
+/// `telemetry::catalog`).
+fn register_series(jobs: &[Job], settings: &Settings, stored: &[String]) {
+    // The recorder must be in place first, or the series go to the no-op recorder.
+    crate::telemetry::install_metrics();
+    crate::telemetry::catalog::register_at_zero(
+        jobs.iter().map(|job| (job.name.as_str(), job.kind.name())),
+        settings
+            .credentials
+            .keys()
+            .map(String::as_str)
+            .chain(stored.iter().map(String::as_str)),
+    );
+}
+
 /// Re-reads the job files; keeps the running set when the new one is invalid.
 fn reload_jobs(settings: &Settings, stored: &[String], jobs: &watch::Sender<JobSet<Kind>>) {
     match load_jobs_with(settings, stored) {
         Ok(new_jobs) => {
             tracing::info!(jobs = new_jobs.len(), "Reloaded job definitions");
+            register_series(&new_jobs, settings, stored);
             metrics::counter!("asana_worker_config_reloads_total").increment(1);
             let _ = jobs.send(Arc::new(new_jobs));
         }

@@ -532,17 +532,26 @@ async fn the_export_job_cap_held_by_another_client_is_waited_for_without_pausing
     );
     let metrics = daemon_metrics(setup.admin_port).await;
     assert!(
-        metric_value(&metrics, "asana_rate_limited_total", "cause=\"job_cap\"").unwrap_or(0.0)
+        metric_value(
+            &metrics,
+            "asana_worker_rate_limited_total",
+            "cause=\"job_cap\""
+        )
+        .unwrap_or(0.0)
             >= 1.0,
         "{metrics}"
     );
     assert_eq!(
-        metric_value(&metrics, "asana_rate_limited_total", "cause=\"quota\""),
-        None,
-        "not counted as a quota 429"
+        metric_value(
+            &metrics,
+            "asana_worker_rate_limited_total",
+            "cause=\"quota\""
+        ),
+        Some(0.0),
+        "not counted as a quota 429 (the series exists at zero from the start)"
     );
     assert_eq!(
-        metric_value(&metrics, "asana_budget_cooldowns_total", ""),
+        metric_value(&metrics, "asana_worker_budget_cooldowns_total", ""),
         None,
         "the token was never paused"
     );
@@ -828,8 +837,12 @@ async fn a_url_expiring_mid_download_is_refreshed_and_the_download_resumes_with_
     );
     let metrics = daemon_metrics(setup.admin_port).await;
     assert!(
-        metric_value(&metrics, "asana_export_url_refreshes_total", "job=\"org\"")
-            .is_some_and(|v| v >= 1.0),
+        metric_value(
+            &metrics,
+            "asana_worker_export_url_refreshes_total",
+            "job=\"org\""
+        )
+        .is_some_and(|v| v >= 1.0),
         "{metrics}"
     );
     terminate(&mut daemon);

@@ -605,7 +605,7 @@ impl AsanaClient {
                 _ => "transport",
             };
             metrics::counter!(
-                "asana_retries_total",
+                "asana_worker_retries_total",
                 "token" => self.inner.budget.config().name.clone(),
                 "reason" => reason,
             )
@@ -683,14 +683,14 @@ impl AsanaClient {
             () = self.ctx.cancel.cancelled() => Err(AsanaError::Cancelled),
             outcome = self.send(request, token) => outcome,
         };
-        metrics::histogram!("asana_request_duration_seconds", "class" => class)
+        metrics::histogram!("asana_worker_request_duration_seconds", "class" => class)
             .record(sent.elapsed().as_secs_f64());
         let status_label = match &outcome {
             Ok((status, _, _)) => status.as_u16().to_string(),
             Err(error) => error.label().to_string(),
         };
         metrics::counter!(
-            "asana_requests_total",
+            "asana_worker_requests_total",
             "token" => token_name.clone(),
             "class" => class,
             "status" => status_label,
@@ -729,7 +729,7 @@ impl AsanaClient {
             } else {
                 "quota"
             };
-            metrics::counter!("asana_rate_limited_total", "token" => token_name, "cause" => cause)
+            metrics::counter!("asana_worker_rate_limited_total", "token" => token_name, "cause" => cause)
                 .increment(1);
             if !request.starts_job {
                 budget.cool_down(*retry_after, request.class != RequestClass::Search);

@@ -7,14 +7,14 @@
 //! the client cannot send a request the budget has not allowed.
 //!
 //! Metrics (besides the budget's):
-//! - `asana_requests_total` (counter; `token`, `class` = read | write | search, `status` = HTTP
+//! - `asana_worker_requests_total` (counter; `token`, `class` = read | write | search, `status` = HTTP
 //!   status or `timeout` | `transport` | `cancelled`): attempts by endpoint class and outcome.
-//! - `asana_rate_limited_total` (counter; `token`, `cause` = `quota` | `search`): 429s by
+//! - `asana_worker_rate_limited_total` (counter; `token`, `cause` = `quota` | `search`): 429s by
 //!   bucket. The budget never overfills either, so each one means another client spends the
 //!   token (or a concurrency or export-job limit was hit by someone else).
-//! - `asana_request_duration_seconds` (histogram; `class`).
-//! - `asana_retries_total` (counter; `token`, `reason`).
-//! - `asana_offset_fallbacks_total` (counter): walks restarted after an expired offset.
+//! - `asana_worker_request_duration_seconds` (histogram; `class`).
+//! - `asana_worker_retries_total` (counter; `token`, `reason`).
+//! - `asana_worker_offset_fallbacks_total` (counter): walks restarted after an expired offset.
 
 mod client;
 mod endpoints;

@@ -192,7 +192,8 @@ where
                                     path = %state.walk.path,
                                     "Pagination offset expired; restarting the walk from the fallback filter"
                                 );
-                                metrics::counter!("asana_offset_fallbacks_total").increment(1);
+                                metrics::counter!("asana_worker_offset_fallbacks_total")
+                                    .increment(1);
                                 state.walk.query = query;
                                 state.offset = None;
                                 state.restarted = true;

@@ -25,14 +25,14 @@
 //! Waiting is async and cancellable (a `CancellationToken`, or dropping the future).
 //!
 //! Metrics (all labelled `token` with the budget's name, never the secret):
-//! - `asana_budget_wait_seconds` (histogram; `class`, `priority`): time spent waiting for a permit.
-//! - `asana_budget_in_flight` (gauge; `class`): requests holding a permit.
-//! - `asana_budget_waiting` (gauge): callers waiting for a permit.
-//! - `asana_budget_utilization` (gauge): share of the effective per-window limit used in the
+//! - `asana_worker_budget_wait_seconds` (histogram; `class`, `priority`): time spent waiting for a permit.
+//! - `asana_worker_budget_in_flight` (gauge; `class`): requests holding a permit.
+//! - `asana_worker_budget_waiting` (gauge): callers waiting for a permit.
+//! - `asana_worker_budget_utilization_ratio` (gauge): share of the effective per-window limit used in the
 //!   current window, 0..=1.
-//! - `asana_budget_cooldowns_total` (counter; `cause` = `quota` | `other`): pauses (`quota`
+//! - `asana_worker_budget_cooldowns_total` (counter; `cause` = `quota` | `other`): pauses (`quota`
 //!   pauses also lower the effective limit).
-//! - `asana_budget_export_slots_in_use` (gauge; `user`): export jobs holding a slot.
+//! - `asana_worker_budget_export_slots_in_use` (gauge; `user`): export jobs holding a slot.
 
 mod registry;
 
@@ -503,14 +503,14 @@ impl Shared {
     }
 
     fn report_in_flight(&self, state: &State) {
-        metrics::gauge!("asana_budget_in_flight", "token" => self.config.name.clone(), "class" => "read")
+        metrics::gauge!("asana_worker_budget_in_flight", "token" => self.config.name.clone(), "class" => "read")
             .set(state.reads as f64);
-        metrics::gauge!("asana_budget_in_flight", "token" => self.config.name.clone(), "class" => "write")
+        metrics::gauge!("asana_worker_budget_in_flight", "token" => self.config.name.clone(), "class" => "write")
             .set(state.writes as f64);
     }
 
     fn report_waiting(&self, state: &State) {
-        metrics::gauge!("asana_budget_waiting", &self.labels()).set(state.waiting as f64);
+        metrics::gauge!("asana_worker_budget_waiting", &self.labels()).set(state.waiting as f64);
     }
 
     fn prune(&self, state: &mut State, now: Instant) {
@@ -711,7 +711,7 @@ impl Shared {
         state.stats.first_grant.get_or_insert(now);
         state.stats.last_grant = Some(now);
         self.report_in_flight(state);
-        metrics::gauge!("asana_budget_utilization", &self.labels())
+        metrics::gauge!("asana_worker_budget_utilization_ratio", &self.labels())
             .set(state.window_count() as f64 / f64::from(state.effective_limit.max(1)));
         Permit {
             shared: self.clone(),
@@ -860,7 +860,7 @@ impl Budget {
             state.stats.total_wait += waited;
         }
         metrics::histogram!(
-            "asana_budget_wait_seconds",
+            "asana_worker_budget_wait_seconds",
             "token" => self.shared.config.name.clone(),
             "class" => demand.class.as_str(),
             "priority" => demand.priority.as_str(),
@@ -905,7 +905,7 @@ impl Budget {
                     Some(state.limit_changed_at.map_or(until, |at| at.max(until)));
             }
             metrics::counter!(
-                "asana_budget_cooldowns_total",
+                "asana_worker_budget_cooldowns_total",
                 "token" => self.shared.config.name.clone(),
                 "cause" => if adapt { "quota" } else { "other" },
             )

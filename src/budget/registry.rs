@@ -92,7 +92,7 @@ impl ExportSlot {
     fn report(&self, releasing: usize) {
         let free = self.semaphore.available_permits() + 1 - releasing;
         let in_use = (self.total as usize).saturating_sub(free);
-        metrics::gauge!("asana_budget_export_slots_in_use", "user" => self.user.clone())
+        metrics::gauge!("asana_worker_budget_export_slots_in_use", "user" => self.user.clone())
             .set(in_use as f64);
     }
 }

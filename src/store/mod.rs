@@ -484,6 +484,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Applies pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
 
+    /// The database's size in bytes (SQLite: its pages; PostgreSQL: `pg_database_size`), for
+    /// the `asana_worker_database_size_bytes` gauge and its disk-full alert.
+    async fn database_size_bytes(&self) -> StoreResult<u64>;
+
     /// How the database's schema compares with this build's migrations.
     async fn schema_status(&self) -> StoreResult<SchemaStatus>;
 

@@ -113,6 +113,14 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    async fn size_bytes(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn applied_migrations(&self) -> StoreResult<Option<Vec<i64>>> {
         let table: Option<String> =
             sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")

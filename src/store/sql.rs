@@ -323,6 +323,9 @@ pub(super) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Applies the database's migrations ([`Backend::migrator`]).
     async fn apply_migrations(&self) -> StoreResult<()>;
 
+    /// The database's size in bytes, as the database reports it.
+    async fn size_bytes(&self) -> StoreResult<i64>;
+
     /// Versions of the migrations applied to the database, None when it has no schema yet (no
     /// migrations table).
     async fn applied_migrations(&self) -> StoreResult<Option<Vec<i64>>>;
@@ -512,6 +515,10 @@ fn claim_statement<B: Backend>(
 impl<B: Backend> Store for B {
     async fn migrate(&self) -> StoreResult<()> {
         self.apply_migrations().await
+    }
+
+    async fn database_size_bytes(&self) -> StoreResult<u64> {
+        Ok(self.size_bytes().await?.max(0) as u64)
     }
 
     async fn schema_status(&self) -> StoreResult<SchemaStatus> {

@@ -410,6 +410,14 @@ impl Backend for SqliteStore {
         Ok(())
     }
 
+    async fn size_bytes(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn applied_migrations(&self) -> StoreResult<Option<Vec<i64>>> {
         let table: Option<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",

@@ -138,6 +138,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics_endpoint(State(state): State<AdminState>) -> Response {
+    crate::telemetry::collect_process_metrics();
+    if let Ok(bytes) = state.store.database_size_bytes().await {
+        metrics::gauge!("asana_worker_database_size_bytes").set(bytes as f64);
+    }
     if let Ok(counts) = state.store.count_by_state().await {
         for run_state in crate::store::RunState::ALL {
             let count = counts

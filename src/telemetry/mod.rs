@@ -7,6 +7,7 @@
 //! - `/healthz` (the process answers), `/readyz` (the store answers and the scheduler ticks).
 
 pub mod admin;
+pub mod catalog;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -144,6 +145,18 @@ fn install_panic_log() {
     }));
 }
 
+/// CPU time, resident memory, open file descriptors and start time of this process, as
+/// `asana_worker_process_*` (the metrics-process crate reads them from /proc).
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(|| metrics_process::Collector::new("asana_worker_"))
+}
+
+/// Refreshes the process metrics; called when `/metrics` is scraped.
+pub fn collect_process_metrics() {
+    process_collector().collect();
+}
+
 static METRICS_HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
     std::sync::OnceLock::new();
 
@@ -159,7 +172,10 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
                 .unwrap_or_else(|_| metrics_exporter_prometheus::PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                catalog::describe_all();
+                process_collector().describe();
+            }
             handle
         })
         .clone()

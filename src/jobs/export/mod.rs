@@ -361,7 +361,7 @@ pub async fn run(cx: &KindContext<'_>, target: Target, settings: &ExportSettings
         Err(outcome) => outcome,
     };
     metrics::counter!(
-        "asana_exports_total",
+        "asana_worker_exports_total",
         "kind" => export.target.kind(),
         "outcome" => outcome.label(),
     )
@@ -760,7 +760,7 @@ impl Exporter<'_> {
                         job = %self.job.name, export = %state.export_gid, status, %detail,
                         "The download URL was refused (expired?); fetching a fresh one"
                     );
-                    metrics::counter!("asana_export_url_refreshes_total", "job" => self.job.name.clone())
+                    metrics::counter!("asana_worker_export_url_refreshes_total", "job" => self.job.name.clone())
                         .increment(1);
                     if refreshes > MAX_URL_REFRESHES {
                         return Err(JobOutcome::Retry {
@@ -940,12 +940,12 @@ impl ProgressSink for StateSink<'_, '_> {
         };
         let job = self.exporter.job.name.clone();
         if offset > previous {
-            metrics::counter!("asana_export_downloaded_bytes_total", "job" => job.clone())
+            metrics::counter!("asana_worker_export_downloaded_bytes_total", "job" => job.clone())
                 .increment(offset - previous);
         }
         let progress = snapshot.progress();
         if let Some(percent) = progress["percent"].as_f64() {
-            metrics::gauge!("asana_export_progress_ratio", "job" => job.clone())
+            metrics::gauge!("asana_worker_export_progress_ratio", "job" => job.clone())
                 .set(percent / 100.0);
         }
         tracing::info!(
