@@ -134,13 +134,51 @@ pub struct DatabaseSettings {
     /// `sqlite://PATH` (default, created if missing) or `postgres://USER@HOST/DB` for several
     /// replicas.
     pub url: String,
+    /// A file holding the URL instead (a PostgreSQL URL carries its password): a Kubernetes
+    /// Secret or a systemd credential (a relative path is looked up in
+    /// `$CREDENTIALS_DIRECTORY` first). Read at start; exclusive with `url`.
+    pub url_file: Option<PathBuf>,
 }
+
+/// The database URL when none is configured.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://asana-worker.sqlite";
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
-            url: "sqlite://asana-worker.sqlite".into(),
+            url: DEFAULT_DATABASE_URL.into(),
+            url_file: None,
         }
+    }
+}
+
+impl DatabaseSettings {
+    /// Replaces `url` with the content of `url_file`, when one is set.
+    fn read_url_file(&mut self) -> Result<(), SettingsError> {
+        let Some(file) = &self.url_file else {
+            return Ok(());
+        };
+        if self.url != DEFAULT_DATABASE_URL {
+            return Err(SettingsError::Invalid(
+                "database: set url or url_file, not both".into(),
+            ));
+        }
+        let path = resolve_secret_path(file);
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            SettingsError::Invalid(format!(
+                "database.url_file {:?} cannot be read: {error}; mount the Secret or create the file (mode 0600)",
+                path.display().to_string()
+            ))
+        })?;
+        let url = text.trim();
+        if url.is_empty() {
+            return Err(SettingsError::Invalid(format!(
+                "database.url_file {:?} is empty; write the database URL into it",
+                path.display().to_string()
+            )));
+        }
+        self.url = url.to_string();
+        Ok(())
     }
 }
 
@@ -442,7 +480,8 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.database.read_url_file()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -512,5 +551,45 @@ mod tests {
         std::fs::write(&path, "[worker]\nconcurency = 3\n").unwrap();
         let error = Settings::load(Some(&path)).unwrap_err().to_string();
         assert!(error.contains("concurency"), "{error}");
+    }
+
+    #[test]
+    fn the_database_url_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("database-url");
+        std::fs::write(&secret, "postgres://worker:s3cret@db.example/asana\n").unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!("[database]\nurl_file = \"{}\"\n", secret.display()),
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(
+            settings.database.url,
+            "postgres://worker:s3cret@db.example/asana"
+        );
+
+        std::fs::write(&secret, "  \n").unwrap();
+        let error = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("is empty"), "{error}");
+        std::fs::remove_file(&secret).unwrap();
+        let error = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.contains("cannot be read") && error.contains("database-url"),
+            "{error}"
+        );
+
+        std::fs::write(&secret, "sqlite://x.sqlite").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[database]\nurl = \"sqlite://y.sqlite\"\nurl_file = \"{}\"\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let error = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("not both"), "{error}");
     }
 }
