@@ -372,10 +372,11 @@ fn check_deployment(doc: &Doc, settings: &Settings, jobs_map: &Doc, secrets: &[&
         );
     }
 
-    // Environment: nothing secret as a literal value.
+    // Environment: nothing secret as a literal value (a variable naming a *file* that holds a
+    // secret, `*_FILE`, is a path, not a secret).
     for env in seq_at(container, "env") {
         let name = str_at(env, "name").unwrap_or("");
-        if at(env, "value").is_some() {
+        if at(env, "value").is_some() && !name.ends_with("_FILE") {
             let upper = name.to_ascii_uppercase();
             for word in ["TOKEN", "SECRET", "PASSWORD", "KEY", "DATABASE__URL"] {
                 assert!(
@@ -468,12 +469,28 @@ fn kubernetes_manifests_hold_the_invariants() {
     );
     let pod = at(&postgres.value, "spec.template.spec").unwrap();
     let env = seq_at(&seq_at(pod, "containers")[0], "env");
-    let url = env
+    // The URL comes from a mounted Secret through database.url_file, never from the
+    // environment.
+    assert!(
+        env.iter()
+            .all(|e| str_at(e, "name") != Some("ASANA_WORKER__DATABASE__URL")),
+        "no database URL (and password) in the environment"
+    );
+    let url_file = env
         .iter()
-        .find(|e| str_at(e, "name") == Some("ASANA_WORKER__DATABASE__URL"))
-        .expect("ASANA_WORKER__DATABASE__URL in the PostgreSQL deployment");
-    let secret_name = str_at(url, "valueFrom.secretKeyRef.name").expect("from a Secret");
-    let secret_key = str_at(url, "valueFrom.secretKeyRef.key").expect("a key");
+        .find(|e| str_at(e, "name") == Some("ASANA_WORKER__DATABASE__URL_FILE"))
+        .and_then(|e| str_at(e, "value"))
+        .expect("ASANA_WORKER__DATABASE__URL_FILE in the PostgreSQL deployment");
+    let (mount_dir, secret_key) = url_file.rsplit_once('/').expect("a path");
+    let mount = seq_at(&seq_at(pod, "containers")[0], "volumeMounts")
+        .iter()
+        .find(|m| str_at(m, "mountPath") == Some(mount_dir))
+        .expect("the file's directory is mounted");
+    let volume = seq_at(pod, "volumes")
+        .iter()
+        .find(|v| str_at(v, "name") == str_at(mount, "name"))
+        .expect("its volume");
+    let secret_name = str_at(volume, "secret.secretName").expect("from a Secret");
     let secret = secrets
         .iter()
         .find(|s| s.name() == secret_name)

@@ -136,17 +136,16 @@ pub struct DatabaseSettings {
     pub url: String,
     /// A file holding the URL instead (a PostgreSQL URL carries its password): a Kubernetes
     /// Secret or a systemd credential (a relative path is looked up in
-    /// `$CREDENTIALS_DIRECTORY` first). Read at start; exclusive with `url`.
+    /// `$CREDENTIALS_DIRECTORY` first). Read at start; when set it replaces `url`, so a
+    /// deployment can point a shared config file at another database through
+    /// `ASANA_WORKER__DATABASE__URL_FILE`.
     pub url_file: Option<PathBuf>,
 }
-
-/// The database URL when none is configured.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://asana-worker.sqlite";
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
-            url: DEFAULT_DATABASE_URL.into(),
+            url: "sqlite://asana-worker.sqlite".into(),
             url_file: None,
         }
     }
@@ -158,11 +157,6 @@ impl DatabaseSettings {
         let Some(file) = &self.url_file else {
             return Ok(());
         };
-        if self.url != DEFAULT_DATABASE_URL {
-            return Err(SettingsError::Invalid(
-                "database: set url or url_file, not both".into(),
-            ));
-        }
         let path = resolve_secret_path(file);
         let text = std::fs::read_to_string(&path).map_err(|error| {
             SettingsError::Invalid(format!(
@@ -580,6 +574,7 @@ mod tests {
             "{error}"
         );
 
+        // url_file replaces a url from the file, as an environment override would.
         std::fs::write(&secret, "sqlite://x.sqlite").unwrap();
         std::fs::write(
             &path,
@@ -589,7 +584,9 @@ mod tests {
             ),
         )
         .unwrap();
-        let error = Settings::load(Some(&path)).unwrap_err().to_string();
-        assert!(error.contains("not both"), "{error}");
+        assert_eq!(
+            Settings::load(Some(&path)).unwrap().database.url,
+            "sqlite://x.sqlite"
+        );
     }
 }
