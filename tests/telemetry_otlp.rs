@@ -1,7 +1,8 @@
 //! Traces arrive: a daemon process with `telemetry.otlp_endpoint` set exports its spans over
 //! OTLP/HTTP to a receiver on loopback, which decodes the protobuf. Each run is a `run` span
 //! (job, kind, run_id, attempt) with its Asana requests (`asana.request`: method, route template,
-//! status, budget wait) and sink commits (`sink.commit`) as children in the same trace.
+//! status, budget wait) and sink commits (`sink.commit`) as children in the same trace, and the
+//! run's JSON log lines carry the trace's W3C id.
 
 mod support;
 
@@ -67,7 +68,10 @@ async fn a_runs_spans_reach_an_otlp_receiver_with_their_parent_links() {
     .await;
     let mut daemon = setup.daemon.start_with_env(
         "otlp",
-        &[("ASANA_WORKER__TELEMETRY__OTLP_ENDPOINT", url.as_str())],
+        &[
+            ("ASANA_WORKER__TELEMETRY__OTLP_ENDPOINT", url.as_str()),
+            ("ASANA_WORKER__LOG__FORMAT", "json"),
+        ],
     );
     setup.wait_ready(&mut daemon).await;
     setup.run_job();
@@ -128,6 +132,24 @@ async fn a_runs_spans_reach_an_otlp_receiver_with_their_parent_links() {
         Some("200")
     );
     assert!(attribute(audit, "budget.wait_ms").is_some());
+    // The run's log lines carry its W3C trace id, so logs and traces join.
+    let trace_id = hex::encode(&run.trace_id);
+    let run_lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|line| {
+            line.to_string()
+                .contains(&attribute(run, "run_id").unwrap())
+        })
+        .collect();
+    assert!(!run_lines.is_empty(), "the run logged: {log}");
+    for line in &run_lines {
+        assert!(
+            line.to_string()
+                .contains(&format!("\"trace_id\":\"{trace_id}\"")),
+            "{line}"
+        );
+    }
     let commits = children("sink.commit");
     assert!(
         !commits.is_empty(),

@@ -145,6 +145,19 @@ fn install_panic_log() {
     }));
 }
 
+/// Records the W3C trace id (32 hex digits) of `span`'s OpenTelemetry trace in its `trace_id`
+/// field, so log lines inside it can be joined with the exported trace. Nothing is recorded
+/// when traces are not exported (the span then has no valid trace).
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+    }
+}
+
 /// CPU time, resident memory, open file descriptors and start time of this process, as
 /// `asana_worker_process_*` (the metrics-process crate reads them from /proc).
 fn process_collector() -> &'static metrics_process::Collector {

@@ -383,14 +383,17 @@ impl WorkerPool {
                             let pool = self.clone();
                             let cancel = jobs_cancel.child_token();
                             // Every line logged while the run executes (the job's own, the
-                            // client's, the sinks') carries these fields.
+                            // client's, the sinks') carries these fields, and with trace export
+                            // on, the W3C trace id of the run's trace.
                             let span = tracing::info_span!(
                                 "run",
                                 job = %run.job_name,
                                 kind = %run.kind,
                                 run_id = %run.id,
                                 attempt = run.attempt,
+                                trace_id = tracing::field::Empty,
                             );
+                            crate::telemetry::record_trace_id(&span);
                             tracker.spawn(
                                 async move {
                                     pool.execute(run, claim_owner, cancel).await;
