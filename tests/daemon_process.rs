@@ -501,3 +501,87 @@ async fn json_logs_are_one_object_per_line_and_never_show_the_token() {
         "the token leaked into trace-level logs"
     );
 }
+
+/// Two replicas on one PostgreSQL database whose job files differ (a ConfigMap update reached
+/// one pod first): the replica that does not define a job leaves its run in the queue, without
+/// using an attempt, and the replica that defines it runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_leaves_a_run_of_a_job_it_does_not_define_to_one_that_does() {
+    let Some(db) = support::pg::TestDatabase::create("replicas with different job files").await
+    else {
+        return;
+    };
+    let mut config = SimConfig::default();
+    config.timing.activity_per_minute = 0.0;
+    config.timing.audit_events_per_minute = 0.0;
+    let sim = SimServer::start(config).await.unwrap();
+    let options = || DaemonOptions {
+        database_url: Some(db.url.clone()),
+        lease_secs: 2,
+        ..DaemonOptions::default()
+    };
+    let updated = Daemon::new(&sim, options());
+    let stale = Daemon::new(&sim, options());
+    write_job(updated.dir.path(), "check", "every = \"1h\"");
+    write_job(updated.dir.path(), "new", "every = \"1h\"");
+    write_job(stale.dir.path(), "check", "every = \"1h\"");
+
+    // Only the stale replica runs when the new job's run is enqueued.
+    let mut stale_daemon = stale.start("stale");
+    stale.wait_ready(&mut stale_daemon).await;
+    let enqueued = updated.cli(&["jobs", "run", "new"]);
+    assert!(
+        enqueued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enqueued.stderr)
+    );
+    let store = updated.store().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        let run = runs(&store, "new")
+            .await
+            .into_iter()
+            .next()
+            .expect("the run");
+        if run
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not defined"))
+        {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale replica never looked at it: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        left.state,
+        RunState::Queued,
+        "left in the queue, not failed: {left:?}"
+    );
+    assert_eq!(left.attempt, 0, "without using an attempt");
+    assert!(
+        stale
+            .log("stale")
+            .contains("leaving the run for a replica that does")
+    );
+
+    // The replica whose files define it takes it.
+    let mut updated_daemon = updated.start("updated");
+    updated.wait_ready(&mut updated_daemon).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = runs(&store, "new").await.into_iter().next().unwrap();
+        if run.state == RunState::Completed {
+            assert_eq!(run.attempt, 1, "{run:?}");
+            break;
+        }
+        assert_ne!(run.state, RunState::Failed, "{run:?}");
+        assert!(Instant::now() < deadline, "never ran: {run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon_support::terminate(&mut updated_daemon);
+    daemon_support::terminate(&mut stale_daemon);
+}

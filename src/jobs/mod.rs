@@ -197,9 +197,11 @@ impl KindRunner {
 impl JobRunner for KindRunner {
     async fn run(&self, ctx: RunContext) -> JobOutcome {
         let Some(job) = self.job(&ctx.run.job_name) else {
-            return JobOutcome::Failed {
-                error: format!("job {:?} is no longer defined", ctx.run.job_name),
-            };
+            return crate::worker::unknown_job_outcome(
+                &ctx.run.job_name,
+                ctx.run.created_at,
+                ctx.clock.now(),
+            );
         };
         let client = match self.clients.client(&job.credential) {
             Ok(client) => client,

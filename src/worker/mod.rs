@@ -78,6 +78,42 @@ impl JobOutcome {
     }
 }
 
+/// How long a run of a job this process does not define is left for a replica that defines it,
+/// counted from the run's creation: long enough for job files to reach every replica (a
+/// ConfigMap update, a reload), short enough that runs of a job removed everywhere end.
+pub const UNKNOWN_JOB_GRACE: Duration = Duration::from_secs(600);
+
+/// What a worker does with a run of a job its job set does not define. Replicas load job files
+/// at different times, so another one may know the job: the run goes back to the queue without
+/// using an attempt, and only once no replica has taken it for [`UNKNOWN_JOB_GRACE`] does it
+/// fail (see ARCHITECTURE.md, "Scheduler and failover").
+pub fn unknown_job_outcome(
+    job_name: &str,
+    created_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> JobOutcome {
+    let age = (now - created_at).to_std().unwrap_or_default();
+    if age < UNKNOWN_JOB_GRACE {
+        tracing::warn!(
+            job = %job_name,
+            "This replica's job files do not define the job; leaving the run for a replica that does"
+        );
+        JobOutcome::Snooze {
+            delay: Duration::from_secs(5),
+            note: format!(
+                "job {job_name:?} is not defined in the job files of the replica that claimed it; left for one that defines it"
+            ),
+        }
+    } else {
+        JobOutcome::Failed {
+            error: format!(
+                "job {job_name:?} is not defined in the job files of any replica that claimed its run in {} s; restore the job file or cancel the run",
+                UNKNOWN_JOB_GRACE.as_secs()
+            ),
+        }
+    }
+}
+
 /// Maps an outcome of attempt `run.attempt` to the state change, at `now`, with `jitter` in
 /// 0..=1 for the backoff.
 pub fn transition_for(
@@ -542,11 +578,7 @@ impl WorkerPool {
             let runner = self.runner.clone();
             let attempt = async {
                 match timeout {
-                    None => JobOutcome::Failed {
-                        error: format!(
-                            "job {job_name:?} is no longer defined; its queued runs cannot run"
-                        ),
-                    },
+                    None => unknown_job_outcome(&job_name, run.created_at, self.clock.now()),
                     Some(limit) => match tokio::time::timeout(limit, runner.run(ctx)).await {
                         Ok(outcome) => outcome,
                         Err(_) => {

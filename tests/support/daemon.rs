@@ -59,6 +59,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub admin_port: u16,
     log_level: &'static str,
+    /// The daemon's database.
+    pub database_url: String,
 }
 
 impl Daemon {
@@ -110,10 +112,15 @@ token_file = "{token}"
             credential = options.credential,
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let database_url = options
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("state.sqlite").display()));
         Daemon {
             dir,
             admin_port,
             log_level: options.log_level,
+            database_url,
         }
     }
 
@@ -175,12 +182,7 @@ token_file = "{token}"
 
     /// The daemon's store, opened from this process.
     pub async fn store(&self) -> Arc<dyn Store> {
-        store::open(&format!(
-            "sqlite://{}",
-            self.dir.path().join("state.sqlite").display()
-        ))
-        .await
-        .unwrap()
+        store::open(&self.database_url).await.unwrap()
     }
 
     /// A path inside the daemon's directory.
