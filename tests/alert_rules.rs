@@ -2,21 +2,11 @@
 //! rules` runs them against recorded series (alerts.test.yaml: each fires on the first event and
 //! stays quiet otherwise), and every alert names a runbook that exists in docs/operations.md.
 
+mod support;
+use support::tools::promtool;
+
 use std::path::Path;
 use std::process::Command;
-
-fn promtool() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/promtool");
-    let out = Command::new(script)
-        .output()
-        .expect("scripts/promtool runs");
-    assert!(
-        out.status.success(),
-        "scripts/promtool could not provide promtool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn prometheus_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus")

@@ -4,6 +4,7 @@
 //! zero for every job and credential before anything has happened.
 
 mod support;
+use support::tools::promtool;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -11,20 +12,6 @@ use std::process::{Command, Stdio};
 use asana_worker::sim::SimServer;
 use asana_worker::sim::config::SimConfig;
 use support::daemon::{Daemon, DaemonOptions, terminate};
-
-/// The promtool that `scripts/promtool` provides (installing it when missing).
-fn promtool() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/promtool");
-    let out = Command::new(script)
-        .output()
-        .expect("scripts/promtool runs");
-    assert!(
-        out.status.success(),
-        "scripts/promtool could not provide promtool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_alerting_series_exist_at_zero() {

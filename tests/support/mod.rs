@@ -1,6 +1,6 @@
 //! The one harness every integration test uses: the simulator's admin API, daemon processes,
-//! audit-log set-ups, moto for S3, throw-away PostgreSQL databases, OAuth flows and the OpenAPI
-//! spec. Each test binary declares `mod support;` and uses the parts it needs.
+//! audit-log set-ups, moto for S3, throw-away PostgreSQL databases, OAuth flows, the OpenAPI
+//! spec and external tools (promtool). Each test binary declares `mod support;` and uses the parts it needs.
 
 #![allow(dead_code, unused_imports)]
 
@@ -11,3 +11,4 @@ pub mod oauth;
 pub mod pg;
 pub mod sim;
 pub mod spec;
+pub mod tools;
