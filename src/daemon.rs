@@ -353,9 +353,23 @@ pub async fn run(
     ));
     hygiene_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stored_names = stored_names;
+    // Job files are also re-read when they change on disk (a ConfigMap update swaps a symlink
+    // rather than writing a file, which file-change notifications can miss; a fingerprint of
+    // names, sizes and modification times, polled, sees it).
+    let mut jobs_tick = tokio::time::interval(JOB_FILES_POLL);
+    jobs_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut job_files = job_files_fingerprint(&settings.jobs.dir);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = jobs_tick.tick() => {
+                let now = job_files_fingerprint(&settings.jobs.dir);
+                if now != job_files {
+                    job_files = now;
+                    tracing::info!(dir = %settings.jobs.dir.display(), "Job files changed on disk; reloading");
+                    reload_jobs(&settings, &stored_names, &jobs_tx);
+                }
+            }
             Some(()) = reload.recv() => {
                 if let Some(names) = reload_credentials(&settings, &*store, &clients).await {
                     stored_names = names;
@@ -425,6 +439,29 @@ async fn reload_credentials(
             None
         }
     }
+}
+
+/// How often the job directory is checked for changes.
+const JOB_FILES_POLL: Duration = Duration::from_secs(5);
+
+/// Names, sizes and modification times of the `*.toml` files of `dir` (following symlinks, as a
+/// ConfigMap mount uses them), sorted; empty when the directory cannot be read.
+fn job_files_fingerprint(
+    dir: &std::path::Path,
+) -> Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "toml"))
+        .filter_map(|entry| {
+            let metadata = std::fs::metadata(entry.path()).ok()?;
+            Some((entry.file_name(), metadata.len(), metadata.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// Registers at zero the counters alerts watch, for these jobs and every credential (see

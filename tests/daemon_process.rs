@@ -585,3 +585,32 @@ async fn a_replica_leaves_a_run_of_a_job_it_does_not_define_to_one_that_does() {
     daemon_support::terminate(&mut updated_daemon);
     daemon_support::terminate(&mut stale_daemon);
 }
+
+/// A job file added on disk (as a ConfigMap update does) is picked up without a SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_files_changed_on_disk_are_reloaded_without_a_signal() {
+    let setup = Setup::new().await;
+    let mut daemon = setup.start("watch");
+    setup.wait_ready(&mut daemon).await;
+    write_job(setup.dir.path(), "added", "every = \"1h\"");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !setup
+        .log("watch")
+        .contains("Job files changed on disk; reloading")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {}",
+            setup.log("watch")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = setup.cli(&["jobs", "run", "added", "--wait", "--timeout-secs", "60"]);
+    assert!(
+        listed.status.success(),
+        "the added job runs: {}{}",
+        String::from_utf8_lossy(&listed.stdout),
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    daemon_support::terminate(&mut daemon);
+}
