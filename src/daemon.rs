@@ -26,7 +26,8 @@ use crate::jobs::{Job, Kind, KindRunner};
 use crate::scheduler::{JobSet, Scheduler};
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::admin::{self, AdminError, AdminState};
-use crate::worker::{PoolSettings, WorkerPool};
+use crate::worker::credential_leases::{CredentialBudgets, JobSetAnnouncement};
+use crate::worker::{CredentialLeases, PoolSettings, WorkerPool};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,7 @@ fn take_sqlite_lock(url: &str) -> Result<Option<std::fs::File>, DaemonError> {
 struct CredentialReadiness {
     credentials: std::collections::BTreeMap<String, crate::config::settings::CredentialSettings>,
     jobs: watch::Receiver<JobSet<Kind>>,
+    leases: Arc<CredentialLeases>,
 }
 
 impl crate::telemetry::admin::Readiness for CredentialReadiness {
@@ -139,6 +141,55 @@ impl crate::telemetry::admin::Readiness for CredentialReadiness {
                 ))
             })
             .collect()
+    }
+
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            ("job_set", self.leases.job_set_report()),
+            ("credential_leases", serde_json::json!(self.leases.held())),
+        ]
+    }
+}
+
+/// The budgets the credential leases wait on and report from: those of the pool's clients.
+#[derive(Debug)]
+struct PoolBudgets(Arc<ClientPool>);
+
+impl CredentialBudgets for PoolBudgets {
+    fn last_use_age(&self, credential: &str) -> Option<Duration> {
+        self.0.client(credential).ok()?.budget().last_use_age()
+    }
+
+    fn taken_over(&self, credential: &str, last_use_age: Duration) {
+        match self.0.client(credential) {
+            Ok(client) => client.budget().pause_after_handover(last_use_age),
+            Err(error) => {
+                tracing::warn!(credential = %credential, %error, "Took over a credential whose token cannot be read here")
+            }
+        }
+    }
+}
+
+/// What this process announces about its job set: the fingerprint of its job files, and the
+/// enabled jobs of each credential (those the credential leases cover).
+fn announcement(
+    dir: &std::path::Path,
+    jobs: &[Job],
+    since: chrono::DateTime<chrono::Utc>,
+) -> JobSetAnnouncement {
+    let mut jobs_by_credential: std::collections::BTreeMap<String, Vec<String>> =
+        Default::default();
+    for job in jobs.iter().filter(|job| job.enabled) {
+        jobs_by_credential
+            .entry(job.credential.clone())
+            .or_default()
+            .push(job.name.clone());
+    }
+    JobSetAnnouncement {
+        version: crate::jobs::job_set_version(dir),
+        jobs: jobs.len(),
+        jobs_by_credential,
+        since,
     }
 }
 
@@ -245,6 +296,8 @@ pub async fn run(
     }
     tracing::info!(jobs = initial.len(), dir = %settings.jobs.dir.display(), database = %redact_url(&settings.database.url), "Loaded job definitions");
     register_series(&initial, &settings, &stored_names);
+    let (announce_tx, announce_rx) =
+        watch::channel(announcement(&settings.jobs.dir, &initial, clock.now()));
     let (jobs_tx, jobs_rx) = watch::channel::<JobSet<Kind>>(Arc::new(initial));
     // The key ring seals refreshed OAuth tokens; without stored credentials a missing key is
     // no error (one added later is loaded by the periodic reload, which needs the key anyway).
@@ -263,6 +316,21 @@ pub async fn run(
         },
     );
     let owner = process_owner();
+    // Several processes can share a PostgreSQL database: each credential is then run by one
+    // of them at a time. A SQLite database has one daemon (its lock), which only announces
+    // its job set.
+    let sharing = !settings.database.url.starts_with("sqlite:");
+    let leases = Arc::new(
+        CredentialLeases::new(
+            store.clone(),
+            clock.clone(),
+            owner.clone(),
+            Duration::from_secs(settings.worker.credential_lease_secs.max(1)),
+            Arc::new(PoolBudgets(clients.clone())),
+            announce_rx.clone(),
+        )
+        .sharing_credentials(sharing),
+    );
     let health = crate::health::Health::new();
     let tracker = TaskTracker::new();
     let components = CancellationToken::new();
@@ -295,6 +363,7 @@ pub async fn run(
             readiness: Arc::new(CredentialReadiness {
                 credentials: settings.credentials.clone(),
                 jobs: jobs_rx.clone(),
+                leases: leases.clone(),
             }),
         };
         let stop = components.clone();
@@ -325,8 +394,20 @@ pub async fn run(
                 shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace_secs),
             },
         )
-        .with_health(health.clone()),
+        .with_health(health.clone())
+        .with_credential_leases(leases.clone()),
     );
+    // The first round runs before the pool claims anything, so that a replica starts with its
+    // share of the credentials instead of claiming nothing for a round.
+    if let Err(error) = leases.round().await {
+        tracing::warn!(%error, "Could not take credential leases at start; retrying every round");
+    }
+    let leases_stop = CancellationToken::new();
+    let leases_task = {
+        let leases = leases.clone();
+        let stop = leases_stop.clone();
+        tokio::spawn(async move { leases.run(stop).await })
+    };
     let pool_stop = CancellationToken::new();
     let pool_task = {
         let stop = pool_stop.clone();
@@ -367,14 +448,14 @@ pub async fn run(
                 if now != job_files {
                     job_files = now;
                     tracing::info!(dir = %settings.jobs.dir.display(), "Job files changed on disk; reloading");
-                    reload_jobs(&settings, &stored_names, &jobs_tx);
+                    reload_jobs(&settings, &stored_names, &jobs_tx, &announce_tx, &clock);
                 }
             }
             Some(()) = reload.recv() => {
                 if let Some(names) = reload_credentials(&settings, &*store, &clients).await {
                     stored_names = names;
                 }
-                reload_jobs(&settings, &stored_names, &jobs_tx);
+                reload_jobs(&settings, &stored_names, &jobs_tx, &announce_tx, &clock);
             }
             _ = credentials_tick.tick() => {
                 if let Some(names) = reload_credentials(&settings, &*store, &clients).await
@@ -382,7 +463,7 @@ pub async fn run(
                 {
                     // A credential was added or removed: job files naming it become valid.
                     stored_names = names;
-                    reload_jobs(&settings, &stored_names, &jobs_tx);
+                    reload_jobs(&settings, &stored_names, &jobs_tx, &announce_tx, &clock);
                 }
             }
             _ = hygiene_tick.tick() => {
@@ -409,6 +490,10 @@ pub async fn run(
     accepting.store(false, Ordering::Relaxed);
     pool_stop.cancel();
     let _ = pool_task.await;
+    // The runs have ended or been released: the credentials go to the other replicas now,
+    // with the moment of their last use.
+    leases_stop.cancel();
+    let _ = leases_task.await;
     components.cancel();
     tracker.close();
     tracker.wait().await;
@@ -480,10 +565,26 @@ fn register_series(jobs: &[Job], settings: &Settings, stored: &[String]) {
 }
 
 /// Re-reads the job files; keeps the running set when the new one is invalid.
-fn reload_jobs(settings: &Settings, stored: &[String], jobs: &watch::Sender<JobSet<Kind>>) {
+fn reload_jobs(
+    settings: &Settings,
+    stored: &[String],
+    jobs: &watch::Sender<JobSet<Kind>>,
+    announce: &watch::Sender<JobSetAnnouncement>,
+    clock: &SharedClock,
+) {
     match load_jobs_with(settings, stored) {
         Ok(new_jobs) => {
-            tracing::info!(jobs = new_jobs.len(), "Reloaded job definitions");
+            let next = announcement(&settings.jobs.dir, &new_jobs, clock.now());
+            tracing::info!(jobs = new_jobs.len(), job_set = %next.version, "Reloaded job definitions");
+            announce.send_if_modified(|current| {
+                // The set's age counts from the last change, not from every reload.
+                let changed = current.version != next.version
+                    || current.jobs_by_credential != next.jobs_by_credential;
+                if changed {
+                    *current = next;
+                }
+                changed
+            });
             register_series(&new_jobs, settings, stored);
             metrics::counter!("asana_worker_config_reloads_total").increment(1);
             let _ = jobs.send(Arc::new(new_jobs));

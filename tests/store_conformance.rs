@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asana_worker::store::{
-    self, Enqueued, NewRun, RunFilter, RunState, ScheduleRow, Store, StoreError, Transition,
-    Trigger, priority,
+    self, ClaimFilter, Enqueued, NewRun, ReplicaRow, RunFilter, RunState, ScheduleRow, Store,
+    StoreError, Transition, Trigger, priority,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
@@ -130,7 +130,10 @@ async fn insert(store: &dyn Store, run: NewRun) -> store::Run {
 const LEASE: Duration = Duration::from_secs(30);
 
 async fn claim(store: &dyn Store, owner: &str, now: DateTime<Utc>) -> Option<store::Run> {
-    store.claim(owner, now, LEASE, None).await.unwrap()
+    store
+        .claim(owner, now, LEASE, ClaimFilter::default())
+        .await
+        .unwrap()
 }
 
 async fn count(store: &dyn Store, state: RunState) -> i64 {
@@ -467,7 +470,11 @@ async fn concurrent_claims_hand_out_each_run_once(b: &Backend) {
         tasks.spawn(async move {
             let owner = format!("worker-{worker}");
             let mut claimed = Vec::new();
-            while let Some(run) = store.claim(&owner, t0(), LEASE, None).await.unwrap() {
+            while let Some(run) = store
+                .claim(&owner, t0(), LEASE, ClaimFilter::default())
+                .await
+                .unwrap()
+            {
                 assert_eq!(run.lease_owner.as_deref(), Some(owner.as_str()));
                 claimed.push(run.id);
             }
@@ -502,7 +509,11 @@ async fn concurrent_claims_run_one_run_per_job(b: &Backend) {
             let owner = format!("worker-{worker}");
             let mut claimed = Vec::new();
             for _ in 0..5 {
-                if let Some(run) = store.claim(&owner, t0(), LEASE, None).await.unwrap() {
+                if let Some(run) = store
+                    .claim(&owner, t0(), LEASE, ClaimFilter::default())
+                    .await
+                    .unwrap()
+                {
                     claimed.push(run.job_name);
                 }
             }
@@ -559,7 +570,15 @@ async fn claims_never_run_one_job_twice_and_respect_kinds(b: &Backend) {
 
     let only_sync = ["sync".to_owned()];
     let got = store
-        .claim("w1", t0(), LEASE, Some(&only_sync))
+        .claim(
+            "w1",
+            t0(),
+            LEASE,
+            ClaimFilter {
+                kinds: Some(&only_sync),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -567,14 +586,30 @@ async fn claims_never_run_one_job_twice_and_respect_kinds(b: &Backend) {
     // `solo` is running: its second run waits even though it is due.
     assert!(
         store
-            .claim("w2", t0(), LEASE, Some(&only_sync))
+            .claim(
+                "w2",
+                t0(),
+                LEASE,
+                ClaimFilter {
+                    kinds: Some(&only_sync),
+                    ..Default::default()
+                }
+            )
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .claim("w2", t0(), LEASE, Some(&[]))
+            .claim(
+                "w2",
+                t0(),
+                LEASE,
+                ClaimFilter {
+                    kinds: Some(&[]),
+                    ..Default::default()
+                }
+            )
             .await
             .unwrap()
             .is_none()
@@ -751,7 +786,7 @@ async fn every_transition_lands_where_it_should(b: &Backend) {
         let job = format!("t{index}");
         let run = insert(store, new_run(&job, "k", t0())).await;
         let claimed = store
-            .claim("w", t0(), LEASE, None)
+            .claim("w", t0(), LEASE, ClaimFilter::default())
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{transition:?}: nothing to claim"));
@@ -981,6 +1016,134 @@ async fn leader_lease_contention_and_expiry(b: &Backend) {
         .filter(|led| *led)
         .count();
     assert_eq!(leaders, 1);
+}
+
+async fn claims_leave_excluded_jobs_alone(b: &Backend) {
+    let store = b.store.as_ref();
+    let held_elsewhere = insert(store, new_run("held", "a", t0() - secs(5))).await;
+    let ours = insert(store, new_run("ours", "a", t0())).await;
+    let excluded = ["held".to_owned()];
+    let filter = ClaimFilter {
+        excluded_jobs: &excluded,
+        ..ClaimFilter::default()
+    };
+    let got = store
+        .claim("w", t0(), LEASE, filter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.id, ours.id, "the older run is of an excluded job");
+    assert!(
+        store
+            .claim("w", t0(), LEASE, filter)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let got = claim(store, "w2", t0()).await.unwrap();
+    assert_eq!(got.id, held_elsewhere.id, "claimable without the exclusion");
+}
+
+async fn handed_over_leases_are_free_and_tell_their_last_use(b: &Backend) {
+    let store = b.store.as_ref();
+    let ttl = Duration::from_secs(30);
+    assert_eq!(store.get_lease("credential:sa").await.unwrap(), None);
+    assert!(
+        store
+            .acquire_lease("credential:sa", "a", t0(), ttl)
+            .await
+            .unwrap()
+    );
+    let held = store.get_lease("credential:sa").await.unwrap().unwrap();
+    assert_eq!(
+        (held.owner.as_str(), held.expires_at),
+        ("a", t0() + secs(30))
+    );
+    // Someone else's hand-over changes nothing.
+    store
+        .hand_over_lease("credential:sa", "b", t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_lease("credential:sa").await.unwrap().unwrap(),
+        held
+    );
+    // The holder hands it over, last used 4 s before now: free at once, the use recorded.
+    store
+        .hand_over_lease("credential:sa", "a", t0() + secs(6))
+        .await
+        .unwrap();
+    let released = store.get_lease("credential:sa").await.unwrap().unwrap();
+    assert_eq!(released.owner, "a");
+    assert_eq!(released.expires_at, t0() + secs(6));
+    assert!(
+        store
+            .acquire_lease("credential:sa", "b", t0() + secs(10), ttl)
+            .await
+            .unwrap()
+    );
+    // A last use after the expiry never extends the lease.
+    store
+        .hand_over_lease("credential:sa", "b", t0() + secs(999))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_lease("credential:sa")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        t0() + secs(40)
+    );
+}
+
+async fn replicas_announce_themselves_and_expire(b: &Backend) {
+    let store = b.store.as_ref();
+    let replica = |owner: &str, job_set: &str, seen: i64| ReplicaRow {
+        owner: owner.to_owned(),
+        job_set: job_set.to_owned(),
+        jobs: 3,
+        version: "0.1.0".to_owned(),
+        started_at: t0(),
+        seen_at: t0() + secs(seen),
+        expires_at: t0() + secs(seen + 15),
+        job_set_since: t0(),
+    };
+    store
+        .announce_replica(&replica("a", "v1", 0))
+        .await
+        .unwrap();
+    store
+        .announce_replica(&replica("b", "v1", 0))
+        .await
+        .unwrap();
+    store
+        .announce_replica(&replica("b", "v2", 10))
+        .await
+        .unwrap();
+    let live = store.live_replicas(t0() + secs(5)).await.unwrap();
+    assert_eq!(live, vec![replica("a", "v1", 0), replica("b", "v2", 10)]);
+    // a's announcement has expired by t0 + 15.
+    let live = store.live_replicas(t0() + secs(15)).await.unwrap();
+    assert_eq!(live, vec![replica("b", "v2", 10)]);
+    store.retire_replica("b", t0()).await.unwrap();
+    assert_eq!(
+        store.live_replicas(t0()).await.unwrap(),
+        vec![replica("a", "v1", 0)]
+    );
+    // Expired announcements are swept by any retirement.
+    store
+        .retire_replica("nobody", t0() + secs(16))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .live_replicas(t0() - secs(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn checkpoints_are_fenced_by_the_run_lease(b: &Backend) {
@@ -1326,6 +1489,9 @@ conformance!(
     rescue_kills_runs_without_attempts_left,
     rescue_running_takes_every_running_run_back,
     leader_lease_contention_and_expiry,
+    claims_leave_excluded_jobs_alone,
+    handed_over_leases_are_free_and_tell_their_last_use,
+    replicas_announce_themselves_and_expire,
     checkpoints_are_fenced_by_the_run_lease,
     prune_deletes_only_old_terminal_runs,
     job_summaries_report_each_jobs_newest_run,

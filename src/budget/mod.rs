@@ -930,6 +930,45 @@ impl Budget {
         drop(failed);
     }
 
+    /// How long ago this token's last request that still counts in the window ended: zero while
+    /// one is in flight, None when the window holds none. A replica handing the token over to
+    /// another records it, so the next holder knows how long Asana still counts those requests.
+    pub fn last_use_age(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        self.shared.prune(&mut state, now);
+        if state.in_flight_cost > 0 || state.searches_in_flight > 0 {
+            return Some(Duration::ZERO);
+        }
+        state.log.back().map(|t| now.saturating_duration_since(*t))
+    }
+
+    /// Takes the token over from another process that last used it `last_use_age` ago: nothing
+    /// is granted until a window has passed since that use, because Asana still counts the
+    /// other process's requests, whose number this budget cannot know. Not a 429: neither the
+    /// cooldown counter nor the effective limit changes.
+    pub fn pause_after_handover(&self, last_use_age: Duration) {
+        let remaining = self.shared.window.saturating_sub(last_use_age);
+        if remaining.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + remaining;
+        let mut failed = Vec::new();
+        {
+            let mut state = self.shared.lock();
+            state.cooldown_until = Some(state.cooldown_until.map_or(until, |u| u.max(until)));
+            tracing::info!(
+                token = %self.shared.config.name,
+                wait_ms = remaining.as_millis() as u64,
+                "Took this token over from another replica; waiting until its last requests have left Asana's window"
+            );
+            state.deadline = None;
+            self.shared.settle(&mut state, now, &mut failed);
+        }
+        drop(failed);
+    }
+
     /// How long the token stays paused, if it is.
     pub fn cooldown_remaining(&self) -> Option<Duration> {
         let now = Instant::now();

@@ -101,6 +101,8 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
             let schedules = store.list_schedules().await?;
             let summaries = store.job_summaries().await?;
             let now = SystemClock.now();
+            let job_set = crate::jobs::job_set_version(&settings.jobs.dir);
+            let replicas = store.live_replicas(now).await?;
             let mut rows = Vec::new();
             for job in &jobs {
                 let next = schedules
@@ -119,6 +121,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
                     "last_state": summary.and_then(|s| s.last_state.map(|st| st.as_str())),
                     "last_finished_at": summary.and_then(|s| s.last_finished_at.map(|t| t.to_rfc3339())),
                     "last_success_at": summary.and_then(|s| s.last_success_at.map(|t| t.to_rfc3339())),
+                    "job_set": job_set,
                 }));
             }
             if as_json {
@@ -142,6 +145,27 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
                                 "-"
                             }),
                         row["last_state"].as_str().unwrap_or("-"),
+                    );
+                }
+                // Which job files each running daemon uses, so a replica that has not
+                // reloaded (or mounts other files) shows here.
+                println!();
+                println!("Job set of these files: {job_set}");
+                if replicas.is_empty() {
+                    println!("No daemon is running on this database.");
+                }
+                for replica in &replicas {
+                    println!(
+                        "  daemon {:<40} job set {} ({} jobs, since {}){}",
+                        replica.owner,
+                        replica.job_set,
+                        replica.jobs,
+                        replica.job_set_since.to_rfc3339(),
+                        if replica.job_set == job_set {
+                            ""
+                        } else {
+                            "  <- differs from these files"
+                        }
                     );
                 }
             }

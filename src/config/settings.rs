@@ -267,6 +267,10 @@ pub struct WorkerSettings {
     pub shutdown_grace_secs: u64,
     /// Finished runs older than this are deleted.
     pub history_retention_days: u32,
+    /// With PostgreSQL, each credential's jobs run in one replica at a time, which holds the
+    /// credential's lease for this long and renews it every third of it; when that replica
+    /// dies, another takes the credential over within this time.
+    pub credential_lease_secs: u64,
 }
 
 impl Default for WorkerSettings {
@@ -279,6 +283,7 @@ impl Default for WorkerSettings {
             poll_interval_ms: 500,
             shutdown_grace_secs: 25,
             history_retention_days: 30,
+            credential_lease_secs: 30,
         }
     }
 }

@@ -75,6 +75,33 @@ pub fn load_dir(dir: &Path, context: &ValidationContext) -> Result<Vec<Job>, Dia
     crate::config::jobs::load_dir(dir, context, &Catalog)
 }
 
+/// The fingerprint of the job set in `dir`: a digest of the names and contents of its `*.toml`
+/// files (following symlinks, as a ConfigMap mount has them), the first 12 hex digits. Two
+/// processes with the same files report the same version, whatever their build; `/readyz`,
+/// `jobs list` and the `asana_worker_job_set_info` metric show it.
+pub fn job_set_version(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "toml"))
+                .filter_map(|entry| Some((entry.file_name(), std::fs::read(entry.path()).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for (name, content) in &files {
+        let name = name.to_string_lossy();
+        hasher.update((name.len() as u64).to_be_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((content.len() as u64).to_be_bytes());
+        hasher.update(content);
+    }
+    hex::encode(hasher.finalize())[..12].to_string()
+}
+
 /// Maps a client error to an outcome: what every kind does with errors it has no special
 /// handling for.
 pub fn outcome_for_error(job: &Job, error: &AsanaError) -> JobOutcome {

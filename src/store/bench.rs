@@ -140,7 +140,10 @@ async fn work(
     let owner = format!("bench-worker-{worker}");
     let lease = Duration::from_secs(60);
     loop {
-        match store.claim(&owner, clock.now(), lease, None).await? {
+        match store
+            .claim(&owner, clock.now(), lease, super::ClaimFilter::default())
+            .await?
+        {
             Some(run) => {
                 let progress = json!({ "items": 1 });
                 store

@@ -358,6 +358,51 @@ pub enum Transition {
     },
 }
 
+/// Which due runs a worker may claim. The default claims any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClaimFilter<'a> {
+    /// Only runs of these kinds, when given (kinds at their per-process cap are left out);
+    /// `Some(&[])` claims nothing.
+    pub kinds: Option<&'a [String]>,
+    /// Never runs of these jobs: their credential is held by another replica (ARCHITECTURE.md,
+    /// "Replicas share a token's budget").
+    pub excluded_jobs: &'a [String],
+}
+
+/// A named lease as stored (the scheduler's leadership, a credential's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseRow {
+    /// The lease's name (`scheduler`, `credential:NAME`).
+    pub name: String,
+    /// Who holds or last held it.
+    pub owner: String,
+    /// When it expires; a released lease keeps its row with `expires_at` at the moment its
+    /// holder last used what it guards, so the next holder knows how recent that use was.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A running daemon process as it announces itself to the others (PostgreSQL replicas, or one
+/// SQLite daemon): what its job files say and when it was last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaRow {
+    /// The process's lease owner id (`host:pid:random`).
+    pub owner: String,
+    /// The fingerprint of the job set it runs (`jobs::job_set_version`).
+    pub job_set: String,
+    /// How many jobs that set has.
+    pub jobs: i32,
+    /// The build's version.
+    pub version: String,
+    /// When the process started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub seen_at: DateTime<Utc>,
+    /// When it counts as gone without another heartbeat.
+    pub expires_at: DateTime<Utc>,
+    /// Since when it has run this job set (its last reload).
+    pub job_set_since: DateTime<Utc>,
+}
+
 /// Filters for listing runs.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -509,15 +554,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
-    /// Claims the best due run: highest priority, then oldest `run_after`; only of `kinds` when
-    /// given; never a second concurrent run of the same job. Sets state `running`, counts the
+    /// Claims the best due run: highest priority, then oldest `run_after`; only what `filter`
+    /// allows; never a second concurrent run of the same job. Sets state `running`, counts the
     /// attempt and takes a lease for `owner` until `now + lease`.
     async fn claim(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
-        kinds: Option<&[String]>,
+        filter: ClaimFilter<'_>,
     ) -> StoreResult<Option<Run>>;
 
     /// Renews a lease. False when `owner` no longer holds it (it was rescued).
@@ -586,6 +631,28 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Gives a named lease up (on shutdown) so another replica takes over at once.
     async fn release_lease(&self, name: &str, owner: &str) -> StoreResult<()>;
+
+    /// Gives a named lease up, recording `last_use` (not later than now) as its expiry: the next
+    /// holder reads it with [`Store::get_lease`] and knows how recently what the lease guards
+    /// was used (a credential's requests still count in Asana's window for a minute).
+    async fn hand_over_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        last_use: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The named lease's row, held, expired or handed over; None if it never existed.
+    async fn get_lease(&self, name: &str) -> StoreResult<Option<LeaseRow>>;
+
+    /// Announces (or renews) a running process: its job set and liveness until `expires_at`.
+    async fn announce_replica(&self, replica: &ReplicaRow) -> StoreResult<()>;
+
+    /// The processes whose announcement has not expired at `now`, by owner.
+    async fn live_replicas(&self, now: DateTime<Utc>) -> StoreResult<Vec<ReplicaRow>>;
+
+    /// Removes a process's announcement (on shutdown), and those expired before `before`.
+    async fn retire_replica(&self, owner: &str, before: DateTime<Utc>) -> StoreResult<()>;
 
     /// A job's checkpoint value under `key`.
     async fn get_checkpoint(&self, job_name: &str, key: &str) -> StoreResult<Option<Value>>;

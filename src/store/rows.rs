@@ -14,7 +14,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
 use super::{
-    CredentialRow, JobSummary, Run, RunState, ScheduleRow, StoreError, StoreResult, Trigger,
+    CredentialRow, JobSummary, LeaseRow, ReplicaRow, Run, RunState, ScheduleRow, StoreError,
+    StoreResult, Trigger,
 };
 
 /// The error for a stored value this binary cannot read.
@@ -138,6 +139,39 @@ macro_rules! schedule_columns {
     };
 }
 pub(super) use schedule_columns;
+
+/// The columns of `replicas`, as [`decode_replica`] reads them.
+macro_rules! replica_columns {
+    () => {
+        "owner, job_set, jobs, version, started_at, seen_at, expires_at, job_set_since"
+    };
+}
+pub(super) use replica_columns;
+
+/// Decodes a `leases` row (`name, owner, expires_at`).
+pub(super) fn decode_lease(row: &impl StoredRow) -> StoreResult<LeaseRow> {
+    const T: &str = "leases";
+    Ok(LeaseRow {
+        name: row.text(T, "name")?,
+        owner: row.text(T, "owner")?,
+        expires_at: row.time(T, "expires_at")?,
+    })
+}
+
+/// Decodes a `replicas` row of [`replica_columns!`].
+pub(super) fn decode_replica(row: &impl StoredRow) -> StoreResult<ReplicaRow> {
+    const T: &str = "replicas";
+    Ok(ReplicaRow {
+        owner: row.text(T, "owner")?,
+        job_set: row.text(T, "job_set")?,
+        jobs: row.int(T, "jobs")?,
+        version: row.text(T, "version")?,
+        started_at: row.time(T, "started_at")?,
+        seen_at: row.time(T, "seen_at")?,
+        expires_at: row.time(T, "expires_at")?,
+        job_set_since: row.time(T, "job_set_since")?,
+    })
+}
 
 /// Decodes a `runs` row of [`run_columns!`].
 pub(super) fn decode_run(row: &impl StoredRow) -> StoreResult<Run> {

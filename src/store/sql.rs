@@ -21,11 +21,13 @@ use uuid::Uuid;
 
 use super::rows::{
     PortableColumns, StoredRow, counts_in_state_order, credential_columns, decode_credential,
-    decode_job_summary, decode_run, decode_schedule, run_columns, schedule_columns,
+    decode_job_summary, decode_lease, decode_replica, decode_run, decode_schedule, replica_columns,
+    run_columns, schedule_columns,
 };
 use super::{
-    CredentialRow, CredentialStatus, Enqueued, JobSummary, NewRun, Reencrypted, Run, RunFilter,
-    RunState, ScheduleRow, SchemaStatus, Store, StoreResult, Transition,
+    ClaimFilter, CredentialRow, CredentialStatus, Enqueued, JobSummary, LeaseRow, NewRun,
+    Reencrypted, ReplicaRow, Run, RunFilter, RunState, ScheduleRow, SchemaStatus, Store,
+    StoreResult, Transition,
 };
 
 /// One SQL statement and its parameters, for either database.
@@ -451,7 +453,7 @@ fn claim_statement<B: Backend>(
     owner: &str,
     now: DateTime<Utc>,
     lease: Duration,
-    kinds: Option<&[String]>,
+    filter: ClaimFilter<'_>,
 ) -> Statement {
     let statement = Statement::new(format!(
         "UPDATE runs SET state = 'running', attempt = attempt + 1, lease_owner = $1, \
@@ -464,12 +466,20 @@ fn claim_statement<B: Backend>(
     .bind(owner)
     .bind(until(now, lease))
     .bind(now);
-    let statement = match kinds {
+    let statement = match filter.kinds {
         Some(kinds) => statement
             .push_sql(" AND r.kind IN (")
             .push_bind_list(kinds.iter().map(String::as_str))
             .push_sql(")"),
         None => statement,
+    };
+    let statement = if filter.excluded_jobs.is_empty() {
+        statement
+    } else {
+        statement
+            .push_sql(" AND r.job_name NOT IN (")
+            .push_bind_list(filter.excluded_jobs.iter().map(String::as_str))
+            .push_sql(")")
     };
     statement
         .push_sql(
@@ -588,12 +598,12 @@ impl<B: Backend> Store for B {
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
-        kinds: Option<&[String]>,
+        filter: ClaimFilter<'_>,
     ) -> StoreResult<Option<Run>> {
-        if kinds.is_some_and(<[String]>::is_empty) {
+        if filter.kinds.is_some_and(<[String]>::is_empty) {
             return Ok(None);
         }
-        self.claim_run(claim_statement::<B>(owner, now, lease, kinds))
+        self.claim_run(claim_statement::<B>(owner, now, lease, filter))
             .await
     }
 
@@ -798,6 +808,67 @@ impl<B: Backend> Store for B {
         let statement = Statement::new("DELETE FROM leases WHERE name = $1 AND owner = $2")
             .bind(name)
             .bind(owner);
+        self.write(statement).await.map(drop)
+    }
+
+    async fn hand_over_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        last_use: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        // Never later than the lease's own expiry, so the row reads as free no later than it
+        // would have (CASE rather than LEAST/MIN: the two databases spell that differently).
+        let statement = Statement::new(
+            "UPDATE leases SET expires_at = CASE WHEN $3 < expires_at THEN $3 ELSE expires_at END \
+             WHERE name = $1 AND owner = $2",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(last_use);
+        self.write(statement).await.map(drop)
+    }
+
+    async fn get_lease(&self, name: &str) -> StoreResult<Option<LeaseRow>> {
+        let statement =
+            Statement::new("SELECT name, owner, expires_at FROM leases WHERE name = $1").bind(name);
+        read_row(self, statement, decode_lease).await
+    }
+
+    async fn announce_replica(&self, replica: &ReplicaRow) -> StoreResult<()> {
+        let statement = Statement::new(concat!(
+            "INSERT INTO replicas (",
+            replica_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (owner) DO UPDATE SET job_set = excluded.job_set, jobs = excluded.jobs, \
+               version = excluded.version, seen_at = excluded.seen_at, \
+               expires_at = excluded.expires_at, job_set_since = excluded.job_set_since"
+        ))
+        .bind(&replica.owner)
+        .bind(&replica.job_set)
+        .bind(replica.jobs)
+        .bind(&replica.version)
+        .bind(replica.started_at)
+        .bind(replica.seen_at)
+        .bind(replica.expires_at)
+        .bind(replica.job_set_since);
+        self.write(statement).await.map(drop)
+    }
+
+    async fn live_replicas(&self, now: DateTime<Utc>) -> StoreResult<Vec<ReplicaRow>> {
+        let statement = Statement::new(concat!(
+            "SELECT ",
+            replica_columns!(),
+            " FROM replicas WHERE expires_at > $1 ORDER BY owner"
+        ))
+        .bind(now);
+        read_rows(self, statement, decode_replica).await
+    }
+
+    async fn retire_replica(&self, owner: &str, before: DateTime<Utc>) -> StoreResult<()> {
+        let statement = Statement::new("DELETE FROM replicas WHERE owner = $1 OR expires_at < $2")
+            .bind(owner)
+            .bind(before);
         self.write(statement).await.map(drop)
     }
 

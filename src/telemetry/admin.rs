@@ -30,6 +30,12 @@ use crate::store::Store;
 pub trait Readiness: Send + Sync + std::fmt::Debug {
     /// Every problem now, as (what, why): e.g. ("credential sa", "token file … cannot be read").
     fn problems(&self) -> Vec<(String, String)>;
+
+    /// Facts `/readyz` shows besides its verdict (the job set and how the replicas agree on
+    /// it, the credentials this process runs), as (field, value).
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
 }
 
 /// What the admin endpoints look at.
@@ -117,7 +123,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let problems = state.readiness.problems();
     let ready =
         store.is_ok() && scheduler_ok && accepting && problems.is_empty() && faults.is_empty();
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "store": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone()),
         "scheduler": if scheduler_ok { "ok".to_string() } else if last_tick == 0 { "not started".to_string() } else { format!("last tick {since_tick_ms} ms ago") },
@@ -129,6 +135,9 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "faults": faults,
         "accepting": accepting,
     });
+    for (field, value) in state.readiness.details() {
+        body[field] = value;
+    }
     let status = if ready {
         StatusCode::OK
     } else {

@@ -32,6 +32,27 @@ pub fn describe_all() {
         Unit::Bytes,
         "Size of the daemon's database (the SQLite file with its WAL, or pg_database_size)."
     );
+    // Replicas and the job set.
+    describe_gauge!(
+        "asana_worker_job_set_info",
+        "Always 1 for the job set this process runs; the label is its fingerprint (jobs list, /readyz)."
+    );
+    describe_gauge!(
+        "asana_worker_job_set_disagreement",
+        "1 while live replicas have run different job files for longer than a reload takes."
+    );
+    describe_gauge!(
+        "asana_worker_replicas",
+        "Daemon processes announcing themselves in the shared database."
+    );
+    describe_gauge!(
+        "asana_worker_credential_lease_held",
+        "1 while this process holds the credential's lease and runs its jobs (PostgreSQL replicas)."
+    );
+    describe_counter!(
+        "asana_worker_credential_lease_acquisitions_total",
+        "Times this process took a credential's lease (at start, or from a replica that stopped)."
+    );
     // Runs, queue and scheduler.
     describe_counter!(
         "asana_worker_runs_total",

@@ -24,7 +24,11 @@ use tracing::Instrument;
 
 use crate::clock::SharedClock;
 use crate::health::{FaultLog, Health};
-use crate::store::{Run, RunState, Store, StoreError, Transition, retry_delay};
+use crate::store::{ClaimFilter, Run, RunState, Store, StoreError, Transition, retry_delay};
+
+pub mod credential_leases;
+
+pub use credential_leases::CredentialLeases;
 
 /// How a job attempt ended. Jobs return values, never panic for control flow.
 #[derive(Debug, Clone, PartialEq)]
@@ -259,15 +263,16 @@ pub struct PoolSettings {
     pub shutdown_grace: Duration,
 }
 
-/// A run counted against its kind's cap; gives the count back when dropped, also when the job
-/// panicked, so a crashing job cannot use up its kind's slots for good.
+/// A run counted under a key (its kind, against the kind's cap; its job, for the credential
+/// leases); gives the count back when dropped, also when the job panicked, so a crashing job
+/// cannot use up its kind's slots for good.
 #[derive(Debug)]
-struct KindSlot {
+struct CountedRun {
     counts: Arc<Mutex<BTreeMap<String, usize>>>,
     kind: String,
 }
 
-impl KindSlot {
+impl CountedRun {
     fn take(counts: &Arc<Mutex<BTreeMap<String, usize>>>, kind: &str) -> Self {
         *counts
             .lock()
@@ -281,7 +286,7 @@ impl KindSlot {
     }
 }
 
-impl Drop for KindSlot {
+impl Drop for CountedRun {
     fn drop(&mut self) {
         if let Some(count) = self
             .counts
@@ -306,6 +311,10 @@ pub struct WorkerPool {
     claim_faults: FaultLog,
     /// Failing lease rescues, likewise.
     rescue_faults: FaultLog,
+    /// With several replicas on one database: which credentials' jobs this process runs.
+    credential_leases: Option<Arc<CredentialLeases>>,
+    /// Runs in progress here by job (shared with `credential_leases`).
+    running_by_job: Arc<Mutex<BTreeMap<String, usize>>>,
 }
 
 /// The worker pool's keys in [`Health`]: claims and rescues read and write the database.
@@ -331,7 +340,17 @@ impl WorkerPool {
                 "rescue expired leases",
                 Health::new(),
             ),
+            credential_leases: None,
+            running_by_job: Arc::default(),
         }
+    }
+
+    /// Claims only runs of jobs whose credential `leases` holds (PostgreSQL replicas; see
+    /// ARCHITECTURE.md, "Replicas share a token's budget").
+    pub fn with_credential_leases(mut self, leases: Arc<CredentialLeases>) -> Self {
+        self.running_by_job = leases.running_jobs();
+        self.credential_leases = Some(leases);
+        self
     }
 
     /// Reports failing claims and rescues to `health` (for `/readyz`).
@@ -400,13 +419,23 @@ impl WorkerPool {
                 permit = slots.clone().acquire_owned() => {
                     let Ok(permit) = permit else { break };
                     let kinds = self.claimable_kinds();
+                    let excluded_jobs = self
+                        .credential_leases
+                        .as_ref()
+                        .map(|leases| leases.excluded_jobs())
+                        .unwrap_or_default();
                     // Each claim gets its own lease owner: a run rescued and re-claimed by this
                     // same process must not let the old attempt's heartbeats and checkpoints
                     // pass the fence.
                     let claim_owner = format!("{}#{}", self.settings.owner, uuid::Uuid::new_v4().simple());
                     let claimed = self
                         .store
-                        .claim(&claim_owner, self.clock.now(), self.settings.lease, kinds.as_deref())
+                        .claim(
+                            &claim_owner,
+                            self.clock.now(),
+                            self.settings.lease,
+                            ClaimFilter { kinds: kinds.as_deref(), excluded_jobs: &excluded_jobs },
+                        )
                         .await;
                     if claimed.is_ok() {
                         self.claim_faults.succeeded();
@@ -415,7 +444,8 @@ impl WorkerPool {
                         Ok(Some(run)) => {
                             // Count the run against its kind before the next claim looks at
                             // the caps; `execute` gives the count back when it ends.
-                            let kind_slot = KindSlot::take(&self.running_by_kind, &run.kind);
+                            let kind_slot = CountedRun::take(&self.running_by_kind, &run.kind);
+                            let job_slot = CountedRun::take(&self.running_by_job, &run.job_name);
                             let pool = self.clone();
                             let cancel = jobs_cancel.child_token();
                             // Every line logged while the run executes (the job's own, the
@@ -434,6 +464,7 @@ impl WorkerPool {
                                 async move {
                                     pool.execute(run, claim_owner, cancel).await;
                                     drop(kind_slot);
+                                    drop(job_slot);
                                     drop(permit);
                                 }
                                 .instrument(span),

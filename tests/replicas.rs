@@ -1,0 +1,341 @@
+//! Three daemon processes on one PostgreSQL database share one token as one budget: each
+//! credential's jobs run in the replica holding its lease, so the token's quota is spent to the
+//! limit and never past it, whatever the number of replicas; SIGKILL of that replica moves the
+//! credential (and its budget) to another one within the lease, without a 429 and without a fire
+//! lost or doubled. See ARCHITECTURE.md, "Replicas share a token's budget".
+//!
+//! The simulator runs 10x fast (a quota window is 6 s) with the token limited to 20 requests per
+//! minute, so six windows take 36 s. Utilization is measured over six windows because requests
+//! come in bursts within a window (a window's requests age out of it together).
+
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use asana_worker::sim::{SimConfig, SimServer};
+use asana_worker::store::{RunFilter, RunState, Store};
+use serde_json::Value;
+
+mod support;
+use support::daemon::{Daemon, DaemonOptions, kill, terminate};
+use support::sim::SimAdmin;
+
+const TIME_SCALE: f64 = 10.0;
+const LIMIT_PER_MINUTE: u64 = 20;
+const JOBS: usize = 6;
+
+struct Replicas {
+    sim: SimServer,
+    daemons: Vec<Daemon>,
+    children: Vec<Option<Child>>,
+    _shared: tempfile::TempDir,
+    _db: support::pg::TestDatabase,
+}
+
+impl Replicas {
+    /// The simulator, three daemon directories on one database with the same job files: six
+    /// audit-log jobs firing every 5 s, each tailing for 4 s with a poll every second (nearly
+    /// twice the token's quota), writing to one shared directory (as a shared volume would).
+    async fn start(db: support::pg::TestDatabase) -> Replicas {
+        let mut config = SimConfig {
+            time_scale: TIME_SCALE,
+            ..SimConfig::default()
+        };
+        config.timing.activity_per_minute = 0.0;
+        config.limits.paid_per_minute = LIMIT_PER_MINUTE as u32;
+        config.world.audit_events = 50;
+        let sim = SimServer::start(config).await.unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        let workspace = sim.state().world().workspace.gid.clone();
+        let mut daemons = Vec::new();
+        for _ in 0..3 {
+            let daemon = Daemon::new(
+                &sim,
+                DaemonOptions {
+                    database_url: Some(db.url.clone()),
+                    lease_secs: 3,
+                    worker: "credential_lease_secs = 3",
+                    asana: format!("time_scale = {TIME_SCALE:?}\nrequest_timeout_secs = 30"),
+                    credential: "tier = \"paid\"\nrequests_per_minute = 20",
+                    log_level: "info",
+                    ..DaemonOptions::default()
+                },
+            );
+            for i in 0..JOBS {
+                let job = format!(
+                    r#"name = "audit-{i}"
+kind = "audit_log"
+every = "5s"
+credential = "sa"
+overlap = "skip"
+max_attempts = 1000
+retry_initial = "1s"
+retry_max = "2s"
+timeout = "1m"
+
+[settings]
+workspace = "{workspace}"
+start = "1h"
+tail_for = "4s"
+poll_interval = "1s"
+
+[settings.sink]
+type = "file"
+dir = "{out}"
+"#,
+                    out = shared.path().display(),
+                );
+                std::fs::write(daemon.jobs_dir().join(format!("audit-{i}.toml")), job).unwrap();
+            }
+            daemons.push(daemon);
+        }
+        let mut children = Vec::new();
+        for (n, daemon) in daemons.iter().enumerate() {
+            let name = format!("replica-{n}");
+            let mut child = daemon.start(&name);
+            daemon.wait_ready(&mut child).await;
+            children.push(Some(child));
+        }
+        Replicas {
+            sim,
+            daemons,
+            children,
+            _shared: shared,
+            _db: db,
+        }
+    }
+
+    fn admin(&self) -> SimAdmin {
+        SimAdmin::of(&self.sim)
+    }
+
+    async fn store(&self) -> std::sync::Arc<dyn Store> {
+        self.daemons[0].store().await
+    }
+
+    /// The replica (index) holding the credential's lease, by the pid in its owner id.
+    async fn holder(&self) -> Option<usize> {
+        let lease = self
+            .store()
+            .await
+            .get_lease("credential:sa")
+            .await
+            .unwrap()?;
+        let pid: u32 = lease.owner.split(':').nth(1)?.parse().ok()?;
+        let now = chrono::Utc::now();
+        if lease.expires_at <= now {
+            return None;
+        }
+        self.children
+            .iter()
+            .position(|child| child.as_ref().is_some_and(|c| c.id() == pid))
+    }
+
+    /// Waits until a live replica holds the credential, returns it.
+    async fn wait_for_holder(&self, other_than: Option<usize>) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(holder) = self.holder().await
+                && Some(holder) != other_than
+            {
+                return holder;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica took the credential's lease"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Requests accepted and refused over `sim_secs` of the simulator's time, from now.
+    async fn measure(&self, sim_secs: i64) -> (u64, BTreeMap<String, u64>, f64) {
+        let admin = self.admin();
+        admin.reset_stats().await;
+        let start = admin.now().await;
+        tokio::time::sleep(Duration::from_secs_f64(sim_secs as f64 / TIME_SCALE)).await;
+        let stats = admin.token_stats("service-account").await;
+        let elapsed = (admin.now().await - start).num_milliseconds() as f64 / 1000.0;
+        let rejected: BTreeMap<String, u64> = stats["rejected"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(cause, n)| (cause.clone(), n.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (stats["accepted"].as_u64().unwrap_or(0), rejected, elapsed)
+    }
+
+    fn logs(&self) -> String {
+        (0..3)
+            .map(|n| self.daemons[n].log(&format!("replica-{n}")))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    fn stop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            terminate(child);
+        }
+    }
+}
+
+/// Checks the token was saturated without a 429 over a measured stretch.
+fn assert_saturated_without_429(
+    what: &str,
+    accepted: u64,
+    rejected: &BTreeMap<String, u64>,
+    elapsed: f64,
+) {
+    let bound = LIMIT_PER_MINUTE as f64 * elapsed / 60.0;
+    let utilization = accepted as f64 / bound;
+    println!(
+        "{what}: {accepted} requests in {elapsed:.1} sim s, bound {bound:.0}, utilization {utilization:.3}, 429s {rejected:?}"
+    );
+    assert!(
+        rejected.values().all(|n| *n == 0),
+        "{what}: 429s {rejected:?}"
+    );
+    assert!(
+        utilization >= 0.95,
+        "{what}: only {accepted} of the {bound:.0} requests the quota allows ({utilization:.3})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_spend_one_tokens_quota_to_the_limit_and_survive_the_holders_death() {
+    let Some(db) = support::pg::TestDatabase::create("three replicas share one token").await else {
+        return;
+    };
+    let mut replicas = Replicas::start(db).await;
+    let holder = replicas.wait_for_holder(None).await;
+
+    // Warm up (the backfills end, every job tails), then six quota windows.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (accepted, rejected, elapsed) = replicas.measure(360).await;
+    assert_saturated_without_429("three replicas", accepted, &rejected, elapsed);
+    let before_kill = chrono::Utc::now();
+
+    // SIGKILL the replica running the token's jobs: another takes the credential within its
+    // lease, waits out the dead one's window, and spends the quota without a 429.
+    replicas.admin().reset_stats().await;
+    let mut dead = replicas.children[holder].take().unwrap();
+    kill(&mut dead);
+    let killed_at = Instant::now();
+    let next = replicas.wait_for_holder(Some(holder)).await;
+    let moved_after = killed_at.elapsed();
+    println!("credential moved from replica {holder} to {next} after {moved_after:?}");
+    assert!(
+        moved_after < Duration::from_secs(3 + 3),
+        "the credential moved only after {moved_after:?} (lease 3 s)"
+    );
+    let stats = replicas.admin().token_stats("service-account").await;
+    assert!(
+        stats["rejected"]
+            .as_object()
+            .is_none_or(|o| o.values().all(|n| n.as_u64() == Some(0))),
+        "429s during the move: {stats}\n{}",
+        replicas.logs()
+    );
+    // The new holder waits until the dead one's requests have left the window (6 s), then
+    // spends the whole quota again.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (accepted, rejected, elapsed) = replicas.measure(360).await;
+    if std::env::var_os("REPLICAS_DEBUG").is_some() {
+        std::fs::write("/tmp/replicas-logs.txt", replicas.logs()).unwrap();
+    }
+    assert_saturated_without_429("after the move", accepted, &rejected, elapsed);
+    let after_move = chrono::Utc::now();
+
+    // Every fire of every job between the start and the end is a run, exactly once (the
+    // unique index makes doubles impossible; a lost fire is a missing 5 s step), none failed.
+    let store = replicas.store().await;
+    for i in 0..JOBS {
+        let job = format!("audit-{i}");
+        let runs = store
+            .list_runs(&RunFilter {
+                job_name: Some(job.clone()),
+                limit: 0,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        let mut fires: Vec<_> = runs.iter().filter_map(|r| r.fire_time).collect();
+        fires.sort();
+        let window: Vec<_> = fires
+            .iter()
+            .filter(|t| **t >= before_kill - chrono::Duration::seconds(30) && **t <= after_move)
+            .collect();
+        assert!(window.len() >= 8, "{job}: fires {fires:?}");
+        for pair in window.windows(2) {
+            assert_eq!(
+                (*pair[1] - *pair[0]).num_seconds(),
+                5,
+                "{job}: a fire is missing or doubled between {} and {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        for run in &runs {
+            assert!(
+                !matches!(run.state, RunState::Failed | RunState::Dead),
+                "{job}: {run:?}"
+            );
+        }
+    }
+    replicas.stop();
+}
+
+/// The job set each replica runs is visible to the others: `jobs list` names every daemon's job
+/// set, and a replica whose files differ is marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_shows_each_replicas_job_set() {
+    let Some(db) = support::pg::TestDatabase::create("replica job sets").await else {
+        return;
+    };
+    let mut replicas = Replicas::start(db).await;
+    // One replica's files change: it reloads within 5 s and announces the new set.
+    std::fs::write(
+        replicas.daemons[2].jobs_dir().join("audit-0.toml"),
+        std::fs::read_to_string(replicas.daemons[2].jobs_dir().join("audit-0.toml"))
+            .unwrap()
+            .replace("every = \"5s\"", "every = \"6s\""),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = replicas.daemons[0].cli(&["jobs", "list"]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{text}");
+        let daemons = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("daemon "))
+            .count();
+        let differing = text.matches("differs from these files").count();
+        if daemons == 3 && differing == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // /readyz shows the set and the other replicas'.
+    let readyz: Value = reqwest::get(format!(
+        "http://127.0.0.1:{}/readyz",
+        replicas.daemons[2].admin_port
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let versions: std::collections::BTreeSet<&str> = readyz["job_set"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["job_set"].as_str())
+        .collect();
+    assert_eq!(versions.len(), 2, "{readyz}");
+    assert!(versions.contains(readyz["job_set"]["version"].as_str().unwrap()));
+    replicas.stop();
+}
