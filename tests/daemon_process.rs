@@ -503,10 +503,12 @@ async fn json_logs_are_one_object_per_line_and_never_show_the_token() {
 }
 
 /// Two replicas on one PostgreSQL database whose job files differ (a ConfigMap update reached
-/// one pod first): the replica that does not define a job leaves its run in the queue, without
-/// using an attempt, and the replica that defines it runs it.
+/// one pod first): the replica running the job's credential does not define the job, so it
+/// leaves the run in the queue without using an attempt, saying so; the other replica, which
+/// defines the job but not holding the credential must not spend its token, leaves it too; once
+/// the update reaches the first replica, its run completes. Nothing fails for the disagreement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_leaves_a_run_of_a_job_it_does_not_define_to_one_that_does() {
+async fn a_run_of_a_job_one_replica_does_not_define_waits_for_its_files_and_never_fails() {
     let Some(db) = support::pg::TestDatabase::create("replicas with different job files").await
     else {
         return;
@@ -518,6 +520,7 @@ async fn a_replica_leaves_a_run_of_a_job_it_does_not_define_to_one_that_does() {
     let options = || DaemonOptions {
         database_url: Some(db.url.clone()),
         lease_secs: 2,
+        worker: "credential_lease_secs = 2",
         ..DaemonOptions::default()
     };
     let updated = Daemon::new(&sim, options());
@@ -526,9 +529,11 @@ async fn a_replica_leaves_a_run_of_a_job_it_does_not_define_to_one_that_does() {
     write_job(updated.dir.path(), "new", "every = \"1h\"");
     write_job(stale.dir.path(), "check", "every = \"1h\"");
 
-    // Only the stale replica runs when the new job's run is enqueued.
+    // The stale replica starts first and takes the credential.
     let mut stale_daemon = stale.start("stale");
     stale.wait_ready(&mut stale_daemon).await;
+    let mut updated_daemon = updated.start("updated");
+    updated.wait_ready(&mut updated_daemon).await;
     let enqueued = updated.cli(&["jobs", "run", "new"]);
     assert!(
         enqueued.status.success(),
@@ -567,10 +572,13 @@ async fn a_replica_leaves_a_run_of_a_job_it_does_not_define_to_one_that_does() {
             .log("stale")
             .contains("leaving the run for a replica that does")
     );
+    assert!(
+        !updated.log("updated").contains("Starting run"),
+        "the replica without the credential's lease ran a job of it"
+    );
 
-    // The replica whose files define it takes it.
-    let mut updated_daemon = updated.start("updated");
-    updated.wait_ready(&mut updated_daemon).await;
+    // The update reaches the stale replica: it reloads and runs the job.
+    write_job(stale.dir.path(), "new", "every = \"1h\"");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let run = runs(&store, "new").await.into_iter().next().unwrap();

@@ -1,6 +1,6 @@
 -- Every running daemon announces itself here (a heartbeat with an expiry), with the fingerprint
 -- of the job set it runs: replicas count each other to share credentials, and a job set that
--- differs between replicas for longer than a reload is reported (ARCHITECTURE.md, "Replicas").
+-- differs between replicas for longer than a reload is reported (ARCHITECTURE.md, "Replicas share a token's budget").
 CREATE TABLE replicas (
     owner         TEXT    PRIMARY KEY NOT NULL,
     job_set       TEXT    NOT NULL,
