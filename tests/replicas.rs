@@ -23,6 +23,8 @@ use support::sim::SimAdmin;
 const TIME_SCALE: f64 = 10.0;
 const LIMIT_PER_MINUTE: u64 = 20;
 const JOBS: usize = 6;
+/// The daemons' credential: the simulator's limit, declared.
+const QUOTA_CREDENTIAL: &str = "tier = \"paid\"\nrequests_per_minute = 20";
 
 struct Replicas {
     sim: SimServer,
@@ -32,37 +34,14 @@ struct Replicas {
     _db: support::pg::TestDatabase,
 }
 
-impl Replicas {
-    /// The simulator, three daemon directories on one database with the same job files: six
-    /// audit-log jobs firing every 5 s, each tailing for 4 s with a poll every second (nearly
-    /// twice the token's quota), writing to one shared directory (as a shared volume would).
-    async fn start(db: support::pg::TestDatabase) -> Replicas {
-        let mut config = SimConfig {
-            time_scale: TIME_SCALE,
-            ..SimConfig::default()
-        };
-        config.timing.activity_per_minute = 0.0;
-        config.limits.paid_per_minute = LIMIT_PER_MINUTE as u32;
-        config.world.audit_events = 50;
-        let sim = SimServer::start(config).await.unwrap();
-        let shared = tempfile::tempdir().unwrap();
-        let workspace = sim.state().world().workspace.gid.clone();
-        let mut daemons = Vec::new();
-        for _ in 0..3 {
-            let daemon = Daemon::new(
-                &sim,
-                DaemonOptions {
-                    database_url: Some(db.url.clone()),
-                    lease_secs: 3,
-                    worker: "credential_lease_secs = 3",
-                    asana: format!("time_scale = {TIME_SCALE:?}\nrequest_timeout_secs = 30"),
-                    credential: "tier = \"paid\"\nrequests_per_minute = 20",
-                    log_level: "info",
-                    ..DaemonOptions::default()
-                },
-            );
-            for i in 0..JOBS {
-                let job = format!(
+/// Six audit-log jobs firing every 5 s, each tailing for 4 s with a poll every second (nearly
+/// twice the token's quota), writing to one shared directory (as a shared volume would).
+fn tailing_audit_jobs(workspace: &str, out: &std::path::Path) -> Vec<(String, String)> {
+    (0..JOBS)
+        .map(|i| {
+            (
+                format!("audit-{i}"),
+                format!(
                     r#"name = "audit-{i}"
 kind = "audit_log"
 every = "5s"
@@ -83,9 +62,55 @@ poll_interval = "1s"
 type = "file"
 dir = "{out}"
 "#,
-                    out = shared.path().display(),
-                );
-                std::fs::write(daemon.jobs_dir().join(format!("audit-{i}.toml")), job).unwrap();
+                    out = out.display(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The simulator 10x fast with the token limited to 20 requests per minute.
+fn quota_bound_sim() -> SimConfig {
+    let mut config = SimConfig {
+        time_scale: TIME_SCALE,
+        ..SimConfig::default()
+    };
+    config.timing.activity_per_minute = 0.0;
+    config.limits.paid_per_minute = LIMIT_PER_MINUTE as u32;
+    config.world.audit_events = 50;
+    config
+}
+
+impl Replicas {
+    /// The simulator with `config`, `count` daemon directories on one database with the same
+    /// job files (from `jobs`, given the workspace and a shared output directory), started.
+    async fn start(
+        db: support::pg::TestDatabase,
+        config: SimConfig,
+        count: usize,
+        credential: &'static str,
+        jobs: impl Fn(&str, &std::path::Path) -> Vec<(String, String)>,
+    ) -> Replicas {
+        let time_scale = config.time_scale;
+        let sim = SimServer::start(config).await.unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        let workspace = sim.state().world().workspace.gid.clone();
+        let mut daemons = Vec::new();
+        for _ in 0..count {
+            let daemon = Daemon::new(
+                &sim,
+                DaemonOptions {
+                    database_url: Some(db.url.clone()),
+                    lease_secs: 3,
+                    worker: "credential_lease_secs = 3",
+                    asana: format!("time_scale = {time_scale:?}\nrequest_timeout_secs = 30"),
+                    credential,
+                    log_level: "info",
+                    ..DaemonOptions::default()
+                },
+            );
+            for (name, job) in jobs(&workspace, shared.path()) {
+                std::fs::write(daemon.jobs_dir().join(format!("{name}.toml")), job).unwrap();
             }
             daemons.push(daemon);
         }
@@ -168,7 +193,7 @@ dir = "{out}"
     }
 
     fn logs(&self) -> String {
-        (0..3)
+        (0..self.daemons.len())
             .map(|n| self.daemons[n].log(&format!("replica-{n}")))
             .collect::<Vec<_>>()
             .join("\n----\n")
@@ -208,7 +233,14 @@ async fn three_replicas_spend_one_tokens_quota_to_the_limit_and_survive_the_hold
     let Some(db) = support::pg::TestDatabase::create("three replicas share one token").await else {
         return;
     };
-    let mut replicas = Replicas::start(db).await;
+    let mut replicas = Replicas::start(
+        db,
+        quota_bound_sim(),
+        3,
+        QUOTA_CREDENTIAL,
+        tailing_audit_jobs,
+    )
+    .await;
     let holder = replicas.wait_for_holder(None).await;
 
     // Warm up (the backfills end, every job tails), then six quota windows.
@@ -294,7 +326,14 @@ async fn jobs_list_shows_each_replicas_job_set() {
     let Some(db) = support::pg::TestDatabase::create("replica job sets").await else {
         return;
     };
-    let mut replicas = Replicas::start(db).await;
+    let mut replicas = Replicas::start(
+        db,
+        quota_bound_sim(),
+        3,
+        QUOTA_CREDENTIAL,
+        tailing_audit_jobs,
+    )
+    .await;
     // One replica's files change: it reloads within 5 s and announces the new set.
     std::fs::write(
         replicas.daemons[2].jobs_dir().join("audit-0.toml"),
@@ -337,5 +376,203 @@ async fn jobs_list_shows_each_replicas_job_set() {
         .collect();
     assert_eq!(versions.len(), 2, "{readyz}");
     assert!(versions.contains(readyz["job_set"]["version"].as_str().unwrap()));
+    replicas.stop();
+}
+
+/// Enqueues a run of each job through the CLI and waits until every one has completed.
+async fn run_all_and_wait(replicas: &Replicas, jobs: &[String], within: Duration) {
+    for job in jobs {
+        let output = replicas.daemons[0].cli(&["jobs", "run", job]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let store = replicas.store().await;
+    let deadline = Instant::now() + within;
+    loop {
+        let mut pending = Vec::new();
+        for job in jobs {
+            let runs = store
+                .list_runs(&RunFilter {
+                    job_name: Some(job.clone()),
+                    limit: 0,
+                    ..RunFilter::default()
+                })
+                .await
+                .unwrap();
+            for run in &runs {
+                assert!(
+                    !matches!(run.state, RunState::Failed | RunState::Dead),
+                    "{job}: {run:?}\n{}",
+                    replicas.logs()
+                );
+            }
+            if !runs.iter().any(|r| r.state == RunState::Completed) {
+                pending.push(job.clone());
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running: {pending:?}\n{}",
+            replicas.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// With slow responses, concurrency is the limit: six audit-log backfills of twenty slices each
+/// want 120 reads at once; the replicas together never send more than Asana's 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_never_exceed_the_tokens_concurrent_reads() {
+    let Some(db) = support::pg::TestDatabase::create("three replicas, slow reads").await else {
+        return;
+    };
+    let mut config = SimConfig {
+        time_scale: TIME_SCALE,
+        ..SimConfig::default()
+    };
+    config.timing.activity_per_minute = 0.0;
+    config.timing.audit_events_per_minute = 0.0;
+    config.world.audit_events = 300;
+    config.world.audit_backfill_days = 2;
+    config.faults.latency_ms = 400;
+    let jobs = |workspace: &str, out: &std::path::Path| -> Vec<(String, String)> {
+        (0..JOBS)
+            .map(|i| {
+                (
+                    format!("backfill-{i}"),
+                    format!(
+                        r#"name = "backfill-{i}"
+kind = "audit_log"
+every = "24h"
+credential = "sa"
+timeout = "5m"
+
+[settings]
+workspace = "{workspace}"
+start = "3d"
+backfill_slices = 20
+page_size = 1
+
+[settings.sink]
+type = "file"
+dir = "{out}"
+"#,
+                        out = out.display(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let mut replicas = Replicas::start(db, config, 3, "tier = \"paid\"", jobs).await;
+    replicas.wait_for_holder(None).await;
+    replicas.admin().reset_stats().await;
+    let names: Vec<String> = (0..JOBS).map(|i| format!("backfill-{i}")).collect();
+    run_all_and_wait(&replicas, &names, Duration::from_secs(180)).await;
+    let stats = replicas.admin().token_stats("service-account").await;
+    println!("slow reads, three replicas: {stats}");
+    let peak = stats["peak_concurrent_reads"].as_u64().unwrap();
+    assert!(
+        stats["rejected"]
+            .as_object()
+            .is_none_or(|o| o.values().all(|n| n.as_u64() == Some(0))),
+        "429s: {stats}"
+    );
+    assert!(peak <= 50, "{peak} reads at once: {stats}");
+    assert!(
+        peak >= 45,
+        "concurrency was not the limit (peak {peak}), so this test proves nothing: {stats}"
+    );
+    replicas.stop();
+}
+
+/// Eight graph exports across three replicas: never more than Asana's 5 export jobs at once,
+/// and no 429 for the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_exports_across_three_replicas_hold_at_most_five_export_slots() {
+    let Some(db) = support::pg::TestDatabase::create("three replicas, eight exports").await else {
+        return;
+    };
+    let mut config = SimConfig {
+        time_scale: TIME_SCALE,
+        ..SimConfig::default()
+    };
+    config.timing.activity_per_minute = 0.0;
+    config.timing.audit_events_per_minute = 0.0;
+    let projects: Vec<String> = {
+        let sim = SimServer::start(config.clone()).await.unwrap();
+        let gids = sim
+            .state()
+            .world()
+            .projects
+            .iter()
+            .map(|p| p.gid.clone())
+            .take(8)
+            .collect();
+        sim.shutdown().await;
+        gids
+    };
+    assert_eq!(projects.len(), 8, "the world has eight projects to export");
+    let jobs = move |_: &str, out: &std::path::Path| -> Vec<(String, String)> {
+        projects
+            .iter()
+            .enumerate()
+            .map(|(i, project)| {
+                std::fs::create_dir_all(out.join(format!("graph-{i}"))).unwrap();
+                (
+                    format!("graph-{i}"),
+                    format!(
+                        "name = \"graph-{i}\"\nkind = \"graph_export\"\nevery = \"24h\"\ncredential = \"sa\"\nmax_attempts = 3\nretry_initial = \"1s\"\ntimeout = \"5m\"\n[settings]\noutput_dir = \"{out}/graph-{i}\"\npoll_interval = \"1s\"\npoll_max_interval = \"2s\"\nparent = \"{project}\"\n",
+                        out = out.display()
+                    ),
+                )
+            })
+            .collect()
+    };
+    let mut replicas = Replicas::start(db, config, 3, "tier = \"paid\"", jobs).await;
+    replicas.wait_for_holder(None).await;
+    replicas.admin().reset_stats().await;
+    let names: Vec<String> = (0..8).map(|i| format!("graph-{i}")).collect();
+    run_all_and_wait(&replicas, &names, Duration::from_secs(180)).await;
+    let stats = replicas.admin().token_stats("service-account").await;
+    println!("eight exports, three replicas: {stats}");
+    assert!(
+        stats["rejected"]
+            .as_object()
+            .is_none_or(|o| o.values().all(|n| n.as_u64() == Some(0))),
+        "429s: {stats}"
+    );
+    let peak = stats["peak_concurrent_jobs"].as_u64().unwrap();
+    assert!(
+        (1..=5).contains(&peak),
+        "{peak} export jobs at once: {stats}"
+    );
+    replicas.stop();
+}
+
+/// The same load on one replica, for the side-by-side figures in docs/benchmarks.md: one
+/// process spends the quota as three do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_spends_the_same_quota_as_three() {
+    let Some(db) = support::pg::TestDatabase::create("one replica, one token").await else {
+        return;
+    };
+    let mut replicas = Replicas::start(
+        db,
+        quota_bound_sim(),
+        1,
+        QUOTA_CREDENTIAL,
+        tailing_audit_jobs,
+    )
+    .await;
+    replicas.wait_for_holder(None).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (accepted, rejected, elapsed) = replicas.measure(360).await;
+    assert_saturated_without_429("one replica", accepted, &rejected, elapsed);
     replicas.stop();
 }
