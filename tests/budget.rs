@@ -484,3 +484,67 @@ fn invalid_configurations_are_refused_with_a_reason() {
     assert_eq!(BudgetConfig::new("f", Tier::Free).limit(), 150);
     assert_eq!(BudgetConfig::new("p", Tier::Paid).limit(), 1500);
 }
+
+/// Grant instants, relative to `start`, of `count` reads that each hold their permit for
+/// `hold`.
+async fn grant_offsets(budget: &Budget, count: usize, hold: Duration) -> Vec<Duration> {
+    let start = Instant::now();
+    run_requests(budget, &[("a", Priority::Scheduled, count)], hold)
+        .await
+        .into_iter()
+        .map(|(at, _)| at - start)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_windows_upper_quarter_is_sent_a_few_at_a_time_until_it_has_held_that_many() {
+    // Limit 40: the upper quarter starts at 30 requests in the window.
+    let budget = Budget::new(config(40)).unwrap();
+    let offsets = grant_offsets(&budget, 40, Duration::from_secs(1)).await;
+    let at_once = offsets.iter().filter(|o| o.is_zero()).count();
+    assert_eq!(at_once, 30, "{offsets:?}");
+    // The rest follow as responses come back, with at most a few in flight, well within the
+    // window.
+    for second in 1..=2 {
+        let granted = offsets
+            .iter()
+            .filter(|o| **o == Duration::from_secs(second))
+            .count();
+        assert_eq!(
+            granted,
+            asana_worker::budget::CAUTIOUS_IN_FLIGHT,
+            "{offsets:?}"
+        );
+    }
+    // The window held 40 without a 429: the next window is sent at once.
+    tokio::time::sleep(window() + Duration::from_secs(2)).await;
+    let offsets = grant_offsets(&budget, 40, Duration::from_secs(1)).await;
+    assert!(offsets.iter().all(|o| o.is_zero()), "{offsets:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_quota_429_the_level_above_what_fitted_is_probed_one_request_at_a_time() {
+    let budget = Budget::new(config(100)).unwrap();
+    let cancel = CancellationToken::new();
+    for _ in 0..40 {
+        drop(budget.acquire(read("a"), &cancel).await.unwrap());
+    }
+    // Another client fills Asana's window: this budget settles at 90 % of its 40 (36).
+    budget.cool_down(Duration::from_secs(5), true);
+    assert_eq!(budget.effective_limit(), 36);
+    // A quiet window later it probes a twentieth higher (41), one request at a time above 36.
+    tokio::time::sleep(Duration::from_secs(5) + window() + Duration::from_millis(1)).await;
+    assert_eq!(budget.effective_limit(), 41);
+    let mut offsets = grant_offsets(&budget, 41, Duration::from_secs(1)).await;
+    offsets.sort();
+    // Up to 36 as usual (30 at once, then a few at a time in the upper quarter), the five
+    // above 36 one after another, each after the previous one's response.
+    let probes = &offsets[36..];
+    for pair in probes.windows(2) {
+        assert_eq!(pair[1] - pair[0], Duration::from_secs(1), "{offsets:?}");
+    }
+    assert!(offsets[35] < probes[0], "{offsets:?}");
+    // A 429 while probing settles just below the level reached (97 % of 41 is 39).
+    budget.cool_down(Duration::from_secs(1), true);
+    assert_eq!(budget.effective_limit(), 39);
+}

@@ -13,8 +13,15 @@
 //! - **Concurrency:** read and write slots held by the permit for the request's duration.
 //! - **Cooldown:** a 429 pauses the whole token until its `Retry-After` has passed, for every job.
 //!   Since the budget itself never overfills a window, a quota 429 means someone else spends the
-//!   same token: the effective limit drops by 10 % per episode and grows back by a twentieth of
-//!   the limit per quiet window.
+//!   same token: the effective limit drops by 10 % per episode (3 % once the edge has been
+//!   probed, below) and grows back by a twentieth of the limit per quiet window.
+//! - **Meeting another client cheaply:** every request in flight when Asana's window fills comes
+//!   back 429. So in the window's upper quarter, above the most it has held without a 429 (that
+//!   level is forgotten every ten windows), the budget keeps only a few requests in flight
+//!   (`CAUTIOUS_IN_FLIGHT`, or enough for 1.5 times the limit's rate at the observed latency);
+//!   after a quota 429, above the level that fitted beside the other client, one at a time. A
+//!   token shared with a script spending 20 % of it takes about a dozen 429s per 6,000 requests
+//!   instead of a hundred (`bench budget`, scenario d).
 //! - **Fairness:** waiters queue per job (FIFO) and jobs are served round-robin within a priority;
 //!   higher priorities first. A waiter held back only by its class's slots lets others pass; a
 //!   waiter held back by the rate stops the scan, so a large request (a batch costing 10) is not
@@ -50,6 +57,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Length of Asana's quota window, in (simulated) seconds.
 pub const WINDOW_SECS: f64 = 60.0;
+
+/// Requests in flight at least allowed while the window is more than three quarters used; the cap there
+/// is this or what keeps 1.5 times the limit's rate flowing at the latency observed, whichever
+/// is more (see `Shared::cautious_in_flight`).
+pub const CAUTIOUS_IN_FLIGHT: usize = 4;
 
 /// Errors from waiting for budget.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -363,6 +375,18 @@ struct State {
     effective_limit: u32,
     /// When `effective_limit` was last lowered or raised.
     limit_changed_at: Option<Instant>,
+    /// After a quota 429 (someone else spends the token): the most requests per window known
+    /// to fit beside the other client. Above it the budget probes one request at a time, so
+    /// that finding the edge again costs one 429, not a burst of every request in flight.
+    safe_limit: Option<u32>,
+    /// Smoothed time from grant to response, for the in-flight cap of the upper quarter.
+    latency: Option<Duration>,
+    /// The most requests the window has held without a 429 since `reached_since`: up to there
+    /// the cap of the upper quarter does not apply (nobody else was seen spending the token).
+    reached_quietly: u32,
+    /// When `reached_quietly` was last reset; it is forgotten every ten windows, so a client
+    /// that starts spending the token later is met cautiously again.
+    reached_since: Option<Instant>,
     levels: BTreeMap<Priority, Level>,
     waiting: usize,
     next_ticket: u64,
@@ -423,6 +447,17 @@ impl Drop for Permit {
                     state.searches_in_flight = state.searches_in_flight.saturating_sub(1);
                     state.search_log.push_back(now);
                 }
+            }
+            // Smoothed latency (a fifth of each new sample).
+            let sample = now.saturating_duration_since(self.granted_at);
+            state.latency = Some(match state.latency {
+                None => sample,
+                Some(smoothed) => smoothed.mul_f64(0.8) + sample.mul_f64(0.2),
+            });
+            // A response outside a pause: the window held this many without a 429.
+            if state.cooldown_until.is_none_or(|until| until <= now) {
+                let count = state.window_count() as u32;
+                state.reached_quietly = state.reached_quietly.max(count);
             }
             // From now on the request counts from its completion time.
             state.in_flight_cost = state.in_flight_cost.saturating_sub(self.cost);
@@ -522,6 +557,13 @@ impl Shared {
         while state.search_log.front().is_some_and(expired) {
             state.search_log.pop_front();
         }
+        if state
+            .reached_since
+            .is_none_or(|since| now >= since + self.window * 10)
+        {
+            state.reached_quietly = 0;
+            state.reached_since = Some(now);
+        }
         // Recover the effective limit by a twentieth per quiet window after a quota 429.
         let limit = self.config.limit();
         if state.effective_limit < limit
@@ -529,15 +571,51 @@ impl Shared {
             && now >= changed + self.window
         {
             let step = (limit / 20).max(1);
+            // The level just left was quiet for a window: it becomes the safe one, and the
+            // step above it is probed one request at a time.
+            state.safe_limit = Some(state.effective_limit);
             state.effective_limit = (state.effective_limit + step).min(limit);
             state.limit_changed_at = Some(now);
+        } else if state.effective_limit >= limit
+            && state.safe_limit.is_some()
+            && state
+                .limit_changed_at
+                .is_none_or(|changed| now >= changed + self.window)
+        {
+            // A whole window at the full limit without a 429: the other client is gone.
+            state.safe_limit = None;
         }
+    }
+
+    /// The in-flight cap of the window's upper quarter: enough to send at 1.5 times the
+    /// effective limit's rate at the observed latency (so saturating the token is never held
+    /// back by it), at least [`CAUTIOUS_IN_FLIGHT`]. At 1,500/min and 300 ms that is 12.
+    fn cautious_in_flight(&self, state: &State) -> usize {
+        let per_sec = f64::from(state.effective_limit) / self.window.as_secs_f64();
+        let latency = state.latency.unwrap_or_default().as_secs_f64();
+        ((per_sec * latency * 3.0).ceil() as usize).max(CAUTIOUS_IN_FLIGHT)
     }
 
     fn fits(&self, state: &State, class: RequestClass, cost: u32) -> Fit {
         let limit = state.effective_limit;
         let cost = cost.min(limit) as usize;
         if state.window_count() + cost > limit as usize {
+            return Fit::Stop;
+        }
+        // In the window's upper quarter, a few requests at a time: if another client spends
+        // the token too, Asana's window fills before this budget's does, and every request in
+        // flight at that moment comes back 429.
+        let cautious_from = ((limit as usize * 3) / 4).max(state.reached_quietly as usize);
+        if state.window_count() + cost > cautious_from
+            && state.in_flight_cost as usize >= self.cautious_in_flight(state)
+        {
+            return Fit::Stop;
+        }
+        // Above the level known to fit beside another client, one request at a time.
+        if let Some(safe) = state.safe_limit
+            && state.window_count() + cost > safe as usize
+            && state.in_flight_cost > 0
+        {
             return Fit::Stop;
         }
         match class {
@@ -749,6 +827,10 @@ impl Budget {
                     search_log: VecDeque::new(),
                     in_flight_cost: 0,
                     searches_in_flight: 0,
+                    safe_limit: None,
+                    latency: None,
+                    reached_quietly: 0,
+                    reached_since: None,
                     reads: 0,
                     writes: 0,
                     cooldown_until: None,
@@ -894,11 +976,20 @@ impl Budget {
                 let base = state
                     .effective_limit
                     .min(state.window_count().max(1) as u32);
-                let lowered = ((f64::from(base) * 0.9) as u32).max(floor);
+                // With the edge probed one request at a time (`safe_limit`), the window count
+                // at a 429 is close to what fits beside the other client: settle just below.
+                let factor = if state.safe_limit.is_some() {
+                    0.97
+                } else {
+                    0.9
+                };
+                let lowered = ((f64::from(base) * factor) as u32).max(floor);
                 if lowered < state.effective_limit {
                     state.effective_limit = lowered;
                     state.stats.limit_decreases += 1;
                 }
+                state.safe_limit = Some(state.effective_limit);
+                state.reached_quietly = 0;
             }
             if adapt {
                 state.limit_changed_at =
