@@ -170,6 +170,19 @@ impl CredentialBudgets for PoolBudgets {
     }
 }
 
+/// The scheduler leads only while no live replica runs newer job files.
+#[derive(Debug)]
+struct FreshJobFiles(Arc<CredentialLeases>);
+
+impl crate::scheduler::LeadershipGate for FreshJobFiles {
+    fn may_lead(&self) -> Result<(), String> {
+        match self.0.newer_job_set_elsewhere() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What this process announces about its job set: the fingerprint of its job files, and the
 /// enabled jobs of each credential (those the credential leases cover).
 fn announcement(
@@ -343,7 +356,8 @@ pub async fn run(
         Duration::from_millis(settings.scheduler.tick_ms.max(10)),
         Duration::from_secs(settings.scheduler.leader_lease_secs.max(1)),
     )
-    .with_health(health.clone());
+    .with_health(health.clone())
+    .with_leadership_gate(Arc::new(FreshJobFiles(leases.clone())));
     let last_tick = scheduler.last_tick();
     let accepting = Arc::new(AtomicBool::new(false));
     let mut admin_addr = None;

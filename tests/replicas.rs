@@ -376,6 +376,25 @@ async fn jobs_list_shows_each_replicas_job_set() {
         .collect();
     assert_eq!(versions.len(), 2, "{readyz}");
     assert!(versions.contains(readyz["job_set"]["version"].as_str().unwrap()));
+    // The replica with the newer files leads the scheduler: the others stand down rather
+    // than drop or keep schedules by their stale files.
+    let updated_pid = replicas.children[2].as_ref().unwrap().id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lease = replicas.store().await.get_lease("scheduler").await.unwrap();
+        let leader_pid = lease
+            .as_ref()
+            .and_then(|l| l.owner.split(':').nth(1)?.parse::<u32>().ok());
+        if leader_pid == Some(updated_pid) && lease.unwrap().expires_at > chrono::Utc::now() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica with the newer job files does not lead\n{}",
+            replicas.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     replicas.stop();
 }
 

@@ -256,6 +256,14 @@ pub struct Plan {
     pub runs: Vec<NewRun>,
 }
 
+/// Whether this process may lead the scheduler now. A replica whose job files are older than
+/// another live replica's must not: it would drop the schedules of jobs it does not know yet
+/// and keep firing jobs that were removed (ARCHITECTURE.md, "Scheduler and failover").
+pub trait LeadershipGate: Send + Sync + std::fmt::Debug {
+    /// False while another live replica runs a newer job set; the reason is logged.
+    fn may_lead(&self) -> Result<(), String>;
+}
+
 /// The scheduler loop.
 #[derive(Debug)]
 pub struct Scheduler<K> {
@@ -269,6 +277,10 @@ pub struct Scheduler<K> {
     last_tick: Arc<AtomicI64>,
     /// Failing ticks (the database cannot be written): logged once, and at `/readyz`.
     faults: FaultLog,
+    /// Stands down while this process's job files are stale.
+    gate: Option<Arc<dyn LeadershipGate>>,
+    /// Whether the last tick stood down (to log the change once).
+    standing_down: std::sync::atomic::AtomicBool,
 }
 
 impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
@@ -290,7 +302,15 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
             lease,
             last_tick: Arc::new(AtomicI64::new(0)),
             faults: FaultLog::new(HEALTH_COMPONENT, "schedule fires", Health::new()),
+            gate: None,
+            standing_down: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Leads only while `gate` allows it.
+    pub fn with_leadership_gate(mut self, gate: Arc<dyn LeadershipGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Reports failing ticks to `health` (for `/readyz`).
@@ -307,6 +327,26 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
     /// One pass: take or renew leadership, then enqueue every due fire.
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
         let now = self.clock.now();
+        if let Some(gate) = &self.gate {
+            match gate.may_lead() {
+                Err(reason) => {
+                    if !self.standing_down.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(%reason, "Not leading the scheduler: another replica runs newer job files");
+                    }
+                    // A no-op unless this process holds the lease: the up-to-date replica
+                    // takes over at its next tick.
+                    self.store.release_lease(LEADER_LEASE, &self.owner).await?;
+                    return Ok(TickReport::default());
+                }
+                Ok(()) => {
+                    if self.standing_down.swap(false, Ordering::Relaxed) {
+                        tracing::info!(
+                            "Job files up to date again; this replica may lead the scheduler"
+                        );
+                    }
+                }
+            }
+        }
         let leader = self
             .store
             .acquire_lease(LEADER_LEASE, &self.owner, now, self.lease)

@@ -178,6 +178,29 @@ impl CredentialLeases {
             .collect()
     }
 
+    /// Why this process should not lead the scheduler, if it should not: a live replica
+    /// announced a different job set that it loaded after this process loaded its own (a
+    /// ConfigMap update that has not reached this pod yet).
+    pub fn newer_job_set_elsewhere(&self) -> Option<String> {
+        let announcement = self.announcement.borrow();
+        let state = lock(&self.held);
+        state
+            .replicas
+            .iter()
+            .filter(|r| r.owner != self.owner)
+            .find(|r| r.job_set != announcement.version && r.job_set_since > announcement.since)
+            .map(|r| {
+                format!(
+                    "replica {} runs job set {} since {}, newer than this replica's {} (since {})",
+                    r.owner,
+                    r.job_set,
+                    r.job_set_since.to_rfc3339(),
+                    announcement.version,
+                    announcement.since.to_rfc3339()
+                )
+            })
+    }
+
     /// Runs rounds until `shutdown`, then hands every held lease over.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut every = tokio::time::interval((self.ttl / 3).max(Duration::from_millis(100)));
