@@ -9,6 +9,7 @@ pub mod bench_sim;
 pub mod common;
 pub mod creds;
 pub mod demo;
+pub mod health;
 pub mod jobs;
 pub mod migrate;
 pub mod run;
@@ -65,6 +66,8 @@ pub enum Command {
     Creds(creds::CredsArgs),
     /// Check a file sink's manifest chain and segments (exit 1 on any tampering).
     Verify(verify::VerifyArgs),
+    /// Ask a running daemon whether it is alive (or ready, with --ready): exit 0 or 1.
+    Health(health::HealthArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -126,6 +129,7 @@ async fn run_async(command: Command) -> anyhow::Result<u8> {
         Command::Bench(args) => bench::run(args).await,
         Command::Creds(args) => creds::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Health(args) => health::run(args).await,
     }
 }
 
