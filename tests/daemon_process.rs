@@ -594,6 +594,29 @@ async fn a_run_of_a_job_one_replica_does_not_define_waits_for_its_files_and_neve
     daemon_support::terminate(&mut stale_daemon);
 }
 
+/// `asana-worker health` answers from the running daemon's admin server: 0 while it runs, 1
+/// with a hint once it is gone (the image's HEALTHCHECK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_running_daemon_and_its_absence() {
+    let setup = Setup::new().await;
+    let mut daemon = setup.start("health");
+    setup.wait_ready(&mut daemon).await;
+    for args in [&["health"][..], &["health", "--ready"][..]] {
+        let out = setup.cli(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(text.contains(" 200 "), "{text}");
+    }
+    daemon_support::terminate(&mut daemon);
+    let out = setup.cli(&["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is the daemon running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A job file added on disk (as a ConfigMap update does) is picked up without a SIGHUP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_files_changed_on_disk_are_reloaded_without_a_signal() {
