@@ -548,3 +548,43 @@ async fn after_a_quota_429_the_level_above_what_fitted_is_probed_one_request_at_
     budget.cool_down(Duration::from_secs(1), true);
     assert_eq!(budget.effective_limit(), 39);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_many_slots_held_lowers_concurrency_not_the_rate() {
+    let budget = Budget::new(config(1000)).unwrap();
+    let cancel = CancellationToken::new();
+    // 30 of the 50 read slots held when Asana answers 429: another client holds the rest.
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(budget.acquire(read("a"), &cancel).await.unwrap());
+    }
+    assert!(budget.concurrency_shaped(RequestClass::Read));
+    assert!(!budget.concurrency_shaped(RequestClass::Write));
+    budget.concurrency_limited(RequestClass::Read, Duration::from_secs(2));
+    assert_eq!(budget.effective_limit(), 1000, "the rate is not lowered");
+    assert_eq!(
+        budget.concurrency_caps(),
+        (15, 15),
+        "half of the 30 in flight"
+    );
+    assert!(budget.cooldown_remaining().is_some(), "the token pauses");
+    // More 429s of the same episode do not lower it again.
+    budget.concurrency_limited(RequestClass::Read, Duration::from_secs(2));
+    assert_eq!(budget.concurrency_caps(), (15, 15));
+    drop(held);
+    // Other refusals of that burst are the same episode, whatever is in flight now.
+    assert!(budget.concurrency_shaped(RequestClass::Read));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // After it, with few requests in flight, a 429 is the quota's.
+    let few = budget.acquire(read("a"), &cancel).await.unwrap();
+    assert!(!budget.concurrency_shaped(RequestClass::Read));
+    drop(few);
+    // Quiet windows give the slots back, a tenth of the configured cap at a time.
+    tokio::time::sleep(window()).await;
+    assert_eq!(budget.concurrency_caps(), (20, 15));
+    for _ in 0..6 {
+        tokio::time::sleep(window()).await;
+        budget.concurrency_caps();
+    }
+    assert_eq!(budget.concurrency_caps(), (50, 15));
+}

@@ -313,6 +313,45 @@ async fn concurrency_peaks_stay_within_50_reads_and_15_writes() {
     sim.shutdown().await;
 }
 
+/// Another client holds 40 of the token's 50 read slots (the simulator allows this token 10):
+/// Asana's concurrency 429s do not lower the rate; the budget sends fewer reads at once until
+/// they fit, and every request succeeds.
+#[tokio::test]
+async fn concurrency_429s_lower_the_reads_in_flight_not_the_rate() {
+    let sim = sim_with(|c| {
+        c.faults.latency_ms = 3_000;
+        c.limits.concurrent_reads = 10;
+    })
+    .await;
+    let client = client_for(&sim, "service-account", Tier::Paid);
+    futures::stream::iter(0..300)
+        .map(|_| {
+            let client = client.clone();
+            async move { client.me(&["name"]).await.map(|_| ()) }
+        })
+        .buffer_unordered(100)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("every read succeeds in the end");
+    let stats = stats(&sim, "service-account");
+    let refused = stats.rejected_total();
+    assert!(refused > 0, "the test needs concurrency 429s: {stats:?}");
+    let budget = client.budget();
+    assert_eq!(budget.effective_limit(), 1500, "the rate was not lowered");
+    assert_eq!(budget.stats().limit_decreases, 0);
+    let (reads, _) = budget.concurrency_caps();
+    assert!(
+        reads <= 10,
+        "reads in flight now fit the 10 slots left: {reads}"
+    );
+    // It converged: a handful of episodes, not a 429 per request.
+    assert!(
+        refused <= 100,
+        "{refused} refusals for 300 requests: {stats:?}"
+    );
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_429_pauses_every_job_on_the_token_for_retry_after() {
     let sim = sim_with(|c| {

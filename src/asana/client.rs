@@ -722,17 +722,24 @@ impl AsanaClient {
             // Pause the token before this permit is returned, so no other job slips in. The
             // budget never overfills a window, so a 429 outside search means another client
             // spends this token: let the budget lower its limit.
+            // Asana's job cap, search bucket, concurrency limiter and quota all answer 429 with
+            // the same body; only the quota means another client spends this token's quota,
+            // and only it lowers the rate.
             let cause = if request.starts_job {
                 "job_cap"
             } else if request.class == RequestClass::Search {
                 "search"
+            } else if budget.concurrency_shaped(request.class) {
+                "concurrency"
             } else {
                 "quota"
             };
             metrics::counter!("asana_worker_rate_limited_total", "token" => token_name, "cause" => cause)
                 .increment(1);
-            if !request.starts_job {
-                budget.cool_down(*retry_after, request.class != RequestClass::Search);
+            match cause {
+                "job_cap" => {}
+                "concurrency" => budget.concurrency_limited(request.class, *retry_after),
+                _ => budget.cool_down(*retry_after, cause == "quota"),
             }
         }
         drop(permit);

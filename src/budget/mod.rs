@@ -381,6 +381,13 @@ struct State {
     safe_limit: Option<u32>,
     /// Smoothed time from grant to response, for the in-flight cap of the upper quarter.
     latency: Option<Duration>,
+    /// Concurrent reads and writes allowed now: the configured caps, lower after a 429 that
+    /// came while many of this budget's requests were in flight (another client holds some of
+    /// the token's concurrency slots); they grow back by a tenth per quiet window.
+    read_cap: u32,
+    write_cap: u32,
+    /// When a concurrency cap was last lowered or raised.
+    caps_changed_at: Option<Instant>,
     /// The most requests the window has held without a 429 since `reached_since`: up to there
     /// the cap of the upper quarter does not apply (nobody else was seen spending the token).
     reached_quietly: u32,
@@ -564,6 +571,19 @@ impl Shared {
             state.reached_quietly = 0;
             state.reached_since = Some(now);
         }
+        // Concurrency caps grow back by a tenth per quiet window after a concurrency 429.
+        if (state.read_cap < self.config.concurrent_reads
+            || state.write_cap < self.config.concurrent_writes)
+            && state
+                .caps_changed_at
+                .is_none_or(|changed| now >= changed + self.window)
+        {
+            let reads = self.config.concurrent_reads;
+            let writes = self.config.concurrent_writes;
+            state.read_cap = (state.read_cap + (reads / 10).max(1)).min(reads);
+            state.write_cap = (state.write_cap + (writes / 10).max(1)).min(writes);
+            state.caps_changed_at = Some(now);
+        }
         // Recover the effective limit by a twentieth per quiet window after a quota 429.
         let limit = self.config.limit();
         if state.effective_limit < limit
@@ -619,10 +639,10 @@ impl Shared {
             return Fit::Stop;
         }
         match class {
-            RequestClass::Write if state.writes >= self.config.concurrent_writes => Fit::Skip,
-            RequestClass::Read if state.reads >= self.config.concurrent_reads => Fit::Skip,
+            RequestClass::Write if state.writes >= state.write_cap => Fit::Skip,
+            RequestClass::Read if state.reads >= state.read_cap => Fit::Skip,
             RequestClass::Search
-                if state.reads >= self.config.concurrent_reads
+                if state.reads >= state.read_cap
                     || state.search_count() >= self.config.search_per_minute as usize =>
             {
                 Fit::Skip
@@ -829,6 +849,9 @@ impl Budget {
                     searches_in_flight: 0,
                     safe_limit: None,
                     latency: None,
+                    read_cap: config.concurrent_reads,
+                    write_cap: config.concurrent_writes,
+                    caps_changed_at: None,
                     reached_quietly: 0,
                     reached_since: None,
                     reads: 0,
@@ -1058,6 +1081,71 @@ impl Budget {
             self.shared.settle(&mut state, now, &mut failed);
         }
         drop(failed);
+    }
+
+    /// Whether a 429 that just came for a request of `class` looks like Asana's concurrency
+    /// limiter rather than its quota: Asana sends the same status, body and kind of
+    /// `Retry-After` for both, so the budget judges by its own state. This budget never exceeds
+    /// the concurrency caps itself, so such a 429 means another client holds slots too; it is
+    /// taken as one when at least half of the class's slots were held by this budget when it
+    /// came, and so are the other 429s until that episode's pause ends. Below that (at most [`CAUTIOUS_IN_FLIGHT`] or so are in flight where the window
+    /// nears its limit) it is taken as the quota.
+    pub fn concurrency_shaped(&self, class: RequestClass) -> bool {
+        let state = self.shared.lock();
+        // The other refusals of a burst already judged concurrency (their requests were in
+        // flight together) belong to the same episode, whatever is still in flight now.
+        if state
+            .caps_changed_at
+            .is_some_and(|until| until > Instant::now())
+        {
+            return true;
+        }
+        let (held, cap) = match class {
+            RequestClass::Write => (state.writes, state.write_cap),
+            RequestClass::Read | RequestClass::Search => (state.reads, state.read_cap),
+        };
+        cap > 1 && held * 2 >= cap
+    }
+
+    /// After a concurrency 429: pauses the token for `retry_after` without touching the rate,
+    /// and halves the class's concurrency cap from what was in flight, so the requests of this
+    /// budget and the other client's fit Asana's slots within a few episodes. The cap grows back by a tenth per
+    /// quiet window.
+    pub fn concurrency_limited(&self, class: RequestClass, retry_after: Duration) {
+        {
+            let now = Instant::now();
+            let mut state = self.shared.lock();
+            let new_episode = state.caps_changed_at.is_none_or(|at| now >= at);
+            if new_episode {
+                match class {
+                    RequestClass::Write => {
+                        state.write_cap = (state.writes / 2).max(1).min(state.write_cap)
+                    }
+                    RequestClass::Read | RequestClass::Search => {
+                        state.read_cap = (state.reads / 2).max(1).min(state.read_cap)
+                    }
+                }
+                tracing::warn!(
+                    token = %self.shared.config.name,
+                    class = class.as_str(),
+                    read_cap = state.read_cap,
+                    write_cap = state.write_cap,
+                    "Asana refused a request for concurrency (another client holds some of the token's slots); fewer at once from now on"
+                );
+            }
+            // Once per pause, like the rate's episodes.
+            state.caps_changed_at = Some(now + self.shared.config.to_real(retry_after));
+        }
+        self.cool_down(retry_after, false);
+    }
+
+    /// Concurrent reads and writes allowed now (below the configured caps after concurrency
+    /// 429s).
+    pub fn concurrency_caps(&self) -> (u32, u32) {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        self.shared.prune(&mut state, now);
+        (state.read_cap, state.write_cap)
     }
 
     /// How long the token stays paused, if it is.

@@ -9,7 +9,7 @@
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Causes of a 429 (`asana_worker_rate_limited_total{cause}`).
-pub const RATE_LIMIT_CAUSES: [&str; 3] = ["quota", "search", "job_cap"];
+pub const RATE_LIMIT_CAUSES: [&str; 4] = ["quota", "search", "concurrency", "job_cap"];
 
 /// Outcomes of a run attempt (`asana_worker_runs_total{outcome}`).
 pub const RUN_OUTCOMES: [&str; 6] = [
