@@ -73,9 +73,51 @@ async fn all_runs(store: &Arc<dyn Store>, job: &str) -> Vec<asana_worker::store:
             job_name: Some(job.into()),
             states: Vec::new(),
             limit: 10_000,
+            ..RunFilter::default()
         })
         .await
         .unwrap()
+}
+
+async fn a_paused_job_records_its_fires_as_skipped_until_resumed(store: Arc<dyn Store>) {
+    let start = Utc.with_ymd_and_hms(2026, 5, 1, 9, 30, 0).unwrap();
+    let clock = ManualClock::new(start);
+    let jobs = vec![
+        job("paused", "0 * * * *", ""),
+        job("running", "0 * * * *", "overlap = \"queue\""),
+    ];
+    let scheduler = scheduler(&store, &clock, jobs, "one");
+    scheduler.tick().await.unwrap();
+    assert!(
+        store
+            .pause_job("paused", "status page", start)
+            .await
+            .unwrap()
+    );
+    clock.set(Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 1).unwrap());
+    scheduler.tick().await.unwrap();
+    let held = all_runs(&store, "paused").await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].state, RunState::Skipped);
+    assert_eq!(held[0].trigger, Trigger::Schedule);
+    let note = held[0].last_error.as_deref().unwrap();
+    assert!(note.contains("paused (by status page"), "{note}");
+    // The other job is not affected.
+    let other = all_runs(&store, "running").await;
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].state, RunState::Queued);
+    // Resumed: the next fire runs; the held one stays skipped.
+    assert!(store.resume_job("paused").await.unwrap());
+    clock.set(Utc.with_ymd_and_hms(2026, 5, 1, 11, 0, 1).unwrap());
+    scheduler.tick().await.unwrap();
+    let runs = all_runs(&store, "paused").await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].state, RunState::Queued);
+    assert_eq!(
+        runs[0].unique_key,
+        fire_key(Utc.with_ymd_and_hms(2026, 5, 1, 11, 0, 0).unwrap())
+    );
+    assert_eq!(runs[1].state, RunState::Skipped);
 }
 
 async fn misfire_policies_apply_after_a_restart(store: Arc<dyn Store>) {
@@ -308,4 +350,20 @@ async fn postgres_concurrent_schedulers_enqueue_each_fire_once() {
         return;
     };
     concurrent_schedulers_enqueue_each_fire_once(store::open(&db.url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_paused_job_records_its_fires_as_skipped_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("state.sqlite").display());
+    a_paused_job_records_its_fires_as_skipped_until_resumed(store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_a_paused_job_records_its_fires_as_skipped_until_resumed() {
+    let Some(db) = TestDatabase::create("PostgreSQL paused job test").await else {
+        return;
+    };
+    a_paused_job_records_its_fires_as_skipped_until_resumed(store::open(&db.url).await.unwrap())
+        .await;
 }

@@ -1391,6 +1391,7 @@ async fn list_runs_filters_and_orders_newest_first(b: &Backend) {
             job_name: Some("even".into()),
             states: vec![RunState::Queued, RunState::Retrying],
             limit: 1,
+            ..RunFilter::default()
         })
         .await
         .unwrap();
@@ -1451,6 +1452,188 @@ async fn corrupt_rows_are_errors_not_panics(b: &Backend) {
     assert!(claim(store, "w", t0()).await.is_none());
 }
 
+async fn list_runs_filters_by_creation_time(b: &Backend) {
+    let store = b.store.as_ref();
+    for i in 0..4 {
+        store
+            .enqueue(new_run("job", &i.to_string(), t0()), t0() + secs(10 * i))
+            .await
+            .unwrap();
+    }
+    let keys =
+        |runs: Vec<store::Run>| -> Vec<String> { runs.into_iter().map(|r| r.unique_key).collect() };
+    let window = store
+        .list_runs(&RunFilter {
+            created_after: Some(t0() + secs(10)),
+            created_before: Some(t0() + secs(30)),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    // From inclusive, until exclusive.
+    assert_eq!(keys(window), ["2", "1"]);
+    let since = store
+        .list_runs(&RunFilter {
+            created_after: Some(t0() + secs(25)),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(keys(since), ["3"]);
+}
+
+async fn paused_jobs_are_shared_and_paused_once(b: &Backend) {
+    let store = b.store.as_ref();
+    assert!(store.job_controls().await.unwrap().is_empty());
+    assert!(store.pause_job("zeta", "status page", t0()).await.unwrap());
+    assert!(
+        store
+            .pause_job("alpha", "bearer token", t0() + secs(1))
+            .await
+            .unwrap()
+    );
+    // A second pause changes nothing, not even who paused it.
+    assert!(
+        !store
+            .pause_job("zeta", "someone else", t0() + secs(2))
+            .await
+            .unwrap()
+    );
+    let controls = store.job_controls().await.unwrap();
+    assert_eq!(
+        controls,
+        vec![
+            store::JobControl {
+                job_name: "alpha".into(),
+                paused_at: t0() + secs(1),
+                paused_by: "bearer token".into(),
+            },
+            store::JobControl {
+                job_name: "zeta".into(),
+                paused_at: t0(),
+                paused_by: "status page".into(),
+            },
+        ]
+    );
+    assert!(store.resume_job("zeta").await.unwrap());
+    assert!(!store.resume_job("zeta").await.unwrap());
+    assert!(!store.resume_job("never-paused").await.unwrap());
+    let names: Vec<String> = store
+        .job_controls()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.job_name)
+        .collect();
+    assert_eq!(names, ["alpha"]);
+    // Nobody pauses anonymously.
+    assert!(store.pause_job("beta", "", t0()).await.is_err());
+}
+
+async fn retry_requeues_only_failed_and_dead_runs(b: &Backend) {
+    let store = b.store.as_ref();
+    let mut run = new_run("job", "dead", t0());
+    run.max_attempts = 1;
+    let dead = insert(store, run).await;
+    let claimed = claim(store, "w", t0()).await.unwrap();
+    assert_eq!(claimed.id, dead.id);
+    assert!(
+        store
+            .finish(
+                dead.id,
+                "w",
+                Transition::Dead {
+                    error: "Asana answered 500 five times".into()
+                },
+                t0() + secs(1)
+            )
+            .await
+            .unwrap()
+    );
+    let retried = store
+        .retry_run(dead.id, t0() + secs(5))
+        .await
+        .unwrap()
+        .expect("a dead run is retried");
+    assert_eq!(retried.state, RunState::Queued);
+    assert_eq!(retried.attempt, 1);
+    assert_eq!(retried.max_attempts, 2, "one more attempt");
+    assert_eq!(retried.run_after, t0() + secs(5));
+    assert_eq!(retried.finished_at, None);
+    assert_eq!(
+        retried.last_error.as_deref(),
+        Some("retried by an operator after: Asana answered 500 five times")
+    );
+    assert_eq!(
+        store.get_run(dead.id).await.unwrap().unwrap().state,
+        RunState::Queued
+    );
+    // Only once: a queued run is not retried again, nor a running one, nor a completed one.
+    assert!(
+        store
+            .retry_run(dead.id, t0() + secs(6))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let running = claim(store, "w", t0() + secs(6)).await.unwrap();
+    assert_eq!(running.id, dead.id);
+    assert!(
+        store
+            .retry_run(dead.id, t0() + secs(7))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .finish(
+                dead.id,
+                "w",
+                Transition::Complete {
+                    progress: json!({})
+                },
+                t0() + secs(8)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .retry_run(dead.id, t0() + secs(9))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A failed run is retried too; an unknown id is none.
+    let failed = insert(store, new_run("other", "failed", t0())).await;
+    claim(store, "w", t0() + secs(10)).await.unwrap();
+    store
+        .finish(
+            failed.id,
+            "w",
+            Transition::Fail {
+                error: "no such workspace".into(),
+            },
+            t0() + secs(11),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .retry_run(failed.id, t0() + secs(12))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.state, RunState::Queued);
+    assert!(
+        store
+            .retry_run(Uuid::new_v4(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1499,6 +1682,9 @@ conformance!(
     list_runs_filters_and_orders_newest_first,
     schedules_list_and_delete,
     corrupt_rows_are_errors_not_panics,
+    list_runs_filters_by_creation_time,
+    paused_jobs_are_shared_and_paused_once,
+    retry_requeues_only_failed_and_dead_runs,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::jobs::{JobSpec, MisfirePolicy, NamedKind, OverlapPolicy};
 use crate::health::{FaultLog, Health};
-use crate::store::{NewRun, RunState, ScheduleRow, Store, StoreError, Trigger, priority};
+use crate::store::{
+    JobControl, NewRun, RunState, ScheduleRow, Store, StoreError, Trigger, priority,
+};
 
 /// The scheduler's key in [`Health`]: its ticks read and write the database.
 pub const HEALTH_COMPONENT: &str = "store (scheduler)";
@@ -195,6 +197,24 @@ pub fn plan_within<K: NamedKind>(
     }
 }
 
+/// Holds a paused job's fires: every run the plan would queue is recorded as skipped instead,
+/// with a note naming the pause, so the run history says why nothing ran (the schedule still
+/// advances: resuming runs the next fire, not the ones held meanwhile).
+pub fn hold_paused(mut plan: Plan, control: &JobControl) -> Plan {
+    let note = format!(
+        "the job is paused (by {} since {}); resume it on the status page to run its fires",
+        control.paused_by,
+        control
+            .paused_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    for run in plan.runs.iter_mut().filter(|r| r.state == RunState::Queued) {
+        run.state = RunState::Skipped;
+        run.note = Some(note.clone());
+    }
+    plan
+}
+
 /// The unique key of a scheduled fire.
 pub fn fire_key(fire: DateTime<Utc>) -> String {
     fire.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -359,6 +379,14 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
             return Ok(report);
         }
         let jobs = self.jobs.borrow().clone();
+        // Paused jobs (shared by every replica through the store): one query per tick.
+        let paused: std::collections::HashMap<String, JobControl> = self
+            .store
+            .job_controls()
+            .await?
+            .into_iter()
+            .map(|control| (control.job_name.clone(), control))
+            .collect();
         // One query for every schedule per tick, not one per job: with thousands of jobs the
         // tick stays a single read plus work for the jobs that are due.
         let mut schedules: std::collections::HashMap<String, ScheduleRow> = self
@@ -384,6 +412,20 @@ impl<K: NamedKind + Send + Sync + 'static> Scheduler<K> {
                 active,
                 ON_TIME_GRACE + self.lease,
             );
+            let plan = match paused.get(&job.name) {
+                Some(control) => {
+                    let held = plan
+                        .runs
+                        .iter()
+                        .filter(|r| r.state == RunState::Queued)
+                        .count();
+                    if held > 0 {
+                        tracing::info!(job = %job.name, fires = held, paused_by = %control.paused_by, "Skipped the fires of a paused job");
+                    }
+                    hold_paused(plan, control)
+                }
+                None => plan,
+            };
             let Some(next_fire_at) = plan.next_fire_at else {
                 continue;
             };

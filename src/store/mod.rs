@@ -412,6 +412,22 @@ pub struct RunFilter {
     pub states: Vec<RunState>,
     /// At most this many, newest first.
     pub limit: i64,
+    /// Only runs created at or after this instant (the status page's time filter).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only runs created before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// An operator's pause of a job, shared by every replica through the database: the scheduler
+/// records the job's fires as skipped runs while it holds (the status page pauses and resumes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobControl {
+    /// The paused job.
+    pub job_name: String,
+    /// When it was paused.
+    pub paused_at: DateTime<Utc>,
+    /// Who paused it (the status page's session or `bearer token`), for the record.
+    pub paused_by: String,
 }
 
 /// Where a schedule stands.
@@ -668,6 +684,21 @@ pub trait Store: Send + Sync + fmt::Debug {
         value: Value,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    /// Puts a failed or dead run back in the queue for one more attempt, due at `now` (an
+    /// operator's retry from the status page): `max_attempts` becomes `attempt + 1`, the last
+    /// error is kept in the note. None, and nothing changes, unless the run is `dead` or
+    /// `failed`.
+    async fn retry_run(&self, run_id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Run>>;
+
+    /// Pauses a job for every replica; false (nothing changes) when it already was paused.
+    async fn pause_job(&self, job_name: &str, by: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Lifts a job's pause; false when it was not paused.
+    async fn resume_job(&self, job_name: &str) -> StoreResult<bool>;
+
+    /// The paused jobs, by name.
+    async fn job_controls(&self) -> StoreResult<Vec<JobControl>>;
 
     /// Deletes terminal runs that finished before `before`. Returns how many.
     async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64>;

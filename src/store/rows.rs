@@ -14,8 +14,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
 use super::{
-    CredentialRow, JobSummary, LeaseRow, ReplicaRow, Run, RunState, ScheduleRow, StoreError,
-    StoreResult, Trigger,
+    CredentialRow, JobControl, JobSummary, LeaseRow, ReplicaRow, Run, RunState, ScheduleRow,
+    StoreError, StoreResult, Trigger,
 };
 
 /// The error for a stored value this binary cannot read.
@@ -155,6 +155,16 @@ pub(super) fn decode_lease(row: &impl StoredRow) -> StoreResult<LeaseRow> {
         name: row.text(T, "name")?,
         owner: row.text(T, "owner")?,
         expires_at: row.time(T, "expires_at")?,
+    })
+}
+
+/// Decodes a `job_controls` row (`job_name, paused_at, paused_by`).
+pub(super) fn decode_job_control(row: &impl StoredRow) -> StoreResult<JobControl> {
+    const T: &str = "job_controls";
+    Ok(JobControl {
+        job_name: row.text(T, "job_name")?,
+        paused_at: row.time(T, "paused_at")?,
+        paused_by: row.text(T, "paused_by")?,
     })
 }
 

@@ -21,12 +21,12 @@ use uuid::Uuid;
 
 use super::rows::{
     PortableColumns, StoredRow, counts_in_state_order, credential_columns, decode_credential,
-    decode_job_summary, decode_lease, decode_replica, decode_run, decode_schedule, replica_columns,
-    run_columns, schedule_columns,
+    decode_job_control, decode_job_summary, decode_lease, decode_replica, decode_run,
+    decode_schedule, replica_columns, run_columns, schedule_columns,
 };
 use super::{
-    ClaimFilter, CredentialRow, CredentialStatus, Enqueued, JobSummary, LeaseRow, NewRun,
-    Reencrypted, ReplicaRow, Run, RunFilter, RunState, ScheduleRow, SchemaStatus, Store,
+    ClaimFilter, CredentialRow, CredentialStatus, Enqueued, JobControl, JobSummary, LeaseRow,
+    NewRun, Reencrypted, ReplicaRow, Run, RunFilter, RunState, ScheduleRow, SchemaStatus, Store,
     StoreResult, Transition,
 };
 
@@ -717,6 +717,12 @@ impl<B: Backend> Store for B {
         if let Some(job_name) = &filter.job_name {
             statement = statement.push_sql(" AND job_name = ").push_bind(job_name);
         }
+        if let Some(after) = filter.created_after {
+            statement = statement.push_sql(" AND created_at >= ").push_bind(after);
+        }
+        if let Some(before) = filter.created_before {
+            statement = statement.push_sql(" AND created_at < ").push_bind(before);
+        }
         if !filter.states.is_empty() {
             statement = statement
                 .push_sql(" AND state IN (")
@@ -909,6 +915,43 @@ impl<B: Backend> Store for B {
         .bind(value)
         .bind(now);
         Ok(self.write(statement).await? == 1)
+    }
+
+    async fn retry_run(&self, run_id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Run>> {
+        let statement = Statement::new(concat!(
+            "UPDATE runs SET state = 'queued', run_after = $2, max_attempts = attempt + 1, \
+             finished_at = NULL, last_error = 'retried by an operator after: ' || \
+             COALESCE(last_error, state) \
+             WHERE id = $1 AND state IN ('dead', 'failed') RETURNING ",
+            run_columns!()
+        ))
+        .bind(run_id)
+        .bind(now);
+        self.write_run(statement).await
+    }
+
+    async fn pause_job(&self, job_name: &str, by: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let statement = Statement::new(
+            "INSERT INTO job_controls (job_name, paused_at, paused_by) VALUES ($1, $2, $3) \
+             ON CONFLICT (job_name) DO NOTHING",
+        )
+        .bind(job_name)
+        .bind(now)
+        .bind(by);
+        Ok(self.write(statement).await? == 1)
+    }
+
+    async fn resume_job(&self, job_name: &str) -> StoreResult<bool> {
+        let statement =
+            Statement::new("DELETE FROM job_controls WHERE job_name = $1").bind(job_name);
+        Ok(self.write(statement).await? == 1)
+    }
+
+    async fn job_controls(&self) -> StoreResult<Vec<JobControl>> {
+        let statement = Statement::new(
+            "SELECT job_name, paused_at, paused_by FROM job_controls ORDER BY job_name",
+        );
+        read_rows(self, statement, decode_job_control).await
     }
 
     async fn prune_runs(&self, before: DateTime<Utc>) -> StoreResult<u64> {

@@ -1,0 +1,8 @@
+-- An operator's hold on a job that every replica obeys: a row while the job is paused (the
+-- status page's pause and resume). The scheduler records each fire of a paused job as a skipped
+-- run naming the pause, so the history says why nothing ran; manual runs still run.
+CREATE TABLE job_controls (
+    job_name  text        PRIMARY KEY,
+    paused_at timestamptz NOT NULL,
+    paused_by text        NOT NULL CONSTRAINT job_controls_paused_by_check CHECK (length(paused_by) > 0)
+);
