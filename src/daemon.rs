@@ -41,6 +41,9 @@ pub enum DaemonError {
     /// The admin server could not listen.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The admin token (`admin.token_file`) cannot be read.
+    #[error(transparent)]
+    AdminToken(#[from] crate::status::AdminTokenError),
     /// The stored credentials cannot be used (no master key, wrong key, tampered row).
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialError),
@@ -362,6 +365,13 @@ pub async fn run(
     let accepting = Arc::new(AtomicBool::new(false));
     let mut admin_addr = None;
     if settings.admin.enabled {
+        // The token is read before anything listens: a configured but unreadable token stops
+        // the start rather than serving a page whose actions nobody can use.
+        let admin_token = settings
+            .admin
+            .token_path()
+            .map(|path| crate::status::AdminToken::from_file(&path))
+            .transpose()?;
         let listener = admin::bind(settings.admin.listen).await?;
         admin_addr = listener.local_addr().ok();
         let state = AdminState {
@@ -380,9 +390,27 @@ pub async fn run(
                 leases: leases.clone(),
             }),
         };
+        let status = crate::status::StatusState::new(crate::status::StatusConfig {
+            store: store.clone(),
+            jobs: jobs_rx.clone(),
+            clients: clients.clone(),
+            credentials: settings.credentials.clone(),
+            clock: clock.clone(),
+            admin_token,
+        });
+        let actions = status.actions_enabled();
+        let pages = status.router();
+        {
+            let stop = components.clone();
+            tracker.spawn(status.run_sampler(stop));
+        }
         let stop = components.clone();
-        tracker.spawn(async move { admin::serve(listener, state, stop).await });
-        tracing::info!(addr = %admin_addr.map(|a| a.to_string()).unwrap_or_default(), "Admin server listening (/healthz /readyz /metrics)");
+        tracker.spawn(async move { admin::serve(listener, state, pages, stop).await });
+        tracing::info!(
+            addr = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+            status_page_actions = if actions { "enabled (admin.token_file)" } else { "disabled: set admin.token_file to enable" },
+            "Admin server listening (status page at /, /healthz /readyz /metrics)"
+        );
     }
     {
         let stop = components.clone();

@@ -56,6 +56,28 @@ const EXPORT_DIR: &str = "/var/lib/asana-worker/exports";
 /// simulator finishes in seconds) is seen done at once.
 const EXPORT_POLL: (&str, &str) = ("poll_interval = \"1m\"", "poll_interval = \"1s\"");
 
+/// The example job files of `jobs/` (name, text) pointed at a simulator's workspace, with their
+/// audit-log sink and export directories moved to `audit_dir` and `export_dir` and the export's
+/// poll interval shortened: what the demo runs, and what the status page's tests run.
+pub fn example_jobs(
+    workspace: &str,
+    audit_dir: &Path,
+    export_dir: &Path,
+) -> Vec<(&'static str, String)> {
+    EXAMPLE_JOBS
+        .iter()
+        .map(|(name, text)| {
+            (
+                *name,
+                text.replace("WORKSPACE_GID", workspace)
+                    .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string())
+                    .replace(EXPORT_DIR, &export_dir.display().to_string())
+                    .replace(EXPORT_POLL.0, EXPORT_POLL.1),
+            )
+        })
+        .collect()
+}
+
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -101,12 +123,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let workspace = sim.state().world().workspace.gid.clone();
     let audit_dir = dir.path().join("audit-log");
     let export_dir = dir.path().join("exports");
-    for (name, text) in EXAMPLE_JOBS {
-        let text = text
-            .replace("WORKSPACE_GID", &workspace)
-            .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string())
-            .replace(EXPORT_DIR, &export_dir.display().to_string())
-            .replace(EXPORT_POLL.0, EXPORT_POLL.1);
+    for (name, text) in example_jobs(&workspace, &audit_dir, &export_dir) {
         std::fs::write(jobs_dir.join(name), text)?;
     }
     let mut settings = Settings::default();

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::common::{ConfigArgs, UsageError};
 use crate::clock::{Clock, SystemClock};
-use crate::store::{Enqueued, RunState};
+use crate::store::RunState;
 
 /// Arguments of `jobs`.
 #[derive(Debug, Args)]
@@ -177,22 +177,13 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
             wait,
             timeout_secs,
         } => {
-            let job = jobs.iter().find(|j| j.name == name).ok_or_else(|| {
-                let known: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-                UsageError(format!(
-                    "no job named {name:?}; known jobs: {}",
-                    known.join(", ")
-                ))
-            })?;
             let now = SystemClock.now();
-            let run = match store
-                .enqueue(crate::scheduler::manual_run(job, now), now)
-                .await?
-            {
-                Enqueued::Inserted(run) => run,
-                Enqueued::Duplicate => {
-                    anyhow::bail!("a manual run with the same key already exists; try again")
+            let run = match crate::jobs::run_now(&*store, &jobs, &name, now).await {
+                Ok(run) => run,
+                Err(error @ crate::jobs::RunNowError::Unknown { .. }) => {
+                    return Err(UsageError(error.to_string()).into());
                 }
+                Err(error) => return Err(error.into()),
             };
             println!(
                 "enqueued run {} of {name}; a running daemon picks it up",

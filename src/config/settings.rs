@@ -200,6 +200,17 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Set false to run without the admin server.
     pub enabled: bool,
+    /// A file holding the admin token that enables the status page's actions (run now, retry,
+    /// pause, resume); unset, the page is read-only. A file only, never a value here or in the
+    /// environment (a relative path is looked up in `$CREDENTIALS_DIRECTORY` first).
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminSettings {
+    /// Where the admin token is read from, when one is configured.
+    pub fn token_path(&self) -> Option<PathBuf> {
+        self.token_file.as_deref().map(resolve_secret_path)
+    }
 }
 
 impl Default for AdminSettings {
@@ -207,6 +218,7 @@ impl Default for AdminSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             enabled: true,
+            token_file: None,
         }
     }
 }

@@ -445,6 +445,14 @@ impl ClientPool {
         changed
     }
 
+    /// The budget of `name`'s client when a job has used it, without building one (the status
+    /// page reads its figures; building a client would read the token).
+    pub fn budget(&self, name: &str) -> Option<crate::budget::Budget> {
+        lock(&self.clients)
+            .get(name)
+            .map(|cached| cached.client.budget().clone())
+    }
+
     /// The client of `name`: built on first use, its token refreshed when the token file changed.
     pub fn client(&self, name: &str) -> Result<AsanaClient, CredentialError> {
         let spec = lock(&self.specs)

@@ -102,6 +102,54 @@ pub fn job_set_version(dir: &Path) -> String {
     hex::encode(hasher.finalize())[..12].to_string()
 }
 
+/// Why a manual run could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum RunNowError {
+    /// No job of that name in the job set.
+    #[error("no job named {name:?}; known jobs: {known}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The jobs there are, comma-separated.
+        known: String,
+    },
+    /// A run with the same key exists (a fresh key was drawn twice: practically never).
+    #[error("a manual run with the same key already exists; try again")]
+    Duplicate,
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Enqueues a manual run of the job named `name` at `now`, ahead of scheduled work: what
+/// `asana-worker jobs run` and the status page's "run now" both do. A running daemon (any
+/// replica) claims it; a paused job's manual runs still run.
+pub async fn run_now(
+    store: &dyn crate::store::Store,
+    jobs: &[Job],
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::store::Run, RunNowError> {
+    let job = jobs
+        .iter()
+        .find(|job| job.name == name)
+        .ok_or_else(|| RunNowError::Unknown {
+            name: name.to_string(),
+            known: jobs
+                .iter()
+                .map(|job| job.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    match store
+        .enqueue(crate::scheduler::manual_run(job, now), now)
+        .await?
+    {
+        crate::store::Enqueued::Inserted(run) => Ok(*run),
+        crate::store::Enqueued::Duplicate => Err(RunNowError::Duplicate),
+    }
+}
+
 /// Maps a client error to an outcome: what every kind does with errors it has no special
 /// handling for.
 pub fn outcome_for_error(job: &Job, error: &AsanaError) -> JobOutcome {

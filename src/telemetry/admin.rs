@@ -1,5 +1,6 @@
-//! The admin HTTP server: `/healthz`, `/readyz` and `/metrics`. It listens on loopback unless
-//! configured otherwise, and exposes no secrets and no control actions.
+//! The admin HTTP server: `/healthz`, `/readyz` and `/metrics`, and the status page's routes
+//! handed in by the daemon. It listens on loopback unless configured otherwise and exposes no
+//! secrets; the only control actions are the status page's, behind the admin token.
 //!
 //! `/readyz` answers 503, naming each cause, while the database cannot be read (a ping) or
 //! written (the scheduler's ticks, the workers' claims: [`Health`]), while a credential an
@@ -81,13 +82,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves until `shutdown`.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+/// Serves until `shutdown`: the probes and metrics, and the routes of `pages` beside them (the
+/// status page, assembled above this layer).
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    pages: Router,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .with_state(state);
+        .with_state(state)
+        .merge(pages);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

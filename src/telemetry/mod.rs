@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod run_logs;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -105,6 +106,7 @@ pub fn init_tracing(
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)
+        .with(run_logs::RunLogLayer::new())
         .with(otel_layer)
         .try_init()
         .is_ok();

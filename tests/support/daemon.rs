@@ -36,6 +36,8 @@ pub struct DaemonOptions {
     pub log_level: &'static str,
     /// `[database] url`; None: `state.sqlite` in the daemon's directory.
     pub database_url: Option<String>,
+    /// Further `[admin]` lines (after `listen`).
+    pub admin: String,
 }
 
 impl Default for DaemonOptions {
@@ -49,6 +51,7 @@ impl Default for DaemonOptions {
             credential: "",
             log_level: "info,asana_worker=debug",
             database_url: None,
+            admin: String::new(),
         }
     }
 }
@@ -79,6 +82,7 @@ url = "{db}"
 dir = "{jobs}"
 [admin]
 listen = "127.0.0.1:{admin_port}"
+{admin}
 [worker]
 lease_secs = {lease}
 heartbeat_secs = {heartbeat}
@@ -110,6 +114,7 @@ token_file = "{token}"
             asana = options.asana,
             token = token_path.display(),
             credential = options.credential,
+            admin = options.admin,
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let database_url = options
@@ -183,6 +188,20 @@ token_file = "{token}"
     /// The daemon's store, opened from this process.
     pub async fn store(&self) -> Arc<dyn Store> {
         store::open(&self.database_url).await.unwrap()
+    }
+
+    /// Declares one more credential `[credentials.NAME]` whose token (the simulator's token of
+    /// the same name) is in `NAME.token`.
+    pub fn add_credential(&self, sim: &SimServer, name: &str, tier: &str) {
+        let token_path = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&token_path, sim.token(name).unwrap()).unwrap();
+        let mut config = std::fs::read_to_string(self.config()).unwrap();
+        config.push_str(&format!(
+            "\n[credentials.{name}]\nkind = \"{kind}\"\ntier = \"{tier}\"\ntoken_file = \"{path}\"\n",
+            kind = if name.starts_with("pat") { "pat" } else { "service_account" },
+            path = token_path.display()
+        ));
+        std::fs::write(self.config(), config).unwrap();
     }
 
     /// A path inside the daemon's directory.

@@ -11,4 +11,5 @@ pub mod oauth;
 pub mod pg;
 pub mod sim;
 pub mod spec;
+pub mod status;
 pub mod tools;
