@@ -8,78 +8,9 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use asana_worker::store::{
-    ClaimFilter, Enqueued, NewRun, RunFilter, RunState, Transition, Trigger,
-};
-use serde_json::{Value, json};
-use support::status::{ADMIN_TOKEN, EXAMPLE_JOBS, StatusDaemon};
-
-const SCRIPT_NAME: &str = "<script>alert('job')</script>";
-const SCRIPT_ERROR: &str = "task <img src=x onerror=alert(1)> & \"quotes\" failed";
-
-/// Records a dead run of a job named with markup (a replica with other job files could have
-/// written it), its error and progress holding markup too; returns its id.
-async fn dead_run_with_markup(setup: &StatusDaemon) -> String {
-    let store = setup.daemon.store().await;
-    let now = chrono::Utc::now();
-    // Due tomorrow, so the daemon's workers leave it to this test's claim.
-    let later = now + chrono::Duration::days(1);
-    let run = match store
-        .enqueue(
-            NewRun {
-                job_name: SCRIPT_NAME.into(),
-                kind: "credential_check".into(),
-                trigger: Trigger::Manual,
-                fire_time: None,
-                unique_key: "markup".into(),
-                priority: 100,
-                run_after: later,
-                max_attempts: 1,
-                retry_initial: std::time::Duration::from_secs(10),
-                retry_max: std::time::Duration::from_secs(60),
-                state: RunState::Queued,
-                note: None,
-            },
-            now,
-        )
-        .await
-        .unwrap()
-    {
-        Enqueued::Inserted(run) => run,
-        Enqueued::Duplicate => panic!("duplicate"),
-    };
-    let claimed = store
-        .claim(
-            "test",
-            later + chrono::Duration::days(1),
-            std::time::Duration::from_secs(60),
-            ClaimFilter::default(),
-        )
-        .await
-        .unwrap()
-        .expect("the test claims its own run");
-    assert_eq!(claimed.id, run.id);
-    assert!(
-        store
-            .set_progress(run.id, "test", json!({"task": SCRIPT_NAME}))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .finish(
-                run.id,
-                "test",
-                Transition::Dead {
-                    error: SCRIPT_ERROR.into()
-                },
-                now
-            )
-            .await
-            .unwrap()
-    );
-    run.id.to_string()
-}
+use asana_worker::store::{RunFilter, RunState};
+use serde_json::Value;
+use support::status::{ADMIN_TOKEN, EXAMPLE_JOBS, SCRIPT_NAME, StatusDaemon, dead_run_with_markup};
 
 async fn run_count(setup: &StatusDaemon) -> usize {
     setup
@@ -177,6 +108,25 @@ async fn the_page_shows_jobs_tokens_and_compliance_as_the_store_has_them() {
         audit["retention_headroom_secs"].as_i64().unwrap() > 80 * 86_400,
         "7 days backfilled of 90: {audit}"
     );
+    // The file sink's manifest chain is verified within a few seconds of a write.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let verification = loop {
+        let compliance = setup.json("/api/compliance").await;
+        let verification = compliance["audit_logs"][0]["verification"].clone();
+        if verification.is_object() {
+            break verification;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not verified: {compliance}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(verification["intact"], true, "{verification}");
+    assert!(
+        verification["records"].as_u64().unwrap() > 0,
+        "{verification}"
+    );
     let export = &compliance["exports"][0];
     assert_eq!(export["job"], "org-export");
     let sha = export["last_file"]["sha256"].as_str().unwrap();
@@ -223,7 +173,16 @@ async fn the_page_shows_jobs_tokens_and_compliance_as_the_store_has_them() {
         "{audit_run}"
     );
     let since = setup.json("/api/runs?since=1h&limit=500").await;
-    assert_eq!(since["runs"].as_array().unwrap().len(), 6);
+    // The six runs started here, and any scheduled fire since (audit-log fires every minute).
+    assert!(since["runs"].as_array().unwrap().len() >= 6, "{since}");
+    let old = setup
+        .json(&format!(
+            "/api/runs?until={}",
+            (chrono::Utc::now() - chrono::Duration::hours(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+        .await;
+    assert!(old["runs"].as_array().unwrap().is_empty(), "{old}");
     let none = setup.json("/api/runs?until=2020-01-01").await;
     assert!(none["runs"].as_array().unwrap().is_empty());
 

@@ -60,7 +60,8 @@ pub const DEFAULT_RUNS: i64 = 100;
 /// How long the front page's data is shared between requests (ten browsers polling cost one
 /// gathering per interval, not ten).
 pub const OVERVIEW_TTL: Duration = Duration::from_secs(1);
-/// How often file sinks' manifest chains are verified for the compliance view.
+/// How often a file sink's manifest chain is verified again when it has not changed (a change
+/// is verified within [`history::SAMPLE_EVERY`]).
 pub const VERIFY_EVERY: Duration = Duration::from_secs(300);
 /// Longest form body accepted.
 const MAX_FORM: usize = 8 * 1024;
@@ -78,6 +79,10 @@ const STYLE: &str = include_str!("assets/status.css");
 #[derive(Debug, Clone)]
 struct Verification {
     at: DateTime<Utc>,
+    /// When, for the next check's timing.
+    checked: Instant,
+    /// The stream's files as they were.
+    fingerprint: Vec<Option<(u64, Option<std::time::SystemTime>)>>,
     intact: bool,
     segments: u64,
     records: u64,
@@ -191,23 +196,20 @@ impl StatusState {
     }
 
     /// Samples every token's budget every [`history::SAMPLE_EVERY`] for the chart, and
-    /// verifies the file sinks' manifest chains every [`VERIFY_EVERY`], until `shutdown`.
+    /// verifies a file sink's manifest chain when the stream changed (or [`VERIFY_EVERY`] has
+    /// passed), until `shutdown`.
     pub async fn run_sampler(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(history::SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_verified: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             self.sample();
-            if last_verified.is_none_or(|at| at.elapsed() >= VERIFY_EVERY) {
-                last_verified = Some(Instant::now());
-                let state = self.clone();
-                // Reading every segment is file work: off the async threads.
-                let _ = tokio::task::spawn_blocking(move || state.verify_streams()).await;
-            }
+            let state = self.clone();
+            // Reading segments is file work: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || state.verify_streams()).await;
         }
     }
 
@@ -236,33 +238,64 @@ impl StatusState {
                 continue;
             };
             let dir = file.dir.join(&job.name);
-            if !dir.exists() {
+            // What changes when a batch is committed or a segment sealed: the journal's and
+            // the manifest's sizes and times.
+            let fingerprint: Vec<Option<(u64, Option<std::time::SystemTime>)>> = [
+                crate::sinks::manifest::MANIFEST_FILE,
+                crate::sinks::file::OPEN_JOURNAL,
+            ]
+            .iter()
+            .map(|name| {
+                std::fs::metadata(dir.join(name))
+                    .ok()
+                    .map(|m| (m.len(), m.modified().ok()))
+            })
+            .collect();
+            if fingerprint.iter().all(Option::is_none) {
                 continue;
             }
-            let verification = match crate::sinks::file::verify_stream_dir(&dir) {
-                Ok(report) => Verification {
-                    at: self.0.clock.now(),
-                    intact: report.problems.is_empty(),
-                    segments: report.segments,
-                    records: report.records + report.open_records,
-                    problems: report.problems.iter().map(|p| p.to_string()).collect(),
-                },
-                Err(error) => Verification {
-                    at: self.0.clock.now(),
-                    intact: false,
-                    segments: 0,
-                    records: 0,
-                    problems: vec![error.to_string()],
-                },
+            let due = {
+                let verifications = self
+                    .0
+                    .verifications
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                verifications.get(&job.name).is_none_or(|last| {
+                    last.fingerprint != fingerprint || last.checked.elapsed() >= VERIFY_EVERY
+                })
             };
-            if !verification.intact {
-                tracing::warn!(job = %job.name, problems = ?verification.problems, "The audit log's manifest chain does not verify");
+            if !due {
+                continue;
+            }
+            let (intact, segments, records, problems) =
+                match crate::sinks::file::verify_stream_dir(&dir) {
+                    Ok(report) => (
+                        report.problems.is_empty(),
+                        report.segments,
+                        report.records + report.open_records,
+                        report.problems.iter().map(|p| p.to_string()).collect(),
+                    ),
+                    Err(error) => (false, 0, 0, vec![error.to_string()]),
+                };
+            if !intact {
+                tracing::warn!(job = %job.name, problems = ?problems, "The audit log's manifest chain does not verify");
             }
             self.0
                 .verifications
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(job.name.clone(), verification);
+                .insert(
+                    job.name.clone(),
+                    Verification {
+                        at: self.0.clock.now(),
+                        checked: Instant::now(),
+                        fingerprint,
+                        intact,
+                        segments,
+                        records,
+                        problems,
+                    },
+                );
         }
     }
 }

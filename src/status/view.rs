@@ -393,7 +393,7 @@ impl Inner {
                         "lost_windows": cursor.as_ref().map(|c| c.lost.len()),
                         "verification": verification.map(|v| v.to_json(now)),
                         "verification_note": match (&settings.sink, verification) {
-                            (crate::sinks::RecordSinkSettings::File(_), None) => "not verified yet (the page verifies file sinks every few minutes)".to_string(),
+                            (crate::sinks::RecordSinkSettings::File(_), None) => "not verified yet: nothing written".to_string(),
                             (crate::sinks::RecordSinkSettings::File(_), Some(_)) => String::new(),
                             _ => format!("the {} sink is verified with `asana-worker verify --job {}`", settings.sink.type_name(), job.name),
                         },
@@ -452,30 +452,54 @@ impl Inner {
     }
 }
 
-/// The requests-per-minute chart of the last hour as SVG coordinates: a polyline of the rate
-/// and a line at the limit.
+/// The requests-per-minute chart of the last hour (or since sampling began, when later) as SVG
+/// coordinates: a polyline of the rate, and a line at the limit. The scale reaches the limit
+/// when the rate comes within a quarter of it; below that it fits the rate, so a token that
+/// spends little still shows its course, and the limit is named above the chart.
 fn chart(rates: &[super::history::RatePoint], limit: u32, now: DateTime<Utc>) -> Value {
     const WIDTH: f64 = 480.0;
     const HEIGHT: f64 = 90.0;
-    let start = now - KEEP;
-    let span = KEEP.num_milliseconds() as f64;
+    let start = rates
+        .first()
+        .map_or(now - KEEP, |p| p.at.max(now - KEEP))
+        .min(now - chrono::Duration::minutes(1));
+    let span = (now - start).num_milliseconds().max(1) as f64;
     let peak = rates.iter().map(|p| p.per_minute).fold(0.0, f64::max);
-    let top = (f64::from(limit).max(peak) * 1.1).max(1.0);
+    let limit = f64::from(limit);
+    let limit_shown = peak * 4.0 >= limit;
+    let top = if limit_shown {
+        limit.max(peak) * 1.05
+    } else {
+        (peak * 1.25).max(10.0)
+    };
     let y = |value: f64| HEIGHT - (value / top * HEIGHT);
+    let x = |at: DateTime<Utc>| {
+        ((at - start).num_milliseconds() as f64 / span * WIDTH).clamp(0.0, WIDTH)
+    };
     let points: Vec<String> = rates
         .iter()
-        .map(|p| {
-            let x = ((p.at - start).num_milliseconds() as f64 / span * WIDTH).clamp(0.0, WIDTH);
-            format!("{x:.1},{:.1}", y(p.per_minute))
-        })
+        .map(|p| format!("{:.1},{:.1}", x(p.at), y(p.per_minute)))
         .collect();
+    let area = match (rates.first(), rates.last()) {
+        (Some(first), Some(last)) if rates.len() > 1 => format!(
+            "{:.1},{HEIGHT} {} {:.1},{HEIGHT}",
+            x(first.at),
+            points.join(" "),
+            x(last.at)
+        ),
+        _ => String::new(),
+    };
     json!({
         "width": WIDTH,
         "height": HEIGHT,
         "points": points.join(" "),
+        "area": area,
         "samples": rates.len(),
         "peak": peak,
-        "limit_y": y(f64::from(limit)),
+        "top": top.round(),
+        "limit_shown": limit_shown,
+        "limit_y": y(limit),
+        "span": words::duration(Duration::from_millis(span as u64)),
     })
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use asana_worker::sim::SimServer;
 use asana_worker::sim::config::SimConfig;
-use serde_json::Value;
+use asana_worker::store::{ClaimFilter, Enqueued, NewRun, RunState, Transition, Trigger};
+use serde_json::{Value, json};
 
 use super::daemon::{Daemon, DaemonOptions};
 
@@ -208,4 +209,71 @@ impl StatusDaemon {
         super::daemon::terminate(&mut self.child);
         self.sim.shutdown().await;
     }
+}
+
+pub const SCRIPT_NAME: &str = "<script>alert('job')</script>";
+pub const SCRIPT_ERROR: &str = "task <img src=x onerror=alert(1)> & \"quotes\" failed";
+
+/// Records a dead run of a job named with markup (a replica with other job files could have
+/// written it), its error and progress holding markup too; returns its id.
+pub async fn dead_run_with_markup(setup: &StatusDaemon) -> String {
+    let store = setup.daemon.store().await;
+    let now = chrono::Utc::now();
+    // Due tomorrow, so the daemon's workers leave it to this test's claim.
+    let later = now + chrono::Duration::days(1);
+    let run = match store
+        .enqueue(
+            NewRun {
+                job_name: SCRIPT_NAME.into(),
+                kind: "credential_check".into(),
+                trigger: Trigger::Manual,
+                fire_time: None,
+                unique_key: "markup".into(),
+                priority: 100,
+                run_after: later,
+                max_attempts: 1,
+                retry_initial: std::time::Duration::from_secs(10),
+                retry_max: std::time::Duration::from_secs(60),
+                state: RunState::Queued,
+                note: None,
+            },
+            now,
+        )
+        .await
+        .unwrap()
+    {
+        Enqueued::Inserted(run) => run,
+        Enqueued::Duplicate => panic!("duplicate"),
+    };
+    let claimed = store
+        .claim(
+            "test",
+            later + chrono::Duration::days(1),
+            std::time::Duration::from_secs(60),
+            ClaimFilter::default(),
+        )
+        .await
+        .unwrap()
+        .expect("the test claims its own run");
+    assert_eq!(claimed.id, run.id);
+    assert!(
+        store
+            .set_progress(run.id, "test", json!({"task": SCRIPT_NAME}))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish(
+                run.id,
+                "test",
+                Transition::Dead {
+                    error: SCRIPT_ERROR.into()
+                },
+                now
+            )
+            .await
+            .unwrap()
+    );
+    run.id.to_string()
 }

@@ -45,6 +45,29 @@ pub fn deploy_tool(name: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// The chromedriver of Debian's `chromium-driver`, which `scripts/chromium` installs with
+/// `chromium` when missing, or None with a note that the test is skipped (a failure under CI).
+pub fn chromedriver() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/chromium"))
+        .output()
+        .expect("scripts/chromium runs");
+    let driver = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if out.status.success()
+        && driver.is_file()
+        && std::path::Path::new("/usr/bin/chromium").is_file()
+    {
+        return Some(driver);
+    }
+    let why = format!(
+        "chromium or chromedriver is not available: scripts/chromium said: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("skipped: {why}");
+    None
+}
+
 /// The first `name` on PATH.
 fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
