@@ -6,3 +6,7 @@ CREATE TABLE job_controls (
     paused_at INTEGER NOT NULL,
     paused_by TEXT    NOT NULL CONSTRAINT job_controls_paused_by_check CHECK (length(paused_by) > 0)
 );
+
+-- The run history newest first, unfiltered or by state (the status page's runs, `runs list`),
+-- without sorting the whole table.
+CREATE INDEX runs_created ON runs (created_at);

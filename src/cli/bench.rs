@@ -54,6 +54,8 @@ pub enum BenchTarget {
     ExportDownload(super::bench_export::ExportBenchArgs),
     /// A 90-day audit-log backfill: sequential page walk versus concurrent time slices.
     AuditLog(super::bench_audit::AuditBenchArgs),
+    /// The status page's cost: the daemon's CPU while browsers poll it.
+    Status(super::bench_status::StatusBenchArgs),
 }
 
 /// Arguments of `bench budget`.
@@ -136,6 +138,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         BenchTarget::Queue(args) => super::bench_daemon::queue(args).await,
         BenchTarget::Scheduler(args) => super::bench_daemon::scheduler(args).await,
         BenchTarget::ExportDownload(args) => super::bench_export::run(args).await,
+        BenchTarget::Status(args) => super::bench_status::run(args).await,
         // Builds its own runtimes (simulator on one thread, load on another); the CLI runs it
         // before creating one, this arm only serves callers already inside a runtime.
         BenchTarget::Sim(args) => {

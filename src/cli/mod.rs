@@ -6,6 +6,7 @@ pub mod bench_audit;
 pub mod bench_daemon;
 pub mod bench_export;
 pub mod bench_sim;
+pub mod bench_status;
 pub mod common;
 pub mod creds;
 pub mod demo;

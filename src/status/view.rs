@@ -142,13 +142,6 @@ impl Inner {
             .into_iter()
             .map(|c| (c.job_name.clone(), c))
             .collect();
-        let summaries: HashMap<String, _> = self
-            .store
-            .job_summaries()
-            .await?
-            .into_iter()
-            .map(|s| (s.job_name.clone(), s))
-            .collect();
         // One indexed query per job (runs_job): the newest runs of each, whatever the size of
         // the history.
         let recent = futures::future::try_join_all(jobs.iter().map(|job| async move {
@@ -157,11 +150,28 @@ impl Inner {
                 limit: SPARK_RUNS,
                 ..RunFilter::default()
             };
-            self.store.list_runs(&filter).await
+            let recent = self.store.list_runs(&filter).await?;
+            let success = match recent.iter().find(|r| r.state == RunState::Completed) {
+                Some(run) => run.finished_at,
+                None => {
+                    let filter = RunFilter {
+                        job_name: Some(job.name.clone()),
+                        states: vec![RunState::Completed],
+                        limit: 1,
+                        ..RunFilter::default()
+                    };
+                    self.store
+                        .list_runs(&filter)
+                        .await?
+                        .first()
+                        .and_then(|r| r.finished_at)
+                }
+            };
+            Ok::<_, StoreError>((recent, success))
         }))
         .await?;
         let mut rows = Vec::with_capacity(jobs.len());
-        for (job, recent) in jobs.iter().zip(recent) {
+        for (job, (recent, last_success)) in jobs.iter().zip(recent) {
             let schedule = schedules
                 .get(&job.name)
                 .filter(|s| s.definition == job.schedule_definition());
@@ -204,7 +214,7 @@ impl Inner {
                     "age": run.finished_at.map(|t| words::age(t, now)),
                     "error": run.last_error,
                 })),
-                "last_success_at": summaries.get(&job.name).and_then(|s| s.last_success_at).map(rfc3339),
+                "last_success_at": last_success.map(rfc3339),
                 "recent": oldest_first.iter().map(|run| json!({
                     "id": run.id,
                     "state": run.state,
