@@ -117,6 +117,7 @@ async fn a_per_kind_cap_of_one_runs_one_check_at_a_time_and_admin_endpoints_answ
             job_name: None,
             states: vec![RunState::Completed],
             limit: 10,
+            ..RunFilter::default()
         })
         .await
         .unwrap();

@@ -81,6 +81,7 @@ async fn runs(store: &std::sync::Arc<dyn Store>, job: &str) -> Vec<Run> {
             job_name: Some(job.into()),
             states: Vec::new(),
             limit: 100,
+            ..RunFilter::default()
         })
         .await
         .unwrap()

@@ -73,6 +73,7 @@ async fn all_runs(store: &Arc<dyn Store>, job: &str) -> Vec<asana_worker::store:
             job_name: Some(job.into()),
             states: Vec::new(),
             limit: 10_000,
+            ..RunFilter::default()
         })
         .await
         .unwrap()

@@ -1391,6 +1391,7 @@ async fn list_runs_filters_and_orders_newest_first(b: &Backend) {
             job_name: Some("even".into()),
             states: vec![RunState::Queued, RunState::Retrying],
             limit: 1,
+            ..RunFilter::default()
         })
         .await
         .unwrap();
@@ -1400,6 +1401,22 @@ async fn list_runs_filters_and_orders_newest_first(b: &Backend) {
             .map(|r| r.unique_key.as_str())
             .collect::<Vec<_>>(),
         ["4"]
+    );
+    // Created in [t0 + 1 s, t0 + 3 s): runs 1 and 2.
+    let window = store
+        .list_runs(&RunFilter {
+            created_from: Some(t0() + secs(1)),
+            created_before: Some(t0() + secs(3)),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        window
+            .iter()
+            .map(|r| r.unique_key.as_str())
+            .collect::<Vec<_>>(),
+        ["2", "1"]
     );
 }
 

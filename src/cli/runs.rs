@@ -72,6 +72,7 @@ pub async fn run(args: RunsArgs) -> anyhow::Result<u8> {
                     job_name: job,
                     states,
                     limit: limit.max(1),
+                    ..RunFilter::default()
                 })
                 .await?;
             if json {

@@ -410,6 +410,10 @@ pub struct RunFilter {
     pub job_name: Option<String>,
     /// Only these states.
     pub states: Vec<RunState>,
+    /// Only runs created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only runs created before this time.
+    pub created_before: Option<DateTime<Utc>>,
     /// At most this many, newest first.
     pub limit: i64,
 }

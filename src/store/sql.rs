@@ -723,6 +723,12 @@ impl<B: Backend> Store for B {
                 .push_bind_list(filter.states.iter().map(|state| state.as_str()))
                 .push_sql(")");
         }
+        if let Some(from) = filter.created_from {
+            statement = statement.push_sql(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(before) = filter.created_before {
+            statement = statement.push_sql(" AND created_at < ").push_bind(before);
+        }
         statement = statement.push_sql(" ORDER BY created_at DESC, id DESC");
         if filter.limit > 0 {
             statement = statement.push_sql(" LIMIT ").push_bind(filter.limit);

@@ -253,6 +253,7 @@ pub async fn completed_runs(store: &dyn Store) -> usize {
             job_name: Some("audit".into()),
             states: vec![RunState::Completed],
             limit: 100_000,
+            ..RunFilter::default()
         })
         .await
         .unwrap()
