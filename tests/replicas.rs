@@ -34,9 +34,11 @@ struct Replicas {
     _db: support::pg::TestDatabase,
 }
 
-/// Six audit-log jobs firing every 5 s, each tailing for 4 s with a poll every second (nearly
-/// twice the token's quota), writing to one shared directory (as a shared volume would).
-fn tailing_audit_jobs(workspace: &str, out: &std::path::Path) -> Vec<(String, String)> {
+/// Six audit-log jobs, each backfilling two days of events one event per request on two slices
+/// (far more than the token's quota allows in the test's minutes, so the token is the limit
+/// however slow a loaded machine makes the daemons), firing every 5 s with `overlap = "skip"` so
+/// that every fire leaves a run; writing to one shared directory (as a shared volume would).
+fn busy_audit_jobs(workspace: &str, out: &std::path::Path) -> Vec<(String, String)> {
     (0..JOBS)
         .map(|i| {
             (
@@ -50,13 +52,13 @@ overlap = "skip"
 max_attempts = 1000
 retry_initial = "1s"
 retry_max = "2s"
-timeout = "1m"
+timeout = "30m"
 
 [settings]
 workspace = "{workspace}"
-start = "1h"
-tail_for = "4s"
-poll_interval = "1s"
+start = "3d"
+page_size = 1
+backfill_slices = 2
 
 [settings.sink]
 type = "file"
@@ -77,7 +79,8 @@ fn quota_bound_sim() -> SimConfig {
     };
     config.timing.activity_per_minute = 0.0;
     config.limits.paid_per_minute = LIMIT_PER_MINUTE as u32;
-    config.world.audit_events = 50;
+    config.world.audit_events = 2000;
+    config.world.audit_backfill_days = 2;
     config
 }
 
@@ -252,7 +255,7 @@ impl Replicas {
             quota_bound_sim(),
             count,
             QUOTA_CREDENTIAL,
-            tailing_audit_jobs,
+            busy_audit_jobs,
         )
         .await
     }
