@@ -380,8 +380,30 @@ pub async fn run(
                 leases: leases.clone(),
             }),
         };
+        let status = crate::status::router(crate::status::StatusSource {
+            store: store.clone(),
+            jobs: jobs_rx.clone(),
+            clients: clients.clone(),
+            leases: leases.clone(),
+            clock: clock.clone(),
+            limits: settings
+                .credentials
+                .iter()
+                .map(|(name, credential)| {
+                    (
+                        name.clone(),
+                        credential
+                            .requests_per_minute
+                            .unwrap_or(match credential.tier {
+                                crate::config::settings::CredentialTier::Free => 150,
+                                crate::config::settings::CredentialTier::Paid => 1500,
+                            }),
+                    )
+                })
+                .collect(),
+        });
         let stop = components.clone();
-        tracker.spawn(async move { admin::serve(listener, state, stop).await });
+        tracker.spawn(async move { admin::serve(listener, state, status, stop).await });
         tracing::info!(addr = %admin_addr.map(|a| a.to_string()).unwrap_or_default(), "Admin server listening (/healthz /readyz /metrics)");
     }
     {

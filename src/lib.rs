@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod scheduler;
 pub mod sim;
 pub mod sinks;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -445,6 +445,14 @@ impl ClientPool {
         changed
     }
 
+    /// The budget of `name`'s client if a job has used the credential in this process (for the
+    /// status page, which must not read a token to show one).
+    pub fn budget_in_use(&self, name: &str) -> Option<crate::budget::Budget> {
+        lock(&self.clients)
+            .get(name)
+            .map(|cached| cached.client.budget().clone())
+    }
+
     /// The client of `name`: built on first use, its token refreshed when the token file changed.
     pub fn client(&self, name: &str) -> Result<AsanaClient, CredentialError> {
         let spec = lock(&self.specs)

@@ -81,13 +81,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves until `shutdown`.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+/// Serves until `shutdown`, with `extra` routes beside the admin endpoints (the status page,
+/// which lives above this layer).
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    extra: Router,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .with_state(state);
+        .with_state(state)
+        .merge(extra);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -1,0 +1,203 @@
+//! The status page and its JSON API on a running daemon (the real binary, the simulator on
+//! loopback): each job with its last outcome, the token's requests, filters that are checked,
+//! bad input answered with a 4xx and a reason, HTML escaped, no secret on any page.
+
+use std::time::Duration;
+
+use asana_worker::sim::{SimConfig, SimServer};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+mod support;
+use support::daemon::{Daemon, DaemonOptions, terminate};
+
+/// A string that would run as script if the page did not escape it.
+const SCRIPT: &str = "<script>alert(1)</script>";
+
+struct Setup {
+    /// Keeps the daemon's directory (config, token, database) alive.
+    _daemon: Daemon,
+    sim: SimServer,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    /// A daemon with a credential check that succeeds (`check`) and one whose expected owner
+    /// (holding [`SCRIPT`]) makes it fail with that text in its error (`evil`), both run once.
+    async fn start() -> (Setup, std::process::Child) {
+        let mut config = SimConfig::default();
+        config.timing.activity_per_minute = 0.0;
+        config.timing.audit_events_per_minute = 0.0;
+        let sim = SimServer::start(config).await.unwrap();
+        let daemon = Daemon::new(&sim, DaemonOptions::default());
+        std::fs::write(
+            daemon.jobs_dir().join("check.toml"),
+            "name = \"check\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            daemon.jobs_dir().join("evil.toml"),
+            format!(
+                "name = \"evil\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\nmax_attempts = 1\n[settings]\nexpected_owner = \"{SCRIPT}@example.com\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = daemon.start("daemon");
+        daemon.wait_ready(&mut child).await;
+        for job in ["check", "evil"] {
+            // `--wait` exits 1 for the run that fails; only its ending matters here.
+            daemon.cli(&["jobs", "run", job, "--wait", "--timeout-secs", "60"]);
+        }
+        let base = format!("http://127.0.0.1:{}", daemon.admin_port);
+        let setup = Setup {
+            _daemon: daemon,
+            sim,
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        (setup, child)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    }
+
+    async fn json(&self, path: &str) -> (StatusCode, Value) {
+        let (status, text) = self.get(path).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")),
+        )
+    }
+
+    fn token(&self) -> String {
+        self.sim.token("service-account").unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_the_page_show_jobs_runs_and_tokens_escaped_and_without_secrets() {
+    let (setup, mut child) = Setup::start().await;
+
+    // /api/jobs: each job with its last outcome and recent runs.
+    let (status, jobs) = setup.json("/api/jobs").await;
+    assert_eq!(status, StatusCode::OK);
+    let job = |name: &str| {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| panic!("no job {name}: {jobs}"))
+            .clone()
+    };
+    assert_eq!(job("check")["last_state"], "completed", "{jobs}");
+    assert_eq!(job("evil")["last_state"], "failed", "{jobs}");
+    assert_eq!(job("check")["schedule"], "every 1h");
+    assert_eq!(job("check")["credential"], "sa");
+    assert!(job("check")["next_fire_at"].is_string(), "{jobs}");
+    assert_eq!(job("evil")["recent"].as_array().unwrap().len(), 1);
+
+    // /api/tokens: the token, run by this process, with its requests of the last hour.
+    let (status, tokens) = setup.json("/api/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    let sa = &tokens.as_array().unwrap()[0];
+    assert_eq!(sa["name"], "sa");
+    assert_eq!(sa["runs_here"], true);
+    let requests: u64 = sa["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert!(requests >= 2, "both checks called users/me: {tokens}");
+    assert_eq!(sa["history"].as_array().unwrap().len(), 60);
+
+    // /api/runs with filters.
+    let (status, runs) = setup.json("/api/runs?job=evil&state=failed").await;
+    assert_eq!(status, StatusCode::OK);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0]["last_error"].as_str().unwrap().contains(SCRIPT));
+    let evil_run = runs[0]["id"].as_str().unwrap().to_string();
+    let (_, none) = setup
+        .json("/api/runs?job=check&from=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(none, serde_json::json!([]));
+    let (status, one) = setup.json(&format!("/api/runs/{evil_run}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["job"], "evil");
+
+    // Bad input: a 4xx with the reason, as JSON from the API and as a page from the HTML.
+    for (path, code, says) in [
+        ("/api/runs?limit=0", 400, "limit"),
+        ("/api/runs?limit=100000", 400, "limit"),
+        ("/api/runs?state=bogus", 400, "not a run state"),
+        ("/api/runs?from=yesterday", 400, "RFC 3339"),
+        ("/api/runs/not-a-run", 400, "not a run id"),
+        (
+            "/api/runs/00000000-0000-4000-8000-000000000000",
+            404,
+            "no run",
+        ),
+    ] {
+        let (status, body) = setup.json(path).await;
+        assert_eq!(status.as_u16(), code, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{path}: {body}"
+        );
+    }
+    let long_job = "x".repeat(5000);
+    let (status, _) = setup.json(&format!("/api/runs?job={long_job}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for (path, code) in [
+        ("/status/runs/%3Cscript%3E", 400),
+        ("/status/runs/00000000-0000-4000-8000-000000000000", 404),
+        ("/status?state=bogus", 400),
+    ] {
+        let (status, page) = setup.get(path).await;
+        assert_eq!(status.as_u16(), code, "{path}");
+        assert!(page.contains("<h1>"), "{path}: an HTML page: {page}");
+        assert!(!page.contains("<script>"), "{path}: escaped: {page}");
+    }
+
+    // The page: every job with its outcome, the token's chart, the runs; the error text with
+    // its script escaped; no token anywhere.
+    let (status, page) = setup.get("/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("data-job=\"check\""), "{page}");
+    assert!(page.contains("data-last-state=\"completed\""), "{page}");
+    assert!(page.contains("data-last-state=\"failed\""), "{page}");
+    assert!(page.contains("class=\"token-chart\""), "{page}");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;"), "{page}");
+    assert!(!page.contains(SCRIPT), "unescaped script on the page");
+    assert!(page.contains("<script src=\"/status/script.js\"></script>"));
+    let (status, partial) = setup.get("/status?partial=1&job=evil").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!partial.contains("<html"), "only the content: {partial}");
+    assert!(partial.contains("data-job=\"evil\""));
+    let (status, run_page) = setup.get(&format!("/status/runs/{evil_run}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(run_page.contains("&lt;script&gt;"), "{run_page}");
+    assert!(!run_page.contains(SCRIPT));
+    let (status, script) = setup.get("/status/script.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(script.contains("setTimeout(refresh"));
+    let token = setup.token();
+    for path in ["/status", "/api/jobs", "/api/runs", "/api/tokens"] {
+        let (_, body) = setup.get(path).await;
+        assert!(!body.contains(&token), "{path} shows the token");
+    }
+    terminate(&mut child);
+}
