@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use asana_worker::sim::{SimConfig, SimServer};
+use asana_worker::sim::SimServer;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -26,23 +26,15 @@ impl Setup {
     /// A daemon with a credential check that succeeds (`check`) and one whose expected owner
     /// (holding [`SCRIPT`]) makes it fail with that text in its error (`evil`), both run once.
     async fn start() -> (Setup, std::process::Child) {
-        let mut config = SimConfig::default();
-        config.timing.activity_per_minute = 0.0;
-        config.timing.audit_events_per_minute = 0.0;
-        let sim = SimServer::start(config).await.unwrap();
+        let sim = SimServer::start(support::sim::quiet_config())
+            .await
+            .unwrap();
         let daemon = Daemon::new(&sim, DaemonOptions::default());
-        std::fs::write(
-            daemon.jobs_dir().join("check.toml"),
-            "name = \"check\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\n",
-        )
-        .unwrap();
-        std::fs::write(
-            daemon.jobs_dir().join("evil.toml"),
-            format!(
-                "name = \"evil\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\nmax_attempts = 1\n[settings]\nexpected_owner = \"{SCRIPT}@example.com\"\n"
-            ),
-        )
-        .unwrap();
+        daemon.write_check_job("check", "");
+        daemon.write_check_job(
+            "evil",
+            &format!("max_attempts = 1\n[settings]\nexpected_owner = \"{SCRIPT}@example.com\"\n"),
+        );
         let mut child = daemon.start("daemon");
         daemon.wait_ready(&mut child).await;
         for job in ["check", "evil"] {
