@@ -479,8 +479,30 @@ fn check_overlay(overlay: &str, docs: &[Doc]) -> (usize, Settings) {
         ["Ingress", "Egress"],
         "{overlay}: both directions restricted"
     );
-    for rule in seq_at(&policy.value, "spec.ingress") {
-        for port in seq_at(rule, "ports") {
+    let ingress = seq_at(&policy.value, "spec.ingress");
+    assert!(!ingress.is_empty(), "{overlay}: scrapes are admitted");
+    for rule in ingress {
+        // Each source names a namespace *and* pods in one peer (both must match): the
+        // Prometheus pods of the monitoring namespace, not every pod there, nor every
+        // namespace's Prometheus.
+        let peers = seq_at(rule, "from");
+        assert!(
+            !peers.is_empty(),
+            "{overlay}: ingress from named peers only"
+        );
+        for peer in peers {
+            assert!(
+                at(peer, "namespaceSelector").is_some() && at(peer, "podSelector").is_some(),
+                "{overlay}: ingress peer {peer:?} selects both a namespace and pods"
+            );
+            assert!(
+                at(peer, "ipBlock").is_none(),
+                "{overlay}: no address ranges"
+            );
+        }
+        let ports = seq_at(rule, "ports");
+        assert!(!ports.is_empty(), "{overlay}: ingress names its ports");
+        for port in ports {
             let port = at(port, "port").unwrap();
             assert!(
                 port.as_str().is_some_and(|p| port_names.contains(p)),
@@ -551,6 +573,10 @@ fn check_overlay(overlay: &str, docs: &[Doc]) -> (usize, Settings) {
     assert!(
         rewritten.iter().any(|name| image.starts_with(name)),
         "{overlay}: its kustomization rewrites the image ({image})"
+    );
+    assert!(
+        image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
+        "{overlay}: the image is this release's ({image}); bump newTag with Cargo.toml's version"
     );
     assert!(
         !seq_at(&kustomization, "resources")
@@ -732,10 +758,185 @@ fn run_tool(tool: &Path, args: &[&std::ffi::OsStr]) -> String {
     text
 }
 
+/// The custom resources of the Prometheus Operator the overlays create.
+const CUSTOM_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
+
+/// `schema` (a CRD's `openAPIV3Schema`, OpenAPI 3.0) as a strict JSON Schema: an object schema
+/// that lists its properties admits no others unless it says
+/// `x-kubernetes-preserve-unknown-fields` (what the API server does with
+/// `kubectl apply --validate=strict`), and `nullable` admits null. CEL rules
+/// (`x-kubernetes-validations`) and patterns with RE2's inline flags are not checked.
+fn strict_schema(schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match schema {
+        Json::Object(map) => {
+            let mut out: serde_json::Map<String, Json> = map
+                .iter()
+                .map(|(key, value)| {
+                    let value = match key.as_str() {
+                        // Maps of schemas, lists of schemas, and single schemas.
+                        "properties" | "patternProperties" => Json::Object(
+                            value
+                                .as_object()
+                                .into_iter()
+                                .flatten()
+                                .map(|(name, schema)| (name.clone(), strict_schema(schema)))
+                                .collect(),
+                        ),
+                        "items" | "additionalProperties" | "not" | "allOf" | "anyOf" | "oneOf" => {
+                            strict_schema(value)
+                        }
+                        _ => value.clone(),
+                    };
+                    (key.clone(), value)
+                })
+                // Go's regular expressions (RE2) take inline flags such as `(?i)`; JSON
+                // Schema's (ECMA-262) do not, so such a pattern is left to the API server.
+                .filter(|(key, value)| {
+                    key != "pattern" || !value.as_str().is_some_and(|p| p.contains("(?"))
+                })
+                .collect();
+            let preserves =
+                map.get("x-kubernetes-preserve-unknown-fields") == Some(&Json::Bool(true));
+            if map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+                && !preserves
+            {
+                out.insert("additionalProperties".into(), Json::Bool(false));
+            }
+            if map.get("nullable") == Some(&Json::Bool(true))
+                && let Some(Json::String(kind)) = map.get("type")
+            {
+                out.insert("type".into(), serde_json::json!([kind, "null"]));
+            }
+            Json::Object(out)
+        }
+        Json::Array(items) => Json::Array(items.iter().map(strict_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The strict validator of `kind` at `api_version` (`group/version`), from the Prometheus
+/// Operator's CRDs in spec/prometheus-operator (see SOURCE.md there).
+fn custom_resource_validator(kind: &str, api_version: &str) -> jsonschema::Validator {
+    let (group, version) = api_version.split_once('/').expect("group/version");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/prometheus-operator");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let crd = files
+        .iter()
+        .flat_map(|path| parse_docs(&path.display().to_string(), &read(path)))
+        .find(|doc| {
+            doc.kind() == "CustomResourceDefinition"
+                && str_at(&doc.value, "spec.group") == Some(group)
+                && str_at(&doc.value, "spec.names.kind") == Some(kind)
+        })
+        .unwrap_or_else(|| panic!("no CRD for {kind} in {group} in {}", dir.display()));
+    let served = seq_at(&crd.value, "spec.versions")
+        .iter()
+        .find(|v| str_at(v, "name") == Some(version))
+        .unwrap_or_else(|| panic!("{}: {kind} has no version {version}", crd.file));
+    assert_eq!(
+        at(served, "served").and_then(Value::as_bool),
+        Some(true),
+        "{kind} {version} is served"
+    );
+    let schema = at(served, "schema.openAPIV3Schema").expect("an openAPIV3Schema");
+    let schema = strict_schema(&serde_json::to_value(schema).unwrap());
+    jsonschema::draft4::options()
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{kind}'s schema does not compile: {e}"))
+}
+
+/// The problems `validator` finds in `doc`, one `path: message` a line.
+fn schema_problems(validator: &jsonschema::Validator, doc: &Doc) -> Vec<String> {
+    let instance = serde_json::to_value(&doc.value).unwrap();
+    validator
+        .iter_errors(&instance)
+        .map(|error| format!("{}: {error}", error.instance_path()))
+        .collect()
+}
+
+/// The ServiceMonitor and PrometheusRule of every overlay match the Prometheus Operator's CRD
+/// schemas, strictly: kubernetes-validate knows only the built-in kinds, and a misspelt field
+/// in a custom resource would otherwise be found only by the API server. A misspelt field and a
+/// wrong type are rejected, so the check itself is shown to work.
+#[test]
+fn custom_resources_match_the_prometheus_operator_crds() {
+    for overlay in OVERLAYS {
+        let Some(text) = rendered(overlay) else {
+            return;
+        };
+        let docs = parse_docs(overlay, &text);
+        for kind in CUSTOM_KINDS {
+            let doc = docs
+                .iter()
+                .find(|d| d.kind() == kind)
+                .unwrap_or_else(|| panic!("{overlay}: a {kind}"));
+            let api_version = str_at(&doc.value, "apiVersion").unwrap();
+            let validator = custom_resource_validator(kind, api_version);
+            let problems = schema_problems(&validator, doc);
+            assert!(
+                problems.is_empty(),
+                "{overlay}: {kind} does not match its CRD:\n{}",
+                problems.join("\n")
+            );
+            // Break it twice: a field the CRD does not know, and a string where a list goes.
+            let (path, field) = match kind {
+                "ServiceMonitor" => ("spec.endpoints.0", "intervall"),
+                _ => ("spec.groups.0.rules.0", "annotation"),
+            };
+            let mut misspelt = Doc {
+                file: doc.file.clone(),
+                value: doc.value.clone(),
+            };
+            let mut target = &mut misspelt.value;
+            for key in path.split('.') {
+                target = match key.parse::<usize>() {
+                    Ok(i) => target.get_mut(i).unwrap(),
+                    Err(_) => target.get_mut(key).unwrap(),
+                };
+            }
+            target
+                .as_mapping_mut()
+                .unwrap()
+                .insert(Value::from(field), Value::from("x"));
+            let problems = schema_problems(&validator, &misspelt);
+            assert!(
+                problems.iter().any(|p| p.contains(field)),
+                "{kind}: the unknown field {field} at {path} is reported: {problems:?}"
+            );
+            let mut wrong_type = Doc {
+                file: doc.file.clone(),
+                value: doc.value.clone(),
+            };
+            let list = if kind == "ServiceMonitor" {
+                "endpoints"
+            } else {
+                "groups"
+            };
+            wrong_type
+                .value
+                .get_mut("spec")
+                .and_then(Value::as_mapping_mut)
+                .unwrap()
+                .insert(Value::from(list), Value::from("x"));
+            assert!(
+                !schema_problems(&validator, &wrong_type).is_empty(),
+                "{kind}: spec.{list} must be a list"
+            );
+        }
+    }
+}
+
 /// Every rendered manifest of every overlay passes `kubernetes-validate --strict` (the custom
-/// resources, ServiceMonitor and PrometheusRule, have no schema there: their fields are checked
-/// above and the rules by promtool) and checkov (findings fixed, or skipped with a reason in
-/// the manifest and docs/operations.md).
+/// resources, ServiceMonitor and PrometheusRule, have no schema there: the test above checks
+/// them against the Prometheus Operator's CRDs, and promtool checks the rules) and checkov
+/// (findings fixed, or skipped with a reason in the manifest and docs/operations.md).
 #[test]
 fn rendered_manifests_pass_kubernetes_validate_and_checkov() {
     let (Some(validate), Some(checkov)) = (
@@ -759,8 +960,9 @@ fn rendered_manifests_pass_kubernetes_validate_and_checkov() {
         let custom = report.matches("Couldn't find schema for kind").count();
         assert_eq!(passed + custom, kinds, "{overlay}: {report}");
         assert_eq!(
-            custom, 2,
-            "{overlay}: only the two custom resources lack a schema: {report}"
+            custom,
+            CUSTOM_KINDS.len(),
+            "{overlay}: only the custom resources ({CUSTOM_KINDS:?}) lack a schema: {report}"
         );
     }
     let report = run_tool(
@@ -1049,17 +1251,28 @@ fn the_image_is_minimal_pinned_labelled_and_runs_as_the_pods_user() {
         "an exact Rust version: {tag}"
     );
     // The runtime: distroless with glibc and CA certificates (no shell, no package manager),
-    // on the same Debian release as the builder, so the binary's glibc is there.
-    assert!(
-        froms[1].starts_with("gcr.io/distroless/cc-debian12"),
-        "{}",
-        froms[1]
+    // on the same Debian release as the builder, so the binary's glibc is there. Debian 13:
+    // distroless supports its Debian 12 images until September 2026 only.
+    assert_eq!(
+        froms[1], "gcr.io/distroless/cc-debian13:nonroot",
+        "the distroless cc image of Debian 13, as the non-root user"
     );
     assert!(
-        tag.ends_with("-bookworm"),
-        "builder on Debian 12 like the runtime: {tag}"
+        tag.ends_with("-trixie"),
+        "builder on Debian 13 like the runtime: {tag}"
     );
     let runtime = text.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        runtime.contains(&format!(
+            "org.opencontainers.image.base.name=\"{}\"",
+            froms[1]
+        )),
+        "the base.name label names the runtime image"
+    );
+    assert!(
+        runtime.contains(&format!("ARG VERSION={}", env!("CARGO_PKG_VERSION"))),
+        "the image's version label defaults to the crate's version"
+    );
     for label in [
         "org.opencontainers.image.title",
         "org.opencontainers.image.version",
