@@ -1335,10 +1335,14 @@ fn has_asana_pat(text: &str) -> bool {
     })
 }
 
-/// Passwords in URLs (`scheme://user:password@host`) that are not placeholders.
+/// Passwords in URLs (`scheme://user:password@host`) that are not placeholders. BuildKit's
+/// `docker-image://name:tag@sha256:…` is an image reference, not a URL with credentials.
 fn url_passwords(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for (start, _) in text.match_indices("://") {
+        if text[..start].ends_with("docker-image") {
+            continue;
+        }
         let rest = &text[start + 3..];
         let end = rest
             .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '/')
@@ -1448,4 +1452,6 @@ fn the_secret_detectors_detect() {
     assert_eq!(url_passwords("postgres://u:hunter2@db/x"), ["hunter2"]);
     assert!(url_passwords("postgres://u:REPLACE_WITH_PASSWORD@db/x").is_empty());
     assert!(url_passwords("postgres://u@db/x https://app.asana.com/api/1.0").is_empty());
+    assert!(url_passwords("rust:1=docker-image://rust:1.95.0-trixie@sha256:0a1b").is_empty());
+    assert_eq!(url_passwords("https://u:pw@h docker-image://a:b@c"), ["pw"]);
 }
