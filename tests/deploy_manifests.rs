@@ -732,6 +732,15 @@ fn the_postgres_overlay_runs_three_spread_replicas_with_a_disruption_budget() {
             .all(|v| at(v, "persistentVolumeClaim").is_none()),
         "replicas must not share a ReadWriteOnce claim"
     );
+    // The pods reach PostgreSQL.
+    let policy = docs.iter().find(|d| d.kind() == "NetworkPolicy").unwrap();
+    assert!(
+        seq_at(&policy.value, "spec.egress")
+            .iter()
+            .flat_map(|rule| seq_at(rule, "ports").iter())
+            .any(|p| at(p, "port").and_then(Value::as_u64) == Some(5432)),
+        "egress to PostgreSQL (5432)"
+    );
     let pdb = docs
         .iter()
         .find(|d| d.kind() == "PodDisruptionBudget")
