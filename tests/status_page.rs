@@ -23,21 +23,49 @@ struct Setup {
 }
 
 impl Setup {
-    /// A daemon with a credential check that succeeds (`check`) and one whose expected owner
-    /// (holding [`SCRIPT`]) makes it fail with that text in its error (`evil`), both run once.
+    /// A daemon with a credential check that succeeds (`check`), one whose expected owner
+    /// (holding [`SCRIPT`]) makes it fail with that text in its error (`evil`), an audit-log
+    /// pull into a file sink (`audit`) and an organization export (`org`), each run once.
     async fn start() -> (Setup, std::process::Child) {
-        let sim = SimServer::start(support::sim::quiet_config())
-            .await
-            .unwrap();
-        let daemon = Daemon::new(&sim, DaemonOptions::default());
+        let mut config = support::sim::quiet_config();
+        // Exports finish in about a second of real time.
+        config.time_scale = 20.0;
+        // The audit events lie within the job's two days.
+        config.world.audit_backfill_days = 1;
+        let sim = SimServer::start(config).await.unwrap();
+        let daemon = Daemon::new(
+            &sim,
+            DaemonOptions {
+                asana: "time_scale = 20.0".into(),
+                ..DaemonOptions::default()
+            },
+        );
+        let workspace = sim.state().world().workspace.gid.clone();
+        for dir in ["audit-out", "exports"] {
+            std::fs::create_dir(daemon.path(dir)).unwrap();
+        }
         daemon.write_check_job("check", "");
+        daemon.write_job(
+            "audit",
+            &format!(
+                "name = \"audit\"\nkind = \"audit_log\"\nevery = \"1h\"\ncredential = \"sa\"\n[settings]\nworkspace = \"{workspace}\"\nstart = \"2d\"\n[settings.sink]\ntype = \"file\"\ndir = \"{}\"\n",
+                daemon.path("audit-out").display()
+            ),
+        );
+        daemon.write_job(
+            "org",
+            &format!(
+                "name = \"org\"\nkind = \"org_export\"\nevery = \"24h\"\ncredential = \"sa\"\n[settings]\norganization = \"{workspace}\"\noutput_dir = \"{}\"\npoll_interval = \"1s\"\npoll_max_interval = \"2s\"\n",
+                daemon.path("exports").display()
+            ),
+        );
         daemon.write_check_job(
             "evil",
             &format!("max_attempts = 1\n[settings]\nexpected_owner = \"{SCRIPT}@example.com\"\n"),
         );
         let mut child = daemon.start("daemon");
         daemon.wait_ready(&mut child).await;
-        for job in ["check", "evil"] {
+        for job in ["check", "evil", "audit", "org"] {
             // `--wait` exits 1 for the run that fails; only its ending matters here.
             daemon.cli(&["jobs", "run", job, "--wait", "--timeout-secs", "60"]);
         }
@@ -164,6 +192,30 @@ async fn the_api_and_the_page_show_jobs_runs_and_tokens_escaped_and_without_secr
         assert!(!page.contains("<script>"), "{path}: escaped: {page}");
     }
 
+    // /api/compliance: the audit log's newest event, lag and retention headroom; the export's
+    // file and sha256, as the jobs' checkpoints hold them.
+    let (status, compliance) = setup.json("/api/compliance").await;
+    assert_eq!(status, StatusCode::OK);
+    let audit = &compliance["audit_log"][0];
+    assert_eq!(audit["job"], "audit", "{compliance}");
+    assert_eq!(audit["started"], true, "{compliance}");
+    assert!(audit["newest_event_at"].is_string(), "{compliance}");
+    assert!(audit["lag_secs"].as_i64().unwrap() >= 0);
+    let headroom = audit["retention_headroom_secs"].as_i64().unwrap();
+    assert!(
+        headroom > 80 * 86_400 && headroom <= 90 * 86_400,
+        "started 2 days back: {compliance}"
+    );
+    assert!(audit["batches"].as_u64().unwrap() >= 1, "{compliance}");
+    assert_eq!(audit["lost_windows"], 0);
+    let export = &compliance["exports"][0];
+    assert_eq!(export["job"], "org");
+    assert_eq!(export["phase"], "done", "{compliance}");
+    let sha256 = export["sha256"]
+        .as_str()
+        .expect("the installed file's sha256");
+    assert_eq!(sha256.len(), 64);
+
     // The page: every job with its outcome, the token's chart, the runs; the error text with
     // its script escaped; no token anywhere.
     let (status, page) = setup.get("/status").await;
@@ -172,6 +224,8 @@ async fn the_api_and_the_page_show_jobs_runs_and_tokens_escaped_and_without_secr
     assert!(page.contains("data-last-state=\"completed\""), "{page}");
     assert!(page.contains("data-last-state=\"failed\""), "{page}");
     assert!(page.contains("class=\"token-chart\""), "{page}");
+    assert!(page.contains("data-audit-job=\"audit\""), "{page}");
+    assert!(page.contains(sha256), "the export's sha256 on the page");
     assert!(page.contains("&lt;script&gt;alert(1)&lt;"), "{page}");
     assert!(!page.contains(SCRIPT), "unescaped script on the page");
     assert!(page.contains("<script src=\"/status/script.js\"></script>"));
@@ -187,7 +241,13 @@ async fn the_api_and_the_page_show_jobs_runs_and_tokens_escaped_and_without_secr
     assert_eq!(status, StatusCode::OK);
     assert!(script.contains("setTimeout(refresh"));
     let token = setup.token();
-    for path in ["/status", "/api/jobs", "/api/runs", "/api/tokens"] {
+    for path in [
+        "/status",
+        "/api/jobs",
+        "/api/runs",
+        "/api/tokens",
+        "/api/compliance",
+    ] {
         let (_, body) = setup.get(path).await;
         assert!(!body.contains(&token), "{path} shows the token");
     }

@@ -1,7 +1,8 @@
 //! The status page and its JSON API, served by the admin server (same listener, loopback by
 //! default): what the daemon is doing at a glance. `GET /status` is server-rendered HTML that
 //! refreshes its content every few seconds with a small script of its own (no CDN);
-//! `/api/jobs`, `/api/runs`, `/api/runs/{id}` and `/api/tokens` return the same data as JSON
+//! `/api/jobs`, `/api/runs`, `/api/runs/{id}`, `/api/tokens` and `/api/compliance` return the
+//! same data as JSON
 //! for scripts (docs/operations.md, "Status page").
 //!
 //! Nothing here shows a secret: tokens are named, never shown; every value reaches the HTML
@@ -66,6 +67,7 @@ pub fn router(source: StatusSource) -> Router {
         .route("/api/runs", get(api_runs))
         .route("/api/runs/{id}", get(api_run))
         .route("/api/tokens", get(api_tokens))
+        .route("/api/compliance", get(api_compliance))
         .with_state(source)
 }
 
@@ -273,6 +275,86 @@ impl StatusSource {
         Ok(run_json(&run, self.clock.now()))
     }
 
+    /// What compliance teams check, from the jobs' checkpoints: per audit-log job the newest
+    /// event delivered, the lag, the headroom before Asana's 90-day retention, the batches
+    /// delivered, lost windows and the sink; per export job its current or last export and
+    /// the installed file with its sha256. Nothing here is read from Asana.
+    pub async fn compliance(&self) -> Result<Value, StatusError> {
+        use crate::jobs::audit_log::{CURSOR_KEY, Cursor, RETENTION};
+        use crate::jobs::export::{CHECKPOINT_KEY, ExportState};
+        let now = self.clock.now();
+        let jobs = self.jobs.borrow().clone();
+        let mut audit = Vec::new();
+        let mut exports = Vec::new();
+        for job in jobs.iter() {
+            match job.kind.name() {
+                "audit_log" => {
+                    let stored = self.store.get_checkpoint(&job.name, CURSOR_KEY).await?;
+                    let cursor = stored.and_then(|v| serde_json::from_value::<Cursor>(v).ok());
+                    audit.push(match cursor {
+                        None => json!({"job": job.name, "started": false}),
+                        Some(cursor) => {
+                            // The tail's position, the newest event the overlap window
+                            // remembers, or the newest the last completed run reported (after
+                            // a backfill the tail has not moved yet).
+                            let reported = self
+                                .store
+                                .list_runs(&RunFilter {
+                                    job_name: Some(job.name.clone()),
+                                    states: vec![RunState::Completed],
+                                    limit: 1,
+                                    ..RunFilter::default()
+                                })
+                                .await?
+                                .first()
+                                .and_then(|run| run.progress["newest"].as_str().map(str::to_string))
+                                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                                .map(|t| t.with_timezone(&Utc));
+                            let newest = cursor
+                                .tail
+                                .newest
+                                .into_iter()
+                                .chain(cursor.recent.iter().map(|seen| seen.at))
+                                .chain(reported)
+                                .max();
+                            json!({
+                                "job": job.name,
+                                "started": true,
+                                "newest_event_at": newest,
+                                "lag_secs": newest.map(|t| (now - t).num_seconds()),
+                                "retention_headroom_secs": (cursor.oldest_needed() - (now - RETENTION)).num_seconds(),
+                                "batches": cursor.sequence,
+                                "backfill_slices_left": cursor.backfill.len(),
+                                "last_delivery_at": cursor.last_delivery_at,
+                                "lost_windows": cursor.lost.len(),
+                                "sink": cursor.sink,
+                                "verify": format!("asana-worker verify --job {}", job.name),
+                            })
+                        }
+                    });
+                }
+                "org_export" | "graph_export" | "resource_export" => {
+                    let stored = self.store.get_checkpoint(&job.name, CHECKPOINT_KEY).await?;
+                    let state = stored.and_then(|v| serde_json::from_value::<ExportState>(v).ok());
+                    exports.push(json!({
+                        "job": job.name,
+                        "kind": job.kind.name(),
+                        "export_gid": state.as_ref().map(|s| s.export_gid.clone()),
+                        "phase": state.as_ref().map(|s| s.phase),
+                        "requested_at": state.as_ref().map(|s| s.created_at),
+                        "file": state.as_ref().and_then(|s| s.file.clone()),
+                        "sha256": state.as_ref().and_then(|s| s.sha256.clone()),
+                        "bytes": state.as_ref().map(|s| s.partial_offset),
+                        "total_bytes": state.as_ref().and_then(|s| s.total_bytes),
+                        "error": state.as_ref().and_then(|s| s.error.clone()),
+                    }));
+                }
+                _ => {}
+            }
+        }
+        Ok(json!({"audit_log": audit, "exports": exports}))
+    }
+
     /// Each credential the job set uses: its state, whether this process runs it, its limit
     /// and the requests per window of the last hour, 429 pauses, waiting callers and export
     /// slots.
@@ -315,6 +397,13 @@ impl StatusSource {
             })
             .collect();
         Ok(Value::Array(rows))
+    }
+}
+
+async fn api_compliance(State(source): State<StatusSource>) -> Response {
+    match source.compliance().await {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(error) => error.json(),
     }
 }
 
@@ -364,16 +453,18 @@ async fn page(
             source.jobs().await?,
             source.tokens().await?,
             source.runs(&query).await?,
+            source.compliance().await?,
         ))
     }
     .await;
     match data {
-        Ok((jobs, tokens, runs)) => {
+        Ok((jobs, tokens, runs, compliance)) => {
             let partial = query.partial.as_deref() == Some("1");
             let html = view::status_page(
                 &jobs,
                 &tokens,
                 &runs,
+                &compliance,
                 &query,
                 &source.leases.job_set_report(),
                 source.clock.now(),

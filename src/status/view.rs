@@ -180,10 +180,12 @@ fn progress_summary(progress: &Value) -> String {
 }
 
 /// The status page (or only its content, for the refresh script).
+#[allow(clippy::too_many_arguments)]
 pub fn status_page(
     jobs: &Value,
     tokens: &Value,
     runs: &Value,
+    compliance: &Value,
     query: &RunQuery,
     job_set: &Value,
     now: DateTime<Utc>,
@@ -253,6 +255,12 @@ pub fn status_page(
     let ctx = context! {
         jobs => jobs,
         tokens => tokens,
+        audit => compliance["audit_log"].as_array().cloned().unwrap_or_default().into_iter().map(|mut a| {
+            a["lag"] = Value::String(a["lag_secs"].as_i64().map(|s| human(Duration::from_secs(s.max(0) as u64))).unwrap_or_else(|| "-".into()));
+            a["headroom"] = Value::String(a["retention_headroom_secs"].as_i64().map(|s| if s < 0 { "past retention".to_string() } else { human(Duration::from_secs(s as u64)) }).unwrap_or_else(|| "-".into()));
+            a
+        }).collect::<Vec<_>>(),
+        exports => compliance["exports"],
         runs => runs,
         job_set => job_set,
         now => now.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
