@@ -395,6 +395,7 @@ pub async fn run(
             jobs: jobs_rx.clone(),
             clients: clients.clone(),
             credentials: settings.credentials.clone(),
+            leases: leases.clone(),
             clock: clock.clone(),
             admin_token,
         });
@@ -402,14 +403,14 @@ pub async fn run(
         let pages = status.router();
         {
             let stop = components.clone();
-            tracker.spawn(status.run_sampler(stop));
+            tracker.spawn(status.run_checks(stop));
         }
         let stop = components.clone();
         tracker.spawn(async move { admin::serve(listener, state, pages, stop).await });
         tracing::info!(
             addr = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
             status_page_actions = if actions { "enabled (admin.token_file)" } else { "disabled: set admin.token_file to enable" },
-            "Admin server listening (status page at /, /healthz /readyz /metrics)"
+            "Admin server listening (status page at /status, /healthz /readyz /metrics)"
         );
     }
     {

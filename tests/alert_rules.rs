@@ -88,9 +88,9 @@ fn metric_names(text: &str) -> Vec<String> {
 }
 
 /// The Grafana dashboard (deploy/grafana/asana-worker.json): it has the panels operators look
-/// for, every query is valid PromQL (promtool checks them as recording rules, with Grafana's
-/// variables filled in), and every metric it reads is one the daemon exports
-/// (src/telemetry/catalog.rs describes them all).
+/// for, docs/operations.md lists each, every query is valid PromQL (promtool checks them as
+/// recording rules, with Grafana's variables filled in), and every metric it reads is one the
+/// daemon exports (src/telemetry/catalog.rs describes them all).
 #[test]
 fn the_dashboard_reads_exported_metrics_with_valid_queries() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -116,6 +116,15 @@ fn the_dashboard_reads_exported_metrics_with_valid_queries() {
         assert!(
             titles.iter().any(|t| t.contains(wanted)),
             "no panel about {wanted}: {titles:?}"
+        );
+    }
+    // docs/operations.md shows the dashboard: a table row for every panel.
+    let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().expect("a title");
+        assert!(
+            operations.contains(&format!("\n| {title} |")),
+            "docs/operations.md's dashboard table has no row for panel {title:?}"
         );
     }
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");

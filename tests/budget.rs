@@ -588,3 +588,24 @@ async fn a_429_with_many_slots_held_lowers_concurrency_not_the_rate() {
     }
     assert_eq!(budget.concurrency_caps(), (50, 15));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_history_counts_requests_per_window_for_an_hour() {
+    let budget = Budget::new(config(100)).unwrap();
+    let cancel = CancellationToken::new();
+    for _ in 0..5 {
+        drop(budget.acquire(read("a"), &cancel).await.unwrap());
+    }
+    tokio::time::sleep(window() * 2).await;
+    for _ in 0..3 {
+        drop(budget.acquire(read("a"), &cancel).await.unwrap());
+    }
+    let history = budget.history();
+    assert_eq!(history.len(), asana_worker::budget::HISTORY_WINDOWS);
+    let counts: Vec<u32> = history.iter().map(|(_, n)| *n).collect();
+    assert_eq!(&counts[counts.len() - 3..], [5, 0, 3]);
+    assert_eq!(counts.iter().sum::<u32>(), 8);
+    // Oldest first; the current window started less than a window ago.
+    assert!(history.windows(2).all(|w| w[0].0 > w[1].0));
+    assert!(history.last().unwrap().0 < window());
+}

@@ -10,21 +10,15 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use asana_worker::sim::SimServer;
-use asana_worker::sim::config::SimConfig;
 use support::daemon::{Daemon, DaemonOptions, terminate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_alerting_series_exist_at_zero() {
-    let mut config = SimConfig::default();
-    config.timing.activity_per_minute = 0.0;
-    config.timing.audit_events_per_minute = 0.0;
-    let sim = SimServer::start(config).await.unwrap();
+    let sim = SimServer::start(support::sim::quiet_config())
+        .await
+        .unwrap();
     let daemon = Daemon::new(&sim, DaemonOptions::default());
-    std::fs::write(
-        daemon.jobs_dir().join("check.toml"),
-        "name = \"check\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\n",
-    )
-    .unwrap();
+    daemon.write_check_job("check", "");
     let mut child = daemon.start("metrics");
     daemon.wait_ready(&mut child).await;
     let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", daemon.admin_port))

@@ -130,7 +130,7 @@ async fn the_status_page_in_a_browser() {
     let base = setup.base.clone();
 
     // Each job's row shows its last outcome.
-    browser.goto(&format!("{base}/")).await.unwrap();
+    browser.goto(&format!("{base}/status")).await.unwrap();
     for (job, state) in &expected {
         let css = format!("tr[data-job=\"{job}\"] td.last");
         assert_eq!(
@@ -141,39 +141,32 @@ async fn the_status_page_in_a_browser() {
         let text = text_of(&browser, &css).await.unwrap();
         assert!(text.starts_with(state), "{job}: {text:?}");
     }
-    // The service account's chart has data: a line through at least two samples (the
-    // sampler's and the page's own reading), peaking above zero.
-    eventually(30, "the token chart to have two samples", || async {
-        browser.refresh().await.unwrap();
-        let samples = attr_of(
-            &browser,
-            "tr[data-token=\"service-account\"] svg.chart",
-            "data-samples",
-        )
+    // The service account's chart has data: the windows of the last hour, a bar in those
+    // with requests.
+    let chart = "tr[data-token=\"service-account\"] svg.chart";
+    assert_eq!(
+        attr_of(&browser, chart, "data-windows").await.as_deref(),
+        Some("60")
+    );
+    let peak: f64 = attr_of(&browser, chart, "data-peak")
         .await
-        .and_then(|s| s.parse::<u32>().ok())
-        .unwrap_or(0);
-        samples >= 2
-    })
-    .await;
-    let peak: f64 = attr_of(
-        &browser,
-        "tr[data-token=\"service-account\"] svg.chart",
-        "data-peak",
-    )
-    .await
-    .unwrap()
-    .parse()
-    .unwrap();
-    assert!(peak > 0.0, "the chart's peak is {peak}");
-    let points = attr_of(
-        &browser,
-        "tr[data-token=\"service-account\"] svg.chart polyline.rate",
-        "points",
-    )
-    .await
-    .unwrap();
-    assert!(points.split(' ').count() >= 2, "{points}");
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(peak > 0.0, "the chart's busiest window has {peak} requests");
+    let bars = browser
+        .find_all(Locator::Css(&format!("{chart} rect.rate")))
+        .await
+        .unwrap();
+    assert!(!bars.is_empty(), "no bar in the chart");
+    let height: f64 = bars[bars.len() - 1]
+        .attr("height")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(height > 0.0);
 
     // Not logged in: no action buttons, and the action is refused from the browser too.
     assert!(
@@ -189,7 +182,7 @@ async fn the_status_page_in_a_browser() {
     let status = browser
         .execute_async(
             "const done = arguments[arguments.length - 1];\
-             fetch('/jobs/check-service-account/run', {method: 'POST'}).then(r => done(r.status));",
+             fetch('/status/jobs/check-service-account/run', {method: 'POST'}).then(r => done(r.status));",
             vec![],
         )
         .await
@@ -203,7 +196,7 @@ async fn the_status_page_in_a_browser() {
 
     // Markup in a job name and an error is shown as text, and runs nothing.
     browser
-        .goto(&format!("{base}/runs/{markup_run}"))
+        .goto(&format!("{base}/status/runs/{markup_run}"))
         .await
         .unwrap();
     let title = text_of(&browser, "h2").await.unwrap();
@@ -224,7 +217,7 @@ async fn the_status_page_in_a_browser() {
     assert_eq!(injected, json!(0));
 
     // Logged in: "Run now" enqueues a run, whose page refreshes itself until it completes.
-    browser.goto(&format!("{base}/login")).await.unwrap();
+    browser.goto(&format!("{base}/status/login")).await.unwrap();
     browser
         .find(Locator::Id("token"))
         .await
@@ -261,11 +254,11 @@ async fn the_status_page_in_a_browser() {
         browser
             .current_url()
             .await
-            .is_ok_and(|url| url.path().starts_with("/runs/"))
+            .is_ok_and(|url| url.path().starts_with("/status/runs/"))
     })
     .await;
     let url = browser.current_url().await.unwrap();
-    let run_id = url.path()["/runs/".len()..].to_string();
+    let run_id = url.path()["/status/runs/".len()..].to_string();
     eventually(
         40,
         "the run to complete on its page (live refresh)",
@@ -282,7 +275,7 @@ async fn the_status_page_in_a_browser() {
     setup.assert_no_secret("the run page", &browser.source().await.unwrap());
 
     // The front page, logged in, for the docs.
-    browser.goto(&format!("{base}/")).await.unwrap();
+    browser.goto(&format!("{base}/status")).await.unwrap();
     eventually(10, "the front page", || async {
         browser
             .find(Locator::Css("section#compliance"))

@@ -58,6 +58,9 @@ use tokio_util::sync::CancellationToken;
 /// Length of Asana's quota window, in (simulated) seconds.
 pub const WINDOW_SECS: f64 = 60.0;
 
+/// Windows of spending history a budget keeps (an hour against Asana).
+pub const HISTORY_WINDOWS: usize = 60;
+
 /// Requests in flight at least allowed while the window is more than three quarters used; the cap there
 /// is this or what keeps 1.5 times the limit's rate flowing at the latency observed, whichever
 /// is more (see `Shared::cautious_in_flight`).
@@ -336,6 +339,8 @@ impl fmt::Debug for Budget {
 struct Shared {
     config: BudgetConfig,
     window: Duration,
+    /// Start of the first window of the spending history.
+    origin: Instant,
     exports: Arc<Semaphore>,
     export_user: String,
     state: Mutex<State>,
@@ -388,6 +393,9 @@ struct State {
     write_cap: u32,
     /// When a concurrency cap was last lowered or raised.
     caps_changed_at: Option<Instant>,
+    /// Requests spent per window since `Shared::origin` (window index, cost), the last
+    /// [`HISTORY_WINDOWS`], for the status page's chart.
+    history: VecDeque<(u64, u32)>,
     /// The most requests the window has held without a 429 since `reached_since`: up to there
     /// the cap of the upper quarter does not apply (nobody else was seen spending the token).
     reached_quietly: u32,
@@ -805,6 +813,17 @@ impl Shared {
         }
         state.stats.granted += 1;
         state.stats.spent += u64::from(waiter.cost);
+        let index = (now.saturating_duration_since(self.origin).as_nanos()
+            / self.window.as_nanos().max(1)) as u64;
+        match state.history.back_mut() {
+            Some((last, count)) if *last == index => *count += waiter.cost,
+            _ => {
+                state.history.push_back((index, waiter.cost));
+                while state.history.len() > HISTORY_WINDOWS {
+                    state.history.pop_front();
+                }
+            }
+        }
         state.stats.peak_window = state.stats.peak_window.max(state.window_count() as u32);
         state.stats.first_grant.get_or_insert(now);
         state.stats.last_grant = Some(now);
@@ -840,6 +859,7 @@ impl Budget {
         Ok(Self {
             shared: Arc::new(Shared {
                 window,
+                origin: Instant::now(),
                 exports,
                 export_user,
                 state: Mutex::new(State {
@@ -852,6 +872,7 @@ impl Budget {
                     read_cap: config.concurrent_reads,
                     write_cap: config.concurrent_writes,
                     caps_changed_at: None,
+                    history: VecDeque::new(),
                     reached_quietly: 0,
                     reached_since: None,
                     reads: 0,
@@ -1137,6 +1158,30 @@ impl Budget {
             state.caps_changed_at = Some(now + self.shared.config.to_real(retry_after));
         }
         self.cool_down(retry_after, false);
+    }
+
+    /// Requests spent in each of the last [`HISTORY_WINDOWS`] windows, oldest first, each with
+    /// how long ago its window started (windows without a request are listed with 0).
+    pub fn history(&self) -> Vec<(Duration, u32)> {
+        let now = Instant::now();
+        let state = self.shared.lock();
+        let window = self.shared.window;
+        let current = (now.saturating_duration_since(self.shared.origin).as_nanos()
+            / window.as_nanos().max(1)) as u64;
+        let into_current = Duration::from_nanos(
+            (now.saturating_duration_since(self.shared.origin).as_nanos()
+                % window.as_nanos().max(1)) as u64,
+        );
+        (0..HISTORY_WINDOWS as u64)
+            .rev()
+            .map(|back| {
+                let count = current
+                    .checked_sub(back)
+                    .and_then(|index| state.history.iter().find(|(i, _)| *i == index))
+                    .map_or(0, |(_, c)| *c);
+                (into_current + window * back as u32, count)
+            })
+            .collect()
     }
 
     /// Concurrent reads and writes allowed now (below the configured caps after concurrency

@@ -3,9 +3,9 @@
 //! A daemon process (this binary's `run`) runs the example jobs against the in-process
 //! simulator, with `--history` runs of history in its SQLite database. Its CPU time is read from
 //! `/proc/PID/stat` over three phases of `--seconds` each: idle (nobody looks), `--clients`
-//! browsers each re-fetching `/` every `--interval` seconds as the page's script does, and the
+//! browsers each re-fetching `/status` every `--interval` seconds as the page's script does, and the
 //! same clients fetching back to back (the most the page can serve, and its CPU cost per
-//! request), for `/` and for `/runs`. The simulator and the clients run in this process, so
+//! request), for `/status` and for `/status/runs`. The simulator and the clients run in this process, so
 //! their CPU is not counted.
 
 use std::io::Write;
@@ -323,7 +323,7 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
         "check-pat-free",
         "org-export",
     ] {
-        http.post(format!("{base}/jobs/{job}/run"))
+        http.post(format!("{base}/status/jobs/{job}/run"))
             .bearer_auth(&admin_token)
             .send()
             .await?
@@ -331,7 +331,12 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("running {job} from the status page"))?;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let page = http.get(format!("{base}/")).send().await?.bytes().await?;
+    let page = http
+        .get(format!("{base}/status"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
     println!(
         "Daemon pid {pid}, {} runs of history; the front page is {} KiB",
         args.history,
@@ -339,15 +344,15 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
     );
     let length = Duration::from_secs(args.seconds.max(1));
     let pause = Duration::from_secs_f64(args.interval.max(0.1));
-    let index = format!("{base}/");
-    let runs = format!("{base}/runs");
+    let index = format!("{base}/status");
+    let runs = format!("{base}/status/runs");
     let mut phases = Vec::new();
     println!("Measuring ({} s per phase)…", length.as_secs());
     phases.push(measure("idle: nobody looks", pid, &index, 0, pause, length).await);
     phases.push(
         measure(
             &format!(
-                "{} browsers re-fetch / every {} s",
+                "{} browsers re-fetch /status every {} s",
                 args.clients, args.interval
             ),
             pid,
@@ -361,7 +366,7 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
     let saturation = Duration::from_secs((args.seconds / 3).max(5));
     phases.push(
         measure(
-            &format!("{} clients fetch / back to back", args.clients),
+            &format!("{} clients fetch /status back to back", args.clients),
             pid,
             &index,
             args.clients,
@@ -372,7 +377,7 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
     );
     phases.push(
         measure(
-            &format!("{} clients fetch /runs back to back", args.clients),
+            &format!("{} clients fetch /status/runs back to back", args.clients),
             pid,
             &runs,
             args.clients,

@@ -196,13 +196,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             };
         }
     };
-    println!(
-        "3. Daemon running; admin server at http://{}/metrics",
-        handle
-            .admin_addr
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into())
-    );
+    let admin = handle
+        .admin_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "-".into());
+    println!("3. Daemon running; status page at http://{admin}/status, metrics at /metrics");
 
     let first = trigger_all(&handle).await?;
     println!("4. Ran every example job once:");

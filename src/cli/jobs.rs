@@ -105,11 +105,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<u8> {
             let replicas = store.live_replicas(now).await?;
             let mut rows = Vec::new();
             for job in &jobs {
-                let next = schedules
-                    .iter()
-                    .find(|s| s.job_name == job.name && s.definition == job.schedule_definition())
-                    .map(|s| s.next_fire_at)
-                    .or_else(|| job.next_fire_after(now));
+                let next = crate::scheduler::next_fire(job, &schedules, now);
                 let summary = summaries.iter().find(|s| s.job_name == job.name);
                 rows.push(json!({
                     "name": job.name,

@@ -445,9 +445,9 @@ impl ClientPool {
         changed
     }
 
-    /// The budget of `name`'s client when a job has used it, without building one (the status
-    /// page reads its figures; building a client would read the token).
-    pub fn budget(&self, name: &str) -> Option<crate::budget::Budget> {
+    /// The budget of `name`'s client if a job has used the credential in this process (for the
+    /// status page, which must not read a token to show one).
+    pub fn budget_in_use(&self, name: &str) -> Option<crate::budget::Budget> {
         lock(&self.clients)
             .get(name)
             .map(|cached| cached.client.budget().clone())

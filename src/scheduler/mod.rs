@@ -247,6 +247,21 @@ fn new_run<K: NamedKind>(
     }
 }
 
+/// The next fire of `job` after `now`: the one its stored schedule row names when the row is
+/// of the job's current definition, else the next one its schedule gives (for `jobs list` and
+/// the status page).
+pub fn next_fire<K>(
+    job: &JobSpec<K>,
+    schedules: &[ScheduleRow],
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    schedules
+        .iter()
+        .find(|s| s.job_name == job.name && s.definition == job.schedule_definition())
+        .map(|s| s.next_fire_at)
+        .or_else(|| job.next_fire_after(now))
+}
+
 /// A manual run of `job` (`jobs run NAME`), ahead of scheduled work.
 pub fn manual_run<K: NamedKind>(job: &JobSpec<K>, now: DateTime<Utc>) -> NewRun {
     NewRun {

@@ -1,28 +1,27 @@
 //! The status page: what the daemon is doing, at a glance, in a browser, served by the admin
 //! server (same listener, loopback by default) beside `/healthz`, `/readyz` and `/metrics`.
 //!
-//! - `/`: the jobs (schedule in words, next fire in the job's time zone, pause, last outcome
-//!   and its age, a sparkline of recent runs, the current run's progress), the tokens (state,
-//!   owner, requests per minute over the last hour against the limit, 429s, export slots,
-//!   time spent waiting for the budget) and the compliance view (per audit-log job the newest
+//! - `/status` (`/` redirects there): the jobs (schedule in words, next fire in the job's time
+//!   zone, pause, last outcome and its age, a sparkline of recent runs, the current run's
+//!   progress), the tokens (state, owner, which replica runs it, requests per quota window over
+//!   the last hour against the limit, 429s, export slots, time spent waiting for the budget) and the compliance view (per audit-log job the newest
 //!   event, lag, retention headroom and the manifest chain's last verification; per export
 //!   job the current export and the last file with its sha256).
-//! - `/runs` (filterable by job, state and time) and `/runs/{id}` (attempts, timings,
-//!   progress, error with its hint, the run's log lines while the process keeps them).
+//! - `/status/runs` (filterable by job, state and time) and `/status/runs/{id}` (attempts,
+//!   timings, progress, error with its hint, the run's log lines while the process keeps them).
 //! - `/api/jobs`, `/api/runs`, `/api/runs/{id}`, `/api/tokens`, `/api/compliance`: the same data
 //!   as JSON, for scripts.
 //! - Actions, only with an admin token (`admin.token_file`; see [`auth`]): run a job now, retry
 //!   a failed or dead run, pause and resume a job. Without a token the page is read-only and
 //!   says how to enable them.
 //!
-//! Pages are rendered on the server (minijinja, every value HTML-escaped); one small vendored
-//! script (`assets/status.js`, served from the binary) re-fetches the page every few seconds
-//! and swaps its live part in, without a full reload. Bad input (an unknown run, a malformed
+//! Pages are rendered on the server (minijinja, every value HTML-escaped); one small script of
+//! our own (`assets/status.js`, served from the binary at `/status/static/`) re-fetches the page
+//! every few seconds and swaps its live part in, without a full reload. Bad input (an unknown run, a malformed
 //! filter, an oversized query) gets a 4xx page saying what was wrong. Nothing shown ever holds
 //! a token: credentials are shown by name, state and owner only.
 
 pub mod auth;
-pub mod history;
 mod view;
 pub mod words;
 
@@ -48,6 +47,7 @@ use crate::credentials::ClientPool;
 use crate::jobs::Kind;
 use crate::scheduler::JobSet;
 use crate::store::{RunFilter, RunState, Store, StoreError};
+use crate::worker::CredentialLeases;
 
 pub use auth::{AdminToken, AdminTokenError};
 
@@ -60,8 +60,10 @@ pub const DEFAULT_RUNS: i64 = 100;
 /// How long the front page's data is shared between requests (ten browsers polling cost one
 /// gathering per interval, not ten).
 pub const OVERVIEW_TTL: Duration = Duration::from_secs(1);
+/// How often the background checks look for file sinks that changed.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How often a file sink's manifest chain is verified again when it has not changed (a change
-/// is verified within [`history::SAMPLE_EVERY`]).
+/// is verified within [`CHECK_EVERY`]).
 pub const VERIFY_EVERY: Duration = Duration::from_secs(300);
 /// Longest form body accepted.
 const MAX_FORM: usize = 8 * 1024;
@@ -97,6 +99,8 @@ pub struct StatusConfig {
     pub jobs: watch::Receiver<JobSet<Kind>>,
     /// The clients, whose budgets and credential states are shown.
     pub clients: Arc<ClientPool>,
+    /// Which credentials this process holds, and the replicas' job sets.
+    pub leases: Arc<CredentialLeases>,
     /// The credentials declared in configuration (kind, tier, limit override).
     pub credentials: BTreeMap<String, CredentialSettings>,
     /// Wall time.
@@ -109,10 +113,10 @@ struct Inner {
     store: Arc<dyn Store>,
     jobs: watch::Receiver<JobSet<Kind>>,
     clients: Arc<ClientPool>,
+    leases: Arc<CredentialLeases>,
     credentials: BTreeMap<String, CredentialSettings>,
     clock: SharedClock,
     auth: auth::Auth,
-    history: history::TokenHistory,
     verifications: Mutex<BTreeMap<String, Verification>>,
     overview: tokio::sync::Mutex<Option<(Instant, Arc<Value>)>>,
     templates: minijinja::Environment<'static>,
@@ -155,10 +159,10 @@ impl StatusState {
             store: config.store,
             jobs: config.jobs,
             clients: config.clients,
+            leases: config.leases,
             credentials: config.credentials,
             clock: config.clock,
             auth: auth::Auth::new(config.admin_token),
-            history: history::TokenHistory::default(),
             verifications: Mutex::new(BTreeMap::new()),
             overview: tokio::sync::Mutex::new(None),
             templates: templates(),
@@ -173,58 +177,42 @@ impl StatusState {
     /// The page's routes, for the admin server.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/", get(index))
-            .route("/runs", get(runs_page))
-            .route("/runs/{id}", get(run_page))
-            .route("/runs/{id}/retry", post(retry_action))
-            .route("/jobs/{name}/run", post(run_action))
-            .route("/jobs/{name}/pause", post(pause_action))
-            .route("/jobs/{name}/resume", post(resume_action))
-            .route("/login", get(login_page).post(login))
-            .route("/logout", post(logout))
+            .route("/", get(|| async { redirect("/status") }))
+            .route("/status", get(index))
+            .route("/status/runs", get(runs_page))
+            .route("/status/runs/{id}", get(run_page))
+            .route("/status/runs/{id}/retry", post(retry_action))
+            .route("/status/jobs/{name}/run", post(run_action))
+            .route("/status/jobs/{name}/pause", post(pause_action))
+            .route("/status/jobs/{name}/resume", post(resume_action))
+            .route("/status/login", get(login_page).post(login))
+            .route("/status/logout", post(logout))
+            .route("/status/static/status.js", get(script))
+            .route("/status/static/status.css", get(style))
             .route("/api/jobs", get(api_jobs))
             .route("/api/runs", get(api_runs))
             .route("/api/runs/{id}", get(api_run))
             .route("/api/tokens", get(api_tokens))
             .route("/api/compliance", get(api_compliance))
-            .route("/static/status.js", get(script))
-            .route("/static/status.css", get(style))
             .fallback(not_found)
             .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
             .layer(axum::middleware::from_fn(guard))
             .with_state(self.clone())
     }
 
-    /// Samples every token's budget every [`history::SAMPLE_EVERY`] for the chart, and
-    /// verifies a file sink's manifest chain when the stream changed (or [`VERIFY_EVERY`] has
-    /// passed), until `shutdown`.
-    pub async fn run_sampler(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(history::SAMPLE_EVERY);
+    /// Verifies a file sink's manifest chain when the stream changed (checked every
+    /// [`CHECK_EVERY`]) or [`VERIFY_EVERY`] has passed, until `shutdown`.
+    pub async fn run_checks(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            self.sample();
             let state = self.clone();
             // Reading segments is file work: off the async threads.
             let _ = tokio::task::spawn_blocking(move || state.verify_streams()).await;
-        }
-    }
-
-    fn sample(&self) {
-        let now = self.0.clock.now();
-        let mut names: Vec<String> = self.0.credentials.keys().cloned().collect();
-        names.extend(self.0.clients.names());
-        names.sort();
-        names.dedup();
-        for name in names {
-            // A credential no job has used yet has spent nothing.
-            let spent = self.0.clients.budget(&name).map_or(0, |b| b.stats().spent);
-            self.0
-                .history
-                .record(&name, history::Sample { at: now, spent });
         }
     }
 
@@ -327,9 +315,10 @@ impl Inner {
         let value = Arc::new(json!({
             "generated_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "jobs": self.jobs(now).await?,
-            "tokens": self.tokens(now).await?,
+            "tokens": self.tokens().await?,
             "compliance": self.compliance(now).await?,
             "counts": counts,
+            "job_set": self.leases.job_set_report(),
         }));
         *cached = Some((Instant::now(), value.clone()));
         Ok(value)
@@ -472,7 +461,7 @@ async fn guard(request: Request, next: Next) -> Response {
             html(
                 StatusCode::URI_TOO_LONG,
                 format!(
-                    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>414 Query too long</title><link rel=\"stylesheet\" href=\"/static/status.css\"></head><body><main><h1>414 Query too long</h1><p class=\"error\">{detail}</p><p><a href=\"/\">Back to the status page</a></p></main></body></html>"
+                    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>414 Query too long</title><link rel=\"stylesheet\" href=\"/status/static/status.css\"></head><body><main><h1>414 Query too long</h1><p class=\"error\">{detail}</p><p><a href=\"/status\">Back to the status page</a></p></main></body></html>"
                 ),
             )
         }
@@ -529,7 +518,7 @@ async fn not_found(State(state): State<StatusState>, request: Request) -> Respon
             StatusCode::NOT_FOUND,
             "No such page",
             format!(
-                "nothing is served at {path}; the status page is at /, the runs at /runs, the JSON at /api/jobs, /api/runs, /api/tokens and /api/compliance"
+                "nothing is served at {path}; the status page is at /status, the runs at /status/runs, the JSON at /api/jobs, /api/runs, /api/tokens and /api/compliance"
             ),
         ),
         &path,
@@ -544,7 +533,7 @@ async fn index(State(state): State<StatusState>, headers: HeaderMap) -> Response
             &headers,
             json!({"page": "index", "overview": *overview}),
         ),
-        Err(error) => state.error_response(PageError::store(error), "/", &headers),
+        Err(error) => state.error_response(PageError::store(error), "/status", &headers),
     }
 }
 
@@ -707,7 +696,7 @@ impl StatusState {
                 job_name: filter.job.clone(),
                 states: filter.states.clone(),
                 limit: filter.limit,
-                created_after: filter.since,
+                created_from: filter.since,
                 created_before: filter.until,
             })
             .await
@@ -725,7 +714,7 @@ impl StatusState {
                 StatusCode::BAD_REQUEST,
                 "Not a run id",
                 format!(
-                    "{:?} is not a run id (a UUID such as 0f8e…); the runs are listed at /runs",
+                    "{:?} is not a run id (a UUID such as 0f8e…); the runs are listed at /status/runs",
                     id.chars().take(80).collect::<String>()
                 ),
             )
@@ -741,7 +730,7 @@ impl StatusState {
                     StatusCode::NOT_FOUND,
                     "No such run",
                     format!(
-                        "there is no run {parsed}: it never existed or was pruned (worker.history_retention_days); the runs are listed at /runs"
+                        "there is no run {parsed}: it never existed or was pruned (worker.history_retention_days); the runs are listed at /status/runs"
                     ),
                 )
             })?;
@@ -778,7 +767,7 @@ async fn runs_page(State(state): State<StatusState>, request: Request) -> Respon
                 }),
             )
         }
-        Err(error) => state.error_response(error, "/runs", &headers),
+        Err(error) => state.error_response(error, "/status/runs", &headers),
     }
 }
 
@@ -802,7 +791,7 @@ async fn run_page(
 ) -> Response {
     match state.find_run(&id).await {
         Ok(run) => state.render("run.html", &headers, json!({"page": "run", "run": run})),
-        Err(error) => state.error_response(error, "/runs/", &headers),
+        Err(error) => state.error_response(error, "/status/runs/", &headers),
     }
 }
 
@@ -912,7 +901,7 @@ async fn run_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/jobs/{name}/run");
+    let path = format!("/status/jobs/{name}/run");
     state
         .act(headers, body, path, async move |state, _actor| {
             state.job_known(&name)?;
@@ -928,7 +917,7 @@ async fn run_action(
                 })?;
             Ok(Done {
                 message: format!("Enqueued run {} of {name}", run.id),
-                then: format!("/runs/{}", run.id),
+                then: format!("/status/runs/{}", run.id),
                 run: Some(view::run_json(&run, now, Some(&run.job_name))),
             })
         })
@@ -941,7 +930,7 @@ async fn retry_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/runs/{id}/retry");
+    let path = format!("/status/runs/{id}/retry");
     state
         .act(headers, body, path, async move |state, _actor| {
             let current = state.find_run(&id).await?;
@@ -965,7 +954,7 @@ async fn retry_action(
                 })?;
             Ok(Done {
                 message: format!("Retried run {} of {}", run.id, run.job_name),
-                then: format!("/runs/{}", run.id),
+                then: format!("/status/runs/{}", run.id),
                 run: Some(view::run_json(&run, now, None)),
             })
         })
@@ -978,7 +967,7 @@ async fn pause_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/jobs/{name}/pause");
+    let path = format!("/status/jobs/{name}/pause");
     state
         .act(headers, body, path, async move |state, actor| {
             state.job_known(&name)?;
@@ -997,7 +986,7 @@ async fn pause_action(
                     format!("Job {name} was already paused")
                 },
                 run: None,
-                then: "/".into(),
+                then: "/status".into(),
             })
         })
         .await
@@ -1009,7 +998,7 @@ async fn resume_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/jobs/{name}/resume");
+    let path = format!("/status/jobs/{name}/resume");
     state
         .act(headers, body, path, async move |state, _actor| {
             state.job_known(&name)?;
@@ -1026,7 +1015,7 @@ async fn resume_action(
                     format!("Job {name} was not paused")
                 },
                 run: None,
-                then: "/".into(),
+                then: "/status".into(),
             })
         })
         .await
@@ -1048,7 +1037,7 @@ async fn login_page(State(state): State<StatusState>, headers: HeaderMap) -> Res
     set_cookie(
         &mut response,
         format!(
-            "{}={csrf}; HttpOnly; SameSite=Strict; Path=/login; Max-Age=3600",
+            "{}={csrf}; HttpOnly; SameSite=Strict; Path=/status/login; Max-Age=3600",
             auth::LOGIN_COOKIE
         ),
     );
@@ -1064,7 +1053,7 @@ async fn login(State(state): State<StatusState>, headers: HeaderMap, body: Bytes
                 "Actions are disabled",
                 auth::Refusal::Disabled.message(),
             ),
-            "/login",
+            "/status/login",
             &headers,
         );
     }
@@ -1076,9 +1065,9 @@ async fn login(State(state): State<StatusState>, headers: HeaderMap, body: Bytes
             PageError::new(
                 StatusCode::FORBIDDEN,
                 "Login refused",
-                "the login form's CSRF token is missing or stale; open /login again",
+                "the login form's CSRF token is missing or stale; open /status/login again",
             ),
-            "/login",
+            "/status/login",
             &headers,
         );
     }
@@ -1095,7 +1084,7 @@ async fn login(State(state): State<StatusState>, headers: HeaderMap, body: Bytes
         set_cookie(
             &mut response,
             format!(
-                "{}={csrf}; HttpOnly; SameSite=Strict; Path=/login; Max-Age=3600",
+                "{}={csrf}; HttpOnly; SameSite=Strict; Path=/status/login; Max-Age=3600",
                 auth::LOGIN_COOKIE
             ),
         );
@@ -1103,11 +1092,11 @@ async fn login(State(state): State<StatusState>, headers: HeaderMap, body: Bytes
     }
     let (id, _csrf) = state.0.auth.sessions().start();
     tracing::info!("An admin logged in on the status page");
-    let mut response = redirect("/");
+    let mut response = redirect("/status");
     set_cookie(
         &mut response,
         format!(
-            "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            "{}={id}; HttpOnly; SameSite=Strict; Path=/status; Max-Age={}",
             auth::SESSION_COOKIE,
             auth::SESSION_TTL.as_secs()
         ),
@@ -1115,7 +1104,7 @@ async fn login(State(state): State<StatusState>, headers: HeaderMap, body: Bytes
     set_cookie(
         &mut response,
         format!(
-            "{}=; HttpOnly; SameSite=Strict; Path=/login; Max-Age=0",
+            "{}=; HttpOnly; SameSite=Strict; Path=/status/login; Max-Age=0",
             auth::LOGIN_COOKIE
         ),
     );
@@ -1124,17 +1113,17 @@ async fn login(State(state): State<StatusState>, headers: HeaderMap, body: Bytes
 
 async fn logout(State(state): State<StatusState>, headers: HeaderMap, body: Bytes) -> Response {
     let fields = form(&body);
-    if let Err(response) = state.authorize(&headers, &fields, "/logout") {
+    if let Err(response) = state.authorize(&headers, &fields, "/status/logout") {
         return *response;
     }
     if let Some(id) = auth::cookie(&headers, auth::SESSION_COOKIE) {
         state.0.auth.sessions().end(&id);
     }
-    let mut response = redirect("/");
+    let mut response = redirect("/status");
     set_cookie(
         &mut response,
         format!(
-            "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+            "{}=; HttpOnly; SameSite=Strict; Path=/status; Max-Age=0",
             auth::SESSION_COOKIE
         ),
     );

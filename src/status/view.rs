@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::history::{KEEP, Sample};
 use super::words;
 use super::{Inner, Verification};
 use crate::jobs::{Job, Kind};
@@ -128,13 +127,7 @@ impl Inner {
     /// current run.
     pub(super) async fn jobs(&self, now: DateTime<Utc>) -> Result<Vec<Value>, StoreError> {
         let jobs = self.jobs.borrow().clone();
-        let schedules: HashMap<String, _> = self
-            .store
-            .list_schedules()
-            .await?
-            .into_iter()
-            .map(|s| (s.job_name.clone(), s))
-            .collect();
+        let schedules = self.store.list_schedules().await?;
         let controls: HashMap<String, _> = self
             .store
             .job_controls()
@@ -172,16 +165,7 @@ impl Inner {
         .await?;
         let mut rows = Vec::with_capacity(jobs.len());
         for (job, (recent, last_success)) in jobs.iter().zip(recent) {
-            let schedule = schedules
-                .get(&job.name)
-                .filter(|s| s.definition == job.schedule_definition());
-            let next = if job.enabled {
-                schedule
-                    .map(|s| s.next_fire_at)
-                    .or_else(|| job.next_fire_after(now))
-            } else {
-                None
-            };
+            let next = crate::scheduler::next_fire(job, &schedules, now).filter(|_| job.enabled);
             let last = recent.iter().find(|run| run.state.is_terminal());
             let current = recent
                 .iter()
@@ -240,7 +224,7 @@ impl Inner {
 
     /// Every credential (configured and stored): state, owner, rate against its limit over
     /// the last hour, 429s, export slots and time spent waiting for the budget. Never a token.
-    pub(super) async fn tokens(&self, now: DateTime<Utc>) -> Result<Vec<Value>, StoreError> {
+    pub(super) async fn tokens(&self) -> Result<Vec<Value>, StoreError> {
         let jobs = self.jobs.borrow().clone();
         let stored: BTreeMap<String, _> = self
             .store
@@ -249,6 +233,8 @@ impl Inner {
             .into_iter()
             .map(|row| (row.name.clone(), row))
             .collect();
+        let held = self.leases.held();
+        let sharing = self.leases.is_sharing();
         let mut names: Vec<String> = self.credentials.keys().cloned().collect();
         names.extend(stored.keys().cloned());
         names.sort();
@@ -305,25 +291,25 @@ impl Inner {
                 .state(&name)
                 .or_else(|| row.map(|row| row.state.clone()))
                 .unwrap_or_else(|| "unused".to_string());
-            let budget = self.clients.budget(&name);
+            let budget = self.clients.budget_in_use(&name);
             let stats = budget.as_ref().map(|b| b.stats());
-            let live = stats.as_ref().map(|s| Sample {
-                at: now,
-                spent: s.spent,
-            });
-            let rates = self.history.rates(&name, live);
+            // Requests per quota window (a minute against Asana) over the last hour, oldest
+            // first, as the budget counted them.
+            let history = budget.as_ref().map(|b| b.history()).unwrap_or_default();
             let effective = budget.as_ref().map(|b| b.effective_limit());
+            let limit = budget.as_ref().map_or(limit, |b| b.config().limit());
             rows.push(json!({
                 "name": name,
                 "kind": kind,
                 "tier": tier,
                 "stored": row.is_some(),
                 "state": state,
+                "runs_here": !sharing || held.contains(&name),
                 "owner": owner,
                 "jobs": users.iter().map(|job| job.name.as_str()).collect::<Vec<_>>(),
                 "limit_per_minute": limit,
                 "effective_limit_per_minute": effective,
-                "requests_last_minute": rates.last().map(|p| p.per_minute),
+                "requests_this_window": history.last().map(|(_, n)| n),
                 "requests_total": stats.as_ref().map(|s| s.spent),
                 "rate_limited_429s": stats.as_ref().map(|s| s.cooldowns),
                 "paused_for_secs": budget.as_ref().and_then(|b| b.cooldown_remaining()).map(|d| d.as_secs_f64()),
@@ -334,8 +320,8 @@ impl Inner {
                     let of = b.config().export_slots as usize;
                     json!({"in_use": of.saturating_sub(b.export_slots_free()), "of": of})
                 }),
-                "history": rates.iter().map(|p| json!({"at": rfc3339(p.at), "per_minute": p.per_minute})).collect::<Vec<_>>(),
-                "chart": chart(&rates, limit, now),
+                "history": history.iter().map(|(ago, n)| json!({"started_secs_ago": ago.as_secs(), "requests": n})).collect::<Vec<_>>(),
+                "chart": chart(&history, limit),
                 "last_used_at": row.and_then(|r| r.last_used_at).map(rfc3339),
                 "last_error": row.and_then(|r| r.last_error.clone()),
             }));
@@ -462,19 +448,17 @@ impl Inner {
     }
 }
 
-/// The requests-per-minute chart of the last hour (or since sampling began, when later) as SVG
-/// coordinates: a polyline of the rate, and a line at the limit. The scale reaches the limit
-/// when the rate comes within a quarter of it; below that it fits the rate, so a token that
-/// spends little still shows its course, and the limit is named above the chart.
-fn chart(rates: &[super::history::RatePoint], limit: u32, now: DateTime<Utc>) -> Value {
+/// The chart of a token's requests per window over the last hour (`Budget::history`, oldest
+/// first) as SVG coordinates: a bar per window, and a line at the limit. The scale reaches the
+/// limit when a window comes within a quarter of it; below that it fits the busiest window, so
+/// a token that spends little still shows its course, and the limit is named above the chart.
+fn chart(history: &[(Duration, u32)], limit: u32) -> Value {
     const WIDTH: f64 = 480.0;
     const HEIGHT: f64 = 90.0;
-    let start = rates
-        .first()
-        .map_or(now - KEEP, |p| p.at.max(now - KEEP))
-        .min(now - chrono::Duration::minutes(1));
-    let span = (now - start).num_milliseconds().max(1) as f64;
-    let peak = rates.iter().map(|p| p.per_minute).fold(0.0, f64::max);
+    let peak = history
+        .iter()
+        .map(|(_, n)| f64::from(*n))
+        .fold(0.0, f64::max);
     let limit = f64::from(limit);
     let limit_shown = peak * 4.0 >= limit;
     let top = if limit_shown {
@@ -483,33 +467,34 @@ fn chart(rates: &[super::history::RatePoint], limit: u32, now: DateTime<Utc>) ->
         (peak * 1.25).max(10.0)
     };
     let y = |value: f64| HEIGHT - (value / top * HEIGHT);
-    let x = |at: DateTime<Utc>| {
-        ((at - start).num_milliseconds() as f64 / span * WIDTH).clamp(0.0, WIDTH)
-    };
-    let points: Vec<String> = rates
+    let slot = WIDTH / history.len().max(1) as f64;
+    let bars: Vec<Value> = history
         .iter()
-        .map(|p| format!("{:.1},{:.1}", x(p.at), y(p.per_minute)))
+        .enumerate()
+        .filter(|(_, (_, n))| *n > 0)
+        .map(|(i, (ago, n))| {
+            json!({
+                "x": format!("{:.1}", i as f64 * slot + 0.5),
+                "y": format!("{:.1}", y(f64::from(*n))),
+                "w": format!("{:.1}", (slot - 1.0).max(1.0)),
+                "h": format!("{:.1}", HEIGHT - y(f64::from(*n))),
+                "title": format!("{n} requests in the window that started {} ago", words::duration(*ago)),
+            })
+        })
         .collect();
-    let area = match (rates.first(), rates.last()) {
-        (Some(first), Some(last)) if rates.len() > 1 => format!(
-            "{:.1},{HEIGHT} {} {:.1},{HEIGHT}",
-            x(first.at),
-            points.join(" "),
-            x(last.at)
-        ),
-        _ => String::new(),
-    };
+    let span = history
+        .first()
+        .map_or(Duration::from_secs(3600), |(ago, _)| *ago);
     json!({
         "width": WIDTH,
         "height": HEIGHT,
-        "points": points.join(" "),
-        "area": area,
-        "samples": rates.len(),
+        "bars": bars,
+        "windows": history.len(),
         "peak": peak,
         "top": top.round(),
         "limit_shown": limit_shown,
         "limit_y": y(limit),
-        "span": words::duration(Duration::from_millis(span as u64)),
+        "span": words::duration(Duration::from_secs(span.as_secs())),
     })
 }
 

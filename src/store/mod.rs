@@ -410,12 +410,12 @@ pub struct RunFilter {
     pub job_name: Option<String>,
     /// Only these states.
     pub states: Vec<RunState>,
+    /// Only runs created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only runs created before this time.
+    pub created_before: Option<DateTime<Utc>>,
     /// At most this many, newest first.
     pub limit: i64,
-    /// Only runs created at or after this instant (the status page's time filter).
-    pub created_after: Option<DateTime<Utc>>,
-    /// Only runs created before this instant.
-    pub created_before: Option<DateTime<Utc>>,
 }
 
 /// An operator's pause of a job, shared by every replica through the database: the scheduler

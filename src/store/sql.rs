@@ -717,17 +717,17 @@ impl<B: Backend> Store for B {
         if let Some(job_name) = &filter.job_name {
             statement = statement.push_sql(" AND job_name = ").push_bind(job_name);
         }
-        if let Some(after) = filter.created_after {
-            statement = statement.push_sql(" AND created_at >= ").push_bind(after);
-        }
-        if let Some(before) = filter.created_before {
-            statement = statement.push_sql(" AND created_at < ").push_bind(before);
-        }
         if !filter.states.is_empty() {
             statement = statement
                 .push_sql(" AND state IN (")
                 .push_bind_list(filter.states.iter().map(|state| state.as_str()))
                 .push_sql(")");
+        }
+        if let Some(from) = filter.created_from {
+            statement = statement.push_sql(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(before) = filter.created_before {
+            statement = statement.push_sql(" AND created_at < ").push_bind(before);
         }
         statement = statement.push_sql(" ORDER BY created_at DESC, id DESC");
         if filter.limit > 0 {

@@ -82,12 +82,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves until `shutdown`: the probes and metrics, and the routes of `pages` beside them (the
-/// status page, assembled above this layer).
+/// Serves until `shutdown`, with `extra` routes beside the admin endpoints (the status page,
+/// which lives above this layer).
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
-    pages: Router,
+    extra: Router,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
@@ -95,7 +95,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .with_state(state)
-        .merge(pages);
+        .merge(extra);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

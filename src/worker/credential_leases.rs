@@ -156,6 +156,12 @@ impl CredentialLeases {
         self.running.clone()
     }
 
+    /// Whether credentials are shared out between processes (PostgreSQL); without, this
+    /// process runs every credential.
+    pub fn is_sharing(&self) -> bool {
+        self.sharing
+    }
+
     /// The credentials this process holds now.
     pub fn held(&self) -> BTreeSet<String> {
         lock(&self.held).credentials.clone()

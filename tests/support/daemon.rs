@@ -138,6 +138,21 @@ token_file = "{token}"
         self.dir.path().join("jobs")
     }
 
+    /// Writes the job file `NAME.toml` with `text`.
+    pub fn write_job(&self, name: &str, text: &str) {
+        std::fs::write(self.jobs_dir().join(format!("{name}.toml")), text).unwrap();
+    }
+
+    /// Writes an hourly credential check `NAME` on credential `sa` with extra lines.
+    pub fn write_check_job(&self, name: &str, extra: &str) {
+        self.write_job(
+            name,
+            &format!(
+                "name = \"{name}\"\nkind = \"credential_check\"\nevery = \"1h\"\ncredential = \"sa\"\n{extra}"
+            ),
+        );
+    }
+
     /// Starts `asana-worker run`; its log goes to `NAME.log`.
     pub fn start(&self, name: &str) -> Child {
         self.start_with_env(name, &[])

@@ -126,7 +126,7 @@ impl StatusDaemon {
     /// Runs `job` now through the page's bearer API; the run's id.
     pub async fn run_now(&self, job: &str) -> String {
         let (status, answer) = self
-            .post_bearer(&format!("/jobs/{job}/run"), ADMIN_TOKEN)
+            .post_bearer(&format!("/status/jobs/{job}/run"), ADMIN_TOKEN)
             .await;
         assert_eq!(status, 200, "{answer}");
         answer["run"]["id"].as_str().unwrap().to_string()

@@ -17,8 +17,8 @@ pub fn promtool() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A tool that `scripts/deploy-tools` provides (`kubectl` from PATH; `kubernetes-validate`,
-/// `checkov`, `hadolint` from `.venv-deploy`), or None with a note that the test is skipped
+/// A tool that `scripts/deploy-tools` installs into `.venv-deploy` (`kubectl`,
+/// `kubernetes-validate`, `checkov`, `hadolint`), or None with a note that the test is skipped
 /// because the script could not provide it. Under CI (`CI` set, as `.ci/run` does) a missing
 /// tool fails the test instead: CI must never pass by skipping.
 pub fn deploy_tool(name: &str) -> Option<std::path::PathBuf> {
@@ -26,23 +26,17 @@ pub fn deploy_tool(name: &str) -> Option<std::path::PathBuf> {
     let out = Command::new(root.join("scripts/deploy-tools"))
         .output()
         .expect("scripts/deploy-tools runs");
-    let path = if name == "kubectl" {
-        which("kubectl")
-    } else {
-        Some(root.join(".venv-deploy/bin").join(name)).filter(|p| p.is_file())
-    };
-    match path {
-        Some(path) if out.status.success() => Some(path),
-        _ => {
-            let why = format!(
-                "{name} is not available: scripts/deploy-tools said: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("skipped: {why}");
-            None
-        }
+    let path = root.join(".venv-deploy/bin").join(name);
+    if out.status.success() && path.is_file() {
+        return Some(path);
     }
+    let why = format!(
+        "{name} is not available: scripts/deploy-tools said: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("skipped: {why}");
+    None
 }
 
 /// The chromedriver of Debian's `chromium-driver`, which `scripts/chromium` installs with
@@ -66,11 +60,4 @@ pub fn chromedriver() -> Option<std::path::PathBuf> {
     assert!(std::env::var_os("CI").is_none(), "{why}");
     eprintln!("skipped: {why}");
     None
-}
-
-/// The first `name` on PATH.
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
