@@ -54,6 +54,16 @@ pub enum DaemonError {
         /// " (pid N)" when the lock file names it.
         holder: String,
     },
+    /// The admin token file could not be read.
+    #[error(
+        "cannot read admin.token_file {path}: {reason}; create it (e.g. `openssl rand -hex 32 > FILE`, mode 0600) or remove admin.token_file"
+    )]
+    AdminToken {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The daemon lock beside the SQLite database could not be taken or written.
     #[error("cannot take the daemon lock {path}: {source}; check the directory's permissions")]
     Lock {
@@ -380,7 +390,24 @@ pub async fn run(
                 leases: leases.clone(),
             }),
         };
+        let admin_token_sha256 = match &settings.admin.token_file {
+            None => None,
+            Some(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| DaemonError::AdminToken {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                if token.trim().len() < 16 {
+                    return Err(DaemonError::AdminToken {
+                        path: path.display().to_string(),
+                        reason: "it holds fewer than 16 characters".into(),
+                    });
+                }
+                Some(crate::status::token_digest(&token))
+            }
+        };
         let status = crate::status::router(crate::status::StatusSource {
+            admin_token_sha256,
             store: store.clone(),
             jobs: jobs_rx.clone(),
             clients: clients.clone(),

@@ -200,6 +200,10 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Set false to run without the admin server.
     pub enabled: bool,
+    /// File holding the admin token that enables the status page's actions (`POST
+    /// /api/jobs/NAME/run`, `POST /api/runs/ID/retry`, with `Authorization: Bearer TOKEN`).
+    /// Unset: the page and its API are read-only.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminSettings {
@@ -207,6 +211,7 @@ impl Default for AdminSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             enabled: true,
+            token_file: None,
         }
     }
 }

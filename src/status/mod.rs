@@ -55,6 +55,15 @@ pub struct StatusSource {
     pub clock: SharedClock,
     /// Each credential's tier limit per minute, from its settings.
     pub limits: BTreeMap<String, u32>,
+    /// The admin token's SHA-256 (`admin.token_file`); None: no actions.
+    pub admin_token_sha256: Option<[u8; 32]>,
+}
+
+/// The SHA-256 of an admin token, as [`StatusSource::admin_token_sha256`] holds it: requests
+/// are checked by comparing digests, so the comparison reveals nothing about the token.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.trim().as_bytes()).into()
 }
 
 /// The routes of the status page and its API.
@@ -68,6 +77,8 @@ pub fn router(source: StatusSource) -> Router {
         .route("/api/runs/{id}", get(api_run))
         .route("/api/tokens", get(api_tokens))
         .route("/api/compliance", get(api_compliance))
+        .route("/api/jobs/{name}/run", axum::routing::post(api_run_now))
+        .route("/api/runs/{id}/retry", axum::routing::post(api_retry))
         .with_state(source)
 }
 
@@ -80,6 +91,22 @@ pub enum StatusError {
     /// No such run.
     #[error("no run {0}; it may have been pruned (worker.history_retention_days)")]
     NotFound(String),
+    /// No such job in this process's job set.
+    #[error("no job {0:?} in this replica's job files")]
+    NoJob(String),
+    /// Actions need the admin token, and none is configured.
+    #[error(
+        "actions are disabled: set admin.token_file to a file holding a token, then send it as `Authorization: Bearer TOKEN`"
+    )]
+    ActionsDisabled,
+    /// The request did not carry the admin token.
+    #[error(
+        "this action needs the admin token: send `Authorization: Bearer TOKEN` (admin.token_file)"
+    )]
+    Unauthorized,
+    /// The action does not apply to the run's state.
+    #[error("{0}")]
+    Conflict(String),
     /// The store failed.
     #[error("the database could not be read: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -89,7 +116,10 @@ impl StatusError {
     fn status(&self) -> StatusCode {
         match self {
             StatusError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            StatusError::NotFound(_) => StatusCode::NOT_FOUND,
+            StatusError::NotFound(_) | StatusError::NoJob(_) => StatusCode::NOT_FOUND,
+            StatusError::ActionsDisabled => StatusCode::FORBIDDEN,
+            StatusError::Unauthorized => StatusCode::UNAUTHORIZED,
+            StatusError::Conflict(_) => StatusCode::CONFLICT,
             StatusError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -400,6 +430,88 @@ impl StatusSource {
     }
 }
 
+impl StatusSource {
+    /// Checks the request's bearer token against the admin token.
+    fn authorize(&self, headers: &axum::http::HeaderMap) -> Result<(), StatusError> {
+        let expected = self
+            .admin_token_sha256
+            .ok_or(StatusError::ActionsDisabled)?;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(StatusError::Unauthorized)?;
+        if token_digest(given) == expected {
+            Ok(())
+        } else {
+            Err(StatusError::Unauthorized)
+        }
+    }
+
+    /// Enqueues a manual run of `name`, as `asana-worker jobs run NAME` does.
+    async fn run_now(&self, name: &str) -> Result<Value, StatusError> {
+        let now = self.clock.now();
+        let job = self
+            .jobs
+            .borrow()
+            .iter()
+            .find(|job| job.name == name)
+            .cloned()
+            .ok_or_else(|| StatusError::NoJob(name.chars().take(200).collect()))?;
+        let run = crate::scheduler::manual_run(&job, now);
+        match self.store.enqueue(run, now).await? {
+            crate::store::Enqueued::Inserted(run) => {
+                tracing::info!(job = %job.name, run_id = %run.id, "Run enqueued from the status page");
+                Ok(run_json(&run, now))
+            }
+            crate::store::Enqueued::Duplicate => Err(StatusError::Conflict(
+                "a run with the same key exists already".into(),
+            )),
+        }
+    }
+}
+
+async fn api_run_now(
+    State(source): State<StatusSource>,
+    headers: axum::http::HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let result = async {
+        source.authorize(&headers)?;
+        source.run_now(&name).await
+    }
+    .await;
+    match result {
+        Ok(run) => (StatusCode::ACCEPTED, axum::Json(run)).into_response(),
+        Err(error) => error.json(),
+    }
+}
+
+async fn api_retry(
+    State(source): State<StatusSource>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        source.authorize(&headers)?;
+        let run = source.run(&id).await?;
+        let state = run["state"].as_str().unwrap_or_default();
+        if !matches!(state, "dead" | "failed" | "needs_reauth" | "cancelled") {
+            return Err(StatusError::Conflict(format!(
+                "run {id} is {state}; only a dead, failed, needs_reauth or cancelled run is retried"
+            )));
+        }
+        source
+            .run_now(run["job"].as_str().unwrap_or_default())
+            .await
+    }
+    .await;
+    match result {
+        Ok(run) => (StatusCode::ACCEPTED, axum::Json(run)).into_response(),
+        Err(error) => error.json(),
+    }
+}
+
 async fn api_compliance(State(source): State<StatusSource>) -> Response {
     match source.compliance().await {
         Ok(value) => axum::Json(value).into_response(),
@@ -469,6 +581,7 @@ async fn page(
                 &source.leases.job_set_report(),
                 source.clock.now(),
                 partial,
+                source.admin_token_sha256.is_some(),
             );
             Html(html).into_response()
         }

@@ -190,6 +190,7 @@ pub fn status_page(
     job_set: &Value,
     now: DateTime<Utc>,
     partial: bool,
+    actions: bool,
 ) -> String {
     let jobs: Vec<Value> = jobs
         .as_array()
@@ -273,6 +274,7 @@ pub fn status_page(
         },
         states => ["queued", "retrying", "running", "completed", "failed", "dead", "needs_reauth", "cancelled", "skipped"],
         refresh_url => format!("/status?{}", refresh.finish()),
+        actions => actions,
     };
     render(
         if partial {

@@ -36,6 +36,8 @@ pub struct DaemonOptions {
     pub log_level: &'static str,
     /// `[database] url`; None: `state.sqlite` in the daemon's directory.
     pub database_url: Option<String>,
+    /// Further `[admin]` lines (after `listen`).
+    pub admin: String,
 }
 
 impl Default for DaemonOptions {
@@ -49,6 +51,7 @@ impl Default for DaemonOptions {
             credential: "",
             log_level: "info,asana_worker=debug",
             database_url: None,
+            admin: String::new(),
         }
     }
 }
@@ -79,6 +82,7 @@ url = "{db}"
 dir = "{jobs}"
 [admin]
 listen = "127.0.0.1:{admin_port}"
+{admin}
 [worker]
 lease_secs = {lease}
 heartbeat_secs = {heartbeat}
@@ -110,6 +114,7 @@ token_file = "{token}"
             asana = options.asana,
             token = token_path.display(),
             credential = options.credential,
+            admin = options.admin,
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let database_url = options
