@@ -7,10 +7,16 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use asana_worker::sim::SimServer;
 use asana_worker::store::{RunFilter, RunState};
+use reqwest::StatusCode;
 use serde_json::Value;
-use support::status::{ADMIN_TOKEN, EXAMPLE_JOBS, SCRIPT_NAME, StatusDaemon, dead_run_with_markup};
+use support::daemon::{Daemon, DaemonOptions, terminate};
+use support::status::{
+    ADMIN_TOKEN, EXAMPLE_JOBS, SCRIPT_NAME, StatusDaemon, dead_run, dead_run_with_markup,
+};
 
 async fn run_count(setup: &StatusDaemon) -> usize {
     setup
@@ -237,8 +243,13 @@ async fn actions_need_the_admin_token_and_change_nothing_without_it() {
     assert_eq!(run_count(&setup).await, before);
     assert!(store.job_controls().await.unwrap().is_empty());
 
-    // A dead run: retried only with the token.
-    let dead = dead_run_with_markup(&setup).await;
+    // A dead run: retried only with the token, as a new run of its job (the dead one stays).
+    let dead = dead_run(
+        &setup,
+        "check-service-account",
+        "Asana answered 500 five times",
+    )
+    .await;
     let retry = format!("/status/runs/{dead}/retry");
     let response = setup
         .http
@@ -247,23 +258,35 @@ async fn actions_need_the_admin_token_and_change_nothing_without_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    let before = run_count(&setup).await;
     let id = uuid::Uuid::parse_str(&dead).unwrap();
+    let (status, answer) = setup.post_bearer(&retry, ADMIN_TOKEN).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["run"]["job_name"], "check-service-account");
+    assert_eq!(answer["run"]["trigger"], "manual");
+    assert_ne!(answer["run"]["id"], dead.as_str());
+    assert_eq!(run_count(&setup).await, before + 1);
     assert_eq!(
         store.get_run(id).await.unwrap().unwrap().state,
         RunState::Dead
     );
-    let (status, answer) = setup.post_bearer(&retry, ADMIN_TOKEN).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["run"]["state"], "queued");
-    assert_eq!(answer["run"]["max_attempts"], 2);
-    // Retried once: it is queued now, not dead.
-    let (status, answer) = setup.post_bearer(&retry, ADMIN_TOKEN).await;
+    let retried = setup
+        .wait_finished(answer["run"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(retried["state"], "completed", "{retried}");
+    // A completed run is not retried; the API path does the same as the page's.
+    let (status, answer) = setup
+        .post_bearer(
+            &format!("/api/runs/{}/retry", retried["id"].as_str().unwrap()),
+            ADMIN_TOKEN,
+        )
+        .await;
     assert_eq!(status, 409, "{answer}");
     assert!(
         answer["error"]
             .as_str()
             .unwrap()
-            .contains("only failed and dead runs")
+            .contains("only a dead, failed, needs_reauth or cancelled run")
     );
 
     // Pause and resume with the token; the pause is in the store for every replica.
@@ -523,4 +546,168 @@ async fn an_unreadable_admin_token_stops_the_start() {
         "{log}"
     );
     sim.shutdown().await;
+}
+
+/// Actions need the admin token: without one configured they are refused (403, the page says
+/// how to enable them); with one, a request without it or with another gets 401 and changes
+/// nothing, and one with it runs the job now or retries a failed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_admin_token_and_run_jobs() {
+    let sim = SimServer::start(support::sim::quiet_config())
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let token = "status-page-admin-token-0123456789";
+
+    // No token configured: read-only.
+    let read_only = Daemon::new(&sim, DaemonOptions::default());
+    read_only.write_check_job("check", "");
+    let mut child = read_only.start("read-only");
+    read_only.wait_ready(&mut child).await;
+    let base = format!("http://127.0.0.1:{}", read_only.admin_port);
+    let response = client
+        .post(format!("{base}/api/jobs/check/run"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.text().await.unwrap().contains("admin.token_file"));
+    let page = client
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"read-only\""), "{page}");
+    terminate(&mut child);
+
+    // A token configured.
+    let daemon = Daemon::new(
+        &sim,
+        DaemonOptions {
+            admin: "token_file = \"admin.token\"".into(),
+            ..DaemonOptions::default()
+        },
+    );
+    std::fs::write(daemon.path("admin.token"), format!("{token}\n")).unwrap();
+    // The config names the file relative to where the daemon runs: give the absolute path.
+    let config = std::fs::read_to_string(daemon.config()).unwrap().replace(
+        "token_file = \"admin.token\"",
+        &format!("token_file = \"{}\"", daemon.path("admin.token").display()),
+    );
+    std::fs::write(daemon.config(), config).unwrap();
+    daemon.write_check_job("check", "");
+    daemon.write_check_job(
+        "evil",
+        "max_attempts = 1\n[settings]\nexpected_owner = \"nobody@example.com\"\n",
+    );
+    let mut child = daemon.start("daemon");
+    daemon.wait_ready(&mut child).await;
+    let base = format!("http://127.0.0.1:{}", daemon.admin_port);
+    let store = daemon.store().await;
+    let runs = |job: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_runs(&asana_worker::store::RunFilter {
+                    job_name: Some(job.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    for auth in [None, Some("wrong-token-wrong-token")] {
+        let mut request = client.post(format!("{base}/api/jobs/check/run"));
+        if let Some(auth) = auth {
+            request = request.bearer_auth(auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+    }
+    assert!(
+        runs("check").await.is_empty(),
+        "a refused action changes nothing"
+    );
+    let response = client
+        .post(format!("{base}/api/jobs/nope/run"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Run now: the run is enqueued and completes.
+    let response = client
+        .post(format!("{base}/api/jobs/check/run"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let wait_for = |job: &'static str, state: asana_worker::store::RunState, count: usize| {
+        let runs = &runs;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let found = runs(job).await;
+                if found.iter().filter(|r| r.state == state).count() >= count {
+                    return found;
+                }
+                assert!(std::time::Instant::now() < deadline, "{found:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for("check", asana_worker::store::RunState::Completed, 1).await;
+
+    // Retry: only a run that ended badly; it runs again as a new run.
+    let response = client
+        .post(format!("{base}/api/jobs/evil/run"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let failed = wait_for("evil", asana_worker::store::RunState::Failed, 1).await;
+    let completed = runs("check").await;
+    let response = client
+        .post(format!("{base}/api/runs/{}/retry", completed[0].id))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::CONFLICT,
+        "a completed run is not retried"
+    );
+    let response = client
+        .post(format!("{base}/api/runs/{}/retry", failed[0].id))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    wait_for("evil", asana_worker::store::RunState::Failed, 2).await;
+    // The token never shows.
+    for path in ["/status", "/api/jobs", "/api/runs", "/api/tokens"] {
+        let body = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains(token), "{path} shows the admin token");
+    }
+    assert!(
+        !daemon.log("daemon").contains(token),
+        "the log shows the admin token"
+    );
+    terminate(&mut child);
 }

@@ -1516,110 +1516,6 @@ async fn paused_jobs_are_shared_and_paused_once(b: &Backend) {
     assert!(store.pause_job("beta", "", t0()).await.is_err());
 }
 
-async fn retry_requeues_only_failed_and_dead_runs(b: &Backend) {
-    let store = b.store.as_ref();
-    let mut run = new_run("job", "dead", t0());
-    run.max_attempts = 1;
-    let dead = insert(store, run).await;
-    let claimed = claim(store, "w", t0()).await.unwrap();
-    assert_eq!(claimed.id, dead.id);
-    assert!(
-        store
-            .finish(
-                dead.id,
-                "w",
-                Transition::Dead {
-                    error: "Asana answered 500 five times".into()
-                },
-                t0() + secs(1)
-            )
-            .await
-            .unwrap()
-    );
-    let retried = store
-        .retry_run(dead.id, t0() + secs(5))
-        .await
-        .unwrap()
-        .expect("a dead run is retried");
-    assert_eq!(retried.state, RunState::Queued);
-    assert_eq!(retried.attempt, 1);
-    assert_eq!(retried.max_attempts, 2, "one more attempt");
-    assert_eq!(retried.run_after, t0() + secs(5));
-    assert_eq!(retried.finished_at, None);
-    assert_eq!(
-        retried.last_error.as_deref(),
-        Some("retried by an operator after: Asana answered 500 five times")
-    );
-    assert_eq!(
-        store.get_run(dead.id).await.unwrap().unwrap().state,
-        RunState::Queued
-    );
-    // Only once: a queued run is not retried again, nor a running one, nor a completed one.
-    assert!(
-        store
-            .retry_run(dead.id, t0() + secs(6))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let running = claim(store, "w", t0() + secs(6)).await.unwrap();
-    assert_eq!(running.id, dead.id);
-    assert!(
-        store
-            .retry_run(dead.id, t0() + secs(7))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .finish(
-                dead.id,
-                "w",
-                Transition::Complete {
-                    progress: json!({})
-                },
-                t0() + secs(8)
-            )
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .retry_run(dead.id, t0() + secs(9))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    // A failed run is retried too; an unknown id is none.
-    let failed = insert(store, new_run("other", "failed", t0())).await;
-    claim(store, "w", t0() + secs(10)).await.unwrap();
-    store
-        .finish(
-            failed.id,
-            "w",
-            Transition::Fail {
-                error: "no such workspace".into(),
-            },
-            t0() + secs(11),
-        )
-        .await
-        .unwrap();
-    let again = store
-        .retry_run(failed.id, t0() + secs(12))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(again.state, RunState::Queued);
-    assert!(
-        store
-            .retry_run(Uuid::new_v4(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
-}
-
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1669,7 +1565,6 @@ conformance!(
     schedules_list_and_delete,
     corrupt_rows_are_errors_not_panics,
     paused_jobs_are_shared_and_paused_once,
-    retry_requeues_only_failed_and_dead_runs,
 );
 
 // ---------------------------------------------------------------------------------------------

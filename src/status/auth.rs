@@ -27,6 +27,8 @@ pub const SESSION_COOKIE: &str = "aw_session";
 pub const LOGIN_COOKIE: &str = "aw_login";
 /// How long a session lasts without logging in again.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The shortest admin token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
 /// Most sessions kept at once (the oldest is dropped beyond).
 const MAX_SESSIONS: usize = 256;
 
@@ -43,11 +45,11 @@ pub enum AdminTokenError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file holds nothing but white space.
+    /// The file holds fewer than [`MIN_TOKEN_CHARS`] characters (besides white space).
     #[error(
-        "admin.token_file {path:?} is empty; write a long random token into it (e.g. `openssl rand -hex 32`)"
+        "admin.token_file {path:?} holds fewer than 16 characters; write a long random token into it (e.g. `openssl rand -hex 32`)"
     )]
-    Empty {
+    Short {
         /// The file.
         path: PathBuf,
     },
@@ -84,8 +86,8 @@ impl AdminToken {
             }
         })?);
         let token = text.trim();
-        if token.is_empty() {
-            return Err(AdminTokenError::Empty {
+        if token.chars().count() < MIN_TOKEN_CHARS {
+            return Err(AdminTokenError::Short {
                 path: path.to_path_buf(),
             });
         }
@@ -337,9 +339,9 @@ mod tests {
         assert!(!token.matches("s3cret-admin-toke"));
         assert!(!token.matches(""));
         assert!(!format!("{token:?}").contains("s3cret"));
-        let (_dir, empty) = token_file(" \n");
-        let error = AdminToken::from_file(&empty).unwrap_err().to_string();
-        assert!(error.contains("is empty"), "{error}");
+        let (_dir, short) = token_file(" 0123456789abcde\n");
+        let error = AdminToken::from_file(&short).unwrap_err().to_string();
+        assert!(error.contains("fewer than 16 characters"), "{error}");
         let error = AdminToken::from_file(Path::new("/nonexistent/admin.token"))
             .unwrap_err()
             .to_string();
@@ -348,7 +350,7 @@ mod tests {
 
     #[test]
     fn actions_need_the_bearer_token_or_a_session_with_its_csrf_token() {
-        let (_dir, path) = token_file("the-token");
+        let (_dir, path) = token_file("the-token-0123456789");
         let auth = Auth::new(Some(AdminToken::from_file(&path).unwrap()));
         let mut headers = HeaderMap::new();
         assert_eq!(
@@ -357,7 +359,10 @@ mod tests {
         );
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
         assert_eq!(auth.authorize(&headers, None), Err(Refusal::WrongToken));
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer the-token"));
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("bearer the-token-0123456789"),
+        );
         assert_eq!(auth.authorize(&headers, None), Ok(Actor::Bearer));
 
         let (id, csrf) = auth.sessions().start();

@@ -12,7 +12,8 @@
 //! - `/api/jobs`, `/api/runs`, `/api/runs/{id}`, `/api/tokens`, `/api/compliance`: the same data
 //!   as JSON, for scripts.
 //! - Actions, only with an admin token (`admin.token_file`; see [`auth`]): run a job now, retry
-//!   a failed or dead run, pause and resume a job. Without a token the page is read-only and
+//!   a run that ended badly (a new manual run of its job), pause and resume a job; the same
+//!   under `/api/` for scripts. Without a token the page is read-only and
 //!   says how to enable them.
 //!
 //! Pages are rendered on the server (minijinja, every value HTML-escaped); one small script of
@@ -185,6 +186,12 @@ impl StatusState {
             .route("/status/jobs/{name}/run", post(run_action))
             .route("/status/jobs/{name}/pause", post(pause_action))
             .route("/status/jobs/{name}/resume", post(resume_action))
+            // The same actions for scripts, under the API (a bearer token answers JSON either
+            // way).
+            .route("/api/runs/{id}/retry", post(retry_action))
+            .route("/api/jobs/{name}/run", post(run_action))
+            .route("/api/jobs/{name}/pause", post(pause_action))
+            .route("/api/jobs/{name}/resume", post(resume_action))
             .route("/status/login", get(login_page).post(login))
             .route("/status/logout", post(logout))
             .route("/status/static/status.js", get(script))
@@ -826,6 +833,8 @@ struct Done {
     message: String,
     run: Option<Value>,
     then: String,
+    /// The status a bearer caller gets: 202 when a run was enqueued, 200 otherwise.
+    status: StatusCode,
 }
 
 impl StatusState {
@@ -884,7 +893,10 @@ impl StatusState {
                 self.0.invalidate().await;
                 tracing::info!(path = %path, by = actor.label(), "{}", done.message);
                 if actor == auth::Actor::Bearer {
-                    axum::Json(json!({"ok": true, "message": done.message, "run": done.run}))
+                    (
+                        done.status,
+                        axum::Json(json!({"ok": true, "message": done.message, "run": done.run})),
+                    )
                         .into_response()
                 } else {
                     redirect(&done.then)
@@ -892,6 +904,27 @@ impl StatusState {
             }
             Err(error) => self.error_response(error, &path, &headers),
         }
+    }
+}
+
+impl StatusState {
+    /// Enqueues a manual run of `name`, as `asana-worker jobs run NAME` does.
+    async fn enqueue_now(&self, name: &str, message: String) -> Result<Done, PageError> {
+        self.job_known(name)?;
+        let jobs = self.0.jobs.borrow().clone();
+        let now = self.0.clock.now();
+        let run = crate::jobs::run_now(&*self.0.store, &jobs, name, now)
+            .await
+            .map_err(|error| match error {
+                crate::jobs::RunNowError::Store(error) => PageError::store(error),
+                other => PageError::new(StatusCode::CONFLICT, "Not enqueued", other.to_string()),
+            })?;
+        Ok(Done {
+            message: format!("{message}: run {}", run.id),
+            then: format!("/status/runs/{}", run.id),
+            run: Some(view::run_json(&run, now, Some(&run.job_name))),
+            status: StatusCode::ACCEPTED,
+        })
     }
 }
 
@@ -904,25 +937,20 @@ async fn run_action(
     let path = format!("/status/jobs/{name}/run");
     state
         .act(headers, body, path, async move |state, _actor| {
-            state.job_known(&name)?;
-            let jobs = state.0.jobs.borrow().clone();
-            let now = state.0.clock.now();
-            let run = crate::jobs::run_now(&*state.0.store, &jobs, &name, now)
+            state
+                .enqueue_now(&name, format!("Enqueued a run of {name}"))
                 .await
-                .map_err(|error| match error {
-                    crate::jobs::RunNowError::Store(error) => PageError::store(error),
-                    other => {
-                        PageError::new(StatusCode::CONFLICT, "Not enqueued", other.to_string())
-                    }
-                })?;
-            Ok(Done {
-                message: format!("Enqueued run {} of {name}", run.id),
-                then: format!("/status/runs/{}", run.id),
-                run: Some(view::run_json(&run, now, Some(&run.job_name))),
-            })
         })
         .await
 }
+
+/// The states a run can be retried from: it ended without doing its work.
+const RETRIABLE: [RunState; 4] = [
+    RunState::Dead,
+    RunState::Failed,
+    RunState::NeedsReauth,
+    RunState::Cancelled,
+];
 
 async fn retry_action(
     State(state): State<StatusState>,
@@ -933,30 +961,23 @@ async fn retry_action(
     let path = format!("/status/runs/{id}/retry");
     state
         .act(headers, body, path, async move |state, _actor| {
-            let current = state.find_run(&id).await?;
-            let run_id = uuid::Uuid::parse_str(&id).unwrap_or_default();
-            let now = state.0.clock.now();
-            let run = state
-                .0
-                .store
-                .retry_run(run_id, now)
+            let run = state.find_run(&id).await?;
+            let run_state = run["state"].as_str().unwrap_or_default();
+            if !RETRIABLE.iter().any(|s| s.as_str() == run_state) {
+                return Err(PageError::new(
+                    StatusCode::CONFLICT,
+                    "Not retried",
+                    format!(
+                        "run {id} is {run_state}; only a dead, failed, needs_reauth or cancelled run is retried (run the job now instead)"
+                    ),
+                ));
+            }
+            let job = run["job_name"].as_str().unwrap_or_default();
+            // A new manual run of the job: the run that ended badly stays as it ended, for
+            // the record.
+            state
+                .enqueue_now(job, format!("Retried run {id} of {job}"))
                 .await
-                .map_err(PageError::store)?
-                .ok_or_else(|| {
-                    PageError::new(
-                        StatusCode::CONFLICT,
-                        "Not retried",
-                        format!(
-                            "run {run_id} is {}; only failed and dead runs are retried (run the job now instead)",
-                            current["state"].as_str().unwrap_or("not failed")
-                        ),
-                    )
-                })?;
-            Ok(Done {
-                message: format!("Retried run {} of {}", run.id, run.job_name),
-                then: format!("/status/runs/{}", run.id),
-                run: Some(view::run_json(&run, now, None)),
-            })
         })
         .await
 }
@@ -987,6 +1008,7 @@ async fn pause_action(
                 },
                 run: None,
                 then: "/status".into(),
+                status: StatusCode::OK,
             })
         })
         .await
@@ -1016,6 +1038,7 @@ async fn resume_action(
                 },
                 run: None,
                 then: "/status".into(),
+                status: StatusCode::OK,
             })
         })
         .await

@@ -685,12 +685,6 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
-    /// Puts a failed or dead run back in the queue for one more attempt, due at `now` (an
-    /// operator's retry from the status page): `max_attempts` becomes `attempt + 1`, the last
-    /// error is kept in the note. None, and nothing changes, unless the run is `dead` or
-    /// `failed`.
-    async fn retry_run(&self, run_id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Run>>;
-
     /// Pauses a job for every replica; false (nothing changes) when it already was paused.
     async fn pause_job(&self, job_name: &str, by: &str, now: DateTime<Utc>) -> StoreResult<bool>;
 

@@ -917,19 +917,6 @@ impl<B: Backend> Store for B {
         Ok(self.write(statement).await? == 1)
     }
 
-    async fn retry_run(&self, run_id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Run>> {
-        let statement = Statement::new(concat!(
-            "UPDATE runs SET state = 'queued', run_after = $2, max_attempts = attempt + 1, \
-             finished_at = NULL, last_error = 'retried by an operator after: ' || \
-             COALESCE(last_error, state) \
-             WHERE id = $1 AND state IN ('dead', 'failed') RETURNING ",
-            run_columns!()
-        ))
-        .bind(run_id)
-        .bind(now);
-        self.write_run(statement).await
-    }
-
     async fn pause_job(&self, job_name: &str, by: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         let statement = Statement::new(
             "INSERT INTO job_controls (job_name, paused_at, paused_by) VALUES ($1, $2, $3) \

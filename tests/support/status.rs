@@ -128,7 +128,7 @@ impl StatusDaemon {
         let (status, answer) = self
             .post_bearer(&format!("/status/jobs/{job}/run"), ADMIN_TOKEN)
             .await;
-        assert_eq!(status, 200, "{answer}");
+        assert_eq!(status, 202, "{answer}");
         answer["run"]["id"].as_str().unwrap().to_string()
     }
 
@@ -217,6 +217,12 @@ pub const SCRIPT_ERROR: &str = "task <img src=x onerror=alert(1)> & \"quotes\" f
 /// Records a dead run of a job named with markup (a replica with other job files could have
 /// written it), its error and progress holding markup too; returns its id.
 pub async fn dead_run_with_markup(setup: &StatusDaemon) -> String {
+    dead_run(setup, SCRIPT_NAME, SCRIPT_ERROR).await
+}
+
+/// Records a dead run of `job` with `error` (its progress names the job), written by this test
+/// rather than a worker; returns its id.
+pub async fn dead_run(setup: &StatusDaemon, job: &str, error: &str) -> String {
     let store = setup.daemon.store().await;
     let now = chrono::Utc::now();
     // Due tomorrow, so the daemon's workers leave it to this test's claim.
@@ -224,11 +230,12 @@ pub async fn dead_run_with_markup(setup: &StatusDaemon) -> String {
     let run = match store
         .enqueue(
             NewRun {
-                job_name: SCRIPT_NAME.into(),
-                kind: "credential_check".into(),
+                job_name: job.into(),
+                // A kind no worker claims, so the run is this test's to claim.
+                kind: "test_only".into(),
                 trigger: Trigger::Manual,
                 fire_time: None,
-                unique_key: "markup".into(),
+                unique_key: format!("dead-{}", uuid::Uuid::new_v4()),
                 priority: 100,
                 run_after: later,
                 max_attempts: 1,
@@ -250,7 +257,10 @@ pub async fn dead_run_with_markup(setup: &StatusDaemon) -> String {
             "test",
             later + chrono::Duration::days(1),
             std::time::Duration::from_secs(60),
-            ClaimFilter::default(),
+            ClaimFilter {
+                kinds: Some(&["test_only".to_string()]),
+                ..ClaimFilter::default()
+            },
         )
         .await
         .unwrap()
@@ -258,7 +268,7 @@ pub async fn dead_run_with_markup(setup: &StatusDaemon) -> String {
     assert_eq!(claimed.id, run.id);
     assert!(
         store
-            .set_progress(run.id, "test", json!({"task": SCRIPT_NAME}))
+            .set_progress(run.id, "test", json!({"task": job}))
             .await
             .unwrap()
     );
@@ -268,7 +278,7 @@ pub async fn dead_run_with_markup(setup: &StatusDaemon) -> String {
                 run.id,
                 "test",
                 Transition::Dead {
-                    error: SCRIPT_ERROR.into()
+                    error: error.into()
                 },
                 now
             )
