@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::clock::{Clock, SystemClock};
 use crate::sim::{SimConfig, SimServer};
 use crate::store::{NewRun, RunState, Trigger};
 
@@ -172,7 +173,8 @@ async fn write_history(url: &str, count: usize) -> anyhow::Result<()> {
         ("check-pat-free", "credential_check"),
         ("org-export", "org_export"),
     ];
-    let now = chrono::Utc::now();
+    // The history ends now, by the same clock the daemon's status page reads.
+    let now = SystemClock.now();
     let results: Vec<_> = futures::stream::iter(0..count)
         .map(|i| {
             let store = store.clone();

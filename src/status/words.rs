@@ -279,7 +279,9 @@ mod tests {
             duration(Duration::from_secs(2 * 86_400 + 4 * 3600)),
             "2 d 4 h"
         );
-        let now = chrono::Utc::now();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T08:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
         assert_eq!(age(now - chrono::Duration::seconds(90), now), "1 min ago");
         assert_eq!(age(now + chrono::Duration::seconds(5), now), "in 5 s");
         assert_eq!(bytes(812), "812 B");
