@@ -548,6 +548,26 @@ async fn an_unreadable_admin_token_stops_the_start() {
     sim.shutdown().await;
 }
 
+/// POSTs an action, with `token` as the bearer when given: its status and body.
+async fn post_action(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = client.post(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+/// The body of a GET.
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Actions need the admin token: without one configured they are refused (403, the page says
 /// how to enable them); with one, a request without it or with another gets 401 and changes
 /// nothing, and one with it runs the job now or retries a failed run.
@@ -565,22 +585,11 @@ async fn actions_need_the_admin_token_and_run_jobs() {
     let mut child = read_only.start("read-only");
     read_only.wait_ready(&mut child).await;
     let base = format!("http://127.0.0.1:{}", read_only.admin_port);
-    let response = client
-        .post(format!("{base}/api/jobs/check/run"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(response.text().await.unwrap().contains("admin.token_file"));
-    let page = client
-        .get(format!("{base}/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, body) =
+        post_action(&client, &format!("{base}/api/jobs/check/run"), Some(token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("admin.token_file"));
+    let page = get_text(&client, &format!("{base}/status")).await;
     assert!(page.contains("id=\"read-only\""), "{page}");
     terminate(&mut child);
 
@@ -621,33 +630,20 @@ async fn actions_need_the_admin_token_and_run_jobs() {
         }
     };
     for auth in [None, Some("wrong-token-wrong-token")] {
-        let mut request = client.post(format!("{base}/api/jobs/check/run"));
-        if let Some(auth) = auth {
-            request = request.bearer_auth(auth);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        let (status, _) = post_action(&client, &format!("{base}/api/jobs/check/run"), auth).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
     }
     assert!(
         runs("check").await.is_empty(),
         "a refused action changes nothing"
     );
-    let response = client
-        .post(format!("{base}/api/jobs/nope/run"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, _) = post_action(&client, &format!("{base}/api/jobs/nope/run"), Some(token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Run now: the run is enqueued and completes.
-    let response = client
-        .post(format!("{base}/api/jobs/check/run"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (status, _) =
+        post_action(&client, &format!("{base}/api/jobs/check/run"), Some(token)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     let wait_for = |job: &'static str, state: asana_worker::store::RunState, count: usize| {
         let runs = &runs;
         async move {
@@ -665,44 +661,32 @@ async fn actions_need_the_admin_token_and_run_jobs() {
     wait_for("check", asana_worker::store::RunState::Completed, 1).await;
 
     // Retry: only a run that ended badly; it runs again as a new run.
-    let response = client
-        .post(format!("{base}/api/jobs/evil/run"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (status, _) = post_action(&client, &format!("{base}/api/jobs/evil/run"), Some(token)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     let failed = wait_for("evil", asana_worker::store::RunState::Failed, 1).await;
     let completed = runs("check").await;
-    let response = client
-        .post(format!("{base}/api/runs/{}/retry", completed[0].id))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let (status, _) = post_action(
+        &client,
+        &format!("{base}/api/runs/{}/retry", completed[0].id),
+        Some(token),
+    )
+    .await;
     assert_eq!(
-        response.status(),
+        status,
         StatusCode::CONFLICT,
         "a completed run is not retried"
     );
-    let response = client
-        .post(format!("{base}/api/runs/{}/retry", failed[0].id))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (status, _) = post_action(
+        &client,
+        &format!("{base}/api/runs/{}/retry", failed[0].id),
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     wait_for("evil", asana_worker::store::RunState::Failed, 2).await;
     // The token never shows.
     for path in ["/status", "/api/jobs", "/api/runs", "/api/tokens"] {
-        let body = client
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(&client, &format!("{base}{path}")).await;
         assert!(!body.contains(token), "{path} shows the admin token");
     }
     assert!(
