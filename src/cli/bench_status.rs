@@ -8,8 +8,6 @@
 //! request), for `/status` and for `/status/runs`. The simulator and the clients run in this process, so
 //! their CPU is not counted.
 
-use std::io::Write;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -211,18 +209,6 @@ async fn write_history(url: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
-}
-
 /// Kills the daemon when the benchmark ends, however it ends.
 struct Daemon(Child);
 
@@ -263,7 +249,7 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
         ("pat-free", "pat", "free"),
     ] {
         let path = dir.path().join(format!("{name}.token"));
-        write_private(&path, &sim.token(name).context("a simulator token")?)?;
+        super::common::write_private(&path, &sim.token(name).context("a simulator token")?)?;
         credentials.push_str(&format!(
             "[credentials.{name}]\nkind = \"{kind}\"\ntier = \"{tier}\"\ntoken_file = \"{}\"\n",
             path.display()
@@ -275,7 +261,7 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
     let database = format!("sqlite://{}", dir.path().join("state.sqlite").display());
     let admin_token = crate::status::auth::random_token();
     let token_file = dir.path().join("admin.token");
-    write_private(&token_file, &admin_token)?;
+    super::common::write_private(&token_file, &admin_token)?;
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,

@@ -7,8 +7,6 @@
 //! prints a summary and removes the temporary directory.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,17 +87,6 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
@@ -149,7 +136,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             .token(name)
             .with_context(|| format!("simulator token {name}"))?;
         let path = dir.path().join(format!("{name}.token"));
-        write_private(&path, &token)?;
+        super::common::write_private(&path, &token)?;
         settings.credentials.insert(
             name.to_string(),
             CredentialSettings {
