@@ -135,6 +135,31 @@ impl Replicas {
         }
     }
 
+    /// Every run of `job`, newest first, after checking none of them failed or died (the logs
+    /// of every replica in the message when one did).
+    async fn runs_none_failed(
+        &self,
+        store: &dyn Store,
+        job: &str,
+    ) -> Vec<asana_worker::store::Run> {
+        let runs = store
+            .list_runs(&RunFilter {
+                job_name: Some(job.to_string()),
+                limit: 0,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        for run in &runs {
+            assert!(
+                !matches!(run.state, RunState::Failed | RunState::Dead),
+                "{job}: {run:?}\n{}",
+                self.logs()
+            );
+        }
+        runs
+    }
+
     fn admin(&self) -> SimAdmin {
         SimAdmin::of(&self.sim)
     }
@@ -308,14 +333,7 @@ async fn three_replicas_spend_one_tokens_quota_to_the_limit_and_survive_the_hold
     let store = replicas.store().await;
     for i in 0..JOBS {
         let job = format!("audit-{i}");
-        let runs = store
-            .list_runs(&RunFilter {
-                job_name: Some(job.clone()),
-                limit: 0,
-                ..RunFilter::default()
-            })
-            .await
-            .unwrap();
+        let runs = replicas.runs_none_failed(&*store, &job).await;
         let mut fires: Vec<_> = runs.iter().filter_map(|r| r.fire_time).collect();
         fires.sort();
         let window: Vec<_> = fires
@@ -330,12 +348,6 @@ async fn three_replicas_spend_one_tokens_quota_to_the_limit_and_survive_the_hold
                 "{job}: a fire is missing or doubled between {} and {}",
                 pair[0],
                 pair[1]
-            );
-        }
-        for run in &runs {
-            assert!(
-                !matches!(run.state, RunState::Failed | RunState::Dead),
-                "{job}: {run:?}"
             );
         }
     }
@@ -429,21 +441,7 @@ async fn run_all_and_wait(replicas: &Replicas, jobs: &[String], within: Duration
     loop {
         let mut pending = Vec::new();
         for job in jobs {
-            let runs = store
-                .list_runs(&RunFilter {
-                    job_name: Some(job.clone()),
-                    limit: 0,
-                    ..RunFilter::default()
-                })
-                .await
-                .unwrap();
-            for run in &runs {
-                assert!(
-                    !matches!(run.state, RunState::Failed | RunState::Dead),
-                    "{job}: {run:?}\n{}",
-                    replicas.logs()
-                );
-            }
+            let runs = replicas.runs_none_failed(&*store, job).await;
             if !runs.iter().any(|r| r.state == RunState::Completed) {
                 pending.push(job.clone());
             }
