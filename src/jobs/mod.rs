@@ -20,6 +20,7 @@ mod kind;
 pub mod org_export;
 pub mod reference;
 pub mod resource_export;
+pub mod sync;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ kind::job_kinds! {
     GraphExport => graph_export::GraphExport,
     /// Exports a workspace's objects of some types and downloads the file.
     ResourceExport => resource_export::ResourceExport,
+    /// Mirrors a workspace's work graph into SQL tables, incrementally.
+    Sync => sync::Sync,
 }
 
 /// A job of this build: its definition with its kind's typed settings.

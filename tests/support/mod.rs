@@ -12,4 +12,5 @@ pub mod pg;
 pub mod sim;
 pub mod spec;
 pub mod status;
+pub mod sync;
 pub mod tools;

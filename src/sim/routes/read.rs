@@ -101,16 +101,10 @@ pub const USER: Kind = Kind {
     lookup: Some(|world, gid, me| world.find_user(gid, me)),
     premium: None,
 };
-/// A task or subtask that is not in the trash.
+/// A task or subtask that is not in the trash, nor under a parent that is.
 pub const TASK: Kind = Kind {
     name: "task",
-    lookup: Some(|world, gid, _| {
-        world
-            .tasks
-            .get(gid)
-            .filter(|t| !t.deleted)
-            .map(|t| t.gid.clone())
-    }),
+    lookup: Some(|world, gid, _| world.task_alive(gid).then(|| gid.to_string())),
     premium: None,
 };
 /// A team.

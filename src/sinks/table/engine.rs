@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Database, Executor, Pool};
 
 use super::{
     CHECKPOINTS_TABLE, Cell, Change, Column, ColumnType, Row, STREAMS_TABLE, StreamState,
-    TableBatch, TableDef, TableSink,
+    TableBatch, TableDef, TableSink, definition_error,
 };
 use crate::sinks::SinkError;
 
@@ -95,7 +95,11 @@ where
     }
 
     async fn read_table(&self, table: &TableDef) -> Result<Vec<Row>, SinkError> {
-        self.read_rows(table).await
+        self.read_rows(table, &Row::new()).await
+    }
+
+    async fn read_where(&self, table: &TableDef, filter: &Row) -> Result<Vec<Row>, SinkError> {
+        self.read_rows(table, filter).await
     }
 }
 
@@ -413,18 +417,26 @@ where
     }
 
     /// Every row of `table`, ordered by key.
-    async fn read_rows(&self, table: &TableDef) -> Result<Vec<Row>, SinkError> {
+    async fn read_rows(&self, table: &TableDef, filter: &Row) -> Result<Vec<Row>, SinkError> {
         table.check()?;
+        if let Some(unknown) = filter.keys().find(|c| table.column_type(c).is_none()) {
+            return Err(definition_error(format!(
+                "a read of table {} filters on column {unknown:?}, which it does not define",
+                table.name
+            )));
+        }
         let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
         let key: Vec<String> = table.key.iter().map(|k| quote(k)).collect();
+        let mut parameters = Vec::new();
+        let condition = conditions::<D>(table, filter, &mut parameters);
         let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
+            "SELECT {} FROM {} WHERE {condition} ORDER BY {}",
             columns.join(", "),
             self.dialect.table(&table.name),
             key.join(", ")
         );
         let what = format!("read table {}", table.name);
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = bind_all::<D>(sqlx::query(AssertSqlSafe(sql)), parameters)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| store_error::<D>(&what, e))?;

@@ -288,7 +288,7 @@ impl TableDef {
     }
 }
 
-fn definition_error(message: String) -> SinkError {
+pub(super) fn definition_error(message: String) -> SinkError {
     SinkError::Config {
         sink: "table",
         message: format!("{message}; this is a bug in the job kind"),
@@ -389,6 +389,10 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
     /// Every row of `table`, ordered by its key, decoded by the definition's column types (for
     /// readers of the mirror and for checks).
     async fn read_table(&self, table: &TableDef) -> Result<Vec<Row>, SinkError>;
+
+    /// The rows of `table` whose columns equal `filter` (NULL matches NULL), ordered by key: what
+    /// a sync compares with a fresh listing to find what disappeared (a project's tasks).
+    async fn read_where(&self, table: &TableDef, filter: &Row) -> Result<Vec<Row>, SinkError>;
 }
 
 /// Builds the table sink a job's settings describe and connects to its database.

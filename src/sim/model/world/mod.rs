@@ -142,6 +142,22 @@ impl World {
             .map(|u| u.gid.clone())
     }
 
+    /// Whether a task exists and neither it nor an ancestor is in the trash: as in Asana,
+    /// deleting a task takes its subtasks with it (they answer 404 until it is restored).
+    pub fn task_alive(&self, gid: &str) -> bool {
+        let mut current = gid;
+        for _ in 0..64 {
+            match self.tasks.get(current) {
+                Some(task) if !task.deleted => match &task.parent {
+                    Some(parent) => current = parent,
+                    None => return true,
+                },
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Live subtasks of a task, in creation order.
     pub fn subtasks_of<'a>(&'a self, task: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
         self.tasks.within(task).filter(|t| !t.deleted)
