@@ -186,6 +186,7 @@ fn build_state(config: SimConfig, addr: SocketAddr) -> SharedState {
                 revoked: false,
                 grant: None,
                 forbidden_projects,
+                workspace_events_refused: false,
             },
         );
     }

@@ -40,6 +40,8 @@ pub struct TokenRecord {
     pub grant: Option<String>,
     /// Projects this token may not read (403), as for private projects its user cannot see.
     pub forbidden_projects: Vec<String>,
+    /// The workspace's event stream answers this token 403 (`PUT /_sim/tokens/{name}/workspace_events`).
+    pub workspace_events_refused: bool,
 }
 
 /// Who is calling, as resolved from the `Authorization` header.

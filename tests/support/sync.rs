@@ -10,7 +10,7 @@ use asana_worker::asana::{AsanaClient, ClientConfig};
 use asana_worker::budget::{Budget, BudgetConfig, Tier};
 use asana_worker::jobs::sync::walk::{self, Snapshot};
 use asana_worker::jobs::sync::{SyncSettings, tables};
-use asana_worker::sim::config::{Tier as SimTier, TokenKind, TokenSpec};
+use asana_worker::sim::config::TokenSpec;
 use asana_worker::sim::{SimConfig, SimServer};
 use asana_worker::sinks::table::{self, TableSink, TableSinkSettings};
 use serde_json::Value;
@@ -40,6 +40,10 @@ pub struct SyncSetup {
     pub target: Target,
     /// The `[settings]` lines besides `workspace` and the sink.
     pub settings: String,
+    /// The job's credential (`sa`: the service account, unless [`SyncSetup::with_credential`]).
+    pub credential: String,
+    /// The token the reference walk reads with (a reader standing for the job's token).
+    pub walk_token: String,
     child: Option<Child>,
     starts: usize,
 }
@@ -61,18 +65,31 @@ pub fn with_reader(mut config: SimConfig) -> SimConfig {
     if config.tokens.is_empty() {
         config.tokens = SimConfig::default_tokens();
     }
-    config.tokens.push(TokenSpec {
-        name: READER.into(),
-        kind: TokenKind::ServiceAccount,
-        tier: SimTier::Paid,
-        user: 0,
-        enterprise: true,
-        secret: Some("sim-reader-0001".into()),
-        forbidden_projects: Vec::new(),
-    });
+    // Each reader sees what the token it stands for sees: same kind, tier, user, projects.
+    let readers: Vec<TokenSpec> = config
+        .tokens
+        .iter()
+        .filter_map(|spec| {
+            let name = match spec.name.as_str() {
+                "service-account" => READER,
+                "pat-free" => FREE_READER,
+                _ => return None,
+            };
+            Some(TokenSpec {
+                name: name.into(),
+                secret: Some(format!("sim-{name}-0001")),
+                ..spec.clone()
+            })
+        })
+        .collect();
+    config.tokens.extend(readers);
     config.limits.paid_per_minute = READER_PER_MINUTE;
+    config.limits.free_per_minute = READER_PER_MINUTE;
     config
 }
+
+/// The reader standing for the free PAT.
+pub const FREE_READER: &str = "reader-free";
 
 /// The reference walk's quota: the simulator's paid quota is raised to it, which the job's
 /// budget (1,500/min) never notices.
@@ -97,11 +114,29 @@ impl SyncSetup {
             daemon,
             target,
             settings: settings.to_string(),
+            credential: "sa".into(),
+            walk_token: READER.into(),
             child: None,
             starts: 0,
         };
         setup.write_job();
         setup
+    }
+
+    /// Runs the job with the simulator's token `token` (e.g. `pat-free`, declared as a
+    /// credential of that name with `tier`), and walks the world as `walk_token`.
+    pub fn with_credential(mut self, token: &str, tier: &str, walk_token: &str) -> SyncSetup {
+        self.daemon.add_credential(&self.sim, token, tier);
+        self.credential = token.into();
+        self.walk_token = walk_token.into();
+        self.write_job();
+        self
+    }
+
+    /// Replaces the `[settings]` lines and rewrites the job (a running daemon needs a restart).
+    pub fn set_settings(&mut self, settings: &str) {
+        self.settings = settings.into();
+        self.write_job();
     }
 
     pub fn workspace(&self) -> String {
@@ -126,7 +161,8 @@ impl SyncSetup {
     /// (Re)writes `jobs/sync.toml`: run by hand only (`every` of a year).
     pub fn write_job(&self) {
         let text = format!(
-            "name = \"sync\"\nkind = \"sync\"\nevery = \"365d\"\ncredential = \"sa\"\nmax_attempts = 3\n\n[settings]\nworkspace = \"{}\"\n{}\n\n[settings.sink]\n{}\n",
+            "name = \"sync\"\nkind = \"sync\"\nevery = \"365d\"\ncredential = \"{}\"\nmax_attempts = 3\n\n[settings]\nworkspace = \"{}\"\n{}\n\n[settings.sink]\n{}\n",
+            self.credential,
             self.workspace(),
             self.settings,
             self.sink_toml()
@@ -214,12 +250,12 @@ impl SyncSetup {
     /// A client of the service account, for reading the world back.
     pub fn client(&self) -> AsanaClient {
         // The reader's own token, with a quota no walk reaches (see `with_reader`).
-        let mut config = BudgetConfig::new("reader", Tier::Paid);
+        let mut config = BudgetConfig::new(&self.walk_token, Tier::Paid);
         config.requests_per_minute = Some(READER_PER_MINUTE);
         let budget = Budget::new(config).unwrap();
         AsanaClient::new(
             ClientConfig::with_base_url(self.sim.base_url()),
-            self.sim.token(READER).unwrap().into(),
+            self.sim.token(&self.walk_token).unwrap().into(),
             budget,
         )
         .unwrap()

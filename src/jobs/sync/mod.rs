@@ -111,6 +111,11 @@ fn sink_outcome(error: SinkError) -> JobOutcome {
     }
 }
 
+/// How far a sweep's `modified_since` reaches back before the previous sweep's start: an
+/// allowance for the daemon's clock running ahead of Asana's (rows are upserts, so re-reading
+/// costs only requests).
+const SWEEP_OVERLAP: chrono::Duration = chrono::Duration::minutes(10);
+
 /// Checkpoint key of the [`SyncState`].
 const STATE_KEY: &str = "sync";
 
@@ -131,6 +136,7 @@ struct Figures {
     events: u64,
     tasks_refreshed: u64,
     projects: u64,
+    projects_resynced: u64,
     gaps: BTreeMap<String, String>,
 }
 
@@ -246,7 +252,8 @@ impl<'a> Syncer<'a> {
                 .is_none_or(|last| started - last >= chrono_duration(self.settings.sweep_every));
             if due && self.writer.lock().await.state.pass.is_none() {
                 mode = "sweep";
-                let since = state.last_sweep_at;
+                // Overlap the previous sweep, so a clock running ahead of Asana's loses nothing.
+                let since = state.last_sweep_at.map(|t| t - SWEEP_OVERLAP);
                 self.start_pass(PassKind::Sweep, since).await?;
             }
         }
@@ -272,6 +279,7 @@ impl<'a> Syncer<'a> {
             "events": figures.events,
             "tasks_refreshed": figures.tasks_refreshed,
             "projects": figures.projects,
+            "projects_resynced": figures.projects_resynced,
             "gaps": figures.gaps,
         }))
     }
@@ -567,6 +575,7 @@ impl<'a> Syncer<'a> {
                         .project_changes(project, reader::ProjectMode::Full)
                         .await?;
                     let gid = project.to_string();
+                    self.figure(|f| f.projects_resynced += 1);
                     return self
                         .commit(changes, move |state| {
                             if let Streams::Projects { tokens } = &mut state.streams {

@@ -720,7 +720,7 @@ impl Syncer<'_> {
         let mut changes = Vec::new();
         let path = |tail: &str| format!("/projects/{}{tail}", segment(gid));
         if matches!(mode, ProjectMode::Full) && self.settings.wants(Resource::Projects) {
-            match self.get(path(""), PROJECT_FIELDS, "projects", gid).await? {
+            match self.get(path(""), PROJECT_FIELDS, "project", gid).await? {
                 Read::Got(project) => changes.push(self.upsert("projects", &project)),
                 Read::Gap(gap) => {
                     changes.push(self.gap_change(&gap));
@@ -786,7 +786,7 @@ impl Syncer<'_> {
                     None => query,
                 }
             };
-            let (changed, listed) = match mode {
+            let (changed, listed, unchanged) = match mode {
                 ProjectMode::Full | ProjectMode::Sweep { since: None } => {
                     match self
                         .list(
@@ -800,7 +800,7 @@ impl Syncer<'_> {
                     {
                         Read::Got(tasks) => {
                             let listed = gids(&tasks);
-                            (tasks, listed)
+                            (tasks, listed, Vec::new())
                         }
                         Read::Gap(gap) => {
                             changes.push(self.gap_change(&gap));
@@ -825,17 +825,31 @@ impl Syncer<'_> {
                             return Ok(changes);
                         }
                     };
-                    let listed = match self
-                        .list("/tasks".into(), tasks_query(None), &["gid"], "project", gid)
+                    // The whole list, small: finds tasks that left, and parents whose
+                    // subtasks may have changed without them.
+                    let all = match self
+                        .list(
+                            "/tasks".into(),
+                            tasks_query(None),
+                            &["num_subtasks"],
+                            "project",
+                            gid,
+                        )
                         .await?
                     {
-                        Read::Got(tasks) => gids(&tasks),
+                        Read::Got(tasks) => tasks,
                         Read::Gap(gap) => {
                             changes.push(self.gap_change(&gap));
                             return Ok(changes);
                         }
                     };
-                    (changed, listed)
+                    let changed_gids = gids(&changed);
+                    let unchanged = all
+                        .iter()
+                        .filter(|t| gid_of(t).is_some_and(|g| !changed_gids.contains(g)))
+                        .cloned()
+                        .collect();
+                    (changed, gids(&all), unchanged)
                 }
             };
             // Listed tasks are new or changed ones: their subtasks are walked too.
@@ -846,12 +860,107 @@ impl Syncer<'_> {
                 .try_collect()
                 .await?;
             changes.extend(bundles.into_iter().flatten());
+            let swept: Vec<Vec<Change>> = futures::stream::iter(unchanged)
+                .map(|task| async move { self.sweep_parent(&task).await })
+                .buffer_unordered(self.settings.concurrency)
+                .try_collect()
+                .await?;
+            changes.extend(swept.into_iter().flatten());
             let placed = self.placed_in(gid).await?;
             let vanished: Vec<String> = placed.difference(&listed).cloned().collect();
             changes.extend(self.check_tasks(vanished, true).await?);
         }
         changes.push(Syncer::gap_cleared("project", gid));
         Ok(changes)
+    }
+
+    /// The mirror's row of a task, if it holds one.
+    async fn mirror_task(&self, gid: &str) -> Result<Option<Row>, SyncError> {
+        let rows = self
+            .sink
+            .read_where(&tables::spec("tasks").def(), &filter("gid", gid))
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// A sweep's check of a task `modified_since` did not return (listed with its subtask
+    /// count only): a count unlike the mirror's re-reads it; otherwise its subtasks are
+    /// compared with the mirror, since a subtask's change does not move its parent.
+    async fn sweep_parent(&self, listed: &Value) -> Result<Vec<Change>, SyncError> {
+        let gid = gid_of(listed).unwrap_or_default().to_string();
+        let count = listed
+            .get("num_subtasks")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let mirrored = self.mirror_task(&gid).await?;
+        let mirrored_count = match mirrored.as_ref().and_then(|r| r.get("num_subtasks")) {
+            Some(Cell::Integer(n)) => Some(*n),
+            _ => None,
+        };
+        let live = mirrored
+            .as_ref()
+            .is_some_and(|r| r.get("deleted_at") == Some(&Cell::Null));
+        if !live || mirrored_count != Some(count) {
+            return self.refresh_task(&gid, false).await;
+        }
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        self.sweep_subtasks(&gid).await
+    }
+
+    /// Compares a task's subtasks with the mirror's: new or changed ones are re-read with what
+    /// hangs on them, unchanged ones have their own subtasks compared, vanished ones checked.
+    fn sweep_subtasks(
+        &self,
+        parent: &str,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<Change>, SyncError>> {
+        let parent = parent.to_string();
+        Box::pin(async move {
+            let subtasks = match self
+                .list(
+                    format!("/tasks/{}/subtasks", segment(&parent)),
+                    Query::new(),
+                    TASK_FIELDS,
+                    "tasks",
+                    &parent,
+                )
+                .await?
+            {
+                Read::Got(subtasks) => subtasks,
+                Read::Gap(_) => return Ok(Vec::new()),
+            };
+            let mut changes = Vec::new();
+            let listed = gids(&subtasks);
+            for subtask in subtasks {
+                let gid = gid_of(&subtask).unwrap_or_default().to_string();
+                let same = match self.mirror_task(&gid).await? {
+                    Some(row) => {
+                        row.get("deleted_at") == Some(&Cell::Null)
+                            && row.get("data") == Some(&Cell::Json(subtask.clone()))
+                    }
+                    None => false,
+                };
+                if !same {
+                    changes.extend(self.task_tree(subtask, true).await?);
+                } else if subtask
+                    .get("num_subtasks")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    > 0
+                {
+                    changes.extend(self.sweep_subtasks(&gid).await?);
+                }
+            }
+            let vanished: Vec<String> = self
+                .live_gids("tasks", Some(("parent_gid", &parent)))
+                .await?
+                .into_iter()
+                .filter(|child| !listed.contains(child))
+                .collect();
+            changes.extend(self.check_tasks(vanished, false).await?);
+            Ok(changes)
+        })
     }
 
     /// Gids of the tasks the mirror places in `project`.

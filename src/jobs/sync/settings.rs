@@ -138,7 +138,8 @@ pub struct SyncSettings {
     #[serde(default)]
     pub deletes: DeleteMode,
     /// How often a run also sweeps every project with `modified_since` and compares task lists,
-    /// catching what the events streams missed (Asana delivers events at most once)
+    /// catching what the events streams missed (Asana delivers events at most once); "0s":
+    /// every run sweeps
     #[serde(
         default = "default_sweep_every",
         with = "crate::config::values::duration"
@@ -191,13 +192,6 @@ impl SyncSettings {
                 "resources",
                 format!("`{}` is listed twice", twice.as_str()),
                 "list each resource once",
-            );
-        }
-        if self.sweep_every < Duration::from_secs(60) {
-            check.problem(
-                "sweep_every",
-                "`sweep_every` is shorter than a minute",
-                "sweeps re-list every project; use e.g. \"6h\" (events catch changes in between)",
             );
         }
         check.scoped("sink", |check| self.sink.validate(check));

@@ -40,6 +40,10 @@ pub fn routes() -> Router<SharedState> {
             "/tokens/{name}/forbidden_projects",
             axum::routing::put(forbid_projects),
         )
+        .route(
+            "/tokens/{name}/workspace_events",
+            axum::routing::put(workspace_events_access),
+        )
         .route("/revoke", post(revoke))
         .route("/consume", post(consume))
         .route("/audit_events", post(append_audit_events))
@@ -122,6 +126,7 @@ async fn tokens(State(state): State<SharedState>) -> Response {
                 "revoked": record.revoked,
                 "expires_at": record.expires_at.map(|t| t.to_rfc3339()),
                 "forbidden_projects": record.forbidden_projects,
+                "workspace_events": !record.workspace_events_refused,
             })
         })
         .collect();
@@ -137,6 +142,31 @@ struct ForbidRequest {
 
 /// Replaces the projects a token (by name) may not access: reading them, their sections, their
 /// tasks (when in no other project) or their events answers 403.
+/// Body of `PUT /_sim/tokens/{name}/workspace_events`.
+#[derive(Debug, Deserialize)]
+struct WorkspaceEventsRequest {
+    allowed: bool,
+}
+
+/// Lets a token read the workspace's event stream or not (403, as Asana's spec lists for tokens
+/// without access), so a sync's fallback to per-project streams can be tested.
+async fn workspace_events_access(
+    State(state): State<SharedState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Json(request): Json<WorkspaceEventsRequest>,
+) -> Response {
+    let mut tokens = state.tokens.write().unwrap_or_else(|p| p.into_inner());
+    let mut matched = 0;
+    for record in tokens.values_mut().filter(|r| r.name == name) {
+        record.workspace_events_refused = !request.allowed;
+        matched += 1;
+    }
+    if matched == 0 {
+        return admin_error(StatusCode::NOT_FOUND, format!("no token named {name:?}"));
+    }
+    axum::Json(json!({ "name": name, "workspace_events": request.allowed })).into_response()
+}
+
 async fn forbid_projects(
     State(state): State<SharedState>,
     axum::extract::Path(name): axum::extract::Path<String>,

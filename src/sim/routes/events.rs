@@ -62,6 +62,12 @@ fn typed_events(request: &ApiRequest, kind: &str) -> ApiResult {
 
 async fn workspace_events(request: ApiRequest) -> ApiResult {
     WORKSPACE.find(&request.state.world(), &request.gid, request.me())?;
+    if request.caller.record.workspace_events_refused {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "You do not have permission to read this workspace's events.",
+        ));
+    }
     stream_events(&request, &request.gid, true)
 }
 

@@ -265,6 +265,7 @@ fn issue_access_token(state: &SimState, refresh_token: &str, grant: &Grant) -> V
                 revoked: false,
                 grant: Some(refresh_token.to_string()),
                 forbidden_projects: Vec::new(),
+                workspace_events_refused: false,
             },
         );
     let user = {
