@@ -44,6 +44,8 @@ pub struct SyncSetup {
     pub credential: String,
     /// The token the reference walk reads with (a reader standing for the job's token).
     pub walk_token: String,
+    /// The job's schedule line (by hand only, unless a test wants it to fire on its own).
+    pub schedule: String,
     child: Option<Child>,
     starts: usize,
 }
@@ -116,6 +118,7 @@ impl SyncSetup {
             settings: settings.to_string(),
             credential: "sa".into(),
             walk_token: READER.into(),
+            schedule: "every = \"365d\"".into(),
             child: None,
             starts: 0,
         };
@@ -161,7 +164,8 @@ impl SyncSetup {
     /// (Re)writes `jobs/sync.toml`: run by hand only (`every` of a year).
     pub fn write_job(&self) {
         let text = format!(
-            "name = \"sync\"\nkind = \"sync\"\nevery = \"365d\"\ncredential = \"{}\"\nmax_attempts = 3\n\n[settings]\nworkspace = \"{}\"\n{}\n\n[settings.sink]\n{}\n",
+            "name = \"sync\"\nkind = \"sync\"\n{}\ncredential = \"{}\"\nmax_attempts = 3\noverlap = \"skip\"\n\n[settings]\nworkspace = \"{}\"\n{}\n\n[settings.sink]\n{}\n",
+            self.schedule,
             self.credential,
             self.workspace(),
             self.settings,
@@ -185,6 +189,21 @@ impl SyncSetup {
             self.daemon.wait_ready(&mut child).await;
             self.child = Some(child);
         }
+    }
+
+    /// Whether the daemon is running.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The sync's checkpoint as the mirror holds it (`_asana_worker_checkpoints`, key `sync`).
+    pub async fn sync_state(&self) -> Value {
+        let sink = self.sink().await;
+        // Before the job's first run the tables do not exist yet; creating them is what the
+        // job's first step does too.
+        sink.ensure_tables(&tables::defs()).await.unwrap();
+        let state = sink.state("sync").await.unwrap();
+        state.checkpoint.get("sync").cloned().unwrap_or(Value::Null)
     }
 
     /// SIGKILLs the daemon.
