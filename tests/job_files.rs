@@ -29,6 +29,30 @@ type Expected = (&'static str, &'static str, &'static str);
 /// Every malformed fixture with the diagnostics it must produce, in the order reported.
 const CASES: &[(&str, &[Expected])] = &[
     (
+        "sync_projects_and_teams",
+        &[(
+            "9:9",
+            "set `projects` or `teams`, not both",
+            "keep the list of projects, or the list of teams",
+        )],
+    ),
+    (
+        "sync_stories_without_tasks",
+        &[(
+            "8:13",
+            "`stories` is read per task, but `tasks` is not in `resources`",
+            "add \"tasks\" to resources",
+        )],
+    ),
+    (
+        "sync_unknown_resource",
+        &[(
+            "8:23",
+            "`resources` cannot be \"comments\"",
+            "use one of \"workspace\", \"users\"",
+        )],
+    ),
+    (
         "audit_log_page_size_over_100",
         &[(
             "8:13",

@@ -56,6 +56,8 @@ pub enum BenchTarget {
     AuditLog(super::bench_audit::AuditBenchArgs),
     /// The status page's cost: the daemon's CPU while browsers poll it.
     Status(super::bench_status::StatusBenchArgs),
+    /// A full and an incremental sync through the daemon, against a sequential page walk.
+    Sync(super::bench_sync::SyncBenchArgs),
 }
 
 /// Arguments of `bench budget`.
@@ -139,6 +141,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         BenchTarget::Scheduler(args) => super::bench_daemon::scheduler(args).await,
         BenchTarget::ExportDownload(args) => super::bench_export::run(args).await,
         BenchTarget::Status(args) => super::bench_status::run(args).await,
+        BenchTarget::Sync(args) => super::bench_sync::run(args).await,
         // Builds its own runtimes (simulator on one thread, load on another); the CLI runs it
         // before creating one, this arm only serves callers already inside a runtime.
         BenchTarget::Sim(args) => {

@@ -41,7 +41,12 @@ const EXAMPLE_JOBS: &[(&str, &str)] = &[
         "org-export.toml",
         include_str!("../../jobs/org-export.toml"),
     ),
+    ("sync.toml", include_str!("../../jobs/sync.toml")),
 ];
+
+/// The mirror written in `jobs/sync.toml`, replaced by `mirror.sqlite` beside the audit-log
+/// directory.
+const SYNC_MIRROR: &str = "/var/lib/asana-worker/mirror.sqlite";
 
 /// The sink directory written in `jobs/audit-log.toml`, replaced by one in the demo's
 /// temporary directory.
@@ -70,6 +75,13 @@ pub fn example_jobs(
                 text.replace("WORKSPACE_GID", workspace)
                     .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string())
                     .replace(EXPORT_DIR, &export_dir.display().to_string())
+                    .replace(
+                        SYNC_MIRROR,
+                        &audit_dir
+                            .with_file_name("mirror.sqlite")
+                            .display()
+                            .to_string(),
+                    )
                     .replace(EXPORT_POLL.0, EXPORT_POLL.1),
             )
         })
@@ -97,6 +109,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     sim_config.timing.activity_per_minute = 0.0;
     sim_config.timing.export_pending_secs = 1;
     sim_config.timing.export_running_secs = 2;
+    // Small enough that the sync's first pass (about 3 requests per task) fits in one minute of
+    // the service account's 1,500 requests beside the other jobs: the demo shows, it does not wait.
+    sim_config.world.tasks_per_project = 12;
     let sim = SimServer::start(sim_config)
         .await
         .context("starting the simulator")?;
@@ -207,6 +222,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         Err(error) => println!("   audit-log wrote nothing readable: {error}"),
     }
     let export_ok = print_export(&first, &export_dir);
+    print_mirror(&audit_dir.with_file_name("mirror.sqlite")).await;
 
     let revoke = reqwest::Client::new()
         .post(format!("{}/_sim/revoke", sim.origin()))
@@ -266,7 +282,45 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Enqueues a manual run of every job and waits (at most 30 s) until all have finished.
+/// Prints the sync job's tables with their row counts (live rows; deleted ones kept apart).
+async fn print_mirror(path: &Path) {
+    use crate::jobs::sync::tables;
+    use crate::sinks::table::{Cell, TableSink};
+    let sink = match crate::sinks::table::sqlite::SqliteTables::open(path).await {
+        Ok(sink) => sink,
+        Err(error) => {
+            println!("   sync wrote no mirror: {error}");
+            return;
+        }
+    };
+    println!("   sync mirrored the workspace into {}:", path.display());
+    let mut line = String::new();
+    for spec in tables::TABLES {
+        let rows = match sink.read_table(&spec.def()).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                println!("   {}: unreadable ({error})", spec.name);
+                continue;
+            }
+        };
+        let live = rows
+            .iter()
+            .filter(|r| matches!(r.get("deleted_at"), None | Some(Cell::Null)))
+            .count();
+        let entry = format!("{} {live}", spec.name);
+        if line.len() + entry.len() > 88 {
+            println!("     {}", line.trim_end_matches(", "));
+            line.clear();
+        }
+        line.push_str(&entry);
+        line.push_str(", ");
+    }
+    if !line.is_empty() {
+        println!("     {}", line.trim_end_matches(", "));
+    }
+}
+
+/// Enqueues a manual run of every job and waits (at most 90 s) until all have finished.
 async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, Run>> {
     let jobs = handle.jobs.borrow().clone();
     let mut ids = Vec::new();
@@ -280,7 +334,7 @@ async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, R
             ids.push((job.name.clone(), run.id));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let mut done = BTreeMap::new();
         for (name, id) in &ids {
@@ -294,7 +348,7 @@ async fn trigger_all(handle: &DaemonHandle) -> anyhow::Result<BTreeMap<String, R
             return Ok(done);
         }
         if Instant::now() > deadline {
-            bail!("runs did not finish within 30 s");
+            bail!("runs did not finish within 90 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -350,6 +404,14 @@ fn print_runs(runs: &BTreeMap<String, Run>) {
                 "export {} downloaded: {} bytes",
                 run.progress["export_gid"].as_str().unwrap_or("?"),
                 run.progress["size"].as_u64().unwrap_or(0)
+            ),
+            RunState::Completed if run.kind == "sync" => format!(
+                "{} run: {} request(s), {} event(s), {} row change(s), gaps {}",
+                run.progress["mode"].as_str().unwrap_or("?"),
+                run.progress["requests"],
+                run.progress["events"],
+                run.progress["rows_written"],
+                run.progress["gaps"]
             ),
             RunState::Completed => format!(
                 "acts as {} <{}>",

@@ -7,6 +7,7 @@ pub mod bench_daemon;
 pub mod bench_export;
 pub mod bench_sim;
 pub mod bench_status;
+pub mod bench_sync;
 pub mod common;
 pub mod creds;
 pub mod demo;

@@ -231,6 +231,11 @@ pub fn describe_all() {
         "asana_worker_export_url_refreshes_total",
         "Expired download URLs replaced by a fresh one mid-download."
     );
+    // Sync.
+    describe_counter!(
+        "asana_worker_sync_gaps_total",
+        "Resources a sync job's token could not read (402, 403, 404), recorded in sync_status."
+    );
 }
 
 /// Registers at zero the counters an alert watches, for the daemon and for each job (name, kind)

@@ -170,6 +170,13 @@ pub(super) const TIME_ENTRY_FIELDS: &[&str] = &[
     "attributable_to",
 ];
 
+/// Changes gathered before they are committed ahead of their step's end (see
+/// `Syncer::in_chunks`).
+const FLUSH_CHANGES: usize = 500;
+
+/// Tasks read per chunk in `Syncer::in_chunks`.
+const CHUNK_ITEMS: usize = 32;
+
 /// A workspace-level step of a pass.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkspaceStep {
@@ -854,18 +861,17 @@ impl Syncer<'_> {
             };
             // Listed tasks are new or changed ones: their subtasks are walked too.
             let walk_all_subtasks = true;
-            let bundles: Vec<Vec<Change>> = futures::stream::iter(changed)
-                .map(|task| async move { self.task_tree(task, walk_all_subtasks).await })
-                .buffer_unordered(self.settings.concurrency)
-                .try_collect()
-                .await?;
-            changes.extend(bundles.into_iter().flatten());
-            let swept: Vec<Vec<Change>> = futures::stream::iter(unchanged)
-                .map(|task| async move { self.sweep_parent(&task).await })
-                .buffer_unordered(self.settings.concurrency)
-                .try_collect()
-                .await?;
-            changes.extend(swept.into_iter().flatten());
+            changes.extend(
+                self.in_chunks(changed, |task| self.task_tree(task, walk_all_subtasks))
+                    .await?,
+            );
+            changes.extend(
+                self.in_chunks(
+                    unchanged,
+                    |task| async move { self.sweep_parent(&task).await },
+                )
+                .await?,
+            );
             let placed = self.placed_in(gid).await?;
             let vanished: Vec<String> = placed.difference(&listed).cloned().collect();
             changes.extend(self.check_tasks(vanished, true).await?);
@@ -1128,12 +1134,39 @@ impl Syncer<'_> {
         gids: Vec<String>,
         refresh_parents: bool,
     ) -> Result<Vec<Change>, SyncError> {
-        let bundles: Vec<Vec<Change>> = futures::stream::iter(gids)
-            .map(|gid| async move { self.refresh_task(&gid, refresh_parents).await })
-            .buffer_unordered(self.settings.concurrency)
-            .try_collect()
-            .await?;
-        Ok(bundles.into_iter().flatten().collect())
+        self.in_chunks(gids, |gid| async move {
+            self.refresh_task(&gid, refresh_parents).await
+        })
+        .await
+    }
+
+    /// Runs `read` on every item, [`Syncer::settings`]`.concurrency` at a time, and gathers the
+    /// changes, committing them (without moving the checkpoint) whenever [`FLUSH_CHANGES`] have
+    /// gathered, so memory stays bounded however large a project or an events page is; returns
+    /// the rest. Items go in chunks, each drained before a commit: a commit awaited while other
+    /// reads sat unpolled mid-query would wait for the connections they hold. A task's bundle
+    /// is never split between two transactions, and a crash after such a commit repeats the
+    /// step, which rewrites the same keyed rows.
+    async fn in_chunks<T, F, Fut>(&self, items: Vec<T>, read: F) -> Result<Vec<Change>, SyncError>
+    where
+        F: Fn(T) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Change>, SyncError>>,
+    {
+        let mut pending = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<T> = items.by_ref().take(CHUNK_ITEMS).collect();
+            let bundles: Vec<Vec<Change>> = futures::stream::iter(chunk)
+                .map(&read)
+                .buffer_unordered(self.settings.concurrency)
+                .try_collect()
+                .await?;
+            pending.extend(bundles.into_iter().flatten());
+            if pending.len() >= FLUSH_CHANGES {
+                self.commit(std::mem::take(&mut pending), |_| {}).await?;
+            }
+        }
+        Ok(pending)
     }
 
     fn refresh_task(

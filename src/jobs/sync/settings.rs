@@ -3,14 +3,16 @@
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::jobs::SettingsCheck;
 use crate::config::values::{DurationText, Gid};
 use crate::sinks::table::TableSinkSettings;
 
 /// A resource a sync can mirror (`resources = [...]`); each names the tables it fills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     /// The workspace itself (`workspaces`).
@@ -95,7 +97,7 @@ impl Resource {
 }
 
 /// What a sync does with objects deleted in Asana.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteMode {
     /// Keep the row and set `deleted_at`.
@@ -138,8 +140,7 @@ pub struct SyncSettings {
     #[serde(default)]
     pub deletes: DeleteMode,
     /// How often a run also sweeps every project with `modified_since` and compares task lists,
-    /// catching what the events streams missed (Asana delivers events at most once); "0s":
-    /// every run sweeps
+    /// catching what the events streams missed (Asana delivers events at most once)
     #[serde(
         default = "default_sweep_every",
         with = "crate::config::values::duration"

@@ -737,6 +737,23 @@ mod tests {
         }
     }
 
+    /// docs/sync.md's table reference is generated from [`TABLES`]; when they differ the
+    /// expected text is written to `target/sync-tables.md` to paste in.
+    #[test]
+    fn docs_list_every_table_and_column() {
+        let docs = include_str!("../../../docs/sync.md");
+        let marker =
+            "<!-- generated from src/jobs/sync/tables.rs; a unit test keeps it equal -->\n";
+        let generated = markdown();
+        let found = docs.split_once(marker).map(|(_, tail)| tail.trim_end());
+        if found != Some(generated.trim_end()) {
+            let _ = std::fs::write("target/sync-tables.md", &generated);
+            panic!(
+                "docs/sync.md's tables differ from src/jobs/sync/tables.rs: replace everything after its marker line with target/sync-tables.md"
+            );
+        }
+    }
+
     #[test]
     fn cells_follow_paths_alternatives_and_types() {
         let task = json!({"gid": "1", "assignee": {"gid": "9"}, "due_on": "2026-12-05",

@@ -19,7 +19,7 @@ use crate::sinks::SinkError;
 /// What differs between the databases.
 pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
     /// The sqlx driver.
-    type Db: Database<Arguments: sqlx::IntoArguments<Self::Db>>;
+    type Db: Database<Arguments: sqlx::IntoArguments<Self::Db>> + sqlx::database::HasStatementCache;
 
     /// The sink's type name, for errors.
     const SINK: &'static str;
@@ -382,8 +382,10 @@ where
             });
         }
         for statement in plan::<D>(&self.dialect, &batch.changes, tables)? {
+            // Not prepared for reuse: a batch's statements differ in their row counts, and a
+            // cache of hundreds of multi-row statements per connection costs tens of MiB.
             bind_all::<D>(
-                sqlx::query(AssertSqlSafe(statement.sql)),
+                sqlx::query(AssertSqlSafe(statement.sql)).persistent(false),
                 statement.parameters,
             )
             .execute(&mut *tx)
