@@ -124,8 +124,10 @@ impl Measured {
 
 /// Runs the benchmark.
 pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
-    let mut config = SimConfig::default();
-    config.time_scale = args.time_scale;
+    let mut config = SimConfig {
+        time_scale: args.time_scale,
+        ..SimConfig::default()
+    };
     config.world.projects = args.projects;
     config.world.tasks_per_project = args.tasks_per_project;
     config.world.audit_events = 0;
