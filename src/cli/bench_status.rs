@@ -35,37 +35,6 @@ pub struct StatusBenchArgs {
     pub history: usize,
 }
 
-/// CPU time (user + system) of process `pid`.
-fn process_cpu(pid: u32) -> Duration {
-    let ticks_per_sec = 100.0; // USER_HZ on Linux.
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<u64> = stat
-                .get(stat.rfind(')')? + 2..)?
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            Some(fields.iter().sum::<u64>())
-        })
-        .unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 struct Phase {
     name: String,
     requests: usize,
@@ -142,7 +111,7 @@ async fn measure(
     pause: Duration,
     length: Duration,
 ) -> Phase {
-    let cpu_before = process_cpu(pid);
+    let cpu_before = super::common::process_cpu(pid);
     let started = Instant::now();
     let (failures, latencies) = if clients == 0 {
         tokio::time::sleep(length).await;
@@ -154,7 +123,7 @@ async fn measure(
         name: name.to_string(),
         requests: latencies.len(),
         failures,
-        cpu: process_cpu(pid).saturating_sub(cpu_before),
+        cpu: super::common::process_cpu(pid).saturating_sub(cpu_before),
         wall: started.elapsed(),
         latencies,
     }
@@ -374,7 +343,7 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
         )
         .await,
     );
-    let rss = resident_kib(pid);
+    let rss = super::common::process_status_kib(pid, "VmRSS:");
     drop(daemon);
     sim.shutdown().await;
 

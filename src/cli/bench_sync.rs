@@ -75,35 +75,6 @@ impl Drop for Daemon {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn process_cpu(pid: u32) -> Duration {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<u64> = stat
-                .get(stat.rfind(')')? + 2..)?
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            Some(fields.iter().sum::<u64>())
-        })
-        .unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / 100.0)
-}
-
 /// One measured run of the job.
 struct Measured {
     requests: u64,
@@ -213,12 +184,12 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
     }
     println!(
         "Daemon pid {pid} ready; resident {:.1} MiB before the first run",
-        status_kib(pid, "VmRSS:") as f64 / 1024.0
+        super::common::process_status_kib(pid, "VmRSS:") as f64 / 1024.0
     );
     let limit = 1500.0;
     let full = measure(&sim, &config_path, pid, args.time_scale).await?;
     report("Full sync", &full, limit);
-    let rss_full = status_kib(pid, "VmHWM:");
+    let rss_full = super::common::process_status_kib(pid, "VmHWM:");
     println!(
         "  peak RSS of the daemon: {:.1} MiB",
         rss_full as f64 / 1024.0
@@ -243,7 +214,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
         incremental.requests as f64 / args.changes.max(1) as f64,
         100.0 * incremental.requests as f64 / full.requests.max(1) as f64
     );
-    let rss = status_kib(pid, "VmHWM:");
+    let rss = super::common::process_status_kib(pid, "VmHWM:");
     println!("  peak RSS of the daemon: {:.1} MiB", rss as f64 / 1024.0);
 
     if !args.no_walk {
@@ -319,7 +290,7 @@ async fn measure(
     time_scale: f64,
 ) -> anyhow::Result<Measured> {
     sim.state().limits.reset();
-    let cpu_before = process_cpu(pid);
+    let cpu_before = super::common::process_cpu(pid);
     let started = Instant::now();
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .args([
@@ -356,7 +327,7 @@ async fn measure(
         requests: stats.requests,
         rejected: stats.rejected_total(),
         sim_secs: wall.as_secs_f64() * time_scale,
-        cpu: process_cpu(pid).saturating_sub(cpu_before),
+        cpu: super::common::process_cpu(pid).saturating_sub(cpu_before),
         rows: progress["rows_written"].as_u64().unwrap_or(0),
         progress,
     })

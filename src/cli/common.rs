@@ -47,3 +47,37 @@ pub fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<(
     file.write_all(contents.as_bytes())?;
     Ok(())
 }
+
+/// CPU time (user + system) of process `pid`, from `/proc/PID/stat`: what the benchmarks that
+/// run the daemon as a child charge to it.
+pub fn process_cpu(pid: u32) -> std::time::Duration {
+    let ticks_per_sec = 100.0; // USER_HZ on Linux.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .get(stat.rfind(')')? + 2..)?
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    std::time::Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:` resident now, `VmHWM:` its peak), 0 when
+/// unreadable.
+pub fn process_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

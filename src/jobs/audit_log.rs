@@ -529,7 +529,7 @@ async fn run(
     };
     let recovered = match sink.recover(&job.name).await {
         Ok(recovered) => recovered,
-        Err(error) => return sink_outcome(error),
+        Err(error) => return super::outcome_for_sink_error(error),
     };
     let from_sink: Option<Cursor> = match recovered
         .map(|r| serde_json::from_value::<Cursor>(r.cursor))
@@ -604,7 +604,7 @@ async fn run(
         }
     }
     if let Err(error) = sink.rotate_if_due(&job.name, ctx.clock.now()).await {
-        return sink_outcome(error);
+        return super::outcome_for_sink_error(error);
     }
     let shared = runner.shared.lock().await;
     let progress = runner.report(&shared);
@@ -656,19 +656,6 @@ fn sink_out_of_place(
         ));
     }
     None
-}
-
-fn sink_outcome(error: crate::sinks::SinkError) -> JobOutcome {
-    if error.is_transient() {
-        JobOutcome::Retry {
-            delay: None,
-            error: error.to_string(),
-        }
-    } else {
-        JobOutcome::Failed {
-            error: error.to_string(),
-        }
-    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -933,7 +920,7 @@ impl Runner<'_> {
             records = count,
         );
         if let Err(error) = tracing::Instrument::instrument(self.sink.commit(batch), span).await {
-            return Err(Stop::Outcome(sink_outcome(error)));
+            return Err(Stop::Outcome(super::outcome_for_sink_error(error)));
         }
         let newest = marks
             .iter()

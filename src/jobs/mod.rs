@@ -182,6 +182,21 @@ pub fn outcome_for_error(job: &Job, error: &AsanaError) -> JobOutcome {
     }
 }
 
+/// Maps a sink's error the same way for every kind: a transient one (a database busy or
+/// unreachable, a collector timing out) retries, anything else fails with the sink's message.
+pub fn outcome_for_sink_error(error: crate::sinks::SinkError) -> JobOutcome {
+    if error.is_transient() {
+        JobOutcome::Retry {
+            delay: None,
+            error: error.to_string(),
+        }
+    } else {
+        JobOutcome::Failed {
+            error: error.to_string(),
+        }
+    }
+}
+
 /// Maps a problem obtaining a credential's client: an unreadable or half-written token file is
 /// transient, a credential missing from the configuration or a client that cannot be built is a
 /// configuration error; neither is a rejection by Asana.

@@ -59,13 +59,13 @@ impl JobKind for Sync {
     async fn run(settings: &SyncSettings, cx: &KindContext<'_>) -> JobOutcome {
         let sink = match crate::sinks::table::build(&settings.sink, cx.sinks).await {
             Ok(sink) => sink,
-            Err(error) => return sink_outcome(error),
+            Err(error) => return super::outcome_for_sink_error(error),
         };
         let job = Syncer::new(settings, cx, sink);
         match job.run().await {
             Ok(progress) => JobOutcome::Completed { progress },
             Err(SyncError::Api(error)) => outcome_for_error(cx.job, &error),
-            Err(SyncError::Sink(error)) => sink_outcome(error),
+            Err(SyncError::Sink(error)) => super::outcome_for_sink_error(error),
             Err(SyncError::Interrupted) => JobOutcome::Interrupted,
             Err(SyncError::Checkpoint(message)) => JobOutcome::Failed { error: message },
         }
@@ -94,19 +94,6 @@ impl From<SinkError> for SyncError {
         match error {
             SinkError::Conflict { .. } => SyncError::Interrupted,
             other => SyncError::Sink(other),
-        }
-    }
-}
-
-fn sink_outcome(error: SinkError) -> JobOutcome {
-    if error.is_transient() {
-        JobOutcome::Retry {
-            delay: None,
-            error: error.to_string(),
-        }
-    } else {
-        JobOutcome::Failed {
-            error: error.to_string(),
         }
     }
 }
