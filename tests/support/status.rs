@@ -18,12 +18,13 @@ use super::daemon::{Daemon, DaemonOptions};
 pub const ADMIN_TOKEN: &str = "admin-token-0b1c8f7d2e9a4c35b6f1d0e2a7c4b9f8";
 
 /// The example jobs' names.
-pub const EXAMPLE_JOBS: [&str; 5] = [
+pub const EXAMPLE_JOBS: [&str; 6] = [
     "audit-log",
     "check-pat-free",
     "check-pat-paid",
     "check-service-account",
     "org-export",
+    "sync",
 ];
 
 /// The simulator, the daemon and its status page.
@@ -46,6 +47,8 @@ impl StatusDaemon {
         config.timing.activity_per_minute = 0.0;
         config.timing.export_pending_secs = 1;
         config.timing.export_running_secs = 2;
+        // As in the demo: the sync's first pass fits in one minute of the token's quota.
+        config.world.tasks_per_project = 12;
         let sim = SimServer::start(config).await.unwrap();
         let daemon = Daemon::new(&sim, DaemonOptions::default());
         if with_token {
@@ -180,6 +183,7 @@ impl StatusDaemon {
             ("check-pat-paid", "needs_reauth"),
             ("check-service-account", "completed"),
             ("org-export", "completed"),
+            ("sync", "completed"),
         ]
     }
 

@@ -736,50 +736,44 @@ impl Syncer<'_> {
             }
         }
         if self.settings.wants(Resource::Sections) {
-            match self
-                .list(
+            let Some(sections) = self
+                .project_list(
+                    &mut changes,
+                    gid,
                     path("/sections"),
                     Query::new(),
                     SECTION_FIELDS,
-                    "project",
-                    gid,
                 )
                 .await?
-            {
-                Read::Got(sections) => self.replace(
-                    &mut changes,
-                    "sections",
-                    Some(("project_gid", gid)),
-                    &sections,
-                ),
-                Read::Gap(gap) => {
-                    changes.push(self.gap_change(&gap));
-                    return Ok(changes);
-                }
-            }
+            else {
+                return Ok(changes);
+            };
+            self.replace(
+                &mut changes,
+                "sections",
+                Some(("project_gid", gid)),
+                &sections,
+            );
         }
         if self.settings.wants(Resource::ProjectMemberships) {
-            match self
-                .list(
+            let Some(members) = self
+                .project_list(
+                    &mut changes,
+                    gid,
                     path("/project_memberships"),
                     Query::new(),
                     PROJECT_MEMBERSHIP_FIELDS,
-                    "project",
-                    gid,
                 )
                 .await?
-            {
-                Read::Got(members) => self.replace(
-                    &mut changes,
-                    "project_memberships",
-                    Some(("project_gid", gid)),
-                    &members,
-                ),
-                Read::Gap(gap) => {
-                    changes.push(self.gap_change(&gap));
-                    return Ok(changes);
-                }
-            }
+            else {
+                return Ok(changes);
+            };
+            self.replace(
+                &mut changes,
+                "project_memberships",
+                Some(("project_gid", gid)),
+                &members,
+            );
         }
         self.status_updates_of(&mut changes, gid).await?;
         if self.settings.wants(Resource::Tasks) {
@@ -795,60 +789,47 @@ impl Syncer<'_> {
             };
             let (changed, listed, unchanged) = match mode {
                 ProjectMode::Full | ProjectMode::Sweep { since: None } => {
-                    match self
-                        .list(
+                    let Some(tasks) = self
+                        .project_list(
+                            &mut changes,
+                            gid,
                             "/tasks".into(),
                             tasks_query(None),
                             TASK_FIELDS,
-                            "project",
-                            gid,
                         )
                         .await?
-                    {
-                        Read::Got(tasks) => {
-                            let listed = gids(&tasks);
-                            (tasks, listed, Vec::new())
-                        }
-                        Read::Gap(gap) => {
-                            changes.push(self.gap_change(&gap));
-                            return Ok(changes);
-                        }
-                    }
+                    else {
+                        return Ok(changes);
+                    };
+                    let listed = gids(&tasks);
+                    (tasks, listed, Vec::new())
                 }
                 ProjectMode::Sweep { since: Some(since) } => {
-                    let changed = match self
-                        .list(
+                    let Some(changed) = self
+                        .project_list(
+                            &mut changes,
+                            gid,
                             "/tasks".into(),
                             tasks_query(Some(since)),
                             TASK_FIELDS,
-                            "project",
-                            gid,
                         )
                         .await?
-                    {
-                        Read::Got(tasks) => tasks,
-                        Read::Gap(gap) => {
-                            changes.push(self.gap_change(&gap));
-                            return Ok(changes);
-                        }
+                    else {
+                        return Ok(changes);
                     };
                     // The whole list, small: finds tasks that left, and parents whose
                     // subtasks may have changed without them.
-                    let all = match self
-                        .list(
+                    let Some(all) = self
+                        .project_list(
+                            &mut changes,
+                            gid,
                             "/tasks".into(),
                             tasks_query(None),
                             &["num_subtasks"],
-                            "project",
-                            gid,
                         )
                         .await?
-                    {
-                        Read::Got(tasks) => tasks,
-                        Read::Gap(gap) => {
-                            changes.push(self.gap_change(&gap));
-                            return Ok(changes);
-                        }
+                    else {
+                        return Ok(changes);
                     };
                     let changed_gids = gids(&changed);
                     let unchanged = all
@@ -967,6 +948,25 @@ impl Syncer<'_> {
             changes.extend(self.check_tasks(vanished, false).await?);
             Ok(changes)
         })
+    }
+
+    /// Lists something of project `gid`; when the token may not (a gap, recorded in `changes`),
+    /// None: the project is left as the mirror has it.
+    async fn project_list(
+        &self,
+        changes: &mut Vec<Change>,
+        gid: &str,
+        path: String,
+        query: Query,
+        fields: &[&str],
+    ) -> Result<Option<Vec<Value>>, SyncError> {
+        match self.list(path, query, fields, "project", gid).await? {
+            Read::Got(items) => Ok(Some(items)),
+            Read::Gap(gap) => {
+                changes.push(self.gap_change(&gap));
+                Ok(None)
+            }
+        }
     }
 
     /// Gids of the tasks the mirror places in `project`.
