@@ -8,10 +8,9 @@
 //! request), for `/status` and for `/status/runs`. The simulator and the clients run in this process, so
 //! their CPU is not counted.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
 use crate::clock::{Clock, SystemClock};
@@ -178,17 +177,6 @@ async fn write_history(url: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kills the daemon when the benchmark ends, however it ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the benchmark.
 pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
     let mut sim_config = SimConfig::default();
@@ -243,34 +231,10 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
     )?;
     println!("Writing {} runs of history…", args.history);
     write_history(&database, args.history).await?;
-    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("ASANA_WORKER__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting the daemon")?;
-    let daemon = Daemon(child);
-    let pid = daemon.0.id();
+    let daemon =
+        super::common::BenchDaemon::start(&config, &dir.path().join("daemon.log"), port).await?;
+    let pid = daemon.pid();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the daemon did not become ready: {}",
-                std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // Every job runs once, so the page shows outcomes, progress and token figures.
     let http = reqwest::Client::new();
     for job in [

@@ -13,7 +13,6 @@
 //! written, and peak RSS. Per-task collections (stories, attachments, time entries) cost one
 //! request per task each; `--all-resources` includes them.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -61,17 +60,6 @@ fn resources(all: bool) -> &'static str {
         ""
     } else {
         "resources = [\"workspace\", \"users\", \"teams\", \"team_memberships\", \"tags\", \"custom_fields\", \"projects\", \"portfolios\", \"goals\", \"project_memberships\", \"sections\", \"tasks\", \"status_updates\"]\n"
-    }
-}
-
-/// A daemon process, stopped when dropped.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
     }
 }
 
@@ -161,27 +149,10 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
             token = token_file.display(),
         ),
     )?;
-    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("ASANA_WORKER__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting the daemon")?;
-    let daemon = Daemon(child);
-    let pid = daemon.0.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        if Instant::now() > deadline {
-            bail!("the daemon did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let daemon =
+        super::common::BenchDaemon::start(&config_path, &dir.path().join("daemon.log"), port)
+            .await?;
+    let pid = daemon.pid();
     println!(
         "Daemon pid {pid} ready; resident {:.1} MiB before the first run",
         super::common::process_status_kib(pid, "VmRSS:") as f64 / 1024.0

@@ -81,3 +81,55 @@ pub fn process_status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A daemon process a benchmark runs (`asana-worker run --config CONFIG`, log level `warn`, its
+/// stderr in `log`), stopped with SIGTERM when dropped, however the benchmark ends.
+pub struct BenchDaemon(std::process::Child);
+
+impl BenchDaemon {
+    /// Starts the daemon and waits (at most 60 s) until `http://127.0.0.1:{admin_port}/readyz`
+    /// answers 200; on failure the error holds the log.
+    pub async fn start(
+        config: &std::path::Path,
+        log: &std::path::Path,
+        admin_port: u16,
+    ) -> anyhow::Result<BenchDaemon> {
+        use anyhow::Context;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("ASANA_WORKER__LOG__LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .context("starting the daemon")?;
+        let daemon = BenchDaemon(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "the daemon did not become ready: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(daemon)
+    }
+
+    /// The daemon's process id (for its CPU time and memory).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
