@@ -28,6 +28,13 @@ use crate::budget::{Budget, BudgetConfig, Priority, Tier};
 use crate::sim::limits::TokenStats;
 use crate::sim::{SimConfig, SimServer};
 
+/// The most requests a perfect client could start within `span_sim_secs` (simulated) under a
+/// sliding 60 s window of `limit` requests: `limit × (1 + span / 60 s)`. Every benchmark's
+/// "share of the quota bound" divides by it.
+pub(super) fn quota_bound(limit: f64, span_sim_secs: f64) -> f64 {
+    limit * (1.0 + span_sim_secs / 60.0)
+}
+
 /// Name given to the simulator's runtime threads, to subtract their CPU time.
 const SIM_THREAD: &str = "bench-sim";
 
@@ -318,7 +325,7 @@ async fn run_scenario(
         _ => Duration::ZERO,
     };
     let span_sim_secs = span.as_secs_f64() * args.time_scale;
-    let capacity = f64::from(limit) * (1.0 + span_sim_secs / 60.0);
+    let capacity = quota_bound(f64::from(limit), span_sim_secs);
     let utilization = sim.accepted as f64 / capacity;
     let rejected = sim.rejected_total();
     let met = match scenario {
@@ -360,7 +367,7 @@ fn print_table(outcomes: &[Outcome]) {
             0.0
         };
         let combined = if o.external > 0 {
-            let capacity = f64::from(o.limit) * (1.0 + o.span_sim_secs / 60.0);
+            let capacity = quota_bound(f64::from(o.limit), o.span_sim_secs);
             format!(
                 "{:.1} %",
                 (o.requests + o.external) as f64 / capacity * 100.0

@@ -77,7 +77,7 @@ impl Measured {
     /// Requests over the most a perfect client could start in the span (the formula of
     /// `bench budget`).
     fn quota_share(&self, limit: f64) -> f64 {
-        self.requests as f64 / (limit * (1.0 + self.sim_secs / 60.0))
+        self.requests as f64 / super::bench::quota_bound(limit, self.sim_secs)
     }
 }
 

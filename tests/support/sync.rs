@@ -335,8 +335,8 @@ impl SyncSetup {
             .collect()
     }
 
-    /// The last run's progress figures, from `runs list --json`-free `runs show`: the CLI's
-    /// text of the run.
+    /// The run's final progress figures: the JSON on the last line of `jobs run --wait`'s
+    /// output that holds one.
     pub fn last_progress(text: &str) -> Option<Value> {
         text.lines().rev().find_map(|line| {
             line.find('{')

@@ -227,9 +227,7 @@ impl<'a> Syncer<'a> {
             writer.version = stored.version;
             writer.state = state.clone();
         }
-        let mut mode = "incremental";
         if state.pass.is_none() && !state.complete {
-            mode = "full";
             self.start_pass(PassKind::Full, None).await?;
         }
         if state.pass.is_none() && state.complete {
@@ -238,21 +236,19 @@ impl<'a> Syncer<'a> {
                 .last_sweep_at
                 .is_none_or(|last| started - last >= chrono_duration(self.settings.sweep_every));
             if due && self.writer.lock().await.state.pass.is_none() {
-                mode = "sweep";
                 // Overlap the previous sweep, so a clock running ahead of Asana's loses nothing.
                 let since = state.last_sweep_at.map(|t| t - SWEEP_OVERLAP);
                 self.start_pass(PassKind::Sweep, since).await?;
             }
         }
+        // The run's mode is the pass it runs (started above, resumed, or begun by a 412).
         let pass = self.writer.lock().await.state.pass.clone();
+        let mode = match &pass {
+            Some(pass) if pass.kind == PassKind::Full => "full",
+            Some(_) => "sweep",
+            None => "incremental",
+        };
         if let Some(pass) = pass {
-            if mode == "incremental" {
-                mode = if pass.kind == PassKind::Full {
-                    "full"
-                } else {
-                    "sweep"
-                };
-            }
             self.run_pass(&pass).await?;
         }
         let caught_up = json!(started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -411,15 +407,13 @@ impl<'a> Syncer<'a> {
             .buffer_unordered(self.settings.concurrency.clamp(1, 8))
             .try_collect::<Vec<()>>()
             .await?;
-        let kind = pass.kind;
         let started_at = pass.started_at;
         self.commit(Vec::new(), move |state| {
             state.pass = None;
             state.complete = true;
-            // A full pass read everything, so it counts as a sweep too.
-            if kind == PassKind::Full || kind == PassKind::Sweep {
-                state.last_sweep_at = Some(started_at);
-            }
+            // Either kind is the next sweep's watermark: a full pass read everything, so it
+            // counts as a sweep too.
+            state.last_sweep_at = Some(started_at);
         })
         .await
     }
@@ -427,16 +421,12 @@ impl<'a> Syncer<'a> {
     /// Syncs one project and commits it with its step done (and, in per-project mode, its
     /// stream's token).
     async fn sync_project(&self, gid: &str, mode: reader::ProjectMode) -> Result<(), SyncError> {
-        let per_project = matches!(
-            self.writer.lock().await.state.streams,
-            Streams::Projects { .. }
+        let needs_token = matches!(
+            &self.writer.lock().await.state.streams,
+            Streams::Projects { tokens } if !tokens.contains_key(gid)
         );
-        let has_token = match &self.writer.lock().await.state.streams {
-            Streams::Projects { tokens } => tokens.contains_key(gid),
-            Streams::Workspace { .. } | Streams::None => true,
-        };
         let mut token = None;
-        if per_project && !has_token {
+        if needs_token {
             self.count_request();
             match self.client.events(gid, None, &[]).await {
                 Err(AsanaError::SyncExpired { sync, .. }) => token = Some(sync),

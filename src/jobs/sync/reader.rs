@@ -252,7 +252,8 @@ enum Read<T> {
     Gap(Gap),
 }
 
-fn with(object: &Value, key: &str, value: &str) -> Value {
+/// `object` with one more field (the parent's gid a link row needs: `task_gid`, …).
+pub(super) fn with(object: &Value, key: &str, value: &str) -> Value {
     let mut object = object.clone();
     if let Value::Object(map) = &mut object {
         map.insert(key.into(), json!(value));
@@ -260,7 +261,8 @@ fn with(object: &Value, key: &str, value: &str) -> Value {
     object
 }
 
-fn gid_of(object: &Value) -> Option<&str> {
+/// An object's `gid`, when it has one.
+pub(super) fn gid_of(object: &Value) -> Option<&str> {
     object.get("gid").and_then(Value::as_str)
 }
 
@@ -534,7 +536,8 @@ impl Syncer<'_> {
         })
     }
 
-    /// Gids of the live rows of `table` (under `parent`).
+    /// The first key column of the live rows of `table` (under `parent`): their gids, or for a
+    /// link table keyed by task first, the tasks it links.
     async fn live_gids(
         &self,
         table: &str,
@@ -853,8 +856,13 @@ impl Syncer<'_> {
                 )
                 .await?,
             );
-            let placed = self.placed_in(gid).await?;
-            let vanished: Vec<String> = placed.difference(&listed).cloned().collect();
+            // `task_projects` is keyed by task first: its live gids are the tasks placed here.
+            let vanished: Vec<String> = self
+                .live_gids("task_projects", Some(("project_gid", gid)))
+                .await?
+                .into_iter()
+                .filter(|task| !listed.contains(task))
+                .collect();
             changes.extend(self.check_tasks(vanished, true).await?);
         }
         changes.push(Syncer::gap_cleared("project", gid));
@@ -967,24 +975,6 @@ impl Syncer<'_> {
                 Ok(None)
             }
         }
-    }
-
-    /// Gids of the tasks the mirror places in `project`.
-    async fn placed_in(&self, project: &str) -> Result<BTreeSet<String>, SyncError> {
-        let rows = self
-            .sink
-            .read_where(
-                &tables::spec("task_projects").def(),
-                &filter("project_gid", project),
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| match row.get("task_gid") {
-                Some(Cell::Text(gid)) => Some(gid.clone()),
-                _ => None,
-            })
-            .collect())
     }
 
     /// A task as listed, with its stories, attachments, time entries and its subtasks,
@@ -1206,12 +1196,10 @@ impl Syncer<'_> {
                 Read::Gap(gap) if gap.status == 404 => {
                     let mut changes = self.remove_task(&gid, false);
                     // Its parent's subtask count changed, and no event says so.
-                    let rows = self
-                        .sink
-                        .read_where(&tables::spec("tasks").def(), &filter("gid", &gid))
-                        .await?;
-                    if let Some(Cell::Text(parent)) = rows.first().and_then(|r| r.get("parent_gid"))
-                        && rows.first().and_then(|r| r.get("deleted_at")) == Some(&Cell::Null)
+                    let mirrored = self.mirror_task(&gid).await?;
+                    if let Some(Cell::Text(parent)) =
+                        mirrored.as_ref().and_then(|r| r.get("parent_gid"))
+                        && mirrored.as_ref().and_then(|r| r.get("deleted_at")) == Some(&Cell::Null)
                         && refresh_parent
                     {
                         changes.extend(self.refresh_task(parent, false).await?);
@@ -1234,12 +1222,14 @@ impl Syncer<'_> {
         task: &'s Value,
     ) -> futures::future::BoxFuture<'s, Result<bool, SyncError>> {
         Box::pin(async move {
-            let scope = self.writer.lock().await.state.projects.clone();
-            let placed = array(task, "memberships").iter().any(|m| {
-                m.get("project")
-                    .and_then(gid_of)
-                    .is_some_and(|p| scope.contains(p))
-            });
+            let placed = {
+                let writer = self.writer.lock().await;
+                array(task, "memberships").iter().any(|m| {
+                    m.get("project")
+                        .and_then(gid_of)
+                        .is_some_and(|p| writer.state.projects.contains(p))
+                })
+            };
             if placed {
                 return Ok(true);
             }

@@ -6,17 +6,18 @@
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::reader::{
     ATTACHMENT_FIELDS, CUSTOM_FIELD_FIELDS, GOAL_FIELDS, PORTFOLIO_FIELDS,
     PORTFOLIO_MEMBERSHIP_FIELDS, PROJECT_FIELDS, PROJECT_MEMBERSHIP_FIELDS, SECTION_FIELDS,
     STATUS_UPDATE_FIELDS, STORY_FIELDS, TAG_FIELDS, TASK_FIELDS, TEAM_FIELDS,
-    TEAM_MEMBERSHIP_FIELDS, TIME_ENTRY_FIELDS, USER_FIELDS,
+    TEAM_MEMBERSHIP_FIELDS, TIME_ENTRY_FIELDS, USER_FIELDS, gid_of, with,
 };
 use super::settings::{Resource, SyncSettings};
 use super::tables::{self, TableShape};
-use crate::asana::{ApiRequest, AsanaClient, AsanaError, Query, segment};
+use crate::asana::{ApiRequest, AsanaClient, AsanaError, ListWalk, Query, segment};
 use crate::sinks::table::{Cell, Row};
 
 /// Rows by table, each table's rows by key (key cells joined with `/`), `synced_at` left out.
@@ -72,19 +73,7 @@ pub async fn walk(client: &AsanaClient, settings: &SyncSettings) -> Result<Walke
 }
 
 fn gid(object: &Value) -> String {
-    object
-        .get("gid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn with(object: &Value, key: &str, value: &str) -> Value {
-    let mut object = object.clone();
-    if let Value::Object(map) = &mut object {
-        map.insert(key.into(), Value::String(value.into()));
-    }
-    object
+    gid_of(object).unwrap_or_default().to_string()
 }
 
 fn refused(error: &AsanaError) -> bool {
@@ -112,34 +101,19 @@ impl Walker<'_> {
         query: Query,
         fields: &[&str],
     ) -> Result<Option<Vec<Value>>, AsanaError> {
+        // The client's own page walk, one page at a time, as a sequential connector reads.
+        let walk = ListWalk::<Value>::new(self.client.clone(), path, query.opt_fields(fields));
+        let mut pages = std::pin::pin!(walk.pages());
         let mut items = Vec::new();
-        let mut offset: Option<String> = None;
-        loop {
-            let mut page_query = query.clone().opt_fields(fields).param("limit", "100");
-            if let Some(offset) = &offset {
-                page_query = page_query.param("offset", offset);
-            }
+        while let Some(page) = pages.next().await {
             self.walked.requests += 1;
-            let body = match self
-                .client
-                .execute(&ApiRequest::get(path.clone(), page_query))
-                .await
-            {
-                Ok(body) => body,
+            match page {
+                Ok(page) => items.extend(page.data),
                 Err(error) if refused(&error) => return Ok(None),
                 Err(error) => return Err(error),
-            };
-            if let Some(data) = body.get("data").and_then(Value::as_array) {
-                items.extend(data.iter().cloned());
-            }
-            offset = body
-                .pointer("/next_page/offset")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if offset.is_none() {
-                return Ok(Some(items));
             }
         }
+        Ok(Some(items))
     }
 
     async fn get(&mut self, path: String, fields: &[&str]) -> Result<Option<Value>, AsanaError> {
