@@ -26,16 +26,15 @@ async fn sigkills_during_full_and_incremental_runs_leave_the_tables_equal_to_the
 
     let mut interrupted_mid_pass = 0;
     for _ in 0..KILLS_IN_FULL_PASS {
-        kill_during_a_run(&mut setup, &mut rng).await;
+        // Each kill waits for one more project to be committed (or the pass to end), so the
+        // kills land inside the pass, between projects, however slow the machine is.
+        kill_during_a_run(&mut setup, &mut rng, |before, now| {
+            projects_done(now) > projects_done(before)
+                || (now["complete"] == true && now != before)
+        })
+        .await;
         let state = setup.sync_state().await;
-        let done = state["pass"]["done"]
-            .as_array()
-            .map(|d| {
-                d.iter()
-                    .filter(|s| s.as_str().unwrap_or("").starts_with("project:"))
-                    .count()
-            })
-            .unwrap_or(0);
+        let done = projects_done(&state);
         println!("after a kill: {done} of {projects} projects done");
         if state["pass"].is_object() && done > 0 && done < projects {
             interrupted_mid_pass += 1;
@@ -54,7 +53,7 @@ async fn sigkills_during_full_and_incremental_runs_leave_the_tables_equal_to_the
                 serde_json::json!({"seed": 500 + round as u64, "count": 40}),
             )
             .await;
-        kill_during_a_run(&mut setup, &mut rng).await;
+        kill_during_a_run(&mut setup, &mut rng, |before, now| now != before).await;
     }
 
     // One more run, to its end, finishes whatever the last kill cut short.
@@ -66,15 +65,32 @@ async fn sigkills_during_full_and_incremental_runs_leave_the_tables_equal_to_the
     assert!(state["pass"].is_null(), "no pass left half done: {state}");
 }
 
-/// Starts the daemon, enqueues a run, waits until the run has committed something (the
-/// checkpoint moved), then SIGKILLs the daemon a random instant later.
-async fn kill_during_a_run(setup: &mut SyncSetup, rng: &mut rand_chacha::ChaCha8Rng) {
+/// Projects the checkpoint's pass has committed.
+fn projects_done(state: &serde_json::Value) -> usize {
+    state["pass"]["done"]
+        .as_array()
+        .map(|done| {
+            done.iter()
+                .filter(|step| step.as_str().unwrap_or("").starts_with("project:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts the daemon, enqueues a run, waits until the checkpoint shows the progress
+/// `progressed` asks for (comparing it before and now), then SIGKILLs the daemon a random
+/// instant later.
+async fn kill_during_a_run(
+    setup: &mut SyncSetup,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    progressed: impl Fn(&serde_json::Value, &serde_json::Value) -> bool,
+) {
     let before = setup.sync_state().await;
     setup.start().await;
     let enqueued = setup.daemon.cli(&["jobs", "run", "sync"]);
     assert!(enqueued.status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while setup.sync_state().await == before {
+    while !progressed(&before, &setup.sync_state().await) {
         assert!(
             std::time::Instant::now() < deadline,
             "the run made no progress in 60 s:\n{}",
