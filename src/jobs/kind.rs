@@ -52,6 +52,8 @@ pub struct KindContext<'a> {
     pub run: &'a RunContext,
     /// The job's definition (name, credential, policies).
     pub job: &'a super::Job,
+    /// The whole job set (a digest finds the sync job whose tables it reads).
+    pub jobs: &'a [super::Job],
     /// The Asana client of the job's credential, charged to its budget.
     pub client: &'a AsanaClient,
     /// What sinks are built with.
@@ -159,6 +161,13 @@ macro_rules! job_kinds {
                 check: &mut $crate::config::jobs::SettingsCheck<'_>,
             ) -> Option<Kind> {
                 Kind::read(kind, settings, check)
+            }
+
+            fn check_set(
+                &self,
+                jobs: &[$crate::config::jobs::JobSpec<Kind>],
+            ) -> Vec<$crate::config::diagnostics::Diagnostic> {
+                $crate::jobs::check_job_set(jobs)
             }
         }
     };

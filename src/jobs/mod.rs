@@ -14,6 +14,7 @@
 
 pub mod audit_log;
 pub mod credential_check;
+pub mod digest;
 pub mod export;
 pub mod graph_export;
 mod kind;
@@ -54,6 +55,8 @@ kind::job_kinds! {
     ResourceExport => resource_export::ResourceExport,
     /// Mirrors a workspace's work graph into SQL tables, incrementally.
     Sync => sync::Sync,
+    /// Summarises a scope's tasks and delivers the digest once per period.
+    Digest => digest::Digest,
 }
 
 /// A job of this build: its definition with its kind's typed settings.
@@ -151,6 +154,74 @@ pub async fn run_now(
         crate::store::Enqueued::Inserted(run) => Ok(*run),
         crate::store::Enqueued::Duplicate => Err(RunNowError::Duplicate),
     }
+}
+
+/// Checks between jobs of one set: a digest reading a sync job's tables names a sync job of the
+/// set, of the same workspace, that mirrors what the digest reads.
+pub fn check_job_set(jobs: &[Job]) -> Vec<Diagnostic> {
+    use digest::settings::Source;
+    use sync::settings::Resource;
+    let mut problems = Vec::new();
+    for job in jobs {
+        let Kind::Digest(settings) = &job.kind else {
+            continue;
+        };
+        let Source::Mirror { sync_job, .. } = &settings.source else {
+            continue;
+        };
+        let problem = |message: String, hint: String| Diagnostic::file(&job.source, message).hint(hint);
+        let Some(sync) = jobs.iter().find(|other| &other.name == sync_job) else {
+            let known: Vec<&str> = jobs
+                .iter()
+                .filter(|j| matches!(j.kind, Kind::Sync(_)))
+                .map(|j| j.name.as_str())
+                .collect();
+            problems.push(problem(
+                format!("settings.source: no sync job named {sync_job:?} in the jobs directory"),
+                if known.is_empty() {
+                    "add a `kind = \"sync\"` job for the workspace, or set source = \"api\"".to_string()
+                } else {
+                    format!("sync jobs here: {}", known.join(", "))
+                },
+            ));
+            continue;
+        };
+        let Kind::Sync(sync_settings) = &sync.kind else {
+            problems.push(problem(
+                format!("settings.source: the job {sync_job:?} is a {} job, not a sync job", sync.kind.name()),
+                "name a `kind = \"sync\"` job, or set source = \"api\"".into(),
+            ));
+            continue;
+        };
+        if sync_settings.workspace != settings.workspace {
+            problems.push(problem(
+                format!(
+                    "settings.source: the sync job {sync_job:?} mirrors workspace {}, not {}",
+                    sync_settings.workspace, settings.workspace
+                ),
+                "read a sync job of the digest's workspace, or set source = \"api\"".into(),
+            ));
+        }
+        let mut needed = vec![Resource::Tasks, Resource::Projects, Resource::Users, Resource::Sections];
+        if settings.portfolio.is_some() {
+            needed.push(Resource::Portfolios);
+        }
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|r| !sync_settings.wants(**r))
+            .map(|r| r.as_str())
+            .collect();
+        if !missing.is_empty() {
+            problems.push(problem(
+                format!(
+                    "settings.source: the sync job {sync_job:?} does not mirror {}, which the digest reads",
+                    missing.join(", ")
+                ),
+                format!("add {} to that job's resources", missing.join(", ")),
+            ));
+        }
+    }
+    problems
 }
 
 /// Maps a client error to an outcome: what every kind does with errors it has no special
@@ -307,9 +378,11 @@ impl JobRunner for KindRunner {
         };
         let client: AsanaClient =
             client.for_job(CallContext::new(&job.name, priority).with_cancel(ctx.cancel.clone()));
+        let jobs = self.jobs.borrow().clone();
         let cx = KindContext {
             run: &ctx,
             job: &job,
+            jobs: &jobs,
             client: &client,
             sinks: &self.sink_context,
         };

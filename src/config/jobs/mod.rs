@@ -77,6 +77,13 @@ pub trait KindCatalog {
         settings: &SettingsValue<'_>,
         check: &mut SettingsCheck<'_>,
     ) -> Option<Self::Kind>;
+
+    /// Checks between the jobs of one directory (a digest naming the sync job whose mirror it
+    /// reads): run once every file has been read, on the jobs that were valid on their own.
+    fn check_set(&self, jobs: &[JobSpec<Self::Kind>]) -> Vec<Diagnostic> {
+        let _ = jobs;
+        Vec::new()
+    }
 }
 
 /// When a job fires.
@@ -181,6 +188,15 @@ impl<K> JobSpec<K> {
                 let next = (millis.div_euclid(step) + 1) * step;
                 Utc.timestamp_millis_opt(next).single()
             }
+        }
+    }
+
+    /// `path` as named in the job's settings: a relative path is taken from the directory of
+    /// the job file, so a template can sit beside the job that uses it.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match self.source.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
         }
     }
 
@@ -648,7 +664,7 @@ fn check_kind<C: KindCatalog>(
         return None;
     };
     let value = settings::check_against_schema(check, kind.get_ref(), settings, &schema)?;
-    let mut reported = SettingsCheck::new(context);
+    let mut reported = SettingsCheck::new(context).for_file(check.path);
     let read = catalog.read(kind.get_ref(), &value, &mut reported);
     let problems = reported.count();
     settings::locate_problems(check, settings, reported);
@@ -773,6 +789,7 @@ pub fn load_dir<C: KindCatalog>(
         }
         problems.extend(sorted(found));
     }
+    problems.extend(catalog.check_set(&jobs));
     if problems.is_empty() {
         Ok(jobs)
     } else {

@@ -47,6 +47,7 @@ struct SettingProblem {
 #[derive(Debug)]
 pub struct SettingsCheck<'a> {
     context: &'a ValidationContext,
+    job_file: Option<&'a Path>,
     scope: Vec<String>,
     problems: Vec<SettingProblem>,
 }
@@ -56,8 +57,25 @@ impl<'a> SettingsCheck<'a> {
     pub fn new(context: &'a ValidationContext) -> Self {
         Self {
             context,
+            job_file: None,
             scope: Vec::new(),
             problems: Vec::new(),
+        }
+    }
+
+    /// The same check, knowing the job file it reads: relative paths in settings (a template
+    /// file) are resolved against the file's directory.
+    pub fn for_file(mut self, job_file: &'a Path) -> Self {
+        self.job_file = Some(job_file);
+        self
+    }
+
+    /// `path` as the job will open it: relative paths are taken from the job file's directory
+    /// (see [`crate::config::jobs::JobSpec::resolve`]).
+    pub fn resolve(&self, path: &Path) -> std::path::PathBuf {
+        match self.job_file.and_then(Path::parent) {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
         }
     }
 

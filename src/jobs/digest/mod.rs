@@ -1,0 +1,489 @@
+//! `digest`: a scheduled summary of a scope's tasks (overdue, due soon, completed since the
+//! previous digest, …), rendered with minijinja and delivered to files, webhooks, email and
+//! Asana itself, exactly once per period (ARCHITECTURE.md, "The digest job").
+//!
+//! A run is one period: its key comes from the run's fire time in the job's time zone (a manual
+//! run is a period of its own). The first attempt reads the data (the API, or a sync job's
+//! tables), classifies it ([`model::build`]) and records the whole digest in the job's
+//! checkpoint before sending anything; later attempts of the same period deliver that recorded
+//! digest, never a re-read one. Each delivery unit's state is recorded too: units that cannot
+//! be sent twice safely (a webhook, an email) are recorded as `sending` before they are sent,
+//! so a crash in between leaves them `unconfirmed` instead of sending a second copy; Asana
+//! posts are looked up by their marker line before being sent again; files are content-named.
+
+pub mod deliver;
+pub mod model;
+pub mod render;
+pub mod settings;
+pub mod source;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use self::deliver::{DeliveryContext, DeliveryError, Unit};
+use self::model::{DigestModel, Frame};
+use self::settings::{Channel, DigestSettings, Source};
+use self::source::SourceError;
+use super::{JobKind, KindContext};
+use crate::config::jobs::SettingsCheck;
+use crate::store::Trigger;
+use crate::worker::{CheckpointError, JobOutcome};
+
+pub use settings::DigestSettings as Settings;
+
+/// The checkpoint key of the digest's state.
+pub const STATE_KEY: &str = "digest";
+
+/// The `digest` kind.
+#[derive(Debug)]
+pub struct Digest;
+
+/// Where one unit of a pending digest stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitState {
+    /// Recorded just before an at-most-once send; found after a crash, it becomes `unconfirmed`.
+    Sending,
+    /// Delivered.
+    Sent,
+    /// An attempt stopped between recording and confirming: it may or may not have arrived,
+    /// and is not sent again.
+    Unconfirmed,
+}
+
+/// One unit's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    /// Where it stands.
+    pub state: UnitState,
+    /// When it got there.
+    pub at: DateTime<Utc>,
+    /// Where it went (a path, a URL, an address, a status update's gid).
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// A period being delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The period key.
+    pub period: String,
+    /// The digest, as rendered on every attempt.
+    pub model: DigestModel,
+    /// The units' states, by unit id.
+    #[serde(default)]
+    pub units: BTreeMap<String, UnitRecord>,
+}
+
+/// The last period delivered in full (or skipped as empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveredPeriod {
+    /// The period key.
+    pub period: String,
+    /// The period's instant (its fire time, or a manual run's creation).
+    pub period_at: DateTime<Utc>,
+    /// The instant the digest described: the next one's `completed` and `created` start there.
+    pub as_of: DateTime<Utc>,
+    /// Whether it was skipped as empty.
+    #[serde(default)]
+    pub skipped_empty: bool,
+}
+
+/// The job's digest state, in its checkpoint under [`STATE_KEY`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DigestState {
+    /// The last delivered period.
+    #[serde(default)]
+    pub delivered: Option<DeliveredPeriod>,
+    /// The period being delivered.
+    #[serde(default)]
+    pub pending: Option<Pending>,
+}
+
+/// A run's period: its key and instant. Scheduled and catch-up runs are named by their fire
+/// time in the job's zone (`2026-12-07T0900+0100`, offset included so the two 01:30s of a DST
+/// fall-back stay apart); a manual run is a period of its own, named by its creation.
+pub fn period_of(run: &crate::store::Run, tz: chrono_tz::Tz) -> (String, DateTime<Utc>) {
+    match (run.trigger, run.fire_time) {
+        (Trigger::Schedule | Trigger::Misfire, Some(fire)) => (
+            fire.with_timezone(&tz).format("%Y-%m-%dT%H%M%z").to_string(),
+            fire,
+        ),
+        _ => (
+            format!(
+                "manual-{}",
+                run.created_at.with_timezone(&tz).format("%Y-%m-%dT%H%M%S%z")
+            ),
+            run.created_at,
+        ),
+    }
+}
+
+impl JobKind for Digest {
+    const NAME: &'static str = "digest";
+    const SUMMARY: &'static str = "summarises a scope's tasks (overdue, due soon, completed, …) and delivers it to files, webhooks, email or Asana, once per period";
+    type Settings = DigestSettings;
+
+    fn validate(settings: &Self::Settings, check: &mut SettingsCheck<'_>) {
+        settings.validate(check);
+        for (index, channel) in settings.deliver.iter().enumerate() {
+            let want_json = matches!(channel, Channel::Webhook { .. });
+            for (key, path) in channel.templates() {
+                let path = check.resolve(path);
+                if let Err(error) = render::check_template(&path, want_json) {
+                    check.scoped("deliver", |check| {
+                        check.scoped(&index.to_string(), |check| {
+                            check.problem(key, error.to_string(), error.hint())
+                        })
+                    });
+                }
+            }
+        }
+    }
+
+    async fn run(settings: &Self::Settings, cx: &KindContext<'_>) -> JobOutcome {
+        match run_digest(settings, cx).await {
+            Ok(progress) => JobOutcome::Completed { progress },
+            Err(outcome) => outcome,
+        }
+    }
+}
+
+fn checkpoint_outcome(error: CheckpointError) -> JobOutcome {
+    match error {
+        CheckpointError::LeaseLost => JobOutcome::Interrupted,
+        other => JobOutcome::Retry {
+            delay: None,
+            error: format!("cannot record the digest's state: {other}"),
+        },
+    }
+}
+
+async fn load_state(cx: &KindContext<'_>) -> Result<DigestState, JobOutcome> {
+    match cx.run.checkpoints.get(STATE_KEY).await {
+        Ok(None) => Ok(DigestState::default()),
+        Ok(Some(value)) => serde_json::from_value(value).map_err(|error| JobOutcome::Failed {
+            error: format!(
+                "the digest's recorded state cannot be read ({error}); it was written by another version or edited. Reset it with `asana-worker jobs reset {}` to start over (the next digest then reaches back first_lookback)",
+                cx.job.name
+            ),
+        }),
+        Err(error) => Err(checkpoint_outcome(error)),
+    }
+}
+
+async fn save_state(cx: &KindContext<'_>, state: &DigestState) -> Result<(), JobOutcome> {
+    cx.run
+        .checkpoints
+        .put(STATE_KEY, serde_json::to_value(state).unwrap_or(Value::Null))
+        .await
+        .map_err(checkpoint_outcome)
+}
+
+fn source_outcome(cx: &KindContext<'_>, error: SourceError) -> JobOutcome {
+    match error {
+        SourceError::Api(error) => super::outcome_for_error(cx.job, &error),
+        SourceError::Sink(error) => super::outcome_for_sink_error(error),
+        SourceError::Mirror(message) => JobOutcome::Failed { error: message },
+        SourceError::MirrorBehind(message) => JobOutcome::Retry {
+            delay: Some(std::time::Duration::from_secs(300)),
+            error: message,
+        },
+    }
+}
+
+/// Reads the data and builds the period's digest.
+async fn prepare(
+    settings: &DigestSettings,
+    cx: &KindContext<'_>,
+    period: &str,
+    since: DateTime<Utc>,
+) -> Result<(DigestModel, u64), JobOutcome> {
+    let as_of = cx.run.clock.now();
+    let (collected, requests, source_name) = match &settings.source {
+        Source::Api(_) => {
+            let (collected, requests) = source::from_api(cx.client, settings, since, as_of)
+                .await
+                .map_err(|e| source_outcome(cx, e))?;
+            (collected, requests, "api")
+        }
+        Source::Mirror { sync_job, max_age } => {
+            let Some(sync) = cx.jobs.iter().find(|job| &job.name == sync_job) else {
+                return Err(JobOutcome::Failed {
+                    error: format!(
+                        "the digest reads the tables of the sync job {sync_job:?}, which is not in the job set; add it, or set source = \"api\""
+                    ),
+                });
+            };
+            let super::Kind::Sync(sync_settings) = &sync.kind else {
+                return Err(JobOutcome::Failed {
+                    error: format!("the job {sync_job:?} is not a sync job"),
+                });
+            };
+            let sink = crate::sinks::table::build(&sync_settings.sink, cx.sinks)
+                .await
+                .map_err(super::outcome_for_sink_error)?;
+            let collected = source::from_mirror(sink.as_ref(), sync_job, settings, as_of, *max_age)
+                .await
+                .map_err(|e| source_outcome(cx, e))?;
+            (collected, 0, "sync mirror")
+        }
+    };
+    let frame = Frame {
+        title: settings.title.clone().unwrap_or_else(|| cx.job.name.clone()),
+        job: cx.job.name.clone(),
+        period: period.to_string(),
+        timezone: cx.job.timezone,
+        as_of,
+        since,
+        source: source_name.to_string(),
+        sections: settings.sections.clone(),
+        group_by: settings.group_by,
+        due_days: settings.due_within.as_secs().div_ceil(86_400).max(1),
+        stale_secs: settings.stale_after.as_secs() as i64,
+        max_tasks: settings.max_tasks,
+    };
+    Ok((model::build(&collected, &frame), requests))
+}
+
+/// How a failed unit weighs on the run: the worst outcome wins.
+fn delivery_outcome(cx: &KindContext<'_>, unit: &Unit, error: DeliveryError) -> JobOutcome {
+    let what = format!("delivery {} to {}", unit.id, unit.target);
+    match error {
+        DeliveryError::Transient(message) => JobOutcome::Retry {
+            delay: None,
+            error: format!("{what}: {message}"),
+        },
+        DeliveryError::Final(message) => JobOutcome::Failed {
+            error: format!("{what}: {message}"),
+        },
+        DeliveryError::Render(error) => JobOutcome::Failed {
+            error: format!("{what}: {error}; {}", error.hint()),
+        },
+        DeliveryError::Asana(error) => match super::outcome_for_error(cx.job, &error) {
+            JobOutcome::Failed { error } => JobOutcome::Failed {
+                error: format!("{what}: {error}"),
+            },
+            JobOutcome::Retry { delay, error } => JobOutcome::Retry {
+                delay,
+                error: format!("{what}: {error}"),
+            },
+            other => other,
+        },
+    }
+}
+
+fn severity(outcome: &JobOutcome) -> u8 {
+    match outcome {
+        JobOutcome::Interrupted => 4,
+        JobOutcome::NeedsReauth { .. } => 3,
+        JobOutcome::Failed { .. } => 2,
+        JobOutcome::Retry { .. } => 1,
+        _ => 0,
+    }
+}
+
+fn count_delivery(job: &str, channel: &str, outcome: &'static str) {
+    metrics::counter!(
+        "asana_worker_digest_deliveries_total",
+        "job" => job.to_string(),
+        "channel" => channel.to_string(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<Value, JobOutcome> {
+    let job = &cx.job.name;
+    let (period, period_at) = period_of(&cx.run.run, cx.job.timezone);
+    let mut state = load_state(cx).await?;
+    if let Some(delivered) = &state.delivered {
+        if delivered.period == period {
+            return Ok(json!({"period": period, "already_delivered": true}));
+        }
+        if delivered.period_at > period_at && !period.starts_with("manual-") {
+            // A catch-up run of a period older than one already delivered: that digest covered it.
+            return Ok(json!({
+                "period": period,
+                "superseded_by": delivered.period,
+            }));
+        }
+    }
+    let mut requests = 0u64;
+    let pending = match state.pending.take() {
+        Some(pending) if pending.period == period => pending,
+        abandoned => {
+            if let Some(old) = abandoned {
+                let sent: Vec<&String> = old
+                    .units
+                    .iter()
+                    .filter(|(_, r)| r.state != UnitState::Sending)
+                    .map(|(id, _)| id)
+                    .collect();
+                tracing::warn!(
+                    job = %job, period = %old.period, delivered_units = ?sent,
+                    "Abandoning an earlier period's digest that was not fully delivered; the new digest reaches back to the last delivered one"
+                );
+            }
+            let since = match &state.delivered {
+                Some(delivered) => delivered.as_of,
+                None => {
+                    cx.run.clock.now()
+                        - chrono::Duration::from_std(settings.first_lookback)
+                            .unwrap_or_else(|_| chrono::Duration::days(7))
+                }
+            };
+            let (model, used) = prepare(settings, cx, &period, since).await?;
+            requests = used;
+            let pending = Pending {
+                period: period.clone(),
+                model,
+                units: BTreeMap::new(),
+            };
+            // Recorded before anything is sent: every later attempt delivers this digest.
+            state.pending = Some(pending.clone());
+            save_state(cx, &state).await?;
+            pending
+        }
+    };
+    let mut pending = pending;
+    let model = pending.model.clone();
+    if model.empty && !settings.send_empty {
+        state.pending = None;
+        state.delivered = Some(DeliveredPeriod {
+            period: period.clone(),
+            period_at,
+            as_of: model.as_of_utc,
+            skipped_empty: true,
+        });
+        save_state(cx, &state).await?;
+        return Ok(json!({"period": period, "tasks": 0, "skipped_empty": true, "requests": requests}));
+    }
+    let delivery = DeliveryContext {
+        job,
+        job_file: &cx.job.source,
+        client: cx.client,
+    };
+    let mut worst: Option<JobOutcome> = None;
+    let mut delivered = Vec::new();
+    let mut unconfirmed = Vec::new();
+    let mut unreachable_all = Vec::new();
+    for (index, channel) in settings.deliver.iter().enumerate() {
+        let (units, unreachable) = deliver::units(index, channel, &model);
+        unreachable_all.extend(unreachable);
+        for unit in units {
+            if cx.run.cancel.is_cancelled() {
+                return Err(JobOutcome::Interrupted);
+            }
+            let record = pending.units.get(&unit.id).cloned();
+            let at_most_once = deliver::at_most_once(channel);
+            match record.as_ref().map(|r| r.state) {
+                Some(UnitState::Sent) => {
+                    delivered.push(unit.id.clone());
+                    continue;
+                }
+                Some(UnitState::Unconfirmed) => {
+                    unconfirmed.push(unit.id.clone());
+                    continue;
+                }
+                Some(UnitState::Sending) if at_most_once => {
+                    tracing::warn!(
+                        job = %job, period = %period, unit = %unit.id, target = %unit.target,
+                        "An earlier attempt stopped while sending this part of the digest; it is not sent again, so it may be missing (see docs/digest.md, \"Exactly once\")"
+                    );
+                    count_delivery(job, channel.type_name(), "unconfirmed");
+                    pending.units.insert(
+                        unit.id.clone(),
+                        UnitRecord {
+                            state: UnitState::Unconfirmed,
+                            at: cx.run.clock.now(),
+                            detail: Some("an attempt stopped between recording and confirming the send".into()),
+                        },
+                    );
+                    state.pending = Some(pending.clone());
+                    save_state(cx, &state).await?;
+                    unconfirmed.push(unit.id.clone());
+                    continue;
+                }
+                _ => {}
+            }
+            let retrying = record.is_some();
+            if at_most_once || !retrying {
+                pending.units.insert(
+                    unit.id.clone(),
+                    UnitRecord {
+                        state: UnitState::Sending,
+                        at: cx.run.clock.now(),
+                        detail: None,
+                    },
+                );
+                state.pending = Some(pending.clone());
+                save_state(cx, &state).await?;
+            }
+            match deliver::deliver(delivery, channel, &unit, &model, retrying).await {
+                Ok(detail) => {
+                    count_delivery(job, channel.type_name(), "sent");
+                    tracing::info!(job = %job, period = %period, unit = %unit.id, %detail, "Digest delivered");
+                    pending.units.insert(
+                        unit.id.clone(),
+                        UnitRecord {
+                            state: UnitState::Sent,
+                            at: cx.run.clock.now(),
+                            detail: Some(detail),
+                        },
+                    );
+                    delivered.push(unit.id.clone());
+                }
+                Err(error) => {
+                    let outcome = delivery_outcome(cx, &unit, error);
+                    count_delivery(
+                        job,
+                        channel.type_name(),
+                        if matches!(outcome, JobOutcome::Retry { .. }) { "retry" } else { "failed" },
+                    );
+                    tracing::warn!(job = %job, period = %period, unit = %unit.id, outcome = ?outcome, "Digest delivery failed");
+                    // Not sent: the next attempt sends it (the failure proved nothing arrived,
+                    // or the channel finds what did).
+                    if at_most_once {
+                        pending.units.remove(&unit.id);
+                    }
+                    if worst.as_ref().is_none_or(|w| severity(&outcome) > severity(w)) {
+                        worst = Some(outcome);
+                    }
+                }
+            }
+            state.pending = Some(pending.clone());
+            save_state(cx, &state).await?;
+        }
+    }
+    if let Some(outcome) = worst {
+        return Err(outcome);
+    }
+    state.pending = None;
+    state.delivered = Some(DeliveredPeriod {
+        period: period.clone(),
+        period_at,
+        as_of: model.as_of_utc,
+        skipped_empty: false,
+    });
+    save_state(cx, &state).await?;
+    let mut progress = json!({
+        "period": period,
+        "source": model.source,
+        "tasks": model.total,
+        "groups": model.groups.len(),
+        "requests": requests,
+        "delivered": delivered,
+    });
+    if !unconfirmed.is_empty() {
+        progress["unconfirmed"] = json!(unconfirmed);
+    }
+    if !unreachable_all.is_empty() {
+        progress["no_email"] = json!(unreachable_all);
+        tracing::warn!(job = %job, period = %period, groups = ?unreachable_all, "Digest parts not emailed: no email address is visible for them in Asana");
+    }
+    Ok(progress)
+}

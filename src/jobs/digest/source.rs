@@ -1,0 +1,549 @@
+//! Where a digest's tasks come from: the Asana API (task lists with `completed_since`, one
+//! list per project or assignee, read concurrently under the credential's budget), or the
+//! tables of a `sync` job (no API call; the mirror's last catch-up is the data's freshness).
+//! Both produce the same [`Collected`] for [`super::model::build`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::model::{Collected, Named, Person, Placement, ProjectInfo, TaskFacts};
+use super::settings::DigestSettings;
+use crate::asana::{ApiRequest, AsanaClient, AsanaError, ListWalk, Query, segment};
+use crate::sinks::SinkError;
+use crate::sinks::table::{Cell, Row, TableSink};
+
+/// The task fields the API path asks for: everything a section or a template needs, with the
+/// names of assignees, projects, sections and dependencies, so no second request is needed.
+pub const TASK_FIELDS: &[&str] = &[
+    "name",
+    "resource_subtype",
+    "approval_status",
+    "completed",
+    "completed_at",
+    "created_at",
+    "modified_at",
+    "due_on",
+    "due_at",
+    "permalink_url",
+    "assignee.name",
+    "assignee.email",
+    "memberships.project.name",
+    "memberships.project.permalink_url",
+    "memberships.section.name",
+    "dependencies.name",
+    "dependencies.completed",
+];
+
+/// Task lists read at once; the credential's budget still paces every request.
+const CONCURRENT_LISTS: usize = 8;
+
+/// Why a digest's data could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Asana refused or failed.
+    #[error(transparent)]
+    Api(#[from] AsanaError),
+    /// The mirror's database failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The mirror cannot serve this digest (not caught up, too old, another workspace).
+    #[error("{0}")]
+    Mirror(String),
+    /// The mirror is not caught up yet; worth retrying later.
+    #[error("{0}")]
+    MirrorBehind(String),
+}
+
+fn text(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn time(value: &Value, key: &str) -> Option<DateTime<Utc>> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn date(value: &Value, key: &str) -> Option<NaiveDate> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+}
+
+fn person(value: &Value) -> Option<Person> {
+    let gid = text(value, "gid")?;
+    Some(Person {
+        name: text(value, "name").unwrap_or_else(|| gid.clone()),
+        email: text(value, "email"),
+        gid,
+    })
+}
+
+/// A task as the API returns it with [`TASK_FIELDS`]; None without a gid.
+pub fn facts_from_api(task: &Value) -> Option<TaskFacts> {
+    let gid = text(task, "gid")?;
+    let placements = task
+        .get("memberships")
+        .and_then(Value::as_array)
+        .map(|memberships| {
+            memberships
+                .iter()
+                .filter_map(|m| {
+                    let project = m.get("project")?;
+                    Some(Placement {
+                        project: text(project, "gid")?,
+                        section: m.get("section").and_then(|s| {
+                            Some(Named {
+                                gid: text(s, "gid")?,
+                                name: text(s, "name").unwrap_or_default(),
+                            })
+                        }),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let blocked_by = task
+        .get("dependencies")
+        .and_then(Value::as_array)
+        .map(|deps| {
+            deps.iter()
+                .filter(|d| d.get("completed") != Some(&Value::Bool(true)))
+                .map(|d| text(d, "name").or_else(|| text(d, "gid")).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(TaskFacts {
+        name: text(task, "name").unwrap_or_default(),
+        url: text(task, "permalink_url").unwrap_or_default(),
+        subtype: text(task, "resource_subtype").unwrap_or_else(|| "default_task".into()),
+        approval_status: text(task, "approval_status"),
+        completed: task.get("completed") == Some(&Value::Bool(true)),
+        completed_at: time(task, "completed_at"),
+        created_at: time(task, "created_at"),
+        modified_at: time(task, "modified_at"),
+        due_on: date(task, "due_on"),
+        due_at: time(task, "due_at"),
+        assignee: task.get("assignee").and_then(person),
+        placements,
+        blocked_by,
+        gid,
+    })
+}
+
+/// The projects named by the tasks' memberships (for scopes that do not list them).
+fn projects_of_tasks(tasks: &[Value]) -> BTreeMap<String, ProjectInfo> {
+    let mut found = BTreeMap::new();
+    for task in tasks {
+        for membership in task
+            .get("memberships")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(project) = membership.get("project")
+                && let Some(gid) = text(project, "gid")
+            {
+                found.entry(gid.clone()).or_insert_with(|| ProjectInfo {
+                    name: text(project, "name").unwrap_or_else(|| gid.clone()),
+                    url: text(project, "permalink_url"),
+                    gid,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// Reads the digest's tasks from the API. Returns what was collected and the requests made.
+pub async fn from_api(
+    client: &AsanaClient,
+    settings: &DigestSettings,
+    since: DateTime<Utc>,
+    as_of: DateTime<Utc>,
+) -> Result<(Collected, u64), SourceError> {
+    let mut requests = 0u64;
+    let completed_since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let list = |path: String, query: Query| {
+        let client = client.clone();
+        async move {
+            let walk = ListWalk::<Value>::new(client, path, query);
+            let mut pages = std::pin::pin!(walk.pages());
+            let mut items = Vec::new();
+            let mut count = 0u64;
+            while let Some(page) = pages.next().await {
+                count += 1;
+                items.extend(page?.data);
+            }
+            Ok::<_, AsanaError>((items, count))
+        }
+    };
+    let task_query = |selector: &[(&str, &str)]| {
+        let mut query = Query::new();
+        for (key, value) in selector {
+            query = query.param(*key, *value);
+        }
+        query
+            .param("completed_since", completed_since.clone())
+            .opt_fields(TASK_FIELDS)
+    };
+    let project_fields = ["name", "permalink_url", "archived", "resource_type"];
+    let mut collected = Collected {
+        data_as_of: Some(as_of),
+        ..Collected::default()
+    };
+    if !settings.assignees.is_empty() {
+        let workspace = settings.workspace.to_string();
+        let assignees: Vec<String> = settings.assignees.iter().map(|a| a.to_string()).collect();
+        let lists = futures::stream::iter(assignees.into_iter().map(|assignee| {
+            let query = task_query(&[("assignee", &assignee), ("workspace", &workspace)]);
+            let user = ApiRequest::get(
+                format!("/users/{}", segment(&assignee)),
+                Query::new().opt_fields(&["name", "email"]),
+            );
+            let list = list("/tasks".to_string(), query);
+            async move {
+                let person: Value = client.data(&user).await?;
+                let (tasks, pages) = list.await?;
+                Ok::<_, AsanaError>((person, tasks, pages + 1))
+            }
+        }))
+        .buffered(CONCURRENT_LISTS)
+        .collect::<Vec<_>>()
+        .await;
+        let mut all = Vec::new();
+        for result in lists {
+            let (user, tasks, count) = result?;
+            requests += count;
+            collected.assignees.extend(person(&user));
+            all.extend(tasks);
+        }
+        collected.projects = projects_of_tasks(&all).into_values().collect();
+        collected.tasks = all.iter().filter_map(facts_from_api).collect();
+        return Ok((collected, requests));
+    }
+    // The projects of the scope, in order.
+    let projects: Vec<ProjectInfo> = if let Some(team) = &settings.team {
+        let query = Query::new()
+            .param("archived", "false")
+            .opt_fields(&project_fields);
+        let (items, count) = list(format!("/teams/{}/projects", segment(team.as_str())), query).await?;
+        requests += count;
+        items.iter().filter_map(project_info).collect()
+    } else if let Some(portfolio) = &settings.portfolio {
+        let query = Query::new().opt_fields(&project_fields);
+        let (items, count) = list(
+            format!("/portfolios/{}/items", segment(portfolio.as_str())),
+            query,
+        )
+        .await?;
+        requests += count;
+        items
+            .iter()
+            .filter(|item| item.get("resource_type").and_then(Value::as_str) != Some("portfolio"))
+            .filter_map(project_info)
+            .collect()
+    } else {
+        settings
+            .projects
+            .iter()
+            .map(|gid| ProjectInfo {
+                gid: gid.to_string(),
+                name: gid.to_string(),
+                url: None,
+            })
+            .collect()
+    };
+    let gids: Vec<String> = projects.iter().map(|p| p.gid.clone()).collect();
+    let lists = futures::stream::iter(gids.into_iter().map(|gid| {
+        let query = task_query(&[("project", gid.as_str())]);
+        list("/tasks".to_string(), query)
+    }))
+    .buffered(CONCURRENT_LISTS)
+    .collect::<Vec<_>>()
+    .await;
+    let mut all = Vec::new();
+    for result in lists {
+        let (tasks, count) = result?;
+        requests += count;
+        all.extend(tasks);
+    }
+    // Names of listed projects come with their tasks' memberships: no request per project.
+    let named = projects_of_tasks(&all);
+    collected.projects = projects
+        .into_iter()
+        .map(|project| match named.get(&project.gid) {
+            Some(found) if project.url.is_none() => found.clone(),
+            _ => project,
+        })
+        .collect();
+    collected.tasks = all.iter().filter_map(facts_from_api).collect();
+    Ok((collected, requests))
+}
+
+fn project_info(item: &Value) -> Option<ProjectInfo> {
+    if item.get("archived") == Some(&Value::Bool(true)) {
+        return None;
+    }
+    let gid = text(item, "gid")?;
+    Some(ProjectInfo {
+        name: text(item, "name").unwrap_or_else(|| gid.clone()),
+        url: text(item, "permalink_url"),
+        gid,
+    })
+}
+
+fn cell_text(row: &Row, column: &str) -> Option<String> {
+    match row.get(column) {
+        Some(Cell::Text(text)) => Some(text.clone()),
+        Some(Cell::Integer(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn cell_time(row: &Row, column: &str) -> Option<DateTime<Utc>> {
+    match row.get(column) {
+        Some(Cell::Timestamp(at)) => Some(*at),
+        Some(Cell::Text(text)) => DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        _ => None,
+    }
+}
+
+fn cell_date(row: &Row, column: &str) -> Option<NaiveDate> {
+    match row.get(column) {
+        Some(Cell::Date(date)) => Some(*date),
+        Some(Cell::Text(text)) => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok(),
+        _ => None,
+    }
+}
+
+fn cell_bool(row: &Row, column: &str) -> bool {
+    match row.get(column) {
+        Some(Cell::Boolean(value)) => *value,
+        Some(Cell::Integer(value)) => *value != 0,
+        _ => false,
+    }
+}
+
+fn live() -> Row {
+    Row::from([("deleted_at".to_string(), Cell::Null)])
+}
+
+/// Reads the digest's tasks from a sync job's tables: `tasks`, `task_projects`,
+/// `task_dependencies`, `projects`, `sections`, `users` and, for a portfolio scope,
+/// `portfolio_items` (ARCHITECTURE.md, "The sync mirror"). Fails as behind when the mirror has
+/// not caught up since `max_age` before `as_of`.
+pub async fn from_mirror(
+    sink: &dyn TableSink,
+    sync_job: &str,
+    settings: &DigestSettings,
+    as_of: DateTime<Utc>,
+    max_age: std::time::Duration,
+) -> Result<Collected, SourceError> {
+    use crate::jobs::sync::tables;
+    let state = sink.state(sync_job).await?;
+    let caught_up = state
+        .checkpoint
+        .get(tables::CAUGHT_UP_AT)
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| {
+            SourceError::MirrorBehind(format!(
+                "the sync job {sync_job:?} has not finished a pass yet, so its tables are incomplete; the digest waits for it (run `asana-worker jobs run {sync_job}`)"
+            ))
+        })?;
+    let age = as_of.signed_duration_since(caught_up);
+    if age.to_std().is_ok_and(|age| age > max_age) {
+        return Err(SourceError::MirrorBehind(format!(
+            "the sync job {sync_job:?} last caught up at {caught_up} ({} minutes ago), longer ago than the digest's source.max_age; check that job's runs (`asana-worker jobs show {sync_job}`)",
+            age.num_minutes()
+        )));
+    }
+    let read = |name: &'static str, filter: Row| async move {
+        sink.read_where(&tables::spec(name).def(), &filter).await
+    };
+    let projects_rows = read("projects", live()).await?;
+    let users: BTreeMap<String, Person> = read("users", live())
+        .await?
+        .iter()
+        .filter_map(|row| {
+            let gid = cell_text(row, "gid")?;
+            Some((
+                gid.clone(),
+                Person {
+                    name: cell_text(row, "name").unwrap_or_else(|| gid.clone()),
+                    email: cell_text(row, "email"),
+                    gid,
+                },
+            ))
+        })
+        .collect();
+    let sections: BTreeMap<String, String> = read("sections", live())
+        .await?
+        .iter()
+        .filter_map(|row| Some((cell_text(row, "gid")?, cell_text(row, "name")?)))
+        .collect();
+    let project_of = |row: &Row| -> Option<ProjectInfo> {
+        let gid = cell_text(row, "gid")?;
+        Some(ProjectInfo {
+            name: cell_text(row, "name").unwrap_or_else(|| gid.clone()),
+            url: cell_text(row, "permalink_url"),
+            gid,
+        })
+    };
+    let all_projects: BTreeMap<String, ProjectInfo> = projects_rows
+        .iter()
+        .filter_map(|row| project_of(row).map(|p| (p.gid.clone(), p)))
+        .collect();
+    let mut collected = Collected {
+        data_as_of: Some(caught_up),
+        ..Collected::default()
+    };
+    if let Some(team) = &settings.team {
+        collected.projects = projects_rows
+            .iter()
+            .filter(|row| cell_text(row, "team_gid").as_deref() == Some(team.as_str()))
+            .filter(|row| !cell_bool(row, "archived"))
+            .filter_map(project_of)
+            .collect();
+        collected.projects.sort_by(|a, b| a.name.cmp(&b.name));
+    } else if let Some(portfolio) = &settings.portfolio {
+        let items = read(
+            "portfolio_items",
+            Row::from([(
+                "portfolio_gid".to_string(),
+                Cell::Text(portfolio.to_string()),
+            )]),
+        )
+        .await?;
+        collected.projects = items
+            .iter()
+            .filter(|row| cell_text(row, "item_type").as_deref() != Some("portfolio"))
+            .filter_map(|row| all_projects.get(&cell_text(row, "item_gid")?).cloned())
+            .collect();
+    } else if !settings.projects.is_empty() {
+        for gid in &settings.projects {
+            let Some(project) = all_projects.get(gid.as_str()) else {
+                return Err(SourceError::Mirror(format!(
+                    "project {gid} is not in the tables of the sync job {sync_job:?}; add it to that job's projects (or teams), or read the API with source = \"api\""
+                )));
+            };
+            collected.projects.push(project.clone());
+        }
+    } else {
+        for gid in &settings.assignees {
+            let person = users.get(gid.as_str()).cloned().unwrap_or(Person {
+                gid: gid.to_string(),
+                name: gid.to_string(),
+                email: None,
+            });
+            collected.assignees.push(person);
+        }
+    }
+    let placements_rows = read("task_projects", Row::new()).await?;
+    let mut placements: BTreeMap<String, Vec<Placement>> = BTreeMap::new();
+    for row in &placements_rows {
+        let (Some(task), Some(project)) = (cell_text(row, "task_gid"), cell_text(row, "project_gid"))
+        else {
+            continue;
+        };
+        let section = cell_text(row, "section_gid").map(|gid| Named {
+            name: sections.get(&gid).cloned().unwrap_or_default(),
+            gid,
+        });
+        placements
+            .entry(task)
+            .or_default()
+            .push(Placement { project, section });
+    }
+    let task_rows = read("tasks", live()).await?;
+    let by_gid: BTreeMap<String, &Row> = task_rows
+        .iter()
+        .filter_map(|row| Some((cell_text(row, "gid")?, row)))
+        .collect();
+    let mut blocked_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in read("task_dependencies", Row::new()).await? {
+        let (Some(task), Some(dependency)) =
+            (cell_text(&row, "task_gid"), cell_text(&row, "dependency_gid"))
+        else {
+            continue;
+        };
+        let waiting = match by_gid.get(&dependency) {
+            Some(dep) if cell_bool(dep, "completed") => None,
+            Some(dep) => Some(cell_text(dep, "name").unwrap_or(dependency)),
+            // Not mirrored (another project, deleted): counted as incomplete by name only when
+            // known; a deleted dependency no longer blocks.
+            None => None,
+        };
+        blocked_by.entry(task).or_default().extend(waiting);
+    }
+    let scope_projects: std::collections::BTreeSet<&str> =
+        collected.projects.iter().map(|p| p.gid.as_str()).collect();
+    let scope_people: std::collections::BTreeSet<&str> =
+        settings.assignees.iter().map(|g| g.as_str()).collect();
+    let since_filter = |row: &Row| {
+        // Completed tasks from long ago never reach a section; skip them early.
+        !cell_bool(row, "completed") || cell_time(row, "completed_at").is_some()
+    };
+    let mut tasks = Vec::new();
+    let mut extra_projects: BTreeMap<String, ProjectInfo> = BTreeMap::new();
+    for (gid, row) in &by_gid {
+        let task_placements = placements.get(gid).cloned().unwrap_or_default();
+        let assignee = cell_text(row, "assignee_gid").map(|gid| {
+            users.get(&gid).cloned().unwrap_or(Person {
+                name: gid.clone(),
+                email: None,
+                gid,
+            })
+        });
+        let in_scope = if scope_people.is_empty() {
+            task_placements
+                .iter()
+                .any(|p| scope_projects.contains(p.project.as_str()))
+        } else {
+            assignee
+                .as_ref()
+                .is_some_and(|a| scope_people.contains(a.gid.as_str()))
+        };
+        if !in_scope || !since_filter(row) {
+            continue;
+        }
+        if !scope_people.is_empty() {
+            for placement in &task_placements {
+                if let Some(project) = all_projects.get(&placement.project) {
+                    extra_projects.insert(project.gid.clone(), project.clone());
+                }
+            }
+        }
+        tasks.push(TaskFacts {
+            gid: gid.clone(),
+            name: cell_text(row, "name").unwrap_or_default(),
+            url: cell_text(row, "permalink_url").unwrap_or_default(),
+            subtype: cell_text(row, "resource_subtype").unwrap_or_else(|| "default_task".into()),
+            approval_status: cell_text(row, "approval_status"),
+            completed: cell_bool(row, "completed"),
+            completed_at: cell_time(row, "completed_at"),
+            created_at: cell_time(row, "created_at"),
+            modified_at: cell_time(row, "modified_at"),
+            due_on: cell_date(row, "due_on"),
+            due_at: cell_time(row, "due_at"),
+            assignee,
+            placements: task_placements,
+            blocked_by: blocked_by.get(gid).cloned().unwrap_or_default(),
+        });
+    }
+    if !scope_people.is_empty() {
+        collected.projects = extra_projects.into_values().collect();
+    }
+    collected.tasks = tasks;
+    Ok(collected)
+}
