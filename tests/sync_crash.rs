@@ -29,8 +29,7 @@ async fn sigkills_during_full_and_incremental_runs_leave_the_tables_equal_to_the
         // Each kill waits for one more project to be committed (or the pass to end), so the
         // kills land inside the pass, between projects, however slow the machine is.
         kill_during_a_run(&mut setup, &mut rng, |before, now| {
-            projects_done(now) > projects_done(before)
-                || (now["complete"] == true && now != before)
+            projects_done(now) > projects_done(before) || (now["complete"] == true && now != before)
         })
         .await;
         let state = setup.sync_state().await;

@@ -192,8 +192,17 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir)?;
     let workspace = sim.state().world().workspace.gid.clone();
+    let team = sim
+        .state()
+        .world()
+        .teams
+        .gids()
+        .first()
+        .cloned()
+        .unwrap_or_default();
     for (name, text) in super::demo::example_jobs(
         &workspace,
+        &team,
         &dir.path().join("audit-log"),
         &dir.path().join("exports"),
     ) {

@@ -42,7 +42,12 @@ const EXAMPLE_JOBS: &[(&str, &str)] = &[
         include_str!("../../jobs/org-export.toml"),
     ),
     ("sync.toml", include_str!("../../jobs/sync.toml")),
+    ("digest.toml", include_str!("../../jobs/digest.toml")),
 ];
+
+/// The digest directory written in `jobs/digest.toml`, replaced by `digests` beside the
+/// audit-log directory.
+const DIGEST_DIR: &str = "/var/lib/asana-worker/digests";
 
 /// The mirror written in `jobs/sync.toml`, replaced by `mirror.sqlite` beside the audit-log
 /// directory.
@@ -64,6 +69,7 @@ const EXPORT_POLL: (&str, &str) = ("poll_interval = \"1m\"", "poll_interval = \"
 /// poll interval shortened: what the demo runs, and what the status page's tests run.
 pub fn example_jobs(
     workspace: &str,
+    team: &str,
     audit_dir: &Path,
     export_dir: &Path,
 ) -> Vec<(&'static str, String)> {
@@ -73,6 +79,11 @@ pub fn example_jobs(
             (
                 *name,
                 text.replace("WORKSPACE_GID", workspace)
+                    .replace("TEAM_GID", team)
+                    .replace(
+                        DIGEST_DIR,
+                        &audit_dir.with_file_name("digests").display().to_string(),
+                    )
                     .replace(AUDIT_LOG_DIR, &audit_dir.display().to_string())
                     .replace(EXPORT_DIR, &export_dir.display().to_string())
                     .replace(
@@ -125,7 +136,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let workspace = sim.state().world().workspace.gid.clone();
     let audit_dir = dir.path().join("audit-log");
     let export_dir = dir.path().join("exports");
-    for (name, text) in example_jobs(&workspace, &audit_dir, &export_dir) {
+    let team = sim
+        .state()
+        .world()
+        .teams
+        .gids()
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    for (name, text) in example_jobs(&workspace, &team, &audit_dir, &export_dir) {
         std::fs::write(jobs_dir.join(name), text)?;
     }
     let mut settings = Settings::default();
@@ -223,6 +242,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     }
     let export_ok = print_export(&first, &export_dir);
     print_mirror(&audit_dir.with_file_name("mirror.sqlite")).await;
+    print_digest(&audit_dir.with_file_name("digests"));
 
     let revoke = reqwest::Client::new()
         .post(format!("{}/_sim/revoke", sim.origin()))
@@ -317,6 +337,36 @@ async fn print_mirror(path: &Path) {
     }
     if !line.is_empty() {
         println!("     {}", line.trim_end_matches(", "));
+    }
+}
+
+/// Prints the digest the `digest` job wrote (the newest file of its directory).
+fn print_digest(dir: &Path) {
+    let newest = std::fs::read_dir(dir.join("digest"))
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+                .max()
+        });
+    let Some(path) = newest else {
+        println!(
+            "   digest wrote nothing to {} (an empty digest is skipped)",
+            dir.display()
+        );
+        return;
+    };
+    println!("   digest wrote {}:", path.display());
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    const SHOWN: usize = 40;
+    for line in text.lines().take(SHOWN) {
+        println!("   | {line}");
+    }
+    let total = text.lines().count();
+    if total > SHOWN {
+        println!("   | ... ({} more lines)", total - SHOWN);
     }
 }
 

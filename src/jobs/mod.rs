@@ -169,7 +169,8 @@ pub fn check_job_set(jobs: &[Job]) -> Vec<Diagnostic> {
         let Source::Mirror { sync_job, .. } = &settings.source else {
             continue;
         };
-        let problem = |message: String, hint: String| Diagnostic::file(&job.source, message).hint(hint);
+        let problem =
+            |message: String, hint: String| Diagnostic::file(&job.source, message).hint(hint);
         let Some(sync) = jobs.iter().find(|other| &other.name == sync_job) else {
             let known: Vec<&str> = jobs
                 .iter()
@@ -179,7 +180,8 @@ pub fn check_job_set(jobs: &[Job]) -> Vec<Diagnostic> {
             problems.push(problem(
                 format!("settings.source: no sync job named {sync_job:?} in the jobs directory"),
                 if known.is_empty() {
-                    "add a `kind = \"sync\"` job for the workspace, or set source = \"api\"".to_string()
+                    "add a `kind = \"sync\"` job for the workspace, or set source = \"api\""
+                        .to_string()
                 } else {
                     format!("sync jobs here: {}", known.join(", "))
                 },
@@ -188,7 +190,10 @@ pub fn check_job_set(jobs: &[Job]) -> Vec<Diagnostic> {
         };
         let Kind::Sync(sync_settings) = &sync.kind else {
             problems.push(problem(
-                format!("settings.source: the job {sync_job:?} is a {} job, not a sync job", sync.kind.name()),
+                format!(
+                    "settings.source: the job {sync_job:?} is a {} job, not a sync job",
+                    sync.kind.name()
+                ),
                 "name a `kind = \"sync\"` job, or set source = \"api\"".into(),
             ));
             continue;
@@ -202,7 +207,12 @@ pub fn check_job_set(jobs: &[Job]) -> Vec<Diagnostic> {
                 "read a sync job of the digest's workspace, or set source = \"api\"".into(),
             ));
         }
-        let mut needed = vec![Resource::Tasks, Resource::Projects, Resource::Users, Resource::Sections];
+        let mut needed = vec![
+            Resource::Tasks,
+            Resource::Projects,
+            Resource::Users,
+            Resource::Sections,
+        ];
         if settings.portfolio.is_some() {
             needed.push(Resource::Portfolios);
         }

@@ -16,25 +16,26 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn has_moto(python: &Path) -> bool {
+fn has_module(python: &Path, module: &str) -> bool {
     Command::new(python)
-        .args(["-c", "import moto.server"])
+        .args(["-c", &format!("import {module}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-/// An interpreter that can run moto's server, creating the venv if needed.
-fn python() -> Result<PathBuf, String> {
+/// An interpreter of the project's venv that can import `module` (`moto.server`, `aiosmtpd`),
+/// creating the venv if needed.
+pub fn python_with(module: &str) -> Result<PathBuf, String> {
     if let Ok(explicit) = std::env::var("ASANA_WORKER_TEST_PYTHON") {
         let path = PathBuf::from(explicit);
-        if has_moto(&path) {
+        if has_module(&path, module) {
             return Ok(path);
         }
     }
     let venv = root().join(".venv/bin/python");
-    if has_moto(&venv) {
+    if has_module(&venv, module) {
         return Ok(venv);
     }
     let setup = Command::new(root().join("scripts/python-venv"))
@@ -48,10 +49,10 @@ fn python() -> Result<PathBuf, String> {
             String::from_utf8_lossy(&setup.stderr).trim()
         ));
     }
-    if has_moto(&venv) {
+    if has_module(&venv, module) {
         Ok(venv)
     } else {
-        Err(format!("{} cannot import moto", venv.display()))
+        Err(format!("{} cannot import {module}", venv.display()))
     }
 }
 
@@ -72,7 +73,7 @@ impl Drop for Moto {
 impl Moto {
     /// Starts the server, or returns None after printing why the test is skipped.
     pub async fn start(test: &str) -> Option<Moto> {
-        let python = match python() {
+        let python = match python_with("moto.server") {
             Ok(python) => python,
             Err(why) => {
                 eprintln!(

@@ -18,11 +18,12 @@ use super::daemon::{Daemon, DaemonOptions};
 pub const ADMIN_TOKEN: &str = "admin-token-0b1c8f7d2e9a4c35b6f1d0e2a7c4b9f8";
 
 /// The example jobs' names.
-pub const EXAMPLE_JOBS: [&str; 6] = [
+pub const EXAMPLE_JOBS: [&str; 7] = [
     "audit-log",
     "check-pat-free",
     "check-pat-paid",
     "check-service-account",
+    "digest",
     "org-export",
     "sync",
 ];
@@ -67,8 +68,17 @@ impl StatusDaemon {
         daemon.add_credential(&sim, "pat-paid", "paid");
         daemon.add_credential(&sim, "pat-free", "free");
         let workspace = sim.state().world().workspace.gid.clone();
+        let team = sim
+            .state()
+            .world()
+            .teams
+            .gids()
+            .first()
+            .cloned()
+            .unwrap_or_default();
         for (name, text) in asana_worker::cli::demo::example_jobs(
             &workspace,
+            &team,
             &daemon.path("audit-log"),
             &daemon.path("exports"),
         ) {

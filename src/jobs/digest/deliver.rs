@@ -193,8 +193,9 @@ pub async fn deliver(
             template,
         } => {
             let rendered = render::render(&cx.template(template, *format), model, false)?;
-            let (sha256, _) = crate::sinks::document::sha256_of(Content::Bytes(rendered.as_bytes()))
-                .unwrap_or_default();
+            let (sha256, _) =
+                crate::sinks::document::sha256_of(Content::Bytes(rendered.as_bytes()))
+                    .unwrap_or_default();
             let name = format!("{}.{}", model.period, format.extension());
             let sink = FileDocumentSink::new(&FileDocumentSettings { dir: dir.clone() });
             let metadata = json!({
@@ -254,7 +255,9 @@ pub async fn deliver(
             };
             let text = asana_text(&cx.template(template, Format::Text), model)?;
             let marker = asana_marker(model);
-            if retrying && let Some(found) = find_status_update(cx.client, &parent, model, &marker).await? {
+            if retrying
+                && let Some(found) = find_status_update(cx.client, &parent, model, &marker).await?
+            {
                 return Ok(format!("status update {found} (found after a retry)"));
             }
             let title = match &model.recipient {
@@ -466,16 +469,17 @@ async fn send_email(
     let message = builder
         .multipart(
             MultiPart::alternative()
-        .singlepart(
-            lettre::message::SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(text),
+                .singlepart(
+                    lettre::message::SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text),
+                )
+                .singlepart(
+                    lettre::message::SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html),
+                ),
         )
-        .singlepart(
-            lettre::message::SinglePart::builder()
-                .header(ContentType::TEXT_HTML)
-                .body(html),
-        ))
         .map_err(|e| DeliveryError::Final(format!("email: cannot build the message: {e}")))?;
     let transport = smtp_transport(channel, cx.job_file)?;
     match transport.send(message).await {
@@ -490,31 +494,37 @@ async fn send_email(
 
 fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 /// A temporary SMTP reply, a timeout or an unreachable server is retried; a permanent reply (a
 /// rejected recipient or sender, a refused login) or a TLS failure is final.
-fn classify_smtp(host: &str, recipients: &[String], error: &lettre::transport::smtp::Error) -> DeliveryError {
-    let mut chain = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
+fn classify_smtp(
+    host: &str,
+    recipients: &[String],
+    error: &lettre::transport::smtp::Error,
+) -> DeliveryError {
+    // lettre's message already names the cause (its source is part of it).
+    let chain = error.to_string();
+    let tls_failure = error.is_tls() || chain.contains("certificate");
     if error.is_permanent() {
         DeliveryError::Final(format!(
             "the SMTP server {host} refused the message to {}: {chain}; check the addresses (a rejected recipient), the sender and the login",
             recipients.join(", ")
         ))
-    } else if error.is_transient() || error.is_timeout() {
-        DeliveryError::Transient(format!("the SMTP server {host} answered: {chain}"))
-    } else if error.is_tls() {
+    } else if tls_failure {
         DeliveryError::Final(format!(
             "TLS with the SMTP server {host} failed: {chain}; check `tls` and `port` (starttls: 587, tls: 465) and, for a private CA, `ca_file`"
         ))
+    } else if error.is_transient() {
+        DeliveryError::Transient(format!("the SMTP server {host} answered: {chain}"))
     } else {
         DeliveryError::Transient(format!("cannot reach the SMTP server {host}: {chain}"))
     }

@@ -105,17 +105,22 @@ pub struct DigestState {
 
 /// A run's period: its key and instant. Scheduled and catch-up runs are named by their fire
 /// time in the job's zone (`2026-12-07T0900+0100`, offset included so the two 01:30s of a DST
-/// fall-back stay apart); a manual run is a period of its own, named by its creation.
+/// fall-back stay apart); a manual run is a period of its own, named by its creation and id.
 pub fn period_of(run: &crate::store::Run, tz: chrono_tz::Tz) -> (String, DateTime<Utc>) {
     match (run.trigger, run.fire_time) {
         (Trigger::Schedule | Trigger::Misfire, Some(fire)) => (
-            fire.with_timezone(&tz).format("%Y-%m-%dT%H%M%z").to_string(),
+            fire.with_timezone(&tz)
+                .format("%Y-%m-%dT%H%M%z")
+                .to_string(),
             fire,
         ),
         _ => (
             format!(
-                "manual-{}",
-                run.created_at.with_timezone(&tz).format("%Y-%m-%dT%H%M%S%z")
+                "manual-{}-{}",
+                run.created_at
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%dT%H%M%S%z"),
+                &run.id.simple().to_string()[..8]
             ),
             run.created_at,
         ),
@@ -178,7 +183,10 @@ async fn load_state(cx: &KindContext<'_>) -> Result<DigestState, JobOutcome> {
 async fn save_state(cx: &KindContext<'_>, state: &DigestState) -> Result<(), JobOutcome> {
     cx.run
         .checkpoints
-        .put(STATE_KEY, serde_json::to_value(state).unwrap_or(Value::Null))
+        .put(
+            STATE_KEY,
+            serde_json::to_value(state).unwrap_or(Value::Null),
+        )
         .await
         .map_err(checkpoint_outcome)
 }
@@ -233,7 +241,10 @@ async fn prepare(
         }
     };
     let frame = Frame {
-        title: settings.title.clone().unwrap_or_else(|| cx.job.name.clone()),
+        title: settings
+            .title
+            .clone()
+            .unwrap_or_else(|| cx.job.name.clone()),
         job: cx.job.name.clone(),
         period: period.to_string(),
         timezone: cx.job.timezone,
@@ -360,7 +371,9 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
             skipped_empty: true,
         });
         save_state(cx, &state).await?;
-        return Ok(json!({"period": period, "tasks": 0, "skipped_empty": true, "requests": requests}));
+        return Ok(
+            json!({"period": period, "tasks": 0, "skipped_empty": true, "requests": requests}),
+        );
     }
     let delivery = DeliveryContext {
         job,
@@ -400,7 +413,10 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
                         UnitRecord {
                             state: UnitState::Unconfirmed,
                             at: cx.run.clock.now(),
-                            detail: Some("an attempt stopped between recording and confirming the send".into()),
+                            detail: Some(
+                                "an attempt stopped between recording and confirming the send"
+                                    .into(),
+                            ),
                         },
                     );
                     state.pending = Some(pending.clone());
@@ -442,7 +458,11 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
                     count_delivery(
                         job,
                         channel.type_name(),
-                        if matches!(outcome, JobOutcome::Retry { .. }) { "retry" } else { "failed" },
+                        if matches!(outcome, JobOutcome::Retry { .. }) {
+                            "retry"
+                        } else {
+                            "failed"
+                        },
                     );
                     tracing::warn!(job = %job, period = %period, unit = %unit.id, outcome = ?outcome, "Digest delivery failed");
                     // Not sent: the next attempt sends it (the failure proved nothing arrived,
@@ -450,7 +470,10 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
                     if at_most_once {
                         pending.units.remove(&unit.id);
                     }
-                    if worst.as_ref().is_none_or(|w| severity(&outcome) > severity(w)) {
+                    if worst
+                        .as_ref()
+                        .is_none_or(|w| severity(&outcome) > severity(w))
+                    {
                         worst = Some(outcome);
                     }
                 }

@@ -307,7 +307,9 @@ fn due_of(task: &TaskFacts, tz: Tz, as_of: DateTime<Utc>, today: NaiveDate) -> O
 }
 
 fn local_text(tz: Tz, at: DateTime<Utc>) -> String {
-    at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+    at.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
 }
 
 /// The sections `task` belongs in.
@@ -316,9 +318,8 @@ fn sections_of(task: &TaskFacts, frame: &Frame, today: NaiveDate) -> Vec<Section
     let window_end = today
         .checked_add_days(Days::new(frame.due_days))
         .unwrap_or(NaiveDate::MAX);
-    let in_window = |at: Option<DateTime<Utc>>| {
-        at.is_some_and(|at| at >= frame.since && at < frame.as_of)
-    };
+    let in_window =
+        |at: Option<DateTime<Utc>>| at.is_some_and(|at| at >= frame.since && at < frame.as_of);
     let mut found = Vec::new();
     for kind in &frame.sections {
         let belongs = if task.completed {
@@ -531,7 +532,11 @@ pub fn build(collected: &Collected, frame: &Frame) -> DigestModel {
         let projects: Vec<String> = task
             .placements
             .iter()
-            .filter_map(|p| project_names.get(p.project.as_str()).map(|p| p.name.clone()))
+            .filter_map(|p| {
+                project_names
+                    .get(p.project.as_str())
+                    .map(|p| p.name.clone())
+            })
             .collect();
         let section = task
             .placements
@@ -634,7 +639,9 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn task(gid: &str) -> TaskFacts {
@@ -714,7 +721,10 @@ mod tests {
         let mut due_7th = task("7");
         due_7th.due_on = NaiveDate::from_ymd_opt(2026, 12, 7);
         let tasks = vec![due_6th, due_7th];
-        let berlin = build(&collected(tasks.clone()), &frame(chrono_tz::Europe::Berlin, as_of));
+        let berlin = build(
+            &collected(tasks.clone()),
+            &frame(chrono_tz::Europe::Berlin, as_of),
+        );
         assert_eq!(placed(&berlin)["overdue"], vec!["6"]);
         assert_eq!(placed(&berlin)["due_soon"], vec!["7"]);
         assert!(berlin.today.contains("2026-12-07"), "{}", berlin.today);
@@ -877,7 +887,10 @@ mod tests {
             .collect();
         let model = build(&collected(tasks), &frame);
         let section = &model.groups[0].sections[0];
-        assert_eq!((section.count, section.more, section.tasks.len()), (5, 3, 2));
+        assert_eq!(
+            (section.count, section.more, section.tasks.len()),
+            (5, 3, 2)
+        );
         assert_eq!(section.tasks[0].gid, "1", "the most overdue first");
     }
 }

@@ -92,7 +92,10 @@ fn truncate(value: String, length: usize) -> String {
 fn markdown_escape(value: String) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
-        if matches!(c, '\\' | '[' | ']' | '*' | '_' | '`' | '<' | '>' | '#' | '|') {
+        if matches!(
+            c,
+            '\\' | '[' | ']' | '*' | '_' | '`' | '<' | '>' | '#' | '|'
+        ) {
             out.push('\\');
         }
         out.push(c);
@@ -330,7 +333,10 @@ mod tests {
             return;
         }
         let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display())
+            panic!(
+                "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+                path.display()
+            )
         });
         assert_eq!(
             actual,
@@ -354,9 +360,16 @@ mod tests {
             let text = render(&Template::Builtin(format), &model, false).unwrap();
             golden(file, &text);
         }
-        for (group_by, file) in [(GroupBy::Section, "section.md"), (GroupBy::Assignee, "assignee.md")] {
-            let text = render(&Template::Builtin(Format::Markdown), &sample_model(group_by), false)
-                .unwrap();
+        for (group_by, file) in [
+            (GroupBy::Section, "section.md"),
+            (GroupBy::Assignee, "assignee.md"),
+        ] {
+            let text = render(
+                &Template::Builtin(Format::Markdown),
+                &sample_model(group_by),
+                false,
+            )
+            .unwrap();
             golden(file, &text);
         }
     }
@@ -365,16 +378,24 @@ mod tests {
     fn names_are_escaped_for_each_format() {
         let model = sample_model(GroupBy::Project);
         let html = render(&Template::Builtin(Format::Html), &model, false).unwrap();
-        assert!(html.contains("Draft the &lt;Q1&gt; plan &amp; budget"), "{html}");
+        assert!(
+            html.contains("Draft the &lt;Q1&gt; plan &amp; budget"),
+            "{html}"
+        );
         let slack = render(&Template::Builtin(Format::Slack), &model, false).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&slack).unwrap();
         assert!(
-            parsed.to_string().contains("Draft the &lt;Q1&gt; plan &amp; budget"),
+            parsed
+                .to_string()
+                .contains("Draft the &lt;Q1&gt; plan &amp; budget"),
             "{parsed}"
         );
         assert!(parsed["blocks"].as_array().unwrap().len() > 4);
         let markdown = render(&Template::Builtin(Format::Markdown), &model, false).unwrap();
-        assert!(markdown.contains("Migrate the \\[billing\\] database"), "{markdown}");
+        assert!(
+            markdown.contains("Migrate the \\[billing\\] database"),
+            "{markdown}"
+        );
         // Every task links to Asana.
         for line in markdown.lines().filter(|l| l.starts_with("- [")) {
             assert!(line.contains("](https://app.asana.com/"), "{line}");
@@ -385,7 +406,11 @@ mod tests {
     fn a_broken_user_template_is_named_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let bad_syntax = dir.path().join("bad.md");
-        std::fs::write(&bad_syntax, "# {{ title }}\n{% for group in groups %}\n{{ group.name }\n").unwrap();
+        std::fs::write(
+            &bad_syntax,
+            "# {{ title }}\n{% for group in groups %}\n{{ group.name }\n",
+        )
+        .unwrap();
         let error = check_template(&bad_syntax, false).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("bad.md:3"), "{text}");

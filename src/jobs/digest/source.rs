@@ -115,7 +115,11 @@ pub fn facts_from_api(task: &Value) -> Option<TaskFacts> {
         .map(|deps| {
             deps.iter()
                 .filter(|d| d.get("completed") != Some(&Value::Bool(true)))
-                .map(|d| text(d, "name").or_else(|| text(d, "gid")).unwrap_or_default())
+                .map(|d| {
+                    text(d, "name")
+                        .or_else(|| text(d, "gid"))
+                        .unwrap_or_default()
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -233,7 +237,8 @@ pub async fn from_api(
         let query = Query::new()
             .param("archived", "false")
             .opt_fields(&project_fields);
-        let (items, count) = list(format!("/teams/{}/projects", segment(team.as_str())), query).await?;
+        let (items, count) =
+            list(format!("/teams/{}/projects", segment(team.as_str())), query).await?;
         requests += count;
         items.iter().filter_map(project_info).collect()
     } else if let Some(portfolio) = &settings.portfolio {
@@ -452,7 +457,8 @@ pub async fn from_mirror(
     let placements_rows = read("task_projects", Row::new()).await?;
     let mut placements: BTreeMap<String, Vec<Placement>> = BTreeMap::new();
     for row in &placements_rows {
-        let (Some(task), Some(project)) = (cell_text(row, "task_gid"), cell_text(row, "project_gid"))
+        let (Some(task), Some(project)) =
+            (cell_text(row, "task_gid"), cell_text(row, "project_gid"))
         else {
             continue;
         };
@@ -472,9 +478,10 @@ pub async fn from_mirror(
         .collect();
     let mut blocked_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in read("task_dependencies", Row::new()).await? {
-        let (Some(task), Some(dependency)) =
-            (cell_text(&row, "task_gid"), cell_text(&row, "dependency_gid"))
-        else {
+        let (Some(task), Some(dependency)) = (
+            cell_text(&row, "task_gid"),
+            cell_text(&row, "dependency_gid"),
+        ) else {
             continue;
         };
         let waiting = match by_gid.get(&dependency) {

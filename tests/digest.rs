@@ -1,0 +1,677 @@
+//! The `digest` kind end to end: the real daemon reads a seeded simulator world (tasks with
+//! known due dates), and delivers to a file, a webhook receiver, an SMTP server (aiosmtpd,
+//! STARTTLS) and Asana status updates, which are read back from the simulator. Then: the
+//! once-per-period guarantee across a crash after a send and across a retry, the failures a
+//! user must see (a rejected recipient, a webhook's 4xx) and the retry an unreachable server
+//! gets, and a digest read from a sync job's tables without a single API request.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::daemon::{Daemon, DaemonOptions};
+use support::digest::{Answer, SmtpServer, Webhook, wait_until};
+use support::sim::{Sim, quiet_config};
+
+/// A simulator with two projects and no tasks but the ones a test seeds.
+async fn empty_world() -> Sim {
+    let mut config = quiet_config();
+    config.world.teams = 1;
+    config.world.projects = 2;
+    config.world.tasks_per_project = 0;
+    Sim::start(config).await
+}
+
+/// The seeded tasks' gids, by what they are.
+struct Seeded {
+    workspace: String,
+    projects: Vec<String>,
+    overdue: String,
+    due_soon: String,
+    far: String,
+    unassigned: String,
+    done: String,
+}
+
+fn gid(value: &Value) -> String {
+    value["gid"].as_str().expect("a gid").to_string()
+}
+
+/// Today in Berlin, the jobs' zone.
+fn berlin_today() -> chrono::NaiveDate {
+    Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .date_naive()
+}
+
+async fn create_task(sim: &Sim, fields: Value) -> String {
+    let token = sim.token_of("service-account");
+    let (status, body, _) = sim
+        .call_as(
+            &token,
+            Method::POST,
+            "/tasks",
+            Some(json!({ "data": fields })),
+        )
+        .await;
+    assert!(status.is_success(), "POST /tasks: {body}");
+    gid(&body["data"])
+}
+
+/// Seeds, in the first project: a task two days overdue, one due in three days, one due in
+/// sixty days, an unassigned one due tomorrow, and one completed now; in the second project a
+/// task due in three days.
+async fn seed(sim: &Sim) -> Seeded {
+    let workspace = sim.workspace().await;
+    let (_, projects) = sim
+        .get_as(
+            "service-account",
+            &format!("/workspaces/{workspace}/projects?archived=false"),
+        )
+        .await;
+    let projects: Vec<String> = projects["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(gid)
+        .collect();
+    let (_, me) = sim.get_as("service-account", "/users/me").await;
+    let me = gid(&me["data"]);
+    let today = berlin_today();
+    let day = |offset: i64| {
+        if offset >= 0 {
+            today.checked_add_days(Days::new(offset as u64)).unwrap()
+        } else {
+            today.checked_sub_days(Days::new((-offset) as u64)).unwrap()
+        }
+        .format("%Y-%m-%d")
+        .to_string()
+    };
+    let task = |name: &str, project: &str, due: Option<i64>, assignee: Option<&str>| {
+        json!({
+            "name": name,
+            "projects": [project],
+            "due_on": due.map(day),
+            "assignee": assignee,
+        })
+    };
+    let p0 = projects[0].clone();
+    let overdue = create_task(sim, task("Renew the certificate", &p0, Some(-2), Some(&me))).await;
+    let due_soon = create_task(sim, task("Draft the plan", &p0, Some(3), Some(&me))).await;
+    let far = create_task(sim, task("Plan next year", &p0, Some(60), Some(&me))).await;
+    let unassigned = create_task(sim, task("Review the rota", &p0, Some(1), None)).await;
+    let mut finished = task("Migrate the database", &p0, Some(-1), Some(&me));
+    finished["completed"] = json!(true);
+    let done = create_task(sim, finished).await;
+    create_task(
+        sim,
+        task("Order hardware", &projects[1], Some(3), Some(&me)),
+    )
+    .await;
+    Seeded {
+        workspace,
+        projects,
+        overdue,
+        due_soon,
+        far,
+        unassigned,
+        done,
+    }
+}
+
+/// Writes the job `digest` with `settings` (the `[settings]` body, deliveries included).
+fn write_digest_job(daemon: &Daemon, settings: &str) {
+    daemon.write_job(
+        "digest",
+        &format!(
+            "name = \"digest\"\nkind = \"digest\"\nschedule = \"0 8 1 1 *\"\ncredential = \"sa\"\ntimezone = \"Europe/Berlin\"\nmax_attempts = 5\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n[settings]\n{settings}"
+        ),
+    );
+}
+
+/// Runs `digest` to its end: whether it completed, and the CLI's output.
+fn run(daemon: &Daemon) -> (bool, String) {
+    let output = daemon.cli(&["jobs", "run", "digest", "--wait", "--timeout-secs", "120"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// A digest written as JSON (not the metadata beside it).
+fn is_digest_json(path: &std::path::Path) -> bool {
+    let name = path.file_name().unwrap().to_string_lossy();
+    name.ends_with(".json") && !name.ends_with(".manifest.json")
+}
+
+fn digest_runs() -> asana_worker::store::RunFilter {
+    asana_worker::store::RunFilter {
+        job_name: Some("digest".into()),
+        limit: 20,
+        ..Default::default()
+    }
+}
+
+fn progress(text: &str) -> Value {
+    support::sync::SyncSetup::last_progress(text).unwrap_or(Value::Null)
+}
+
+/// The gids listed in each section of a digest's JSON, over every group.
+fn sections(model: &Value) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut found: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for group in model["groups"].as_array().unwrap() {
+        for section in group["sections"].as_array().unwrap() {
+            found
+                .entry(section["key"].as_str().unwrap().to_string())
+                .or_default()
+                .extend(section["tasks"].as_array().unwrap().iter().map(gid));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_from_the_api_reaches_a_file_a_webhook_an_inbox_and_each_project() {
+    let Some(smtp) = SmtpServer::start("digest api", true, None).await else {
+        return;
+    };
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    let hook = Webhook::start().await;
+    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    let files = daemon.path("digests");
+    std::fs::create_dir_all(&files).unwrap();
+    write_digest_job(
+        &daemon,
+        &format!(
+            r#"workspace = "{ws}"
+projects = ["{p0}", "{p1}"]
+title = "Team digest"
+sections = ["overdue", "due_soon", "unassigned", "completed", "created"]
+
+[[settings.deliver]]
+type = "file"
+dir = "{files}"
+format = "markdown"
+
+[[settings.deliver]]
+type = "webhook"
+url = "{hook}"
+format = "json"
+
+[[settings.deliver]]
+type = "email"
+host = "localhost"
+port = {port}
+tls = "starttls"
+ca_file = "{ca}"
+from = "Digest <digest@example.com>"
+to = ["team@example.com", "lead@example.com"]
+
+[[settings.deliver]]
+type = "asana_status"
+status_type = "at_risk"
+"#,
+            ws = seeded.workspace,
+            p0 = seeded.projects[0],
+            p1 = seeded.projects[1],
+            files = files.display(),
+            hook = hook.url,
+            port = smtp.port,
+            ca = smtp.ca_file().display(),
+        ),
+    );
+    let mut child = daemon.start("daemon");
+    daemon.wait_ready(&mut child).await;
+
+    let (ok, text) = run(&daemon);
+    assert!(ok, "the digest failed:\n{text}\n{}", daemon.log("daemon"));
+    let figures = progress(&text);
+    assert_eq!(figures["source"], "api", "{text}");
+    assert_eq!(
+        figures["delivered"].as_array().unwrap().len(),
+        5,
+        "file, webhook, email, two status updates: {text}"
+    );
+
+    // The webhook got the digest's data: the right tasks in the right sections.
+    let posts = hook.received();
+    assert_eq!(posts.len(), 1);
+    let model = &posts[0].body;
+    let placed = sections(model);
+    assert_eq!(placed["overdue"], BTreeSet::from([seeded.overdue.clone()]));
+    assert!(placed["due_soon"].contains(&seeded.due_soon));
+    assert!(placed["due_soon"].contains(&seeded.unassigned));
+    assert!(
+        !placed["overdue"].contains(&seeded.far) && !placed["due_soon"].contains(&seeded.far),
+        "due in 60 days is neither overdue nor due soon"
+    );
+    assert_eq!(
+        placed["unassigned"],
+        BTreeSet::from([seeded.unassigned.clone()])
+    );
+    assert_eq!(placed["completed"], BTreeSet::from([seeded.done.clone()]));
+    assert_eq!(
+        placed["created"].len(),
+        6,
+        "every seeded task was created since, the completed one too: {placed:?}"
+    );
+    assert_eq!(model["timezone"], "Europe/Berlin");
+    assert!(posts[0].headers.contains_key("idempotency-key"));
+
+    // The file: Markdown, every task linked to Asana.
+    let written: Vec<_> = std::fs::read_dir(files.join("digest"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let markdown = std::fs::read_to_string(&written[0]).unwrap();
+    assert!(markdown.starts_with("# Team digest: "), "{markdown}");
+    assert!(markdown.contains("### Overdue (1)"), "{markdown}");
+    assert!(
+        markdown.contains(&format!(
+            "[Renew the certificate](https://app.asana.com/0/{}/{})",
+            seeded.projects[0], seeded.overdue
+        )) || markdown.contains("[Renew the certificate](https://app.asana.com/"),
+        "{markdown}"
+    );
+
+    // The email: one message to both addresses, over STARTTLS, HTML with a plain-text part.
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    assert_eq!(message["tls"], true);
+    assert_eq!(message["mail_from"], "digest@example.com");
+    let to: BTreeSet<&str> = message["rcpt_tos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(to, BTreeSet::from(["team@example.com", "lead@example.com"]));
+    let data = message["data"].as_str().unwrap();
+    assert!(data.contains("multipart/alternative"), "{data}");
+    assert!(
+        data.contains("text/plain") && data.contains("text/html"),
+        "{data}"
+    );
+    assert!(data.contains("Subject: Team digest: "), "{data}");
+    assert!(data.contains("Message-ID: <digest.digest."), "{data}");
+
+    // Each project received its own part as a status update, read back from the simulator.
+    for (project, expected) in [
+        (&seeded.projects[0], "Renew the certificate"),
+        (&seeded.projects[1], "Order hardware"),
+    ] {
+        let (_, updates) = sim
+            .get_as(
+                "service-account",
+                &format!("/status_updates?parent={project}&opt_fields=text,title,status_type"),
+            )
+            .await;
+        // The world's own status updates aside: the digest's carry its marker.
+        let updates: Vec<Value> = updates["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["text"].as_str().unwrap_or("").contains("asana-worker job digest"))
+            .cloned()
+            .collect();
+        assert_eq!(updates.len(), 1, "{updates:?}");
+        assert_eq!(updates[0]["status_type"], "at_risk");
+        let text = updates[0]["text"].as_str().unwrap();
+        assert!(text.contains(expected), "{text}");
+        assert!(
+            text.contains("asana-worker job digest, period manual-"),
+            "{text}"
+        );
+        if expected == "Order hardware" {
+            assert!(
+                !text.contains("Renew the certificate"),
+                "only its own project: {text}"
+            );
+        }
+    }
+
+    // The next digest reaches back to this one: only what was completed since.
+    let token = sim.token_of("service-account");
+    let (status, body, _) = sim
+        .call_as(
+            &token,
+            Method::PUT,
+            &format!("/tasks/{}", seeded.due_soon),
+            Some(json!({"data": {"completed": true}})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (ok, text) = run(&daemon);
+    assert!(ok, "{text}");
+    let posts = hook.received();
+    assert_eq!(posts.len(), 2);
+    let placed = sections(&posts[1].body);
+    assert_eq!(
+        placed["completed"],
+        BTreeSet::from([seeded.due_soon.clone()]),
+        "only the task completed since the previous digest"
+    );
+    assert!(
+        !placed.contains_key("created"),
+        "nothing was created since: {placed:?}"
+    );
+    assert_eq!(smtp.messages().len(), 2);
+    support::daemon::terminate(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_send_and_a_retry_send_no_second_copy() {
+    let Some(smtp) = SmtpServer::start("digest crash", false, None).await else {
+        return;
+    };
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    let hook = Webhook::start().await;
+    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    let files = daemon.path("digests");
+    std::fs::create_dir_all(&files).unwrap();
+    write_digest_job(
+        &daemon,
+        &format!(
+            r#"workspace = "{ws}"
+projects = ["{p0}"]
+
+[[settings.deliver]]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+from = "digest@example.com"
+to = ["team@example.com"]
+
+[[settings.deliver]]
+type = "webhook"
+url = "{hook}"
+format = "slack"
+max_attempts = 1
+timeout = "5m"
+
+[[settings.deliver]]
+type = "file"
+dir = "{files}"
+"#,
+            ws = seeded.workspace,
+            p0 = seeded.projects[0],
+            port = smtp.port,
+            hook = hook.url,
+            files = files.display(),
+        ),
+    );
+
+    // The webhook withholds its answer; the daemon is killed while it waits, after the email
+    // went out and the webhook's body arrived.
+    hook.answer(Answer::Hang);
+    let mut child = daemon.start("first");
+    daemon.wait_ready(&mut child).await;
+    let enqueued = daemon.cli(&["jobs", "run", "digest"]);
+    assert!(enqueued.status.success());
+    wait_until(60, "the webhook's POST", || !hook.received().is_empty()).await;
+    assert_eq!(smtp.messages().len(), 1, "the email was sent first");
+    support::daemon::kill(&mut child);
+
+    // Another daemon rescues the run: the email and the webhook are not sent again; the file,
+    // which is idempotent, is delivered.
+    hook.answer(Answer::Ok);
+    let mut child = daemon.start("second");
+    daemon.wait_ready(&mut child).await;
+    let store = daemon.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let run = loop {
+        let runs = store.list_runs(&digest_runs()).await.unwrap();
+        if let Some(run) = runs.into_iter().find(|r| r.state.is_terminal()) {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run was not finished after the crash:\n{}",
+            daemon.log("second")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        run.state,
+        asana_worker::store::RunState::Completed,
+        "{run:?}\n{}",
+        daemon.log("second")
+    );
+    let figures = run.progress.clone();
+    assert_eq!(figures["unconfirmed"], json!(["1-webhook"]), "{figures}");
+    assert_eq!(smtp.messages().len(), 1, "no second email");
+    assert_eq!(hook.received().len(), 1, "no second POST");
+    assert!(
+        std::fs::read_dir(files.join("digest")).unwrap().count() >= 2,
+        "the file and its checksum"
+    );
+    assert!(
+        daemon.log("second").contains("not sent again"),
+        "the unconfirmed part is reported"
+    );
+
+    // A retry: the webhook fails once (503), the run retries, and only the webhook is sent
+    // again, under the same idempotency key.
+    hook.answer(Answer::Status(503));
+    let enqueued = daemon.cli(&["jobs", "run", "digest"]);
+    assert!(enqueued.status.success());
+    wait_until(60, "the failing POST", || hook.received().len() == 2).await;
+    hook.answer(Answer::Ok);
+    wait_until(60, "the retried POST", || hook.received().len() == 3).await;
+    let received = hook.received();
+    assert_eq!(
+        received[1].headers["idempotency-key"], received[2].headers["idempotency-key"],
+        "the retry carries the same key"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = store.list_runs(&digest_runs()).await.unwrap();
+        if runs
+            .iter()
+            .filter(|r| r.state == asana_worker::store::RunState::Completed)
+            .count()
+            == 2
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retried run did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        smtp.messages().len(),
+        2,
+        "one email per period, none repeated by the retry"
+    );
+    assert_eq!(
+        received[2].body["blocks"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
+            > 2,
+        true
+    );
+    support::daemon::terminate(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_recipients_and_4xx_webhooks_fail_and_an_unreachable_server_is_retried() {
+    let Some(smtp) = SmtpServer::start("digest failures", false, Some("nobody")).await else {
+        return;
+    };
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    let email = |port: u16, to: &str| {
+        format!(
+            "workspace = \"{}\"\nprojects = [\"{}\"]\n\n[[settings.deliver]]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"digest@example.com\"\nto = [{to}]\ntimeout = \"5s\"\n",
+            seeded.workspace, seeded.projects[0]
+        )
+    };
+    write_digest_job(
+        &daemon,
+        &email(smtp.port, "\"team@example.com\", \"nobody@example.com\""),
+    );
+    let mut child = daemon.start("daemon");
+    daemon.wait_ready(&mut child).await;
+    let (ok, text) = run(&daemon);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("nobody@example.com") && text.contains("refused"),
+        "{text}"
+    );
+    assert!(
+        smtp.messages().is_empty(),
+        "nothing was delivered to anyone"
+    );
+    support::daemon::terminate(&mut child);
+
+    // A webhook answering 404: the run fails at once, saying so.
+    let hook = Webhook::start().await;
+    hook.answer(Answer::Status(404));
+    write_digest_job(
+        &daemon,
+        &format!(
+            "workspace = \"{}\"\nprojects = [\"{}\"]\n\n[[settings.deliver]]\ntype = \"webhook\"\nurl = \"{}\"\n",
+            seeded.workspace, seeded.projects[0], hook.url
+        ),
+    );
+    let mut child = daemon.start("daemon-hook");
+    daemon.wait_ready(&mut child).await;
+    let (ok, text) = run(&daemon);
+    assert!(!ok, "{text}");
+    assert!(text.contains("404"), "{text}");
+    assert_eq!(hook.received().len(), 1, "a 4xx is not retried");
+    support::daemon::terminate(&mut child);
+
+    // An SMTP server that is not there: the run is retried with the reason.
+    let closed = support::daemon::free_port();
+    write_digest_job(&daemon, &email(closed, "\"team@example.com\""));
+    let mut child = daemon.start("daemon-closed");
+    daemon.wait_ready(&mut child).await;
+    let enqueued = daemon.cli(&["jobs", "run", "digest"]);
+    assert!(enqueued.status.success());
+    let store = daemon.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = store.list_runs(&digest_runs()).await.unwrap();
+        if let Some(run) = runs.iter().find(|r| {
+            r.attempt >= 2
+                && r.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("cannot reach the SMTP server"))
+        }) {
+            assert!(
+                !run.state.is_terminal(),
+                "an unreachable server is retried: {run:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retry seen:\n{}",
+            daemon.log("daemon-closed")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    support::daemon::terminate(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_from_a_sync_mirror_makes_no_request_and_shows_its_freshness() {
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    daemon.add_credential(&sim.server, "pat-paid", "paid");
+    let files = daemon.path("digests");
+    std::fs::create_dir_all(&files).unwrap();
+    daemon.write_job(
+        "sync",
+        &format!(
+            "name = \"sync\"\nkind = \"sync\"\nevery = \"365d\"\ncredential = \"sa\"\n\n[settings]\nworkspace = \"{}\"\nresources = [\"users\", \"teams\", \"projects\", \"sections\", \"tasks\"]\n\n[settings.sink]\ntype = \"sqlite\"\npath = \"{}\"\n",
+            seeded.workspace,
+            daemon.path("mirror.sqlite").display()
+        ),
+    );
+    let digest = |source: &str, format: &str| {
+        format!(
+            "name = \"digest\"\nkind = \"digest\"\nschedule = \"0 8 1 1 *\"\ncredential = \"pat-paid\"\ntimezone = \"Europe/Berlin\"\nretry_initial = \"1s\"\n\n[settings]\nworkspace = \"{}\"\nprojects = [\"{}\", \"{}\"]\nsections = [\"overdue\", \"due_soon\", \"unassigned\", \"completed\"]\nsource = {source}\n\n[[settings.deliver]]\ntype = \"file\"\ndir = \"{}\"\nformat = \"{format}\"\n",
+            seeded.workspace,
+            seeded.projects[0],
+            seeded.projects[1],
+            files.display()
+        )
+    };
+    daemon.write_job("digest", &digest("{ sync_job = \"sync\" }", "json"));
+    let mut child = daemon.start("daemon");
+    daemon.wait_ready(&mut child).await;
+    let output = daemon.cli(&["jobs", "run", "sync", "--wait", "--timeout-secs", "120"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    sim.admin_api().reset_stats().await;
+    let (ok, text) = run(&daemon);
+    assert!(ok, "{text}\n{}", daemon.log("daemon"));
+    let stats = sim.admin_api().token_stats("pat-paid").await;
+    assert_eq!(
+        stats["requests"].as_u64().unwrap_or(0),
+        0,
+        "no API request: {stats}"
+    );
+    let path = std::fs::read_dir(files.join("digest"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| is_digest_json(p))
+        .unwrap();
+    let mirror: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(mirror["source"], "sync mirror");
+    assert!(
+        mirror["data_as_of"].is_string(),
+        "the mirror's freshness is shown: {mirror}"
+    );
+    assert!(mirror["data_age_minutes"].as_i64().unwrap() < 5);
+
+    // The same digest from the API lists the same tasks in the same sections.
+    support::daemon::terminate(&mut child);
+    daemon.write_job("digest", &digest("\"api\"", "json"));
+    let mut child = daemon.start("daemon-api");
+    daemon.wait_ready(&mut child).await;
+    let (ok, text) = run(&daemon);
+    assert!(ok, "{text}");
+    let newest = std::fs::read_dir(files.join("digest"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| is_digest_json(p) && *p != path)
+        .unwrap();
+    let api: Value = serde_json::from_str(&std::fs::read_to_string(&newest).unwrap()).unwrap();
+    assert_eq!(api["source"], "api");
+    // The API digest reaches back to the mirror's (the previous delivered one), so only the
+    // completed section differs.
+    let mut from_mirror = sections(&mirror);
+    assert_eq!(
+        from_mirror.remove("completed"),
+        Some(BTreeSet::from([seeded.done.clone()]))
+    );
+    assert_eq!(sections(&api), from_mirror);
+    assert_eq!(
+        sections(&api)["overdue"],
+        BTreeSet::from([seeded.overdue.clone()])
+    );
+    support::daemon::terminate(&mut child);
+}
