@@ -236,6 +236,11 @@ pub fn describe_all() {
         "asana_worker_sync_gaps_total",
         "Resources a sync job's token could not read (402, 403, 404), recorded in sync_status."
     );
+    // Digest.
+    describe_counter!(
+        "asana_worker_digest_deliveries_total",
+        "Digest delivery units by channel and outcome (sent, retry, failed, unconfirmed)."
+    );
 }
 
 /// Registers at zero the counters an alert watches, for the daemon and for each job (name, kind)

@@ -793,6 +793,7 @@ pub fn describe_type(schema: &Map<String, Value>, defs: &Map<String, Value>) -> 
             format: Some(format),
             ..
         } if format == GID_FORMAT => "gid".into(),
+        Shape::Any if schema.contains_key("anyOf") => "string or table".into(),
         Shape::String { .. } | Shape::Any => "string".into(),
         Shape::Choice(choices) => format!(
             "one of {}",
@@ -815,6 +816,8 @@ pub fn describe_type(schema: &Map<String, Value>, defs: &Map<String, Value>) -> 
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Shape::Tagged { noun, .. } => format!("list of {noun} tables"),
+            Shape::Table(_) => "list of tables".into(),
             _ => "list of strings".into(),
         },
         Shape::Table(_) => "table".into(),
