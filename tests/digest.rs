@@ -321,7 +321,12 @@ status_type = "at_risk"
             .as_array()
             .unwrap()
             .iter()
-            .filter(|u| u["text"].as_str().unwrap_or("").contains("asana-worker job digest"))
+            .filter(|u| {
+                u["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("asana-worker job digest")
+            })
             .cloned()
             .collect();
         assert_eq!(updates.len(), 1, "{updates:?}");
