@@ -135,7 +135,12 @@ fn write_digest_job(daemon: &Daemon, settings: &str) {
 
 /// Runs `digest` to its end: whether it completed, and the CLI's output.
 fn run(daemon: &Daemon) -> (bool, String) {
-    let output = daemon.cli(&["jobs", "run", "digest", "--wait", "--timeout-secs", "120"]);
+    run_job(daemon, "digest")
+}
+
+/// Runs the job `name` to its end: whether it completed, and the CLI's output.
+fn run_job(daemon: &Daemon, name: &str) -> (bool, String) {
+    let output = daemon.cli(&["jobs", "run", name, "--wait", "--timeout-secs", "120"]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -680,4 +685,64 @@ async fn a_digest_from_a_sync_mirror_makes_no_request_and_shows_its_freshness() 
         BTreeSet::from([seeded.overdue.clone()])
     );
     support::daemon::terminate(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_search_reads_only_what_the_sections_hold_and_lists_agree() {
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    // A free workspace's token declared as paid: search answers 402, the job reads task lists.
+    daemon.add_credential(&sim.server, "pat-free", "paid");
+    let files = daemon.path("digests");
+    std::fs::create_dir_all(&files).unwrap();
+    let job = |name: &str, credential: &str, search: bool| {
+        format!(
+            "name = \"{name}\"\nkind = \"digest\"\nschedule = \"0 8 1 1 *\"\ncredential = \"{credential}\"\ntimezone = \"Europe/Berlin\"\nretry_initial = \"1s\"\n\n[settings]\nworkspace = \"{}\"\nprojects = [\"{}\", \"{}\"]\nsections = [\"overdue\", \"due_soon\", \"completed\"]\nfirst_lookback = \"1d\"\nsearch = {search}\n\n[[settings.deliver]]\ntype = \"file\"\ndir = \"{}\"\nformat = \"json\"\n",
+            seeded.workspace,
+            seeded.projects[0],
+            seeded.projects[1],
+            files.display()
+        )
+    };
+    let mut results = Vec::new();
+    for (name, credential, search, expected) in [
+        ("search", "sa", true, "search"),
+        ("lists", "sa", false, "task_lists"),
+        ("free", "pat-free", true, "task_lists"),
+    ] {
+        // A job of its own for each, so each is a first digest reaching back as far.
+        daemon.write_job(name, &job(name, credential, search));
+        let mut child = daemon.start(name);
+        daemon.wait_ready(&mut child).await;
+        let (ok, text) = run_job(&daemon, name);
+        assert!(ok, "{name}: {text}\n{}", daemon.log(name));
+        let figures = progress(&text);
+        assert_eq!(figures["read_with"], expected, "{name}: {figures}");
+        let period = figures["period"].as_str().unwrap().to_string();
+        let model: Value = serde_json::from_str(
+            &std::fs::read_to_string(files.join(name).join(format!("{period}.json"))).unwrap(),
+        )
+        .unwrap();
+        results.push((
+            name,
+            sections(&model),
+            figures["requests"].as_u64().unwrap(),
+        ));
+        support::daemon::terminate(&mut child);
+    }
+    let (_, searched, search_requests) = &results[0];
+    assert_eq!(
+        searched["overdue"],
+        BTreeSet::from([seeded.overdue.clone()])
+    );
+    assert!(searched["due_soon"].contains(&seeded.due_soon));
+    assert!(!searched["due_soon"].contains(&seeded.far));
+    assert_eq!(
+        search_requests, &2,
+        "one search for open tasks, one for completed ones"
+    );
+    for (name, found, _) in &results[1..] {
+        assert_eq!(found, searched, "{name} reads the same digest as search");
+    }
 }

@@ -172,8 +172,8 @@ async fn load_state(cx: &KindContext<'_>) -> Result<DigestState, JobOutcome> {
         Ok(None) => Ok(DigestState::default()),
         Ok(Some(value)) => serde_json::from_value(value).map_err(|error| JobOutcome::Failed {
             error: format!(
-                "the digest's recorded state cannot be read ({error}); it was written by another version or edited. Reset it with `asana-worker jobs reset {}` to start over (the next digest then reaches back first_lookback)",
-                cx.job.name
+                "the digest's recorded state (checkpoint `digest` of job {name:?}) cannot be read ({error}); it was written by another version or edited. Restore the database from a backup, or rename the job to start over with a fresh state (the first digest then reaches back first_lookback)",
+                name = cx.job.name
             ),
         }),
         Err(error) => Err(checkpoint_outcome(error)),
@@ -209,14 +209,23 @@ async fn prepare(
     cx: &KindContext<'_>,
     period: &str,
     since: DateTime<Utc>,
-) -> Result<(DigestModel, u64), JobOutcome> {
+) -> Result<(DigestModel, u64, &'static str), JobOutcome> {
     let as_of = cx.run.clock.now();
-    let (collected, requests, source_name) = match &settings.source {
+    let due_days = settings.due_within.as_secs().div_ceil(86_400).max(1);
+    let (collected, requests, source_name, read_with) = match &settings.source {
         Source::Api(_) => {
-            let (collected, requests) = source::from_api(cx.client, settings, since, as_of)
+            let today = as_of.with_timezone(&cx.job.timezone).date_naive();
+            let window = source::ApiWindow {
+                since,
+                as_of,
+                due_before: today
+                    .checked_add_days(chrono::Days::new(due_days))
+                    .unwrap_or(chrono::NaiveDate::MAX),
+            };
+            let (collected, requests, read_with) = source::from_api(cx.client, settings, window)
                 .await
                 .map_err(|e| source_outcome(cx, e))?;
-            (collected, requests, "api")
+            (collected, requests, "api", read_with.as_str())
         }
         Source::Mirror { sync_job, max_age } => {
             let Some(sync) = cx.jobs.iter().find(|job| &job.name == sync_job) else {
@@ -237,7 +246,7 @@ async fn prepare(
             let collected = source::from_mirror(sink.as_ref(), sync_job, settings, as_of, *max_age)
                 .await
                 .map_err(|e| source_outcome(cx, e))?;
-            (collected, 0, "sync mirror")
+            (collected, 0, "sync mirror", "tables")
         }
     };
     let frame = Frame {
@@ -253,11 +262,11 @@ async fn prepare(
         source: source_name.to_string(),
         sections: settings.sections.clone(),
         group_by: settings.group_by,
-        due_days: settings.due_within.as_secs().div_ceil(86_400).max(1),
+        due_days,
         stale_secs: settings.stale_after.as_secs() as i64,
         max_tasks: settings.max_tasks,
     };
-    Ok((model::build(&collected, &frame), requests))
+    Ok((model::build(&collected, &frame), requests, read_with))
 }
 
 /// How a failed unit weighs on the run: the worst outcome wins.
@@ -324,6 +333,7 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
         }
     }
     let mut requests = 0u64;
+    let mut read_with = "recorded";
     let pending = match state.pending.take() {
         Some(pending) if pending.period == period => pending,
         abandoned => {
@@ -347,8 +357,9 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
                             .unwrap_or_else(|_| chrono::Duration::days(7))
                 }
             };
-            let (model, used) = prepare(settings, cx, &period, since).await?;
+            let (model, used, how) = prepare(settings, cx, &period, since).await?;
             requests = used;
+            read_with = how;
             let pending = Pending {
                 period: period.clone(),
                 model,
@@ -499,6 +510,7 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
         "tasks": model.total,
         "groups": model.groups.len(),
         "requests": requests,
+        "read_with": read_with,
         "delivered": delivered,
     });
     if !unconfirmed.is_empty() {

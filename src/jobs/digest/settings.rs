@@ -210,9 +210,18 @@ pub struct DigestSettings {
     /// tables of a `sync` job of the same workspace without calling Asana
     #[serde(default)]
     pub source: Source,
+    /// Read with task search when the credential's tier is paid and every section is decided
+    /// by a due date or a completion (overdue, due_soon, milestones, approvals, completed):
+    /// only those tasks are read, in a few requests. `false` always reads task lists
+    #[serde(default = "yes")]
+    pub search: bool,
     /// Where the digest goes: one or more `[[settings.deliver]]` tables
     #[schemars(length(min = 1))]
     pub deliver: Vec<Channel>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A built-in rendering of the digest.

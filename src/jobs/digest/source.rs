@@ -165,14 +165,131 @@ fn projects_of_tasks(tasks: &[Value]) -> BTreeMap<String, ProjectInfo> {
     found
 }
 
-/// Reads the digest's tasks from the API. Returns what was collected and the requests made.
+/// How the API was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadWith {
+    /// Task search: only the tasks the sections can hold (paid tiers).
+    Search,
+    /// Task lists with `completed_since`: every open task of the scope.
+    TaskLists,
+}
+
+impl ReadWith {
+    /// Its name in the run's figures.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadWith::Search => "search",
+            ReadWith::TaskLists => "task_lists",
+        }
+    }
+}
+
+/// What an API read covers.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiWindow {
+    /// Where `completed` and `created` start.
+    pub since: DateTime<Utc>,
+    /// The digest's instant.
+    pub as_of: DateTime<Utc>,
+    /// The first local day after the due window (today + `due_within`).
+    pub due_before: NaiveDate,
+}
+
+/// Whether the search API can serve these sections: each must be decided by a due date or a
+/// completion time, which search filters on; the others need every open task of the scope.
+pub fn search_serves(settings: &DigestSettings) -> bool {
+    use super::settings::SectionKind;
+    settings.search
+        && settings.sections.iter().all(|section| {
+            matches!(
+                section,
+                SectionKind::Overdue
+                    | SectionKind::DueSoon
+                    | SectionKind::Milestones
+                    | SectionKind::Approvals
+                    | SectionKind::Completed
+            )
+        })
+}
+
+/// Projects named in one search (`projects.any`), so the query stays a reasonable URL.
+const PROJECTS_PER_SEARCH: usize = 50;
+
+/// Reads the tasks the sections can hold with task search: incomplete tasks due before the end
+/// of the window, and (when `completed` is shown) tasks completed since the previous digest,
+/// 100 per request, paged by `created_at` as Asana documents for search. Returns the tasks and
+/// the requests made.
+async fn search_tasks(
+    client: &AsanaClient,
+    settings: &DigestSettings,
+    scope: &[(&'static str, String)],
+    window: ApiWindow,
+) -> Result<(Vec<Value>, u64), AsanaError> {
+    use super::settings::SectionKind;
+    let path = format!(
+        "/workspaces/{}/tasks/search",
+        segment(settings.workspace.as_str())
+    );
+    let mut filters: Vec<Vec<(&str, String)>> = vec![vec![
+        ("completed", "false".into()),
+        (
+            "due_on.before",
+            window.due_before.format("%Y-%m-%d").to_string(),
+        ),
+    ]];
+    if settings.sections.contains(&SectionKind::Completed) {
+        filters.push(vec![(
+            "completed_at.after",
+            window
+                .since
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )]);
+    }
+    let mut tasks = Vec::new();
+    let mut requests = 0u64;
+    for (scope_key, scope_value) in scope {
+        for filter in &filters {
+            let mut after: Option<String> = None;
+            loop {
+                let mut query = Query::new()
+                    .param(*scope_key, scope_value.clone())
+                    .param("sort_by", "created_at")
+                    .param("sort_ascending", "true")
+                    .param("limit", "100");
+                for (key, value) in filter {
+                    query = query.param(*key, value.clone());
+                }
+                if let Some(after) = &after {
+                    query = query.param("created_at.after", after.clone());
+                }
+                let request = ApiRequest::get(path.clone(), query.opt_fields(TASK_FIELDS))
+                    .class(crate::budget::RequestClass::Search);
+                let page: Vec<Value> = client.data(&request).await?;
+                requests += 1;
+                let full = page.len() == 100;
+                after = page.last().and_then(|task| text(task, "created_at"));
+                tasks.extend(page);
+                if !full || after.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok((tasks, requests))
+}
+
+/// Reads the digest's tasks from the API: task search where the tier and the sections allow it
+/// (falling back to task lists on a 402), task lists otherwise. Returns what was collected, the
+/// requests made and how.
 pub async fn from_api(
     client: &AsanaClient,
     settings: &DigestSettings,
-    since: DateTime<Utc>,
-    as_of: DateTime<Utc>,
-) -> Result<(Collected, u64), SourceError> {
+    window: ApiWindow,
+) -> Result<(Collected, u64, ReadWith), SourceError> {
+    let (since, as_of) = (window.since, window.as_of);
     let mut requests = 0u64;
+    let try_search =
+        search_serves(settings) && client.budget().config().tier == crate::budget::Tier::Paid;
     let completed_since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let list = |path: String, query: Query| {
         let client = client.clone();
@@ -204,6 +321,40 @@ pub async fn from_api(
     };
     if !settings.assignees.is_empty() {
         let workspace = settings.workspace.to_string();
+        if try_search {
+            let people = settings
+                .assignees
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            match search_tasks(client, settings, &[("assignee.any", people)], window).await {
+                Ok((all, count)) => {
+                    requests += count;
+                    // Each person's name and email, for their group, in one request each.
+                    for assignee in &settings.assignees {
+                        let user: Value = client
+                            .data(&ApiRequest::get(
+                                format!("/users/{}", segment(assignee.as_str())),
+                                Query::new().opt_fields(&["name", "email"]),
+                            ))
+                            .await?;
+                        requests += 1;
+                        collected.assignees.extend(person(&user));
+                    }
+                    collected.projects = projects_of_tasks(&all).into_values().collect();
+                    collected.tasks = all.iter().filter_map(facts_from_api).collect();
+                    return Ok((collected, requests, ReadWith::Search));
+                }
+                Err(AsanaError::PaymentRequired { .. }) => {
+                    requests += 1;
+                    tracing::info!(
+                        "Task search answered 402 (not a premium workspace); reading task lists instead"
+                    );
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         let assignees: Vec<String> = settings.assignees.iter().map(|a| a.to_string()).collect();
         let lists = futures::stream::iter(assignees.into_iter().map(|assignee| {
             let query = task_query(&[("assignee", &assignee), ("workspace", &workspace)]);
@@ -230,7 +381,7 @@ pub async fn from_api(
         }
         collected.projects = projects_of_tasks(&all).into_values().collect();
         collected.tasks = all.iter().filter_map(facts_from_api).collect();
-        return Ok((collected, requests));
+        return Ok((collected, requests, ReadWith::TaskLists));
     }
     // The projects of the scope, in order.
     let projects: Vec<ProjectInfo> = if let Some(team) = &settings.team {
@@ -266,6 +417,34 @@ pub async fn from_api(
             .collect()
     };
     let gids: Vec<String> = projects.iter().map(|p| p.gid.clone()).collect();
+    if try_search {
+        let scope: Vec<(&'static str, String)> = gids
+            .chunks(PROJECTS_PER_SEARCH)
+            .map(|chunk| ("projects.any", chunk.join(",")))
+            .collect();
+        match search_tasks(client, settings, &scope, window).await {
+            Ok((all, count)) => {
+                requests += count;
+                let named = projects_of_tasks(&all);
+                collected.projects = projects
+                    .into_iter()
+                    .map(|project| match named.get(&project.gid) {
+                        Some(found) if project.url.is_none() => found.clone(),
+                        _ => project,
+                    })
+                    .collect();
+                collected.tasks = all.iter().filter_map(facts_from_api).collect();
+                return Ok((collected, requests, ReadWith::Search));
+            }
+            Err(AsanaError::PaymentRequired { .. }) => {
+                requests += 1;
+                tracing::info!(
+                    "Task search answered 402 (not a premium workspace); reading task lists instead"
+                );
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     let lists = futures::stream::iter(gids.into_iter().map(|gid| {
         let query = task_query(&[("project", gid.as_str())]);
         list("/tasks".to_string(), query)
@@ -289,7 +468,7 @@ pub async fn from_api(
         })
         .collect();
     collected.tasks = all.iter().filter_map(facts_from_api).collect();
-    Ok((collected, requests))
+    Ok((collected, requests, ReadWith::TaskLists))
 }
 
 fn project_info(item: &Value) -> Option<ProjectInfo> {

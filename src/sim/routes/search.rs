@@ -96,6 +96,20 @@ async fn search(request: ApiRequest) -> ApiResult {
     let modified = TimeRange::parse(params, "modified_at")?;
     let created = TimeRange::parse(params, "created_at")?;
     let completed_at = TimeRange::parse(params, "completed_at")?;
+    // `due_on.before` / `due_on.after` (exclusive) and `due_on` (that day) take dates; a task
+    // without a due date matches none of them.
+    let day = |key: &str| -> Result<Option<chrono::NaiveDate>, ApiError> {
+        params
+            .get(key)
+            .map(|raw| {
+                chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                    .map_err(|_| ApiError::bad_request(format!("{key}: Invalid date: {raw}")))
+            })
+            .transpose()
+    };
+    let due_before = day("due_on.before")?;
+    let due_after = day("due_on.after")?;
+    let due_on = day("due_on")?;
     let sort_by = params.get("sort_by").unwrap_or("modified_at");
     if !matches!(
         sort_by,
@@ -163,6 +177,18 @@ async fn search(request: ApiRequest) -> ApiResult {
         .filter(|t| modified.keeps(Some(t.modified_at)))
         .filter(|t| created.keeps(Some(t.created_at)))
         .filter(|t| completed_at.keeps(t.completed_at))
+        .filter(|t| {
+            let wanted = due_before.is_some() || due_after.is_some() || due_on.is_some();
+            !wanted
+                || t.due_on
+                    .as_deref()
+                    .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                    .is_some_and(|d| {
+                        due_before.is_none_or(|b| d < b)
+                            && due_after.is_none_or(|a| d > a)
+                            && due_on.is_none_or(|o| d == o)
+                    })
+        })
         .collect();
     found.sort_by(|a, b| {
         let order = match sort_by {
