@@ -65,6 +65,8 @@ pub enum BenchTarget {
     Status(super::bench_status::StatusBenchArgs),
     /// A full and an incremental sync through the daemon, against a sequential page walk.
     Sync(super::bench_sync::SyncBenchArgs),
+    /// A digest of many projects from task lists, task search and a sync mirror.
+    Digest(super::bench_digest::DigestBenchArgs),
 }
 
 /// Arguments of `bench budget`.
@@ -149,6 +151,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         BenchTarget::ExportDownload(args) => super::bench_export::run(args).await,
         BenchTarget::Status(args) => super::bench_status::run(args).await,
         BenchTarget::Sync(args) => super::bench_sync::run(args).await,
+        BenchTarget::Digest(args) => super::bench_digest::run(args).await,
         // Builds its own runtimes (simulator on one thread, load on another); the CLI runs it
         // before creating one, this arm only serves callers already inside a runtime.
         BenchTarget::Sim(args) => {

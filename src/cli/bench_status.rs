@@ -191,23 +191,12 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<u8> {
         .tempdir()?;
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir)?;
-    let workspace = sim.state().world().workspace.gid.clone();
-    let team = sim
-        .state()
-        .world()
-        .teams
-        .gids()
-        .first()
-        .cloned()
-        .unwrap_or_default();
-    for (name, text) in super::demo::example_jobs(
-        &workspace,
-        &team,
+    super::demo::write_example_jobs(
+        &sim,
+        &jobs_dir,
         &dir.path().join("audit-log"),
         &dir.path().join("exports"),
-    ) {
-        std::fs::write(jobs_dir.join(name), text)?;
-    }
+    )?;
     let mut credentials = String::new();
     for (name, kind, tier) in [
         ("service-account", "service_account", "paid"),

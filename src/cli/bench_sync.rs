@@ -63,14 +63,20 @@ fn resources(all: bool) -> &'static str {
     }
 }
 
-/// One measured run of the job.
-struct Measured {
-    requests: u64,
-    rejected: u64,
-    sim_secs: f64,
-    cpu: Duration,
-    rows: u64,
-    progress: Value,
+/// One measured run of a job.
+pub(super) struct Measured {
+    /// Requests the job's token made.
+    pub(super) requests: u64,
+    /// Of which answered 429.
+    pub(super) rejected: u64,
+    /// The run's wall time in simulated seconds.
+    pub(super) sim_secs: f64,
+    /// The daemon's CPU time during the run.
+    pub(super) cpu: Duration,
+    /// Rows written (sync).
+    pub(super) rows: u64,
+    /// The run's final figures.
+    pub(super) progress: Value,
 }
 
 impl Measured {
@@ -119,11 +125,6 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
         .tempdir()?;
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir)?;
-    let token_file = dir.path().join("sa.token");
-    super::common::write_private(
-        &token_file,
-        &sim.token("service-account").context("a token")?,
-    )?;
     let mirror = dir.path().join("mirror.sqlite");
     std::fs::write(
         jobs_dir.join("sync.toml"),
@@ -134,21 +135,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
             mirror.display()
         ),
     )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[database]\nurl = \"sqlite://{db}\"\n[jobs]\ndir = \"{jobs}\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n[asana]\nbase_url = \"{base}\"\ntime_scale = {scale}\n[credentials.sa]\nkind = \"service_account\"\ntier = \"paid\"\ntoken_file = \"{token}\"\n",
-            db = dir.path().join("state.sqlite").display(),
-            jobs = jobs_dir.display(),
-            base = sim.base_url(),
-            scale = args.time_scale,
-            token = token_file.display(),
-        ),
-    )?;
+    let (config_path, port) = super::common::write_bench_config(dir.path(), &sim, args.time_scale)?;
     let daemon =
         super::common::BenchDaemon::start(&config_path, &dir.path().join("daemon.log"), port)
             .await?;
@@ -158,7 +145,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
         super::common::process_status_kib(pid, "VmRSS:") as f64 / 1024.0
     );
     let limit = 1500.0;
-    let full = measure(&sim, &config_path, pid, args.time_scale).await?;
+    let full = measure(&sim, &config_path, "sync", pid, args.time_scale).await?;
     report("Full sync", &full, limit);
     let rss_full = super::common::process_status_kib(pid, "VmHWM:");
     println!(
@@ -174,7 +161,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
         .await?
         .error_for_status()
         .context("making the changes")?;
-    let incremental = measure(&sim, &config_path, pid, args.time_scale).await?;
+    let incremental = measure(&sim, &config_path, "sync", pid, args.time_scale).await?;
     report(
         &format!("Incremental run after {} changes", args.changes),
         &incremental,
@@ -253,10 +240,12 @@ fn sequential_resources() -> Vec<crate::jobs::sync::Resource> {
         .collect()
 }
 
-/// Runs the job once through the daemon (`jobs run sync --wait`) and measures it.
-async fn measure(
+/// Runs the job `job` once through the daemon (`jobs run JOB --wait`) and measures it: the
+/// requests of the simulator's `service-account` token, simulated time, the daemon's CPU.
+pub(super) async fn measure(
     sim: &SimServer,
     config: &std::path::Path,
+    job: &str,
     pid: u32,
     time_scale: f64,
 ) -> anyhow::Result<Measured> {
@@ -267,7 +256,7 @@ async fn measure(
         .args([
             "jobs",
             "run",
-            "sync",
+            job,
             "--wait",
             "--timeout-secs",
             "36000",
@@ -283,7 +272,7 @@ async fn measure(
         let log = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         bail!(
-            "the sync run failed:\n{text}\n--- the daemon's log, last lines ---\n{}",
+            "the {job} run failed:\n{text}\n--- the daemon's log, last lines ---\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }

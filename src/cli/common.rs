@@ -82,6 +82,38 @@ pub fn process_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes a benchmark daemon's `config.toml` in `dir`: a SQLite state database, `dir/jobs`,
+/// an admin port, the simulator's base URL and time scale, and the credential `sa` (the
+/// simulator's paid service account, its token in a 0600 file). Returns the config's path and
+/// the admin port.
+pub fn write_bench_config(
+    dir: &std::path::Path,
+    sim: &crate::sim::SimServer,
+    time_scale: f64,
+) -> anyhow::Result<(std::path::PathBuf, u16)> {
+    use anyhow::Context;
+    let token_file = dir.join("sa.token");
+    write_private(
+        &token_file,
+        &sim.token("service-account").context("a token")?,
+    )?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config_path = dir.join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[database]\nurl = \"sqlite://{db}\"\n[jobs]\ndir = \"{jobs}\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n[asana]\nbase_url = \"{base}\"\ntime_scale = {time_scale}\n[credentials.sa]\nkind = \"service_account\"\ntier = \"paid\"\ntoken_file = \"{token}\"\n",
+            db = dir.join("state.sqlite").display(),
+            jobs = dir.join("jobs").display(),
+            base = sim.base_url(),
+            token = token_file.display(),
+        ),
+    )?;
+    Ok((config_path, port))
+}
+
 /// A daemon process a benchmark runs (`asana-worker run --config CONFIG`, log level `warn`, its
 /// stderr in `log`), stopped with SIGTERM when dropped, however the benchmark ends.
 pub struct BenchDaemon(std::process::Child);

@@ -99,6 +99,27 @@ pub fn example_jobs(
         .collect()
 }
 
+/// Writes the example job files into `jobs_dir`, pointed at `sim`'s workspace and first team
+/// (see [`example_jobs`]).
+pub fn write_example_jobs(
+    sim: &crate::sim::SimServer,
+    jobs_dir: &Path,
+    audit_dir: &Path,
+    export_dir: &Path,
+) -> std::io::Result<()> {
+    let (workspace, team) = {
+        let world = sim.state().world();
+        (
+            world.workspace.gid.clone(),
+            world.teams.gids().first().cloned().unwrap_or_default(),
+        )
+    };
+    for (name, text) in example_jobs(&workspace, &team, audit_dir, export_dir) {
+        std::fs::write(jobs_dir.join(name), text)?;
+    }
+    Ok(())
+}
+
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -133,20 +154,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .tempdir()?;
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir)?;
-    let workspace = sim.state().world().workspace.gid.clone();
     let audit_dir = dir.path().join("audit-log");
     let export_dir = dir.path().join("exports");
-    let team = sim
-        .state()
-        .world()
-        .teams
-        .gids()
-        .first()
-        .cloned()
-        .unwrap_or_default();
-    for (name, text) in example_jobs(&workspace, &team, &audit_dir, &export_dir) {
-        std::fs::write(jobs_dir.join(name), text)?;
-    }
+    write_example_jobs(&sim, &jobs_dir, &audit_dir, &export_dir)?;
     let mut settings = Settings::default();
     settings.database.url = format!(
         "sqlite://{}",

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_audit;
 pub mod bench_daemon;
+pub mod bench_digest;
 pub mod bench_export;
 pub mod bench_sim;
 pub mod bench_status;

@@ -67,23 +67,13 @@ impl StatusDaemon {
         daemon.add_credential(&sim, "service-account", "paid");
         daemon.add_credential(&sim, "pat-paid", "paid");
         daemon.add_credential(&sim, "pat-free", "free");
-        let workspace = sim.state().world().workspace.gid.clone();
-        let team = sim
-            .state()
-            .world()
-            .teams
-            .gids()
-            .first()
-            .cloned()
-            .unwrap_or_default();
-        for (name, text) in asana_worker::cli::demo::example_jobs(
-            &workspace,
-            &team,
+        asana_worker::cli::demo::write_example_jobs(
+            &sim,
+            &daemon.jobs_dir(),
             &daemon.path("audit-log"),
             &daemon.path("exports"),
-        ) {
-            std::fs::write(daemon.jobs_dir().join(name), text).unwrap();
-        }
+        )
+        .unwrap();
         let mut child = daemon.start("daemon");
         daemon.wait_ready(&mut child).await;
         let base = format!("http://127.0.0.1:{}", daemon.admin_port);

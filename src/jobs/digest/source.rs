@@ -250,6 +250,7 @@ async fn search_tasks(
     for (scope_key, scope_value) in scope {
         for filter in &filters {
             let mut after: Option<String> = None;
+            let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
             loop {
                 let mut query = Query::new()
                     .param(*scope_key, scope_value.clone())
@@ -267,11 +268,24 @@ async fn search_tasks(
                 let page: Vec<Value> = client.data(&request).await?;
                 requests += 1;
                 let full = page.len() == 100;
-                after = page.last().and_then(|task| text(task, "created_at"));
-                tasks.extend(page);
-                if !full || after.is_none() {
-                    break;
+                // The next page starts a millisecond before the last task's creation, so tasks
+                // created in the same millisecond are not skipped; repeats are dropped by gid.
+                let last = page.last().and_then(|task| time(task, "created_at"));
+                let before = seen.len();
+                for task in page {
+                    if let Some(gid) = text(&task, "gid")
+                        && seen.insert(gid)
+                    {
+                        tasks.push(task);
+                    }
                 }
+                let Some(last) = last.filter(|_| full && seen.len() > before) else {
+                    break;
+                };
+                after = Some(
+                    (last - chrono::Duration::milliseconds(1))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                );
             }
         }
     }
@@ -521,6 +535,28 @@ fn live() -> Row {
     Row::from([("deleted_at".to_string(), Cell::Null)])
 }
 
+/// The columns the mirror source reads, of every table (keys are always read).
+const MIRROR_COLUMNS: &[&str] = &[
+    "name",
+    "email",
+    "permalink_url",
+    "team_gid",
+    "archived",
+    "project_gid",
+    "section_gid",
+    "resource_subtype",
+    "approval_status",
+    "completed",
+    "completed_at",
+    "created_at",
+    "modified_at",
+    "due_on",
+    "due_at",
+    "assignee_gid",
+    "deleted_at",
+    "item_type",
+];
+
 /// Reads the digest's tasks from a sync job's tables: `tasks`, `task_projects`,
 /// `task_dependencies`, `projects`, `sections`, `users` and, for a portfolio scope,
 /// `portfolio_items` (ARCHITECTURE.md, "The sync mirror"). Fails as behind when the mirror has
@@ -552,8 +588,15 @@ pub async fn from_mirror(
             age.num_minutes()
         )));
     }
+    // Only the columns the digest uses are read (the definition's columns are the ones
+    // selected): the `data` column of a large mirror costs more to decode than the rest.
     let read = |name: &'static str, filter: Row| async move {
-        sink.read_where(&tables::spec(name).def(), &filter).await
+        let mut def = tables::spec(name).def();
+        def.columns.retain(|column| {
+            def.key.contains(&column.name) || MIRROR_COLUMNS.contains(&column.name.as_str())
+        });
+        def.indexes.clear();
+        sink.read_where(&def, &filter).await
     };
     let projects_rows = read("projects", live()).await?;
     let users: BTreeMap<String, Person> = read("users", live())

@@ -391,7 +391,9 @@ pub trait TableSink: Send + Sync + std::fmt::Debug {
     async fn read_table(&self, table: &TableDef) -> Result<Vec<Row>, SinkError>;
 
     /// The rows of `table` whose columns equal `filter` (NULL matches NULL), ordered by key: what
-    /// a sync compares with a fresh listing to find what disappeared (a project's tasks).
+    /// a sync compares with a fresh listing to find what disappeared (a project's tasks). Only
+    /// the definition's columns are read: a reader that needs fewer passes a definition
+    /// without the others (the digest leaves out `data`).
     async fn read_where(&self, table: &TableDef, filter: &Row) -> Result<Vec<Row>, SinkError>;
 }
 
