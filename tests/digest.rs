@@ -746,3 +746,153 @@ async fn task_search_reads_only_what_the_sections_hold_and_lists_agree() {
         assert_eq!(found, searched, "{name} reads the same digest as search");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asana_post_recorded_as_being_sent_is_looked_up_before_it_is_posted_again() {
+    use asana_worker::jobs::digest::deliver::{self, DeliveryContext};
+    use asana_worker::jobs::digest::render::sample_model;
+    use asana_worker::jobs::digest::settings::{Channel, GroupBy, StatusType};
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    let client = support::digest::client_of(&sim.server, "service-account");
+    let job_file = std::path::PathBuf::from("/nonexistent/jobs/digest.toml");
+    let cx = DeliveryContext {
+        job: "weekly-digest",
+        job_file: &job_file,
+        client: &client,
+    };
+    // The sample digest, described as of now (Asana's status updates are looked up from there).
+    let mut model = sample_model(GroupBy::Project);
+    model.as_of_utc = Utc::now();
+    let model = model;
+    let project = &seeded.projects[0];
+    let count_marked = |body: &Value| {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| {
+                item["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&deliver::asana_marker(&model))
+            })
+            .count()
+    };
+    let status = Channel::AsanaStatus {
+        parent: Some(asana_worker::config::values::Gid::parse(project).unwrap()),
+        status_type: StatusType::OnTrack,
+        template: None,
+    };
+    let comment = Channel::AsanaComment {
+        task: asana_worker::config::values::Gid::parse(&seeded.overdue).unwrap(),
+        template: None,
+    };
+    for channel in [&status, &comment] {
+        let (units, _) = deliver::units(0, channel, &model);
+        assert_eq!(units.len(), 1);
+        // The first attempt posts; an attempt after a crash between the post and its record
+        // finds the post by its marker and posts nothing, however often it is retried.
+        deliver::deliver(cx, channel, &units[0], &model, false)
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let found = deliver::deliver(cx, channel, &units[0], &model, true)
+                .await
+                .unwrap();
+            assert!(found.contains("found after a retry"), "{found}");
+        }
+    }
+    let (_, updates) = sim
+        .get_as(
+            "service-account",
+            &format!("/status_updates?parent={project}&opt_fields=text"),
+        )
+        .await;
+    assert_eq!(count_marked(&updates), 1, "one status update: {updates}");
+    let (_, stories) = sim
+        .get_as(
+            "service-account",
+            &format!("/tasks/{}/stories?opt_fields=text", seeded.overdue),
+        )
+        .await;
+    assert_eq!(count_marked(&stories), 1, "one comment: {stories}");
+    // A retry that finds nothing (the crash came before the post) posts it.
+    let other = Channel::AsanaComment {
+        task: asana_worker::config::values::Gid::parse(&seeded.due_soon).unwrap(),
+        template: None,
+    };
+    let (units, _) = deliver::units(1, &other, &model);
+    let posted = deliver::deliver(cx, &other, &units[0], &model, true)
+        .await
+        .unwrap();
+    assert!(posted.starts_with("comment "), "{posted}");
+    assert!(!posted.contains("found"), "{posted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_by_assignee_each_person_receives_their_own_part() {
+    let Some(smtp) = SmtpServer::start("digest per assignee", false, None).await else {
+        return;
+    };
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    // A second assignee, with an overdue task of their own.
+    let (_, users) = sim
+        .get_as(
+            "service-account",
+            &format!(
+                "/users?workspace={}&opt_fields=name,email",
+                seeded.workspace
+            ),
+        )
+        .await;
+    let (_, me) = sim.get_as("service-account", "/users/me").await;
+    let me_gid = gid(&me["data"]);
+    let other = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| gid(u) != me_gid && u["email"].is_string())
+        .expect("another user with an email")
+        .clone();
+    let due = berlin_today()
+        .checked_sub_days(Days::new(5))
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let theirs = create_task(
+        &sim,
+        json!({"name": "Their late task", "projects": [seeded.projects[0]], "due_on": due, "assignee": gid(&other)}),
+    )
+    .await;
+    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    write_digest_job(
+        &daemon,
+        &format!(
+            "workspace = \"{}\"\nprojects = [\"{}\"]\ngroup_by = \"assignee\"\nsections = [\"overdue\"]\n\n[[settings.deliver]]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"digest@example.com\"\nto = \"assignees\"\n",
+            seeded.workspace, seeded.projects[0], smtp.port
+        ),
+    );
+    let mut child = daemon.start("daemon");
+    daemon.wait_ready(&mut child).await;
+    let (ok, text) = run(&daemon);
+    assert!(ok, "{text}\n{}", daemon.log("daemon"));
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 2, "one message per assignee: {messages:?}");
+    let to_of = |email: &str| {
+        messages
+            .iter()
+            .find(|m| m["rcpt_tos"] == json!([email]))
+            .unwrap_or_else(|| panic!("no message to {email}: {messages:?}"))["data"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mine = to_of(me["data"]["email"].as_str().unwrap());
+    let their = to_of(other["email"].as_str().unwrap());
+    assert!(mine.contains("Renew the certificate") && !mine.contains("Their late task"));
+    assert!(their.contains("Their late task") && !their.contains("Renew the certificate"));
+    let _ = theirs;
+    support::daemon::terminate(&mut child);
+}

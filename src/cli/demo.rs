@@ -473,6 +473,25 @@ fn print_runs(runs: &BTreeMap<String, Run>) {
                 run.progress["rows_written"],
                 run.progress["gaps"]
             ),
+            RunState::Completed
+                if run.kind == "digest" && run.progress["skipped_empty"] == true =>
+            {
+                "nothing to report: the empty digest was skipped".to_string()
+            }
+            RunState::Completed if run.kind == "digest" => format!(
+                "{} task(s) read with {} in {} request(s), delivered to {}",
+                run.progress["tasks"],
+                run.progress["read_with"].as_str().unwrap_or("?"),
+                run.progress["requests"],
+                run.progress["delivered"]
+                    .as_array()
+                    .map(|d| d
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
             RunState::Completed => format!(
                 "acts as {} <{}>",
                 run.progress["name"].as_str().unwrap_or("?"),

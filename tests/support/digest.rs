@@ -184,3 +184,19 @@ pub async fn wait_until(secs: u64, what: &str, mut ready: impl FnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A client of the simulator's token `name` (paid budget), for calling the digest's delivery
+/// code directly.
+pub fn client_of(
+    sim: &asana_worker::sim::SimServer,
+    name: &str,
+) -> asana_worker::asana::AsanaClient {
+    use asana_worker::asana::{AsanaClient, ClientConfig};
+    use asana_worker::budget::{Budget, BudgetConfig, Tier};
+    AsanaClient::new(
+        ClientConfig::with_base_url(sim.base_url()),
+        sim.token(name).expect("a token").into(),
+        Budget::new(BudgetConfig::new(name, Tier::Paid)).unwrap(),
+    )
+    .unwrap()
+}

@@ -329,7 +329,8 @@ async fn find_status_update(
     model: &DigestModel,
     marker: &str,
 ) -> Result<Option<String>, AsanaError> {
-    let since = model.as_of_utc - chrono::Duration::minutes(5);
+    // A day's margin: clocks differ, and a status update is posted after the digest's instant.
+    let since = model.as_of_utc - chrono::Duration::days(1);
     let updates = ListWalk::<Value>::new(
         client.clone(),
         "/status_updates",
