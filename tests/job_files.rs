@@ -31,8 +31,8 @@ const CASES: &[(&str, &[Expected])] = &[
     (
         "digest_bad_template",
         &[(
-            "10:1",
-            "tests/fixtures/jobs/bad/digest_bad_template.md.j2:3: undefined value",
+            "13:12",
+            "tests/fixtures/jobs/bad/digest_bad_template.md.j2:3: undefined value in `## {{ group.nmae }}`",
             "templates see title, today, period",
         )],
     ),
@@ -40,12 +40,12 @@ const CASES: &[(&str, &[Expected])] = &[
         "digest_plain_smtp_to_a_remote_host",
         &[
             (
-                "10:1",
+                "13:7",
                 "tls = \"none\" would send the digest and the password in clear text to smtp.example.com",
                 "\"none\" is allowed only for a relay on 127.0.0.1",
             ),
             (
-                "10:1",
+                "15:6",
                 "to = \"assignees\" sends each assignee their own group, but the digest is not grouped by assignee",
                 "set group_by = \"assignee\"",
             ),

@@ -237,13 +237,19 @@ pub(super) fn locate_problems(
     }
 }
 
-/// The span of the value at `path` below `value`, or of the deepest table on the way.
+/// The span of the value at `path` below `value`, or of the deepest table on the way. A
+/// number in the path is an index into an array (`deliver.0.tls`: the `tls` of the first
+/// `[[settings.deliver]]`).
 fn span_of(value: &Spanned<DeValue<'_>>, path: &[String]) -> Span {
     let mut current = value;
     for key in path {
         match current.get_ref() {
             DeValue::Table(table) => match lookup(table, key) {
                 Some((_, next)) => current = next,
+                None => break,
+            },
+            DeValue::Array(items) => match key.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                Some(next) => current = next,
                 None => break,
             },
             _ => break,

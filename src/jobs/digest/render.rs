@@ -123,13 +123,23 @@ fn environment() -> Environment<'static> {
     env
 }
 
-fn template_error(name: &str, error: &minijinja::Error) -> RenderError {
+fn template_error(name: &str, source: &str, error: &minijinja::Error) -> RenderError {
     let line = error.line().map(|l| format!(":{l}")).unwrap_or_default();
     let mut detail = error.detail().map(str::to_string).unwrap_or_default();
     if detail.is_empty() {
         detail = error.kind().to_string();
     } else {
         detail = format!("{}: {detail}", error.kind());
+    }
+    // The line itself, so the culprit is visible without opening the file.
+    if let Some(text) = error
+        .line()
+        .and_then(|l| source.lines().nth(l.saturating_sub(1)))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let shown: String = text.chars().take(80).collect();
+        detail = format!("{detail} in `{shown}`");
     }
     RenderError::Template {
         location: format!("{name}{line}"),
@@ -161,12 +171,12 @@ pub fn render(
         ),
     };
     let mut env = environment();
-    env.add_template_owned(name.clone(), source)
-        .map_err(|e| template_error(&name, &e))?;
+    env.add_template_owned(name.clone(), source.clone())
+        .map_err(|e| template_error(&name, &source, &e))?;
     let text = env
         .get_template(&name)
         .and_then(|t| t.render(minijinja::Value::from_serialize(model)))
-        .map_err(|e| template_error(&name, &e))?;
+        .map_err(|e| template_error(&name, &source, &e))?;
     let is_json = want_json || matches!(template, Template::Builtin(Format::Slack));
     if is_json && let Err(error) = serde_json::from_str::<serde_json::Value>(&text) {
         return Err(RenderError::NotJson {
