@@ -123,6 +123,28 @@ async fn seed(sim: &Sim) -> Seeded {
     }
 }
 
+/// A seeded world, a daemon for it, and the directory file deliveries write to.
+struct Setup {
+    sim: Sim,
+    seeded: Seeded,
+    daemon: Daemon,
+    files: std::path::PathBuf,
+}
+
+async fn setup() -> Setup {
+    let sim = empty_world().await;
+    let seeded = seed(&sim).await;
+    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    let files = daemon.path("digests");
+    std::fs::create_dir_all(&files).unwrap();
+    Setup {
+        sim,
+        seeded,
+        daemon,
+        files,
+    }
+}
+
 /// Writes the job `digest` with `settings` (the `[settings]` body, deliveries included).
 fn write_digest_job(daemon: &Daemon, settings: &str) {
     daemon.write_job(
@@ -186,12 +208,13 @@ async fn a_digest_from_the_api_reaches_a_file_a_webhook_an_inbox_and_each_projec
     let Some(smtp) = SmtpServer::start("digest api", true, None).await else {
         return;
     };
-    let sim = empty_world().await;
-    let seeded = seed(&sim).await;
+    let Setup {
+        sim,
+        seeded,
+        daemon,
+        files,
+    } = setup().await;
     let hook = Webhook::start().await;
-    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
-    let files = daemon.path("digests");
-    std::fs::create_dir_all(&files).unwrap();
     write_digest_job(
         &daemon,
         &format!(
@@ -384,12 +407,13 @@ async fn a_crash_after_a_send_and_a_retry_send_no_second_copy() {
     let Some(smtp) = SmtpServer::start("digest crash", false, None).await else {
         return;
     };
-    let sim = empty_world().await;
-    let seeded = seed(&sim).await;
+    let Setup {
+        sim: _sim,
+        seeded,
+        daemon,
+        files,
+    } = setup().await;
     let hook = Webhook::start().await;
-    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
-    let files = daemon.path("digests");
-    std::fs::create_dir_all(&files).unwrap();
     write_digest_job(
         &daemon,
         &format!(
@@ -524,9 +548,12 @@ async fn rejected_recipients_and_4xx_webhooks_fail_and_an_unreachable_server_is_
     let Some(smtp) = SmtpServer::start("digest failures", false, Some("nobody")).await else {
         return;
     };
-    let sim = empty_world().await;
-    let seeded = seed(&sim).await;
-    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    let Setup {
+        sim: _sim,
+        seeded,
+        daemon,
+        files: _,
+    } = setup().await;
     let email = |port: u16, to: &str| {
         format!(
             "workspace = \"{}\"\nprojects = [\"{}\"]\n\n[[settings.deliver]]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"digest@example.com\"\nto = [{to}]\ntimeout = \"5s\"\n",
@@ -604,12 +631,13 @@ async fn rejected_recipients_and_4xx_webhooks_fail_and_an_unreachable_server_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_from_a_sync_mirror_makes_no_request_and_shows_its_freshness() {
-    let sim = empty_world().await;
-    let seeded = seed(&sim).await;
-    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    let Setup {
+        sim,
+        seeded,
+        daemon,
+        files,
+    } = setup().await;
     daemon.add_credential(&sim.server, "pat-paid", "paid");
-    let files = daemon.path("digests");
-    std::fs::create_dir_all(&files).unwrap();
     daemon.write_job(
         "sync",
         &format!(
@@ -689,13 +717,14 @@ async fn a_digest_from_a_sync_mirror_makes_no_request_and_shows_its_freshness() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_search_reads_only_what_the_sections_hold_and_lists_agree() {
-    let sim = empty_world().await;
-    let seeded = seed(&sim).await;
-    let daemon = Daemon::new(&sim.server, DaemonOptions::default());
+    let Setup {
+        sim,
+        seeded,
+        daemon,
+        files,
+    } = setup().await;
     // A free workspace's token declared as paid: search answers 402, the job reads task lists.
     daemon.add_credential(&sim.server, "pat-free", "paid");
-    let files = daemon.path("digests");
-    std::fs::create_dir_all(&files).unwrap();
     let job = |name: &str, credential: &str, search: bool| {
         format!(
             "name = \"{name}\"\nkind = \"digest\"\nschedule = \"0 8 1 1 *\"\ncredential = \"{credential}\"\ntimezone = \"Europe/Berlin\"\nretry_initial = \"1s\"\n\n[settings]\nworkspace = \"{}\"\nprojects = [\"{}\", \"{}\"]\nsections = [\"overdue\", \"due_soon\", \"completed\"]\nfirst_lookback = \"1d\"\nsearch = {search}\n\n[[settings.deliver]]\ntype = \"file\"\ndir = \"{}\"\nformat = \"json\"\n",

@@ -300,127 +300,63 @@ pub async fn from_api(
     settings: &DigestSettings,
     window: ApiWindow,
 ) -> Result<(Collected, u64, ReadWith), SourceError> {
-    let (since, as_of) = (window.since, window.as_of);
     let mut requests = 0u64;
-    let try_search =
-        search_serves(settings) && client.budget().config().tier == crate::budget::Tier::Paid;
-    let completed_since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let list = |path: String, query: Query| {
-        let client = client.clone();
-        async move {
-            let walk = ListWalk::<Value>::new(client, path, query);
-            let mut pages = std::pin::pin!(walk.pages());
-            let mut items = Vec::new();
-            let mut count = 0u64;
-            while let Some(page) = pages.next().await {
-                count += 1;
-                items.extend(page?.data);
-            }
-            Ok::<_, AsanaError>((items, count))
-        }
-    };
-    let task_query = |selector: &[(&str, &str)]| {
-        let mut query = Query::new();
-        for (key, value) in selector {
-            query = query.param(*key, *value);
-        }
-        query
-            .param("completed_since", completed_since.clone())
-            .opt_fields(TASK_FIELDS)
-    };
-    let project_fields = ["name", "permalink_url", "archived", "resource_type"];
     let mut collected = Collected {
-        data_as_of: Some(as_of),
+        data_as_of: Some(window.as_of),
         ..Collected::default()
     };
-    if !settings.assignees.is_empty() {
-        let workspace = settings.workspace.to_string();
-        if try_search {
-            let people = settings
-                .assignees
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            match search_tasks(client, settings, &[("assignee.any", people)], window).await {
-                Ok((all, count)) => {
-                    requests += count;
-                    // Each person's name and email, for their group, in one request each.
-                    for assignee in &settings.assignees {
-                        let user: Value = client
-                            .data(&ApiRequest::get(
-                                format!("/users/{}", segment(assignee.as_str())),
-                                Query::new().opt_fields(&["name", "email"]),
-                            ))
-                            .await?;
-                        requests += 1;
-                        collected.assignees.extend(person(&user));
-                    }
-                    collected.projects = projects_of_tasks(&all).into_values().collect();
-                    collected.tasks = all.iter().filter_map(facts_from_api).collect();
-                    return Ok((collected, requests, ReadWith::Search));
-                }
-                Err(AsanaError::PaymentRequired { .. }) => {
-                    requests += 1;
-                    tracing::info!(
-                        "Task search answered 402 (not a premium workspace); reading task lists instead"
-                    );
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        let assignees: Vec<String> = settings.assignees.iter().map(|a| a.to_string()).collect();
-        let lists = futures::stream::iter(assignees.into_iter().map(|assignee| {
-            let query = task_query(&[("assignee", &assignee), ("workspace", &workspace)]);
-            let user = ApiRequest::get(
-                format!("/users/{}", segment(&assignee)),
-                Query::new().opt_fields(&["name", "email"]),
-            );
-            let list = list("/tasks".to_string(), query);
-            async move {
-                let person: Value = client.data(&user).await?;
-                let (tasks, pages) = list.await?;
-                Ok::<_, AsanaError>((person, tasks, pages + 1))
-            }
-        }))
-        .buffered(CONCURRENT_LISTS)
-        .collect::<Vec<_>>()
-        .await;
-        let mut all = Vec::new();
-        for result in lists {
-            let (user, tasks, count) = result?;
-            requests += count;
+    // The scope: the projects (listed for a team or a portfolio), or the people.
+    let by_person = !settings.assignees.is_empty();
+    let projects = if by_person {
+        Vec::new()
+    } else {
+        let (projects, count) = scope_projects(client, settings).await?;
+        requests += count;
+        projects
+    };
+    let (all, count, read_with) = read_tasks(client, settings, window, &projects).await?;
+    requests += count;
+    if by_person {
+        // Each person's name and email, for their group and their email.
+        for assignee in &settings.assignees {
+            let user: Value = client
+                .data(&ApiRequest::get(
+                    format!("/users/{}", segment(assignee.as_str())),
+                    Query::new().opt_fields(&["name", "email"]),
+                ))
+                .await?;
+            requests += 1;
             collected.assignees.extend(person(&user));
-            all.extend(tasks);
         }
         collected.projects = projects_of_tasks(&all).into_values().collect();
-        collected.tasks = all.iter().filter_map(facts_from_api).collect();
-        return Ok((collected, requests, ReadWith::TaskLists));
-    }
-    // The projects of the scope, in order.
-    let projects: Vec<ProjectInfo> = if let Some(team) = &settings.team {
-        let query = Query::new()
-            .param("archived", "false")
-            .opt_fields(&project_fields);
-        let (items, count) =
-            list(format!("/teams/{}/projects", segment(team.as_str())), query).await?;
-        requests += count;
-        items.iter().filter_map(project_info).collect()
-    } else if let Some(portfolio) = &settings.portfolio {
-        let query = Query::new().opt_fields(&project_fields);
-        let (items, count) = list(
-            format!("/portfolios/{}/items", segment(portfolio.as_str())),
-            query,
-        )
-        .await?;
-        requests += count;
-        items
-            .iter()
-            .filter(|item| item.get("resource_type").and_then(Value::as_str) != Some("portfolio"))
-            .filter_map(project_info)
-            .collect()
     } else {
-        settings
+        // Names of listed projects come with their tasks' memberships: no request per project.
+        let named = projects_of_tasks(&all);
+        collected.projects = projects
+            .into_iter()
+            .map(|project| match named.get(&project.gid) {
+                Some(found) if project.url.is_none() => found.clone(),
+                _ => project,
+            })
+            .collect();
+    }
+    collected.tasks = all.iter().filter_map(facts_from_api).collect();
+    Ok((collected, requests, read_with))
+}
+
+/// The projects of a project scope, in order: listed for a team or a portfolio (archived ones
+/// left out), named by gid for a list (their names come with the tasks). Also the requests made.
+async fn scope_projects(
+    client: &AsanaClient,
+    settings: &DigestSettings,
+) -> Result<(Vec<ProjectInfo>, u64), AsanaError> {
+    let fields = ["name", "permalink_url", "archived", "resource_type"];
+    let path = if let Some(team) = &settings.team {
+        format!("/teams/{}/projects", segment(team.as_str()))
+    } else if let Some(portfolio) = &settings.portfolio {
+        format!("/portfolios/{}/items", segment(portfolio.as_str()))
+    } else {
+        let named = settings
             .projects
             .iter()
             .map(|gid| ProjectInfo {
@@ -428,41 +364,104 @@ pub async fn from_api(
                 name: gid.to_string(),
                 url: None,
             })
-            .collect()
-    };
-    let gids: Vec<String> = projects.iter().map(|p| p.gid.clone()).collect();
-    if try_search {
-        let scope: Vec<(&'static str, String)> = gids
-            .chunks(PROJECTS_PER_SEARCH)
-            .map(|chunk| ("projects.any", chunk.join(",")))
             .collect();
+        return Ok((named, 0));
+    };
+    let mut query = Query::new().opt_fields(&fields);
+    if settings.team.is_some() {
+        query = query.param("archived", "false");
+    }
+    let (items, count) = list_all(client, path, query).await?;
+    let projects = items
+        .iter()
+        .filter(|item| item.get("resource_type").and_then(Value::as_str) != Some("portfolio"))
+        .filter_map(project_info)
+        .collect();
+    Ok((projects, count))
+}
+
+/// Every item of a list, and the pages it took.
+async fn list_all(
+    client: &AsanaClient,
+    path: String,
+    query: Query,
+) -> Result<(Vec<Value>, u64), AsanaError> {
+    let walk = ListWalk::<Value>::new(client.clone(), path, query);
+    let mut pages = std::pin::pin!(walk.pages());
+    let mut items = Vec::new();
+    let mut count = 0u64;
+    while let Some(page) = pages.next().await {
+        count += 1;
+        items.extend(page?.data);
+    }
+    Ok((items, count))
+}
+
+/// The scope's tasks: by search where it serves (see [`search_serves`]) and the tier is paid,
+/// else (or after a 402) by task lists, eight at a time. Also the requests made and how.
+async fn read_tasks(
+    client: &AsanaClient,
+    settings: &DigestSettings,
+    window: ApiWindow,
+    projects: &[ProjectInfo],
+) -> Result<(Vec<Value>, u64, ReadWith), AsanaError> {
+    let mut requests = 0u64;
+    let people: Vec<String> = settings.assignees.iter().map(|a| a.to_string()).collect();
+    if search_serves(settings) && client.budget().config().tier == crate::budget::Tier::Paid {
+        let scope: Vec<(&'static str, String)> = if people.is_empty() {
+            projects
+                .chunks(PROJECTS_PER_SEARCH)
+                .map(|chunk| {
+                    let gids: Vec<&str> = chunk.iter().map(|p| p.gid.as_str()).collect();
+                    ("projects.any", gids.join(","))
+                })
+                .collect()
+        } else {
+            vec![("assignee.any", people.join(","))]
+        };
         match search_tasks(client, settings, &scope, window).await {
-            Ok((all, count)) => {
-                requests += count;
-                let named = projects_of_tasks(&all);
-                collected.projects = projects
-                    .into_iter()
-                    .map(|project| match named.get(&project.gid) {
-                        Some(found) if project.url.is_none() => found.clone(),
-                        _ => project,
-                    })
-                    .collect();
-                collected.tasks = all.iter().filter_map(facts_from_api).collect();
-                return Ok((collected, requests, ReadWith::Search));
-            }
+            Ok((tasks, count)) => return Ok((tasks, count, ReadWith::Search)),
             Err(AsanaError::PaymentRequired { .. }) => {
                 requests += 1;
                 tracing::info!(
                     "Task search answered 402 (not a premium workspace); reading task lists instead"
                 );
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(error),
         }
     }
-    let lists = futures::stream::iter(gids.into_iter().map(|gid| {
-        let query = task_query(&[("project", gid.as_str())]);
-        list("/tasks".to_string(), query)
-    }))
+    let completed_since = window
+        .since
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let workspace = settings.workspace.to_string();
+    let selectors: Vec<Vec<(&'static str, String)>> = if people.is_empty() {
+        projects
+            .iter()
+            .map(|p| vec![("project", p.gid.clone())])
+            .collect()
+    } else {
+        people
+            .into_iter()
+            .map(|person| vec![("assignee", person), ("workspace", workspace.clone())])
+            .collect()
+    };
+    let queries: Vec<Query> = selectors
+        .into_iter()
+        .map(|selector| {
+            let mut query = Query::new();
+            for (key, value) in selector {
+                query = query.param(key, value);
+            }
+            query
+                .param("completed_since", completed_since.clone())
+                .opt_fields(TASK_FIELDS)
+        })
+        .collect();
+    let lists = futures::stream::iter(
+        queries
+            .into_iter()
+            .map(|query| list_all(client, "/tasks".to_string(), query)),
+    )
     .buffered(CONCURRENT_LISTS)
     .collect::<Vec<_>>()
     .await;
@@ -472,17 +471,7 @@ pub async fn from_api(
         requests += count;
         all.extend(tasks);
     }
-    // Names of listed projects come with their tasks' memberships: no request per project.
-    let named = projects_of_tasks(&all);
-    collected.projects = projects
-        .into_iter()
-        .map(|project| match named.get(&project.gid) {
-            Some(found) if project.url.is_none() => found.clone(),
-            _ => project,
-        })
-        .collect();
-    collected.tasks = all.iter().filter_map(facts_from_api).collect();
-    Ok((collected, requests, ReadWith::TaskLists))
+    Ok((all, requests, ReadWith::TaskLists))
 }
 
 fn project_info(item: &Value) -> Option<ProjectInfo> {
