@@ -107,22 +107,35 @@ pub struct DigestState {
 /// time in the job's zone (`2026-12-07T0900+0100`, offset included so the two 01:30s of a DST
 /// fall-back stay apart); a manual run is a period of its own, named by its creation and id.
 pub fn period_of(run: &crate::store::Run, tz: chrono_tz::Tz) -> (String, DateTime<Utc>) {
-    match (run.trigger, run.fire_time) {
-        (Trigger::Schedule | Trigger::Misfire, Some(fire)) => (
+    let fire = match run.trigger {
+        Trigger::Schedule | Trigger::Misfire => run.fire_time,
+        Trigger::Manual => None,
+    };
+    period_key(fire, run.created_at, &run.id, tz)
+}
+
+/// The period of a run that fired at `fire` (scheduled or caught up), or, without one, of a
+/// manual run created at `created` with `id`.
+fn period_key(
+    fire: Option<DateTime<Utc>>,
+    created: DateTime<Utc>,
+    id: &uuid::Uuid,
+    tz: chrono_tz::Tz,
+) -> (String, DateTime<Utc>) {
+    match fire {
+        Some(fire) => (
             fire.with_timezone(&tz)
                 .format("%Y-%m-%dT%H%M%z")
                 .to_string(),
             fire,
         ),
-        _ => (
+        None => (
             format!(
                 "manual-{}-{}",
-                run.created_at
-                    .with_timezone(&tz)
-                    .format("%Y-%m-%dT%H%M%S%z"),
-                &run.id.simple().to_string()[..8]
+                created.with_timezone(&tz).format("%Y-%m-%dT%H%M%S%z"),
+                &id.simple().to_string()[..8]
             ),
-            run.created_at,
+            created,
         ),
     }
 }
@@ -521,4 +534,66 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
         tracing::warn!(job = %job, period = %period, groups = ?unreachable_all, "Digest parts not emailed: no email address is visible for them in Asana");
     }
     Ok(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn periods_are_named_by_their_fire_time_in_the_jobs_zone() {
+        let tz = chrono_tz::Europe::Berlin;
+        let id = uuid::Uuid::nil();
+        let created = utc("2026-12-07T09:30:00Z");
+        let (key, at) = period_key(Some(utc("2026-12-07T07:00:00Z")), created, &id, tz);
+        assert_eq!(key, "2026-12-07T0800+0100");
+        assert_eq!(at, utc("2026-12-07T07:00:00Z"));
+        // A catch-up run of the same fire is the same period, whenever it runs.
+        let later = utc("2026-12-09T00:00:00Z");
+        assert_eq!(
+            period_key(Some(utc("2026-12-07T07:00:00Z")), later, &id, tz).0,
+            key
+        );
+        // The two 02:30s of the autumn DST change are two periods.
+        let first = period_key(Some(utc("2026-10-25T00:30:00Z")), created, &id, tz).0;
+        let second = period_key(Some(utc("2026-10-25T01:30:00Z")), created, &id, tz).0;
+        assert_eq!(first, "2026-10-25T0230+0200");
+        assert_eq!(second, "2026-10-25T0230+0100");
+        // Manual runs are periods of their own, even within one second.
+        let a = period_key(None, created, &uuid::Uuid::from_u128(1 << 100), tz).0;
+        let b = period_key(None, created, &uuid::Uuid::from_u128(2 << 100), tz).0;
+        assert!(a.starts_with("manual-2026-12-07T103000+0100-"), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_recorded_state_round_trips_and_old_fields_default() {
+        let state: DigestState = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(state, DigestState::default());
+        let pending = Pending {
+            period: "p".into(),
+            model: render::sample_model(settings::GroupBy::Project),
+            units: BTreeMap::from([(
+                "0-email".to_string(),
+                UnitRecord {
+                    state: UnitState::Sending,
+                    at: utc("2026-12-07T07:00:00Z"),
+                    detail: None,
+                },
+            )]),
+        };
+        let state = DigestState {
+            delivered: None,
+            pending: Some(pending),
+        };
+        let again: DigestState =
+            serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
+        assert_eq!(again, state);
+    }
 }
