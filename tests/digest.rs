@@ -925,3 +925,77 @@ async fn grouped_by_assignee_each_person_receives_their_own_part() {
     let _ = theirs;
     support::daemon::terminate(&mut child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instant_one_task_overdue_in_one_zone_and_due_today_in_the_other() {
+    let Setup {
+        sim,
+        seeded,
+        daemon,
+        files,
+    } = setup().await;
+    // UTC+14 and UTC-11 are 25 hours apart: at any instant their dates differ. A task due on
+    // the western date is overdue in the east and due today in the west.
+    let (east, west) = (
+        chrono_tz::Pacific::Kiritimati,
+        chrono_tz::Pacific::Pago_Pago,
+    );
+    let west_today = || Utc::now().with_timezone(&west).date_naive();
+    let due = west_today();
+    let task = create_task(
+        &sim,
+        json!({"name": "Across the date line", "projects": [seeded.projects[1]], "due_on": due.format("%Y-%m-%d").to_string()}),
+    )
+    .await;
+    for (name, tz) in [("east", east), ("west", west)] {
+        daemon.write_job(
+            name,
+            &format!(
+                "name = \"{name}\"\nkind = \"digest\"\nschedule = \"0 8 1 1 *\"\ntimezone = \"{}\"\ncredential = \"sa\"\n\n[settings]\nworkspace = \"{}\"\nprojects = [\"{}\"]\nsections = [\"overdue\", \"due_soon\"]\ndue_within = \"1d\"\n\n[[settings.deliver]]\ntype = \"file\"\ndir = \"{}\"\nformat = \"json\"\n",
+                tz.name(),
+                seeded.workspace,
+                seeded.projects[1],
+                files.display()
+            ),
+        );
+    }
+    let mut child = daemon.start("daemon");
+    daemon.wait_ready(&mut child).await;
+    let mut placed = std::collections::BTreeMap::new();
+    for name in ["east", "west"] {
+        let (ok, text) = run_job(&daemon, name);
+        assert!(ok, "{name}: {text}");
+        let period = progress(&text)["period"].as_str().unwrap().to_string();
+        let model: Value = serde_json::from_str(
+            &std::fs::read_to_string(files.join(name).join(format!("{period}.json"))).unwrap(),
+        )
+        .unwrap();
+        placed.insert(name, (sections(&model), model["today"].clone()));
+    }
+    support::daemon::terminate(&mut child);
+    if west_today() != due {
+        eprintln!("the western date changed during the test; its result would be ambiguous");
+        return;
+    }
+    let (east_sections, east_today) = &placed["east"];
+    let (west_sections, west_today_text) = &placed["west"];
+    assert_ne!(east_today, west_today_text, "two dates at one instant");
+    assert!(
+        east_sections["overdue"].contains(&task),
+        "{east_sections:?}"
+    );
+    assert!(
+        !east_sections
+            .get("due_soon")
+            .is_some_and(|s| s.contains(&task))
+    );
+    assert!(
+        west_sections["due_soon"].contains(&task),
+        "{west_sections:?}"
+    );
+    assert!(
+        !west_sections
+            .get("overdue")
+            .is_some_and(|s| s.contains(&task))
+    );
+}
