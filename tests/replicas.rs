@@ -203,10 +203,40 @@ impl Replicas {
         }
     }
 
-    /// Requests accepted and refused over `sim_secs` of the simulator's time, from now.
+    /// Requests accepted and refused over `sim_secs` of the simulator's time, from the first
+    /// request after now.
+    ///
+    /// A saturated token's requests come in bursts a window apart: the sliding window frees a
+    /// whole window's requests at once, and each burst starts a little after the previous one
+    /// aged out (the daemon's own reaction time). A span starting at an arbitrary instant can
+    /// therefore hold one burst fewer than its windows (the last one drifts past its end: 100 of
+    /// 120 over six windows), so the span starts at a burst and holds every burst it allows.
     async fn measure(&self, sim_secs: i64) -> (u64, BTreeMap<String, u64>, f64) {
         let admin = self.admin();
-        admin.reset_stats().await;
+        let accepted = || async {
+            admin.token_stats("service-account").await["accepted"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs_f64(3.0 * 60.0 / TIME_SCALE);
+        // Counting starts in the quiet between two bursts (a reset in the middle of one would
+        // count part of it), and the span at the next burst's first request.
+        loop {
+            admin.reset_stats().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if accepted().await == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no quiet between bursts");
+        }
+        while accepted().await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no request in three quota windows:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let start = admin.now().await;
         tokio::time::sleep(Duration::from_secs_f64(sim_secs as f64 / TIME_SCALE)).await;
         let stats = admin.token_stats("service-account").await;
