@@ -46,7 +46,7 @@ use crate::asana::{ApiRequest, AsanaClient, AsanaError, MAX_PAGE_SIZE, Query, se
 use crate::config::jobs::SettingsCheck;
 use crate::config::values::{DurationText, Gid, format_duration};
 use crate::sinks::{Batch, RecordMark, RecordSink as Sink, RecordSinkSettings, SinkContext};
-use crate::worker::{CheckpointError, JobOutcome, RunContext};
+use crate::worker::{JobOutcome, RunContext};
 
 /// The `audit_log` kind.
 #[derive(Debug)]
@@ -514,7 +514,9 @@ async fn run(
     let now = ctx.clock.now();
     let stored = match ctx.checkpoints.get(CURSOR_KEY).await {
         Ok(value) => value,
-        Err(error) => return checkpoint_outcome(error),
+        Err(error) => {
+            return super::outcome_for_checkpoint_error(error, "the audit log's progress");
+        }
     };
     let stored: Option<Cursor> = match stored.map(serde_json::from_value).transpose() {
         Ok(cursor) => cursor,
@@ -612,16 +614,6 @@ async fn run(
         return JobOutcome::Failed { error };
     }
     JobOutcome::Completed { progress }
-}
-
-fn checkpoint_outcome(error: CheckpointError) -> JobOutcome {
-    match error {
-        CheckpointError::LeaseLost => JobOutcome::Interrupted,
-        other => JobOutcome::Retry {
-            delay: None,
-            error: other.to_string(),
-        },
-    }
 }
 
 /// Why the sink cannot continue the stream the checkpoint describes, if it cannot: the job now
@@ -737,7 +729,10 @@ impl Runner<'_> {
         if let Some(value) = finished
             && let Err(error) = self.ctx.checkpoints.put(CURSOR_KEY, value).await
         {
-            return Err(Stop::Outcome(checkpoint_outcome(error)));
+            return Err(Stop::Outcome(super::outcome_for_checkpoint_error(
+                error,
+                "the audit log's progress",
+            )));
         }
         for result in results {
             result?;
@@ -934,7 +929,10 @@ impl Runner<'_> {
             .increment(count);
         if let Err(error) = self.ctx.checkpoints.put(CURSOR_KEY, value).await {
             // The sink holds the batch and its cursor: the next run recovers from it.
-            return Err(Stop::Outcome(checkpoint_outcome(error)));
+            return Err(Stop::Outcome(super::outcome_for_checkpoint_error(
+                error,
+                "the audit log's progress",
+            )));
         }
         Ok(())
     }

@@ -81,13 +81,7 @@ async fn run(settings: &CredentialCheckSettings, cx: &KindContext<'_>) -> JobOut
         };
     }
     if let Err(error) = ctx.checkpoints.put(OWNER_KEY, owner.clone()).await {
-        return match error {
-            crate::worker::CheckpointError::LeaseLost => JobOutcome::Interrupted,
-            other => JobOutcome::Retry {
-                delay: None,
-                error: other.to_string(),
-            },
-        };
+        return super::outcome_for_checkpoint_error(error, "the credential's owner");
     }
     tracing::info!(credential = %job.credential, owner = %me.gid, "Credential is valid");
     JobOutcome::Completed { progress: owner }

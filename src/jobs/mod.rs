@@ -278,6 +278,22 @@ pub fn outcome_for_sink_error(error: crate::sinks::SinkError) -> JobOutcome {
     }
 }
 
+/// Maps a failure to store a checkpoint the same way for every kind: a lost lease interrupts the
+/// run (another worker has taken it over and must not be written over), anything else (the
+/// database busy or unreachable) retries, naming what could not be recorded.
+pub fn outcome_for_checkpoint_error(
+    error: crate::worker::CheckpointError,
+    recording: &str,
+) -> JobOutcome {
+    match error {
+        crate::worker::CheckpointError::LeaseLost => JobOutcome::Interrupted,
+        other => JobOutcome::Retry {
+            delay: None,
+            error: format!("cannot record {recording}: {other}"),
+        },
+    }
+}
+
 /// Maps a problem obtaining a credential's client: an unreadable or half-written token file is
 /// transient, a credential missing from the configuration or a client that cannot be built is a
 /// configuration error; neither is a rejection by Asana.

@@ -191,13 +191,9 @@ impl<K> JobSpec<K> {
         }
     }
 
-    /// `path` as named in the job's settings: a relative path is taken from the directory of
-    /// the job file, so a template can sit beside the job that uses it.
+    /// `path` as named in the job's settings (see [`beside_job_file`]).
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        match self.source.parent() {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_path_buf(),
-        }
+        beside_job_file(&self.source, path)
     }
 
     /// Stored with the schedule: when it changes, the next fire is recomputed.
@@ -241,6 +237,16 @@ pub const JOB_FIELDS: &[&str] = &[
 
 /// A job's name and its place, when the name is valid.
 type ValidName = Option<(String, Span)>;
+
+/// A path named in the settings of the job file `job_file`: a relative path is taken from the
+/// file's directory, so a template can sit beside the job that uses it. What `validate` checks
+/// and what a run opens are the same file.
+pub fn beside_job_file(job_file: &Path, path: &Path) -> PathBuf {
+    match job_file.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
 
 /// Parses and validates one job file's text.
 pub fn parse_job<C: KindCatalog>(

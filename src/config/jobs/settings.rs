@@ -70,12 +70,11 @@ impl<'a> SettingsCheck<'a> {
         self
     }
 
-    /// `path` as the job will open it: relative paths are taken from the job file's directory
-    /// (see [`crate::config::jobs::JobSpec::resolve`]).
+    /// `path` as the job will open it (see [`super::beside_job_file`]).
     pub fn resolve(&self, path: &Path) -> std::path::PathBuf {
-        match self.job_file.and_then(Path::parent) {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_path_buf(),
+        match self.job_file {
+            Some(job_file) => super::beside_job_file(job_file, path),
+            None => path.to_path_buf(),
         }
     }
 

@@ -20,6 +20,7 @@ use super::model::DigestModel;
 use super::render::{self, RenderError, Template};
 use super::settings::{Channel, Format, Recipients, SmtpTls};
 use crate::asana::{ApiRequest, AsanaClient, AsanaError, Idempotency, ListWalk, Query, segment};
+use crate::config::jobs::beside_job_file;
 use crate::credentials::TokenSource;
 use crate::sinks::SinkError;
 use crate::sinks::document::file::{FileDocumentSettings, FileDocumentSink};
@@ -144,10 +145,7 @@ pub struct DeliveryContext<'a> {
 impl DeliveryContext<'_> {
     fn template(&self, configured: &Option<PathBuf>, builtin: Format) -> Template {
         match configured {
-            Some(path) => Template::File(match self.job_file.parent() {
-                Some(dir) if path.is_relative() => dir.join(path),
-                _ => path.clone(),
-            }),
+            Some(path) => Template::File(beside_job_file(self.job_file, path)),
             None => Template::Builtin(builtin),
         }
     }
@@ -377,10 +375,7 @@ fn smtp_transport(
     let parameters = || -> Result<TlsParameters, DeliveryError> {
         let mut builder = TlsParameters::builder(host.clone());
         if let Some(file) = ca_file {
-            let file = match job_file.parent() {
-                Some(dir) if file.is_relative() => dir.join(file),
-                _ => file.clone(),
-            };
+            let file = beside_job_file(job_file, file);
             let pem = std::fs::read(&file)
                 .map_err(|e| config(format!("cannot read ca_file {}: {e}", file.display())))?;
             let certificate = Certificate::from_pem(&pem)

@@ -30,7 +30,7 @@ use self::source::SourceError;
 use super::{JobKind, KindContext};
 use crate::config::jobs::SettingsCheck;
 use crate::store::Trigger;
-use crate::worker::{CheckpointError, JobOutcome};
+use crate::worker::JobOutcome;
 
 pub use settings::DigestSettings as Settings;
 
@@ -170,16 +170,6 @@ impl JobKind for Digest {
     }
 }
 
-fn checkpoint_outcome(error: CheckpointError) -> JobOutcome {
-    match error {
-        CheckpointError::LeaseLost => JobOutcome::Interrupted,
-        other => JobOutcome::Retry {
-            delay: None,
-            error: format!("cannot record the digest's state: {other}"),
-        },
-    }
-}
-
 async fn load_state(cx: &KindContext<'_>) -> Result<DigestState, JobOutcome> {
     match cx.run.checkpoints.get(STATE_KEY).await {
         Ok(None) => Ok(DigestState::default()),
@@ -189,7 +179,10 @@ async fn load_state(cx: &KindContext<'_>) -> Result<DigestState, JobOutcome> {
                 name = cx.job.name
             ),
         }),
-        Err(error) => Err(checkpoint_outcome(error)),
+        Err(error) => Err(super::outcome_for_checkpoint_error(
+            error,
+            "the digest's state",
+        )),
     }
 }
 
@@ -201,7 +194,7 @@ async fn save_state(cx: &KindContext<'_>, state: &DigestState) -> Result<(), Job
             serde_json::to_value(state).unwrap_or(Value::Null),
         )
         .await
-        .map_err(checkpoint_outcome)
+        .map_err(|e| super::outcome_for_checkpoint_error(e, "the digest's state"))
 }
 
 fn source_outcome(cx: &KindContext<'_>, error: SourceError) -> JobOutcome {

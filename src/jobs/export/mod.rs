@@ -381,16 +381,6 @@ struct Exporter<'a> {
 
 type Step<T> = Result<T, JobOutcome>;
 
-fn checkpoint_outcome(error: CheckpointError) -> JobOutcome {
-    match error {
-        CheckpointError::LeaseLost => JobOutcome::Interrupted,
-        other => JobOutcome::Retry {
-            delay: None,
-            error: format!("cannot record the export's progress: {other}"),
-        },
-    }
-}
-
 impl Exporter<'_> {
     async fn run(&self) -> Step<Value> {
         let stored = self.load().await?;
@@ -473,7 +463,7 @@ impl Exporter<'_> {
             .checkpoints
             .get(CHECKPOINT_KEY)
             .await
-            .map_err(checkpoint_outcome)?;
+            .map_err(|e| super::outcome_for_checkpoint_error(e, "the export's progress"))?;
         match value {
             None => Ok(None),
             Some(value) => serde_json::from_value(value.clone()).map(Some).map_err(|error| {
@@ -493,7 +483,7 @@ impl Exporter<'_> {
             .checkpoints
             .put(CHECKPOINT_KEY, value)
             .await
-            .map_err(checkpoint_outcome)?;
+            .map_err(|e| super::outcome_for_checkpoint_error(e, "the export's progress"))?;
         self.report(state).await
     }
 
