@@ -37,6 +37,19 @@ pub use settings::DigestSettings as Settings;
 /// The checkpoint key of the digest's state.
 pub const STATE_KEY: &str = "digest";
 
+/// The checkpoint key of the pending period's digest ([`RecordedModel`]), as every attempt of
+/// the period delivers it.
+pub const MODEL_KEY: &str = "digest_model";
+
+/// A period's digest as recorded before anything is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedModel {
+    /// The period it belongs to.
+    pub period: String,
+    /// The digest.
+    pub model: DigestModel,
+}
+
 /// The `digest` kind.
 #[derive(Debug)]
 pub struct Digest;
@@ -66,13 +79,12 @@ pub struct UnitRecord {
     pub detail: Option<String>,
 }
 
-/// A period being delivered.
+/// A period being delivered. Its digest is recorded once, under [`MODEL_KEY`]; the units'
+/// states change here, so each change rewrites a few lines, not the digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
     /// The period key.
     pub period: String,
-    /// The digest, as rendered on every attempt.
-    pub model: DigestModel,
     /// The units' states, by unit id.
     #[serde(default)]
     pub units: BTreeMap<String, UnitRecord>,
@@ -184,6 +196,37 @@ async fn load_state(cx: &KindContext<'_>) -> Result<DigestState, JobOutcome> {
             "the digest's state",
         )),
     }
+}
+
+/// The recorded digest of `period`, if the checkpoint holds it (an unreadable one counts as
+/// absent: the period is prepared again, nothing of it having been sent without it).
+async fn load_model(cx: &KindContext<'_>, period: &str) -> Result<Option<DigestModel>, JobOutcome> {
+    match cx.run.checkpoints.get(MODEL_KEY).await {
+        Ok(value) => Ok(value
+            .and_then(|value| serde_json::from_value::<RecordedModel>(value).ok())
+            .filter(|recorded| recorded.period == period)
+            .map(|recorded| recorded.model)),
+        Err(error) => Err(super::outcome_for_checkpoint_error(
+            error,
+            "the digest's state",
+        )),
+    }
+}
+
+/// Records `record` as unit `id`'s state (None: forgets it) and stores the state.
+async fn record_unit(
+    cx: &KindContext<'_>,
+    state: &mut DigestState,
+    id: &str,
+    record: Option<UnitRecord>,
+) -> Result<(), JobOutcome> {
+    if let Some(pending) = &mut state.pending {
+        match record {
+            Some(record) => pending.units.insert(id.to_string(), record),
+            None => pending.units.remove(id),
+        };
+    }
+    save_state(cx, state).await
 }
 
 async fn save_state(cx: &KindContext<'_>, state: &DigestState) -> Result<(), JobOutcome> {
@@ -340,10 +383,14 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
     }
     let mut requests = 0u64;
     let mut read_with = "recorded";
-    let pending = match state.pending.take() {
-        Some(pending) if pending.period == period => pending,
-        abandoned => {
-            if let Some(old) = abandoned {
+    let recorded = match &state.pending {
+        Some(pending) if pending.period == period => load_model(cx, &period).await?,
+        _ => None,
+    };
+    let model = match recorded {
+        Some(model) => model,
+        None => {
+            if let Some(old) = state.pending.take().filter(|old| old.period != period) {
                 let sent: Vec<&String> = old
                     .units
                     .iter()
@@ -366,19 +413,27 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
             let (model, used, how) = prepare(settings, cx, &period, since).await?;
             requests = used;
             read_with = how;
-            let pending = Pending {
+            // Recorded before anything is sent: every later attempt delivers this digest.
+            let recorded = RecordedModel {
                 period: period.clone(),
                 model,
-                units: BTreeMap::new(),
             };
-            // Recorded before anything is sent: every later attempt delivers this digest.
-            state.pending = Some(pending.clone());
+            cx.run
+                .checkpoints
+                .put(
+                    MODEL_KEY,
+                    serde_json::to_value(&recorded).unwrap_or(Value::Null),
+                )
+                .await
+                .map_err(|e| super::outcome_for_checkpoint_error(e, "the digest's state"))?;
+            state.pending = Some(Pending {
+                period: period.clone(),
+                units: BTreeMap::new(),
+            });
             save_state(cx, &state).await?;
-            pending
+            recorded.model
         }
     };
-    let mut pending = pending;
-    let model = pending.model.clone();
     if model.empty && !settings.send_empty {
         state.pending = None;
         state.delivered = Some(DeliveredPeriod {
@@ -388,9 +443,13 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
             skipped_empty: true,
         });
         save_state(cx, &state).await?;
-        return Ok(
-            json!({"period": period, "tasks": 0, "skipped_empty": true, "requests": requests}),
-        );
+        return Ok(json!({
+            "period": period,
+            "tasks": 0,
+            "skipped_empty": true,
+            "requests": requests,
+            "read_with": read_with,
+        }));
     }
     let delivery = DeliveryContext {
         job,
@@ -408,9 +467,14 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
             if cx.run.cancel.is_cancelled() {
                 return Err(JobOutcome::Interrupted);
             }
-            let record = pending.units.get(&unit.id).cloned();
+            let record = state
+                .pending
+                .as_ref()
+                .and_then(|pending| pending.units.get(&unit.id))
+                .map(|record| record.state);
             let at_most_once = deliver::at_most_once(channel);
-            match record.as_ref().map(|r| r.state) {
+            let now = cx.run.clock.now();
+            match record {
                 Some(UnitState::Sent) => {
                     delivered.push(unit.id.clone());
                     continue;
@@ -425,19 +489,13 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
                         "An earlier attempt stopped while sending this part of the digest; it is not sent again, so it may be missing (see docs/digest.md, \"Exactly once\")"
                     );
                     count_delivery(job, channel.type_name(), "unconfirmed");
-                    pending.units.insert(
-                        unit.id.clone(),
-                        UnitRecord {
-                            state: UnitState::Unconfirmed,
-                            at: cx.run.clock.now(),
-                            detail: Some(
-                                "an attempt stopped between recording and confirming the send"
-                                    .into(),
-                            ),
-                        },
-                    );
-                    state.pending = Some(pending.clone());
-                    save_state(cx, &state).await?;
+                    let detail = "an attempt stopped between recording and confirming the send";
+                    let record = UnitRecord {
+                        state: UnitState::Unconfirmed,
+                        at: now,
+                        detail: Some(detail.into()),
+                    };
+                    record_unit(cx, &mut state, &unit.id, Some(record)).await?;
                     unconfirmed.push(unit.id.clone());
                     continue;
                 }
@@ -445,29 +503,23 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
             }
             let retrying = record.is_some();
             if at_most_once || !retrying {
-                pending.units.insert(
-                    unit.id.clone(),
-                    UnitRecord {
-                        state: UnitState::Sending,
-                        at: cx.run.clock.now(),
-                        detail: None,
-                    },
-                );
-                state.pending = Some(pending.clone());
-                save_state(cx, &state).await?;
+                let record = UnitRecord {
+                    state: UnitState::Sending,
+                    at: now,
+                    detail: None,
+                };
+                record_unit(cx, &mut state, &unit.id, Some(record)).await?;
             }
             match deliver::deliver(delivery, channel, &unit, &model, retrying).await {
                 Ok(detail) => {
                     count_delivery(job, channel.type_name(), "sent");
                     tracing::info!(job = %job, period = %period, unit = %unit.id, %detail, "Digest delivered");
-                    pending.units.insert(
-                        unit.id.clone(),
-                        UnitRecord {
-                            state: UnitState::Sent,
-                            at: cx.run.clock.now(),
-                            detail: Some(detail),
-                        },
-                    );
+                    let record = UnitRecord {
+                        state: UnitState::Sent,
+                        at: cx.run.clock.now(),
+                        detail: Some(detail),
+                    };
+                    record_unit(cx, &mut state, &unit.id, Some(record)).await?;
                     delivered.push(unit.id.clone());
                 }
                 Err(error) => {
@@ -485,7 +537,7 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
                     // Not sent: the next attempt sends it (the failure proved nothing arrived,
                     // or the channel finds what did).
                     if at_most_once {
-                        pending.units.remove(&unit.id);
+                        record_unit(cx, &mut state, &unit.id, None).await?;
                     }
                     if worst
                         .as_ref()
@@ -495,8 +547,6 @@ async fn run_digest(settings: &DigestSettings, cx: &KindContext<'_>) -> Result<V
                     }
                 }
             }
-            state.pending = Some(pending.clone());
-            save_state(cx, &state).await?;
         }
     }
     if let Some(outcome) = worst {
@@ -571,7 +621,6 @@ mod tests {
         assert_eq!(state, DigestState::default());
         let pending = Pending {
             period: "p".into(),
-            model: render::sample_model(settings::GroupBy::Project),
             units: BTreeMap::from([(
                 "0-email".to_string(),
                 UnitRecord {
@@ -588,5 +637,12 @@ mod tests {
         let again: DigestState =
             serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
         assert_eq!(again, state);
+        let recorded = RecordedModel {
+            period: "p".into(),
+            model: render::sample_model(settings::GroupBy::Project),
+        };
+        let again: RecordedModel =
+            serde_json::from_value(serde_json::to_value(&recorded).unwrap()).unwrap();
+        assert_eq!(again, recorded);
     }
 }

@@ -320,6 +320,12 @@ fn sections_of(task: &TaskFacts, frame: &Frame, today: NaiveDate) -> Vec<Section
         .unwrap_or(NaiveDate::MAX);
     let in_window =
         |at: Option<DateTime<Utc>>| at.is_some_and(|at| at >= frame.since && at < frame.as_of);
+    // Where the task is due, once for every section.
+    let due = due_of(task, tz, frame.as_of, today);
+    let overdue = due.as_ref().is_some_and(|due| due.passed);
+    let due_soon = due
+        .as_ref()
+        .is_some_and(|due| !due.passed && due.day < window_end);
     let mut found = Vec::new();
     for kind in &frame.sections {
         let belongs = if task.completed {
@@ -329,11 +335,6 @@ fn sections_of(task: &TaskFacts, frame: &Frame, today: NaiveDate) -> Vec<Section
                 _ => false,
             }
         } else {
-            let due = due_of(task, tz, frame.as_of, today);
-            let overdue = due.as_ref().is_some_and(|due| due.passed);
-            let due_soon = due
-                .as_ref()
-                .is_some_and(|due| !due.passed && due.day < window_end);
             match kind {
                 SectionKind::Overdue => overdue,
                 SectionKind::DueSoon => due_soon,
