@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::bench_sync::{Measured, measure};
-use crate::sim::{SimConfig, SimServer};
+use crate::sim::SimServer;
 
 /// Arguments of `bench digest`.
 #[derive(Debug, Args)]
@@ -34,17 +34,13 @@ const SECTIONS: &str = "[\"overdue\", \"due_soon\", \"milestones\", \"approvals\
 
 /// Runs the benchmark.
 pub async fn run(args: DigestBenchArgs) -> anyhow::Result<u8> {
-    let mut config = SimConfig {
-        time_scale: args.time_scale,
-        ..SimConfig::default()
-    };
     // Every seventh generated project is archived: generate enough unarchived ones.
-    config.world.projects = args.projects + args.projects / 6 + 1;
-    config.world.tasks_per_project = args.tasks_per_project;
-    config.world.audit_events = 0;
-    config.timing.activity_per_minute = 0.0;
-    config.timing.audit_events_per_minute = 0.0;
-    config.faults.latency_ms = args.latency_ms;
+    let config = super::common::generated_world(
+        args.projects + args.projects / 6 + 1,
+        args.tasks_per_project,
+        args.latency_ms,
+        args.time_scale,
+    );
     println!(
         "Generating {} projects x {} tasks…",
         config.world.projects, args.tasks_per_project

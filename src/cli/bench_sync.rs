@@ -89,16 +89,12 @@ impl Measured {
 
 /// Runs the benchmark.
 pub async fn run(args: SyncBenchArgs) -> anyhow::Result<u8> {
-    let mut config = SimConfig {
-        time_scale: args.time_scale,
-        ..SimConfig::default()
-    };
-    config.world.projects = args.projects;
-    config.world.tasks_per_project = args.tasks_per_project;
-    config.world.audit_events = 0;
-    config.timing.activity_per_minute = 0.0;
-    config.timing.audit_events_per_minute = 0.0;
-    config.faults.latency_ms = args.latency_ms;
+    let mut config = super::common::generated_world(
+        args.projects,
+        args.tasks_per_project,
+        args.latency_ms,
+        args.time_scale,
+    );
     let mut tokens = SimConfig::default_tokens();
     let mut walker = tokens[0].clone();
     walker.name = "walker".into();

@@ -82,6 +82,28 @@ pub fn process_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A simulator config for a benchmark: a generated world of `projects` x `tasks_per_project`
+/// that changes only when the benchmark changes it (no background activity, no audit events),
+/// `latency_ms` of simulated latency per request, running `time_scale` times fast.
+pub fn generated_world(
+    projects: usize,
+    tasks_per_project: usize,
+    latency_ms: u64,
+    time_scale: f64,
+) -> crate::sim::SimConfig {
+    let mut config = crate::sim::SimConfig {
+        time_scale,
+        ..crate::sim::SimConfig::default()
+    };
+    config.world.projects = projects;
+    config.world.tasks_per_project = tasks_per_project;
+    config.world.audit_events = 0;
+    config.timing.activity_per_minute = 0.0;
+    config.timing.audit_events_per_minute = 0.0;
+    config.faults.latency_ms = latency_ms;
+    config
+}
+
 /// Writes a benchmark daemon's `config.toml` in `dir`: a SQLite state database, `dir/jobs`,
 /// an admin port, the simulator's base URL and time scale, and the credential `sa` (the
 /// simulator's paid service account, its token in a 0600 file). Returns the config's path and

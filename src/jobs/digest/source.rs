@@ -635,10 +635,7 @@ pub async fn from_mirror(
     } else if let Some(portfolio) = &settings.portfolio {
         let items = read(
             "portfolio_items",
-            Row::from([(
-                "portfolio_gid".to_string(),
-                Cell::Text(portfolio.to_string()),
-            )]),
+            tables::filter("portfolio_gid", portfolio.as_str()),
         )
         .await?;
         collected.projects = items
